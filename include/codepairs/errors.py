@@ -1,0 +1,48 @@
+"""Every error the pipeline raises on purpose, with the kind that decides what happens next.
+
+- ``SourceError``: one repository cannot be read (not a repository, unreachable, empty). The crawl
+  records it as a skip with its reason and goes on with the other repositories.
+- ``GateFailedError``: a data-quality gate refused a batch. Retrying cannot fix data, so the DAG's
+  retry policy fails the task at once.
+- ``ExportVerificationError``: an export does not match its manifest.
+- ``ConfigError``: bad configuration or parameters; the message says which value and why.
+"""
+
+from __future__ import annotations
+
+
+class CodepairsError(Exception):
+    """Base of every deliberate codepairs error."""
+
+
+class ConfigError(CodepairsError):
+    pass
+
+
+class SourceError(CodepairsError):
+    """A repository could not be crawled; ``reason`` is one of ``crawl.RepoSkipReason``."""
+
+    def __init__(self, source: str, reason: str, detail: str) -> None:
+        self.source = source
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{source}: {reason}: {detail}")
+
+
+class GateFailedError(CodepairsError):
+    """A Great Expectations suite failed; ``failed`` names each failed expectation."""
+
+    def __init__(self, suite: str, target: str, failed: list[str]) -> None:
+        self.suite = suite
+        self.target = target
+        self.failed = failed
+        super().__init__(
+            f"gate {suite} refused {target}: {len(failed)} expectation(s) failed: " + "; ".join(failed)
+        )
+
+
+class ExportVerificationError(CodepairsError):
+    def __init__(self, directory: str, problems: list[str]) -> None:
+        self.directory = directory
+        self.problems = problems
+        super().__init__(f"export {directory} does not match its manifest: " + "; ".join(problems))

@@ -1,0 +1,217 @@
+"""Quality gates: a Great Expectations (GX Core 1.x) suite after every stage that writes a table.
+
+Each gate loads what one run wrote (never the whole table), adds columns that recompute the stored
+checksums (a row whose content no longer matches its sha256, or a batch whose rows no longer match
+the batch digest, fails), validates the suite, stores the result in ``gate_results`` and raises
+``GateFailedError`` naming every failed expectation. GX is imported inside the functions: it takes
+seconds to import and DAG parsing must stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from codepairs import gitlog
+from codepairs.config import GateConfig
+from codepairs.crawl import batch_digest
+from codepairs.errors import GateFailedError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+@dataclass(frozen=True)
+class GateReport:
+    suite: str
+    run_id: str
+    success: bool
+    evaluated: int
+    rows: int
+    failed: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "run_id": self.run_id, "success": self.success, "evaluated": self.evaluated,
+                "rows": self.rows, "failed": list(self.failed)}  # fmt: skip
+
+
+def _pending_batches(engine: Engine, stage: str, repo_id: str) -> dict[str, tuple[int, str]]:
+    """Batches of one repository and stage not yet passed by a gate, whichever run wrote them.
+
+    Gating by repository rather than by run means a run killed after some batches committed has
+    those batches checked by the next run's gate instead of leaving them unchecked forever.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT batch_id, rows_written, sha256 FROM batches "
+                "WHERE stage = :s AND repo_id = :r AND NOT validated ORDER BY created_at, seq"
+            ),
+            {"s": stage, "r": repo_id},
+        )
+        return {b: (int(n), d) for b, n, d in rows}
+
+
+def _date_bounds(config: GateConfig) -> tuple[float, float]:
+    low = datetime.combine(config.min_author_date, datetime.min.time(), tzinfo=UTC).timestamp()
+    high = (datetime.now(UTC) + timedelta(days=config.max_future_days)).timestamp()
+    return low, high
+
+
+def _with_batch_checks(df: pd.DataFrame, batches: dict[str, tuple[int, str]], key: str, digest_col: str) -> None:
+    """Add ``batch_digest_ok``: each row's batch digest, recomputed from stored rows, equals the record."""
+    ok: dict[str, bool] = {}
+    for batch_id, (_, digest) in batches.items():
+        part = df[df["batch_id"] == batch_id]
+        ok[batch_id] = batch_digest(zip(part[key], part[digest_col], strict=True)) == digest
+    df["batch_digest_ok"] = df["batch_id"].map(ok).astype(bool) if len(df) else df["batch_id"].astype(bool)
+
+
+def validate(df: pd.DataFrame, suite_name: str, expectations: list[Any]) -> tuple[bool, int, list[str], dict[str, Any]]:
+    """Run GX Core on a DataFrame; return (success, evaluated, failed descriptions, full result)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_pandas("codepairs")
+        .add_dataframe_asset(name=suite_name)
+        .add_batch_definition_whole_dataframe("run")
+        .get_batch(batch_parameters={"dataframe": df})
+    )
+    suite = gx.ExpectationSuite(name=suite_name, expectations=expectations)
+    result = batch.validate(suite)
+    failed = []
+    for r in result.results:
+        if not r.success:
+            cfg = r.expectation_config
+            args = ", ".join(f"{k}={v!r}" for k, v in cfg.kwargs.items() if k != "batch_id")
+            seen = r.result.get("observed_value", r.result.get("partial_unexpected_list", ""))
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                seen = r.exception_info.get("exception_message")
+            failed.append(f"{cfg.type}({args}) observed {str(seen)[:200]}")
+    return bool(result.success), len(result.results), failed, result.to_json_dict()
+
+
+def _store_and_raise(
+    engine: Engine, suite: str, stage: str, run_id: str, batches: list[str], rows: int,
+    outcome: tuple[bool, int, list[str], dict],
+) -> GateReport:
+    """Record the result; mark the batches validated on success, raise on failure."""
+    success, evaluated, failed, raw = outcome
+    with engine.begin() as conn:
+        if success:
+            conn.execute(sa.text("UPDATE batches SET validated = true WHERE batch_id = ANY(:b)"), {"b": batches})
+        conn.execute(
+            sa.text(
+                "INSERT INTO gate_results (suite, stage, run_id, target, success, evaluated, failed, result) "
+                "VALUES (:s, :st, :r, :t, :ok, :n, CAST(:f AS jsonb), CAST(:res AS jsonb))"
+            ),
+            {"s": suite, "st": stage, "r": run_id, "t": f"{len(batches)} batch(es), {rows} rows", "ok": success, "n": evaluated,
+             "f": json.dumps(failed), "res": json.dumps(raw, default=str)},
+        )  # fmt: skip
+    if not success:
+        raise GateFailedError(suite, f"run {run_id}", failed)
+    return GateReport(suite, run_id, success, evaluated, rows, tuple(failed))
+
+
+def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConfig) -> GateReport:
+    """Gate after crawl: every commit batch of the repository not yet validated."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    batches = _pending_batches(engine, "crawl", repo_id)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT sha, batch_id, message, diff, files::text AS files, row_sha256, author_email, diff_bytes, "
+                "files_changed, lines_added, lines_deleted, extract(epoch FROM author_date)::float8 AS author_epoch "
+                "FROM commits WHERE batch_id = ANY(:b)"
+            ),
+            {"b": list(batches)},
+        ).mappings()
+        records = []
+        for r in rows:  # recompute each row's checksum, then keep only the small columns
+            files_json = gitlog.canonical_json(json.loads(r["files"]))
+            ok = gitlog.row_digest(r["sha"], r["message"], r["diff"], files_json) == r["row_sha256"]
+            records.append({k: r[k] for k in ("sha", "batch_id", "row_sha256", "author_email", "diff_bytes",
+                            "files_changed", "lines_added", "lines_deleted", "author_epoch")} | {"row_checksum_ok": ok})  # fmt: skip
+    df = pd.DataFrame.from_records(records, columns=[
+        "sha", "batch_id", "row_sha256", "author_email", "diff_bytes", "files_changed", "lines_added",
+        "lines_deleted", "author_epoch", "row_checksum_ok"])  # fmt: skip
+    _with_batch_checks(df, batches, "sha", "row_sha256")
+    low, high = _date_bounds(config)
+    expected = sum(n for n, _ in batches.values())
+    expectations = [
+        gxe.ExpectTableRowCountToEqual(value=expected),
+        gxe.ExpectColumnValuesToNotBeNull(column="sha"),
+        gxe.ExpectColumnValuesToBeUnique(column="sha"),
+        gxe.ExpectColumnValuesToMatchRegex(column="sha", regex=r"^[0-9a-f]{40}$"),
+        gxe.ExpectColumnValuesToNotBeNull(column="author_email"),
+        gxe.ExpectColumnValuesToBeBetween(column="author_epoch", min_value=low, max_value=high),
+        gxe.ExpectColumnValuesToBeBetween(column="diff_bytes", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="files_changed", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="lines_added", min_value=0),
+        gxe.ExpectColumnValuesToBeBetween(column="lines_deleted", min_value=0),
+        gxe.ExpectColumnValuesToBeInSet(column="row_checksum_ok", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="batch_digest_ok", value_set=[True]),
+    ]
+    outcome = validate(df, "commits_suite", expectations)
+    return _store_and_raise(engine, "commits_suite", "crawl", run_id, list(batches), len(df), outcome)
+
+
+def validate_pairs(
+    engine: Engine, repo_id: str, run_id: str, config: GateConfig, min_instruction_chars: int = 1
+) -> GateReport:
+    """Gate after extract: every pair batch of the repository not yet validated."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    batches = _pending_batches(engine, "extract", repo_id)
+    with engine.connect() as conn:
+        records = []
+        for r in conn.execute(
+            sa.text(
+                "SELECT pair_id, batch_id, commit_sha, instruction, response, response_sha256, lines_added, "
+                "lines_deleted, extract(epoch FROM author_date)::float8 AS author_epoch "
+                "FROM pairs WHERE batch_id = ANY(:b)"
+            ),
+            {"b": list(batches)},
+        ).mappings():
+            records.append({
+                "pair_id": r["pair_id"], "batch_id": r["batch_id"], "commit_sha": r["commit_sha"],
+                "response_sha256": r["response_sha256"], "lines_changed": r["lines_added"] + r["lines_deleted"],
+                "author_epoch": r["author_epoch"], "instruction_len": len(r["instruction"].strip()),
+                "response_len": len(r["response"].strip()),
+                "response_checksum_ok": hashlib.sha256(r["response"].encode()).hexdigest() == r["response_sha256"],
+            })  # fmt: skip
+    df = pd.DataFrame.from_records(records, columns=[
+        "pair_id", "batch_id", "commit_sha", "response_sha256", "lines_changed", "author_epoch",
+        "instruction_len", "response_len", "response_checksum_ok"])  # fmt: skip
+    _with_batch_checks(df, batches, "pair_id", "response_sha256")
+    low, high = _date_bounds(config)
+    expected = sum(n for n, _ in batches.values())
+    expectations = [
+        gxe.ExpectTableRowCountToEqual(value=expected),
+        gxe.ExpectColumnValuesToNotBeNull(column="pair_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="pair_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="commit_sha"),
+        gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=min_instruction_chars),
+        gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="lines_changed", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="author_epoch", min_value=low, max_value=high),
+        gxe.ExpectColumnValuesToBeInSet(column="response_checksum_ok", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="batch_digest_ok", value_set=[True]),
+    ]
+    outcome = validate(df, "pairs_suite", expectations)
+    return _store_and_raise(engine, "pairs_suite", "extract", run_id, list(batches), len(df), outcome)

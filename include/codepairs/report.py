@@ -1,0 +1,75 @@
+"""The run summary people read at the end of ``make run`` and ``codepairs summary``.
+
+Reads ``runs`` (what each crawl and extract run did), ``repositories``, ``pairs``, ``skips`` and
+``exports``; writes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+
+def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
+    """Totals of the runs started since ``since`` (all runs if None) and of what is stored."""
+    params = {"since": since or datetime(1970, 1, 1)}
+    with engine.connect() as conn:
+        crawls = conn.execute(
+            sa.text(
+                "SELECT r.name, r.source, r.status, r.skip_reason, "
+                "COALESCE(SUM((x.stats->>'commits_read')::bigint), 0) AS read, "
+                "COALESCE(SUM((x.stats->>'commits_new')::bigint), 0) AS new "
+                "FROM runs x JOIN repositories r ON r.repo_id = x.repo_id "
+                "WHERE x.stage = 'crawl' AND x.started_at >= :since GROUP BY r.name, r.source, r.status, r.skip_reason "
+                "ORDER BY r.name"
+            ),
+            params,
+        ).mappings().all()
+        pairs_new = conn.execute(
+            sa.text(
+                "SELECT COALESCE(SUM((stats->>'pairs_new')::bigint), 0) FROM runs "
+                "WHERE stage = 'extract' AND started_at >= :since"
+            ),
+            params,
+        ).scalar()
+        skipped = conn.execute(
+            sa.text("SELECT reason, count(*) FROM skips WHERE stage = 'extract' GROUP BY reason ORDER BY 2 DESC, 1")
+        ).tuples().all()
+        totals = conn.execute(
+            sa.text("SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs)")
+        ).one()
+        export = conn.execute(
+            sa.text("SELECT out_dir, rows, files, export_id FROM exports ORDER BY created_at DESC LIMIT 1")
+        ).mappings().first()
+    return {
+        "repositories": [dict(r) for r in crawls],
+        "commits_read": sum(r["read"] for r in crawls),
+        "commits_new": sum(r["new"] for r in crawls),
+        "pairs_new": int(pairs_new or 0),
+        "commits_stored": totals[0],
+        "pairs_stored": totals[1],
+        "skipped_by_reason": dict(skipped),
+        "export": dict(export) if export else None,
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = ["codepairs summary", "", "repositories:"]
+    for r in s["repositories"]:
+        state = f"skipped ({r['skip_reason']})" if r["status"] == "skipped" else r["status"]
+        lines.append(f"  {r['name']:<32} {state:<28} commits read {r['read']:>8}  new {r['new']:>8}")
+    lines += [
+        "",
+        f"commits read this run : {s['commits_read']}  (new: {s['commits_new']}; stored in all: {s['commits_stored']})",
+        f"pairs kept this run   : {s['pairs_new']}  (stored in all: {s['pairs_stored']})",
+        "commits skipped by reason (all runs):",
+    ]
+    lines += [f"  {reason:<22} {n}" for reason, n in s["skipped_by_reason"].items()] or ["  (none)"]
+    if s["export"]:
+        e = s["export"]
+        lines += ["", f"export folder : {e['out_dir']}", f"manifest      : {e['out_dir']}/manifest.json "
+                  f"({e['rows']} pairs in {e['files']} files, sha256 {e['export_id'][:16]}…)"]  # fmt: skip
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""The one place that reads environment variables and knows where local state lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "include" / "config"
+
+
+def data_dir() -> Path:
+    """Local state (embedded Postgres, bare mirrors, default export); ignored by git."""
+    return Path(os.environ.get("CODEPAIRS_DATA_DIR", PROJECT_ROOT / ".data")).resolve()
+
+
+def database_url_from_env() -> str | None:
+    """An explicitly configured pipeline database, if any (else the embedded server is used)."""
+    return os.environ.get("CODEPAIRS_DATABASE_URL") or None
+
+
+def mirrors_dir() -> Path:
+    return Path(os.environ.get("CODEPAIRS_MIRRORS_DIR", data_dir() / "mirrors")).resolve()
+
+
+def default_export_dir() -> Path:
+    return Path(os.environ.get("CODEPAIRS_EXPORT_DIR", data_dir() / "export")).resolve()
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("CODEPAIRS_CONFIG", CONFIG_DIR / "pipeline.yaml")).resolve()

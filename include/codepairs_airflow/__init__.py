@@ -1,0 +1,67 @@
+"""The one place that turns Airflow things (connections, Params) into plain codepairs values.
+
+``include/codepairs`` never imports Airflow; DAG tasks call it through these helpers. This adapter is
+a package of its own (installed beside ``codepairs``) rather than a module in ``dags/``, so DAG
+files import it the same way under the dag-processor, ``dag.test()``, pytest and docker-compose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+
+log = logging.getLogger(__name__)
+
+PIPELINE_DB_CONN_ID = "codepairs_db"
+PAIRS_ASSET = Asset("codepairs_pairs", uri="codepairs://pipeline/pairs")
+
+# Retrying cannot fix data a gate refused, nor a configuration error: fail those at once.
+NO_RETRY_ON_BAD_DATA = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(exception="codepairs.errors.GateFailedError", action=RetryAction.FAIL,
+                  reason="a data-quality gate refused the data; fix the data, then clear the task"),
+        RetryRule(exception="codepairs.errors.ConfigError", action=RetryAction.FAIL,
+                  reason="bad configuration or parameters"),
+    ]
+)  # fmt: skip
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "codepairs",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+    "retry_policy": NO_RETRY_ON_BAD_DATA,
+}
+
+
+def pipeline_database_url() -> str | None:
+    """The Airflow connection ``codepairs_db`` if defined; None lets the library use its default."""
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(PIPELINE_DB_CONN_ID)
+    except Exception:  # AirflowNotFoundException: no connection defined, use the library default
+        return None
+    return conn.get_uri()
+
+
+def engine():  # type: ignore[no-untyped-def]
+    from codepairs import store
+
+    return store.get_engine(pipeline_database_url())
+
+
+def pipeline_config(params: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """The YAML config with this run's trigger-form Params applied on top."""
+    from codepairs.config import load_config
+
+    config = load_config()
+    crawl = {k: params[k] for k in ("max_commits", "batch_size") if params.get(k) is not None}
+    if crawl:
+        config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl))
+    return config

@@ -1,0 +1,118 @@
+"""Airflow on the embedded default: the commands behind ``make run`` and ``make up``.
+
+``run``  migrates Airflow's metadata (kept in the same embedded Postgres, database ``airflow``),
+         runs ``codepairs_crawl`` then ``codepairs_build`` through Airflow (``dag.test``) and prints
+         the summary.
+``up``   starts ``airflow standalone`` (api-server on :8080, scheduler, dag-processor, triggerer)
+         with the project's DAGs and plugins, and prints the login.
+``env``  prints the environment both use, as shell ``export`` lines.
+
+Airflow reads its configuration at import time, so the environment is set before importing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def airflow_env() -> dict[str, str]:
+    from codepairs import settings, store
+
+    home = settings.data_dir() / "airflow"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",  # 2 cores: the default would spawn 32 workers
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "GX_ANALYTICS_ENABLED": "false",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    if not os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        url = store.embedded_url(store.AIRFLOW_DATABASE)
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = url.replace("+psycopg:", "+psycopg2:", 1)
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC"] = url  # psycopg 3 is async-capable; no asyncpg needed
+    return env
+
+
+def admin_password(home: Path) -> str:
+    path = home / "passwords.json"
+    if not path.exists():
+        path.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}))
+        path.chmod(0o600)
+    return json.loads(path.read_text())["admin"]
+
+
+def migrate_airflow() -> None:
+    from airflow.utils.db import upgradedb
+
+    upgradedb()
+
+
+def run(repos: list[str], out_dir: str | None) -> int:
+    os.environ.update(airflow_env())
+    started = datetime.now(UTC)
+    migrate_airflow()
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    if bag.import_errors:
+        print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
+        return 1
+    crawl_conf = {"repos": repos} if repos else {}
+    for dag_id, conf in (("codepairs_crawl", crawl_conf), ("codepairs_build", {"out_dir": out_dir})):
+        t0 = time.monotonic()
+        dag_run = bag.get_dag(dag_id).test(run_conf=conf)
+        state = str(getattr(dag_run, "state", "unknown"))
+        print(f"{dag_id}: {state} in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        if state != "success":
+            return 1
+    from codepairs import report, store
+
+    print(report.format_summary(report.summary(store.get_engine(), since=started)))
+    return 0
+
+
+def up() -> int:
+    env = airflow_env()
+    password = admin_password(Path(env["AIRFLOW_HOME"]))
+    print(f"Airflow UI: http://localhost:8080  user: admin  password: {password}", flush=True)
+    os.environ.update(env)
+    os.execvp("airflow", ["airflow", "standalone"])
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--repos", default="", help="comma-separated repositories (default: the config's)")
+    p.add_argument("--out", default=None, help="export folder")
+    sub.add_parser("up")
+    sub.add_parser("env")
+    args = parser.parse_args()
+    if args.command == "run":
+        return run([r for r in args.repos.split(",") if r.strip()], args.out)
+    if args.command == "up":
+        return up()
+    for key, value in airflow_env().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Test setup: an embedded Postgres of the suite's own, Airflow pointed at it, repository builders.
+
+Airflow reads its configuration when first imported, so the environment is set here, in
+``pytest_configure``, before any test module imports it. Every test that needs storage gets a fresh
+database (``db_url``), on the embedded server and, when ``CODEPAIRS_TEST_DATABASE_URL`` names one,
+on that external server too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_TMP = Path(tempfile.mkdtemp(prefix="cpt-", dir="/tmp"))  # short: a Unix socket path lives under it
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["CODEPAIRS_DATA_DIR"] = str(_TMP / "d")
+    os.environ.pop("CODEPAIRS_DATABASE_URL", None)
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
+    os.environ["GIT_AUTHOR_NAME"] = os.environ["GIT_COMMITTER_NAME"] = "Test Author"
+    os.environ["GIT_AUTHOR_EMAIL"] = os.environ["GIT_COMMITTER_EMAIL"] = "author@example.com"
+    from codepairs import store
+
+    airflow_url = store.embedded_url(store.AIRFLOW_DATABASE)
+    os.environ.update({
+        "AIRFLOW_HOME": str(_TMP / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url.replace("+psycopg:", "+psycopg2:", 1),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": airflow_url,
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    })  # fmt: skip
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from codepairs import store
+
+    store.stop_embedded()
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+def _server_urls() -> list[pytest.param]:
+    params = [pytest.param("embedded", id="embedded-pg")]
+    external = os.environ.get("CODEPAIRS_TEST_DATABASE_URL")
+    params.append(
+        pytest.param(external, id="external-pg")
+        if external
+        else pytest.param(None, id="external-pg", marks=pytest.mark.skip(reason="CODEPAIRS_TEST_DATABASE_URL not set"))
+    )
+    return params
+
+
+@pytest.fixture(params=_server_urls())
+def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, migrated pipeline database for one test; dropped afterwards."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    from codepairs import store
+
+    admin = store.embedded_url("postgres") if request.param == "embedded" else store.normalize_url(request.param)
+    name = f"cpt_{uuid.uuid4().hex[:12]}"
+    store.ensure_database(admin, name)
+    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
+    yield url
+    engine = store._engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+    admin_engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin_engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin_engine.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    from codepairs import store
+
+    return store.get_engine(db_url)
+
+
+@pytest.fixture
+def mirrors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test keeps its own mirrors, so a crawl never sees another test's clone."""
+    path = tmp_path / "mirrors"
+    monkeypatch.setenv("CODEPAIRS_MIRRORS_DIR", str(path))
+    return path

@@ -1,0 +1,60 @@
+"""Build git repositories of known content in tests: every commit kind the pipeline must handle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+
+class GitRepo:
+    """A working repository in a temporary folder, with helpers that return each new commit's SHA."""
+
+    def __init__(self, path: Path, branch: str = "main") -> None:
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        self.git("init", "-q", "-b", branch)
+        self.git("config", "core.autocrlf", "false")
+        self._tick = 0
+
+    def git(self, *args: str, input: bytes | None = None) -> str:
+        self._tick = getattr(self, "_tick", 0) + 1
+        stamp = f"{1_700_000_000 + self._tick * 60} +0000"
+        env = {**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
+        env.update(getattr(self, "_author_env", {}))
+        out = subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, env=env, input=input)
+        return out.stdout.decode("utf-8", "replace").strip()
+
+    def write(self, rel: str, content: str | bytes) -> Path:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        else:
+            target.write_text(content, encoding="utf-8", newline="")
+        return target
+
+    def commit(self, message: str | bytes, files: dict[str, str | bytes] | None = None, *,
+               author: tuple[str, str] | None = None, allow_empty: bool = False) -> str:  # fmt: skip
+        for rel, content in (files or {}).items():
+            self.write(rel, content)
+        self.git("add", "-A")
+        self._author_env = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1]} if author else {}
+        args = ["commit", "-q", "--no-verify", "-F", "-"] + (["--allow-empty"] if allow_empty else [])
+        self.git(*args, input=message if isinstance(message, bytes) else message.encode())
+        self._author_env = {}
+        return self.head()
+
+    def raw_commit(self, message: bytes) -> str:
+        """A commit object written byte for byte (``git commit`` would re-encode a bad message)."""
+        self.git("add", "-A")
+        tree = self.git("write-tree")
+        stamp = f"{1_700_000_000 + self._tick * 60} +0000"
+        body = (f"tree {tree}\nparent {self.head()}\nauthor Test Author <author@example.com> {stamp}\n"
+                f"committer Test Author <author@example.com> {stamp}\n\n").encode() + message + b"\n"  # fmt: skip
+        sha = self.git("hash-object", "-t", "commit", "-w", "--stdin", input=body)
+        self.git("update-ref", "HEAD", sha)
+        return sha
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
