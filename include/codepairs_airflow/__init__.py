@@ -40,14 +40,25 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 
 def pipeline_database_url() -> str | None:
-    """The Airflow connection ``codepairs_db`` if defined; None lets the library use its default."""
+    """The Airflow connection ``codepairs_db`` if defined; None lets the library use its default.
+
+    Built from the connection's fields rather than ``get_uri()``, so a Unix-socket host (the
+    embedded server's folder) survives the round trip.
+    """
     from airflow.sdk import BaseHook
+    from sqlalchemy.engine import URL
 
     try:
         conn = BaseHook.get_connection(PIPELINE_DB_CONN_ID)
     except Exception:  # AirflowNotFoundException: no connection defined, use the library default
         return None
-    return conn.get_uri()
+    socket_dir = conn.host if conn.host and conn.host.startswith("/") else None
+    url = URL.create(
+        "postgresql+psycopg", username=conn.login or None, password=conn.password or None,
+        host=None if socket_dir else conn.host or None, port=conn.port or None, database=conn.schema or None,
+        query={"host": socket_dir} if socket_dir else {},
+    )  # fmt: skip
+    return url.render_as_string(hide_password=False)
 
 
 def engine():  # type: ignore[no-untyped-def]

@@ -1,0 +1,161 @@
+"""Crawl: sources, incremental refresh, force-pushes, interrupted runs — nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from codepairs import crawl, export, pipeline
+from codepairs.config import CrawlConfig, ExportConfig, PipelineConfig
+from gitrepo import GitRepo
+
+
+def _counts(engine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return tuple(conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), (SELECT count(*) FROM skips)"
+        )).one())  # type: ignore[return-value]  # fmt: skip
+
+
+def _linear_repo(path: Path, n: int) -> GitRepo:
+    repo = GitRepo(path)
+    for i in range(n):
+        repo.commit(f"Add module number {i} to the package", {f"pkg/m{i}.py": f"VALUE = {i}\n"})
+    return repo
+
+
+def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> None:
+    local = crawl.resolve_source(str(tmp_path))
+    assert (local.source, local.web_url) == (str(tmp_path), None)
+    gh = crawl.resolve_source("octo/hello-world")
+    assert (gh.source, gh.name, gh.web_url) == ("https://github.com/octo/hello-world.git", "octo/hello-world",
+                                                "https://github.com/octo/hello-world")  # fmt: skip
+    assert gh.commit_url("abc") == "https://github.com/octo/hello-world/commit/abc"
+    secret = crawl.resolve_source("https://x-access-token:s3cr3t@github.com/octo/repo.git")
+    assert "s3cr3t" not in secret.source and "s3cr3t" in secret.clone_url
+    assert secret.web_url == "https://github.com/octo/repo"
+    assert crawl.resolve_source(f"file://{tmp_path}").source == f"file://{tmp_path}"
+
+
+def test_crawl_twice_adds_nothing(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 5)
+    first = crawl.crawl_repository(engine, str(repo.path), CrawlConfig(batch_size=2))
+    assert (first.commits_read, first.commits_new, len(first.batches)) == (5, 5, 3)
+    second = crawl.crawl_repository(engine, str(repo.path), CrawlConfig(batch_size=2))
+    assert (second.commits_read, second.commits_new, second.batches) == (0, 0, [])
+    assert _counts(engine)[0] == 5
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT rows_in, rows_written, length(sha256) FROM batches ORDER BY seq")).all()
+    assert [tuple(r) for r in rows] == [(2, 2, 64), (2, 2, 64), (1, 1, 64)]
+
+
+def test_incremental_crawl_reads_only_new_commits(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 3)
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    new = [repo.commit(f"Add extra module {i} for the release", {f"extra/e{i}.py": "X = 1\n"}) for i in range(2)]
+    state = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    assert (state["commits_read"], state["commits_new"], state["extract"]["pairs_new"]) == (2, 2, 2)
+    with engine.connect() as conn:
+        last = conn.execute(sa.text("SELECT branch, last_sha FROM crawl_state")).one()
+    assert tuple(last) == ("main", new[-1])
+    assert _counts(engine) == (5, 5, 0)
+
+
+def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 4)
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    removed = repo.git("rev-list", "HEAD~2..HEAD").split()
+    repo.git("reset", "-q", "--hard", "HEAD~2")
+    rewritten = repo.commit("Add the rewritten module after review", {"pkg/new.py": "NEW = 1\n"})
+    subprocess.run(["git", "-C", str(repo.path), "gc", "-q", "--prune=now"], check=True)
+    state = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    assert state["force_push"] is True
+    assert (state["commits_new"], state["orphaned"]) == (1, 2)
+    with engine.connect() as conn:
+        orphans = {r[0] for r in conn.execute(sa.text("SELECT sha FROM commits WHERE orphaned"))}
+        reasons = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'crawl'")).tuples().all())
+        stored = conn.execute(sa.text("SELECT count(*), count(DISTINCT sha) FROM commits")).one()
+    assert orphans == set(removed)
+    assert reasons == {sha: "orphaned_by_force_push" for sha in removed}
+    assert tuple(stored) == (5, 5)
+    out = export.write_export(engine, tmp_path / "export", ExportConfig())
+    assert out.rows == 3  # two surviving originals + the rewritten commit; orphans are not exported
+    import json
+
+    shas = {json.loads(line)["commit_sha"] for line in (tmp_path / "export" / "pairs-00000.jsonl").open()}
+    assert rewritten in shas and not (shas & set(removed))
+    again = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    assert (again["commits_read"], again["force_push"]) == (0, False)
+
+
+def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(engine, mirrors, tmp_path, monkeypatch, new_database) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 7)
+    config = PipelineConfig(crawl=CrawlConfig(batch_size=3))
+    real = crawl.stage_and_insert
+    calls = {"n": 0}
+
+    def dies_in_second_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        inserted = real(*args, **kwargs)
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed after COPY, before the batch commits")
+        return inserted
+
+    monkeypatch.setattr(crawl, "stage_and_insert", dies_in_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.process_repository(engine, str(repo.path), config)
+    assert _counts(engine)[0] == 3  # the first batch committed, the second rolled back whole
+    monkeypatch.setattr(crawl, "stage_and_insert", real)
+    state = pipeline.process_repository(engine, str(repo.path), config)
+    assert (state["commits_read"], state["commits_new"]) == (7, 4)
+    assert _counts(engine) == (7, 7, 0)
+    killed_export = export.write_export(engine, tmp_path / "a", ExportConfig())
+
+    from codepairs import store
+
+    clean_repo_engine = store.get_engine(new_database())
+    pipeline.process_repository(clean_repo_engine, str(repo.path), config)
+    clean_export = export.write_export(clean_repo_engine, tmp_path / "b", ExportConfig())
+    assert killed_export.manifest_sha256 == clean_export.manifest_sha256
+    assert (tmp_path / "a" / "pairs-00000.parquet").read_bytes() == (tmp_path / "b" / "pairs-00000.parquet").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("make_source", "reason"),
+    [
+        (lambda p: str(p / "missing"), "not_found"),
+        (lambda p: (p / "plain").mkdir() or str(p / "plain"), "not_a_repository"),
+        (lambda p: f"file://{p}/nowhere.git", "unreachable"),
+        (lambda p: "http://127.0.0.1:9/nobody/nothing.git", "unreachable"),
+        (lambda p: GitRepo(p / "empty").path.as_posix(), "empty_repository"),
+    ],
+)
+def test_bad_sources_are_recorded_as_skips_and_the_run_goes_on(engine, mirrors, tmp_path, make_source, reason) -> None:  # type: ignore[no-untyped-def]
+    good = _linear_repo(tmp_path / "good", 2)
+    bad = make_source(tmp_path)
+    results = [crawl.crawl_repository(engine, spec, CrawlConfig()) for spec in (bad, str(good.path))]
+    assert [(r.status, r.skip_reason) for r in results] == [("skipped", reason), ("crawled", None)]
+    with engine.connect() as conn:
+        skip = conn.execute(sa.text("SELECT reason, detail FROM skips WHERE stage = 'crawl' AND object_id = ''")).one()
+        status = conn.execute(sa.text("SELECT status FROM repositories WHERE repo_id = :r"),
+                              {"r": results[0].repo_id}).scalar()  # fmt: skip
+    assert skip[0] == reason and skip[1]
+    assert status == "skipped"
+    assert _counts(engine)[0] == 2
+
+
+def test_only_the_configured_branches_are_crawled_each_with_its_watermark(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 2)
+    repo.git("checkout", "-q", "-b", "dev")
+    dev = repo.commit("Add the development-only module", {"dev.py": "D = 1\n"})
+    repo.git("checkout", "-q", "main")
+    only_main = crawl.crawl_repository(engine, str(repo.path), CrawlConfig())
+    assert only_main.commits_read == 2
+    both = crawl.crawl_repository(engine, str(repo.path), CrawlConfig(branches=("main", "dev")))
+    assert (both.commits_read, both.commits_new) == (3, 1)  # dev read from scratch; shared commits not stored twice
+    with engine.connect() as conn:
+        state = dict(conn.execute(sa.text("SELECT branch, last_sha FROM crawl_state")).tuples().all())
+    assert state["dev"] == dev and set(state) == {"main", "dev"}

@@ -1,0 +1,106 @@
+"""DAG integrity: both DAGs import, with the schedules, owners, retries, params and docs intended."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dagbag(airflow_db):  # type: ignore[no-untyped-def]
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_dags_import_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}
+    assert sorted(dagbag.dag_ids) == ["codepairs_build", "codepairs_crawl"]
+
+
+def test_dag_files_parse_fast_and_touch_no_database(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parsing imports neither GX nor the pipeline library's heavy modules, and opens no connection."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, time; t = time.monotonic(); "
+        "from airflow.dag_processing.dagbag import DagBag; "
+        f"b = DagBag(dag_folder={str(ROOT / 'dags')!r}); assert not b.import_errors, b.import_errors; "
+        "heavy = [m for m in ('great_expectations', 'codepairs.crawl', 'codepairs.gates', 'pandas', 'pyarrow') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    env = {**os.environ, "CODEPAIRS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.get_dag("codepairs_crawl")
+    assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
+    assert dag.dagrun_timeout.total_seconds() == 12 * 3600
+    assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
+    assert set(dag.params.keys()) == {"repos", "max_commits", "batch_size"}
+    assert sorted(dag.task_ids) == [
+        "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_repository", "repository.extract_pairs",
+        "repository.validate_commits", "repository.validate_pairs",
+    ]  # fmt: skip
+    assert [o.name for o in dag.get_task("publish_pairs").outlets] == ["codepairs_pairs"]
+    for task in dag.tasks:
+        assert task.owner == "codepairs"
+        assert task.retries == (0 if task.task_id == "fail_if_a_repository_failed" else 3)
+        assert task.retry_exponential_backoff == 2.0
+        assert task.max_retry_delay.total_seconds() == 1800
+        assert task.retry_policy is not None
+    crawl_task = dag.get_task("repository.crawl_repository")
+    assert [d.task_id for d in crawl_task.downstream_list] == ["repository.validate_commits"]
+
+
+def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.get_dag("codepairs_build")
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["codepairs_pairs"]
+    assert sorted(dag.task_ids) == ["export_dataset", "verify_export"]
+    assert set(dag.params.keys()) == {"out_dir"}
+
+
+def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyped-def]
+    from airflow.sdk import RetryAction
+
+    from codepairs.errors import GateFailedError, SourceError
+
+    policy = dagbag.get_dag("codepairs_crawl").get_task("repository.validate_commits").retry_policy
+    assert policy.evaluate(GateFailedError("s", "t", ["x"]), 1, 4).action == RetryAction.FAIL
+    assert policy.evaluate(ConnectionError("db down"), 1, 4).action == RetryAction.DEFAULT
+    assert policy.evaluate(SourceError("s", "r", "d"), 1, 4).action == RetryAction.DEFAULT
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "ok"),
+    [
+        ("repos", ["octo/repo", "/srv/git/app"], True),
+        ("repos", [""], False),
+        ("repos", "octo/repo", False),
+        ("max_commits", 500, True),
+        ("max_commits", 0, False),
+        ("max_commits", "many", False),
+        ("batch_size", 1_000_000, False),
+    ],
+)
+def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: bool) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.get_dag("codepairs_crawl").params)
+    if ok:
+        params[name] = value
+        assert params.validate()[name] == value
+    else:
+        with pytest.raises(ParamValidationError):
+            params[name] = value
+            params.validate()

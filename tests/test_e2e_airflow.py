@@ -1,0 +1,96 @@
+"""End to end through Airflow: ``codepairs_crawl`` then ``codepairs_build`` with ``dag.test()``.
+
+The pipeline database reaches the tasks the production way, through the Airflow connection
+``codepairs_db`` (here from an ``AIRFLOW_CONN_*`` variable), on the embedded server and, when
+``CODEPAIRS_TEST_DATABASE_URL`` is set, on that external Postgres.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from codepairs import export
+from gitrepo import GitRepo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def airflow_pipeline(airflow_db, db_url: str, mirrors: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """The DagBag, with ``codepairs_db`` pointing at this test's database."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    url = make_url(db_url)
+    conn = {"conn_type": "postgres", "host": url.query.get("host") or url.host, "port": url.port,
+            "login": url.username, "password": url.password, "schema": url.database}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_CODEPAIRS_DB", json.dumps({k: v for k, v in conn.items() if v}))
+    monkeypatch.delenv("CODEPAIRS_DATABASE_URL", raising=False)
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def _repo(path: Path, n: int) -> GitRepo:
+    repo = GitRepo(path)
+    for i in range(n):
+        repo.commit(f"Add command number {i} to the cli", {f"cli/c{i}.py": f"C = {i}\n"})
+    return repo
+
+
+def _run(bag, dag_id: str, conf: dict) -> str:  # type: ignore[no-untyped-def]
+    return str(bag.get_dag(dag_id).test(run_conf=conf).state)
+
+
+def _stored(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        row = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), "
+            "(SELECT count(*) FROM batches WHERE validated), (SELECT count(*) FROM gate_results WHERE success)"
+        )).one()  # fmt: skip
+    return dict(zip(("commits", "pairs", "validated_batches", "gates_passed"), row, strict=True))
+
+
+def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = _repo(tmp_path / "solo", 3)
+    assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
+    out = tmp_path / "export"
+    assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
+    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 2, "gates_passed": 2}
+    assert export.verify_export(out)["rows"] == 3
+    first_manifest = (out / "manifest.json").read_bytes()
+
+    # A second nightly run with nothing new adds nothing and exports the same bytes.
+    assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
+    assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
+    assert _stored(engine)["pairs"] == 3
+    assert (out / "manifest.json").read_bytes() == first_manifest
+
+
+def test_several_repositories_and_a_bad_one(airflow_pipeline, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    a, b = _repo(tmp_path / "a", 2), _repo(tmp_path / "b", 4)
+    conf = {"repos": [str(a.path), str(tmp_path / "missing"), str(b.path)], "batch_size": 2}
+    assert _run(airflow_pipeline, "codepairs_crawl", conf) == "success"
+    with engine.connect() as conn:
+        status = dict(conn.execute(sa.text("SELECT name, status FROM repositories")).tuples().all())
+    assert status == {"a": "crawled", "b": "crawled", "missing": "skipped"}
+    assert _stored(engine)["pairs"] == 6
+
+
+def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(airflow_pipeline, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = _repo(tmp_path / "r", 2)
+    repo.write("cli/late.py", "LATE = 1\n")
+    repo.git("add", "-A")
+    env_date = {"GIT_AUTHOR_DATE": "2090-01-01T00:00:00+0000", "GIT_COMMITTER_DATE": "2090-01-01T00:00:00+0000"}
+    import subprocess
+
+    subprocess.run(["git", "-C", str(repo.path), "commit", "-q", "-m", "Add the command dated in the year 2090"],
+                   check=True, env={**os.environ, **env_date})  # fmt: skip
+    assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "failed"
+    with engine.connect() as conn:
+        failed = conn.execute(sa.text("SELECT suite, failed FROM gate_results WHERE NOT success")).one()
+    assert failed[0] == "commits_suite" and any("author_epoch" in f for f in failed[1])
+    assert _stored(engine)["pairs"] == 0
