@@ -94,7 +94,7 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
 def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(engine, mirrors, tmp_path, monkeypatch, new_database) -> None:  # type: ignore[no-untyped-def]
     repo = _linear_repo(tmp_path / "r", 7)
     config = PipelineConfig(crawl=CrawlConfig(batch_size=3))
-    real = crawl.stage_and_insert
+    real = crawl.insert_new
     calls = {"n": 0}
 
     def dies_in_second_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
@@ -104,11 +104,11 @@ def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(engine, mirrors,
             raise KeyboardInterrupt("killed after COPY, before the batch commits")
         return inserted
 
-    monkeypatch.setattr(crawl, "stage_and_insert", dies_in_second_batch)
+    monkeypatch.setattr(crawl, "insert_new", dies_in_second_batch)
     with pytest.raises(KeyboardInterrupt):
         pipeline.process_repository(engine, str(repo.path), config)
     assert _counts(engine)[0] == 3  # the first batch committed, the second rolled back whole
-    monkeypatch.setattr(crawl, "stage_and_insert", real)
+    monkeypatch.setattr(crawl, "insert_new", real)
     state = pipeline.process_repository(engine, str(repo.path), config)
     assert (state["commits_read"], state["commits_new"]) == (7, 4)
     assert _counts(engine) == (7, 7, 0)
@@ -159,3 +159,29 @@ def test_only_the_configured_branches_are_crawled_each_with_its_watermark(engine
     with engine.connect() as conn:
         state = dict(conn.execute(sa.text("SELECT branch, last_sha FROM crawl_state")).tuples().all())
     assert state["dev"] == dev and set(state) == {"main", "dev"}
+
+
+def test_a_concurrent_writer_between_probe_and_copy_falls_back_to_on_conflict(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The fast path's probe misses a row stored meanwhile: the COPY fails, ON CONFLICT takes over."""
+    import sqlalchemy as sa
+
+    from codepairs import store
+
+    cols = ("stage", "repo_id", "object_id", "reason", "detail", "run_id")
+    with engine.begin() as conn:
+        store.insert_new(conn, "skips", cols, [("t", "r", "a", "x", "", None)], ("stage", "repo_id", "object_id"))
+    real_execute = sa.engine.Connection.execute
+
+    def blind_probe(self, statement, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if "JOIN unnest" in str(statement):  # the probe sees nothing, as if the row came in after it
+            return real_execute(self, sa.text("SELECT 1 WHERE false"))
+        return real_execute(self, statement, *args, **kwargs)
+
+    monkeypatch.setattr(sa.engine.Connection, "execute", blind_probe)
+    rows = [("t", "r", "a", "x", "", None), ("t", "r", "b", "y", "", None)]
+    with engine.begin() as conn:
+        written = store.insert_new(conn, "skips", cols, rows, ("stage", "repo_id", "object_id"))
+    monkeypatch.undo()
+    assert written == [rows[1]]
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT object_id, reason FROM skips ORDER BY 1")).all() == [("a", "x"), ("b", "y")]

@@ -25,7 +25,8 @@ def test_every_commit_kind_gives_its_exact_pair_or_skip_reason(engine, mirrors, 
         pairs = dict(conn.execute(sa.text("SELECT commit_sha, instruction FROM pairs")).tuples().all())
         skips = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'extract'")).tuples().all())
         dropped = dict(conn.execute(sa.text("SELECT commit_sha, dropped_files FROM pairs")).tuples().all())
-        responses = dict(conn.execute(sa.text("SELECT commit_sha, response FROM pairs")).tuples().all())
+        responses = dict(conn.execute(sa.text("SELECT commit_sha, response FROM pair_texts")).tuples().all())
+        stored = dict(conn.execute(sa.text("SELECT commit_sha, response IS NOT NULL FROM pairs")).tuples().all())
         branch = conn.execute(sa.text("SELECT default_branch FROM repositories")).scalar()
     assert pairs == known.pairs
     assert skips == known.skips
@@ -40,6 +41,8 @@ def test_every_commit_kind_gives_its_exact_pair_or_skip_reason(engine, mirrors, 
     assert "+@echo off\r\n+echo setup\r\n" in responses[crlf]
     mixed = next(s for s in known.dropped)
     assert "package-lock.json" not in responses[mixed] and "tests/test_pager.py" in responses[mixed]
+    # Only a response that differs from the commit's diff is stored on the pair.
+    assert {sha for sha, own in stored.items() if own} == set(known.dropped)
 
 
 def test_extract_rerun_adds_nothing(engine, mirrors, known) -> None:  # type: ignore[no-untyped-def]
@@ -51,7 +54,7 @@ def test_extract_rerun_adds_nothing(engine, mirrors, known) -> None:  # type: ig
     again = extract.extract_repository(engine, repo_id, config.extract)
     assert (again.commits_in, again.pairs_new) == (0, 0)
     with engine.connect() as conn:
-        conn.execute(sa.text("UPDATE commits SET extracted = false"))
+        conn.execute(sa.text("UPDATE batches SET extracted = false WHERE stage = 'crawl'"))
         conn.commit()
     redo = extract.extract_repository(engine, repo_id, config.extract)
     assert redo.commits_in == before[0] + before[1] and redo.pairs_new == 0

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from codepairs import gitlog, settings
 from codepairs.config import CrawlConfig
 from codepairs.errors import SourceError
-from codepairs.store import copy_rows, stage_and_insert
+from codepairs.store import copy_rows, insert_new
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +275,8 @@ def write_commit_batch(
             {"b": batch_id, "r": run_id, "repo": repo_id, "seq": seq, "n": len(rows),
              "mf": gitlog.canonical_json({"first": commits[0].sha, "last": commits[-1].sha})},
         )  # fmt: skip
-        inserted = set(stage_and_insert(conn, "commits", COMMIT_COLUMNS, rows, "repo_id, sha", "sha"))
-        digest = batch_digest((r[1], r[18]) for r in rows if r[1] in inserted)
+        inserted = insert_new(conn, "commits", COMMIT_COLUMNS, rows, ("repo_id", "sha"))
+        digest = batch_digest((r[1], r[18]) for r in inserted)
         conn.execute(
             sa.text("UPDATE batches SET rows_written = :w, sha256 = :d WHERE batch_id = :b"),
             {"w": len(inserted), "d": digest, "b": batch_id},
@@ -340,6 +340,13 @@ def mark_orphans(engine: Engine, mirror: Path, repo_id: str, tips: Iterable[str]
     return len(orphaned)
 
 
+def _count_batch(result: CrawlResult, name: str, batch_id: str, written: int) -> None:
+    result.batches.append(batch_id)
+    result.commits_new += written
+    log.info("%s: batch %d written, %d commits read, %d new", name, len(result.batches), result.commits_read,
+             result.commits_new)  # fmt: skip
+
+
 def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path | None = None) -> CrawlResult:
     """Crawl one repository: mirror it, stream the commits new since the watermark, store them."""
     started = time.monotonic()
@@ -378,12 +385,9 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
             max_count=config.max_commits if branch not in state else None,
         )  # fmt: skip
         for commits in _batched(stream, config.batch_size):
-            batch_id, written = write_commit_batch(engine, repo.repo_id, run_id, seq, commits)
-            seq += 1
-            result.batches.append(batch_id)
             result.commits_read += len(commits)
-            result.commits_new += written
-            log.info("%s: batch %d, %d commits read, %d new", repo.name, seq, result.commits_read, result.commits_new)
+            _count_batch(result, repo.name, *write_commit_batch(engine, repo.repo_id, run_id, seq, commits))
+            seq += 1
     if result.force_push:
         result.orphaned = mark_orphans(engine, mirror, repo.repo_id, tips.values(), run_id)
     default_branch = next(iter(tips)) if not config.branches else None

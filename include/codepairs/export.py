@@ -1,6 +1,6 @@
 """Export stage: pairs -> deterministic Parquet and JSONL shards, a manifest, and ``verify``.
 
-Reads ``pairs`` joined to ``commits``, ``repositories`` and ``batches`` (only pairs whose batch passed
+Reads the view ``pair_texts`` (pairs with their response resolved) joined to ``repositories`` and ``batches`` (only pairs whose batch passed
 the pairs gate, and none of commits orphaned by a force-push), streamed in ``pair_id`` order with a server-side cursor so memory does not grow with
 the dataset. Writes the export folder and one row in ``exports`` plus one ``batches`` row per file.
 
@@ -43,11 +43,10 @@ SELECT p.pair_id, p.kind, p.instruction, p.response, r.name AS repository,
        COALESCE(r.web_url, r.source) AS repository_url, p.commit_sha,
        to_char(p.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS author_date,
        p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256
-FROM pairs p
-JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
+FROM pair_texts p
 JOIN repositories r ON r.repo_id = p.repo_id
 JOIN batches b ON b.batch_id = p.batch_id
-WHERE NOT c.orphaned AND b.validated
+WHERE NOT p.orphaned AND b.validated
 ORDER BY p.pair_id
 """
 

@@ -184,7 +184,7 @@ def validate_pairs(
             sa.text(
                 "SELECT pair_id, batch_id, commit_sha, instruction, response, response_sha256, lines_added, "
                 "lines_deleted, extract(epoch FROM author_date)::float8 AS author_epoch "
-                "FROM pairs WHERE batch_id = ANY(:b)"
+                "FROM pair_texts WHERE batch_id = ANY(:b)"
             ),
             {"b": list(batches)},
         ).mappings():
@@ -192,8 +192,9 @@ def validate_pairs(
                 "pair_id": r["pair_id"], "batch_id": r["batch_id"], "commit_sha": r["commit_sha"],
                 "response_sha256": r["response_sha256"], "lines_changed": r["lines_added"] + r["lines_deleted"],
                 "author_epoch": r["author_epoch"], "instruction_len": len(r["instruction"].strip()),
-                "response_len": len(r["response"].strip()),
-                "response_checksum_ok": hashlib.sha256(r["response"].encode()).hexdigest() == r["response_sha256"],
+                "response_len": len((r["response"] or "").strip()),
+                "response_checksum_ok": hashlib.sha256((r["response"] or "").encode()).hexdigest()
+                == r["response_sha256"],
             })  # fmt: skip
     df = pd.DataFrame.from_records(records, columns=[
         "pair_id", "batch_id", "commit_sha", "response_sha256", "lines_changed", "author_epoch",

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import subprocess
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -123,10 +125,12 @@ def stream_commits(
         stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    reader = Prefetcher(proc.stdout)
     try:
-        for block, total in split_blocks(proc.stdout, max_diff_bytes):
+        for block, total in split_blocks(reader, max_diff_bytes):
             yield parse_block(block, total, max_diff_bytes)
     finally:
+        reader.close()
         proc.stdout.close()
         stderr = proc.stderr.read().decode("utf-8", "replace")
         proc.stderr.close()
@@ -135,7 +139,47 @@ def stream_commits(
         raise subprocess.CalledProcessError(code, "git log", stderr=stderr)
 
 
-def split_blocks(stream: IO[bytes], max_diff_bytes: int) -> Iterator[tuple[bytes, int]]:
+class Prefetcher:
+    """Reads the pipe on a thread so git keeps producing while the caller waits on Postgres.
+
+    Without it git blocks on a full 64 KiB pipe during every COPY; with it, git, parsing and the
+    database overlap (benchmarks/crawl_vs_git_log.py). The queue is bounded, so memory is too.
+    """
+
+    def __init__(self, stream: IO[bytes], depth: int = 32) -> None:
+        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=depth)
+        self._stream = stream
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="git-log-reader", daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        try:
+            while not self._stop.is_set():
+                chunk = self._stream.read(CHUNK)
+                self._put(chunk)
+                if not chunk:
+                    return
+        except (OSError, ValueError):
+            self._put(b"")
+
+    def _put(self, chunk: bytes) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(chunk, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def read(self, _size: int = -1) -> bytes:
+        return self._queue.get()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def split_blocks(stream: IO[bytes] | Prefetcher, max_diff_bytes: int) -> Iterator[tuple[bytes, int]]:
     """Cut the byte stream into per-commit blocks: (first bytes of the block, its full size).
 
     A block keeps at most ``max_diff_bytes`` plus a header allowance; what lies beyond is counted,

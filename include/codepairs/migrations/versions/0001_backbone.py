@@ -56,6 +56,7 @@ CREATE TABLE batches (
     sha256       text NOT NULL,
     made_from    jsonb NOT NULL DEFAULT '{}'::jsonb,
     validated    boolean NOT NULL DEFAULT false,  -- its stage's gate passed: data may move on
+    extracted    boolean NOT NULL DEFAULT false,  -- crawl batches: the extract stage has read it
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX batches_run ON batches (run_id);
@@ -83,12 +84,10 @@ CREATE TABLE commits (
     row_sha256      text NOT NULL,
     batch_id        text NOT NULL REFERENCES batches(batch_id),
     orphaned        boolean NOT NULL DEFAULT false,  -- no longer reachable after a force-push
-    extracted       boolean NOT NULL DEFAULT false,
     crawled_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (repo_id, sha)
 );
 CREATE INDEX commits_batch ON commits (batch_id);
-CREATE INDEX commits_to_extract ON commits (repo_id, sha) WHERE NOT extracted;
 
 CREATE TABLE pairs (
     pair_id         text PRIMARY KEY,            -- sha256(kind, repo_id, sha), first 32 hex
@@ -96,7 +95,7 @@ CREATE TABLE pairs (
     repo_id         text NOT NULL REFERENCES repositories(repo_id),
     commit_sha      text NOT NULL,
     instruction     text NOT NULL,
-    response        text NOT NULL,
+    response        text,                        -- NULL: the whole diff of the commit (commits.diff)
     files           jsonb NOT NULL,
     dropped_files   jsonb NOT NULL,
     lines_added     bigint NOT NULL,
@@ -108,6 +107,14 @@ CREATE TABLE pairs (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX pairs_batch ON pairs (batch_id);
+
+-- Pairs with their response text resolved (most commit pairs keep every file, and store the diff
+-- once, in commits). Gates and export read this view.
+CREATE VIEW pair_texts AS
+SELECT p.pair_id, p.kind, p.repo_id, p.commit_sha, p.instruction, COALESCE(p.response, c.diff) AS response,
+       p.files, p.dropped_files, p.lines_added, p.lines_deleted, p.author_date, p.url, p.response_sha256,
+       p.batch_id, c.orphaned
+FROM pairs p JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha;
 CREATE INDEX pairs_repo_commit ON pairs (repo_id, commit_sha);
 
 -- One row per thing left out, with its reason: nothing disappears silently.
@@ -146,14 +153,30 @@ CREATE TABLE exports (
 );
 """
 
+# Diffs and responses are most of the bytes: lz4 compresses them several times faster than the
+# default pglz, which is CPU the crawl needs on a small machine (see README, benchmark). Only where
+# the server was built with lz4 (both the embedded PG 18 and Debian's PG 15 are).
+LZ4 = """
+DO $$
+BEGIN
+  IF 'lz4' = ANY (SELECT unnest(enumvals) FROM pg_settings WHERE name = 'default_toast_compression') THEN
+    ALTER TABLE commits ALTER COLUMN diff SET COMPRESSION lz4;
+    ALTER TABLE commits ALTER COLUMN message SET COMPRESSION lz4;
+    ALTER TABLE pairs ALTER COLUMN response SET COMPRESSION lz4;
+    ALTER TABLE pairs ALTER COLUMN instruction SET COMPRESSION lz4;
+  END IF;
+END $$;
+"""
+
 DOWNGRADE = """
-DROP TABLE exports; DROP TABLE gate_results; DROP TABLE skips; DROP TABLE pairs; DROP TABLE commits;
+DROP VIEW pair_texts; DROP TABLE exports; DROP TABLE gate_results; DROP TABLE skips; DROP TABLE pairs; DROP TABLE commits;
 DROP TABLE batches; DROP TABLE runs; DROP TABLE crawl_state; DROP TABLE repositories;
 """
 
 
 def upgrade() -> None:
     op.execute(UPGRADE)
+    op.execute(LZ4)
 
 
 def downgrade() -> None:

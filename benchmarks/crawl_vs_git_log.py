@@ -1,0 +1,120 @@
+"""Crawl + extract + store into Postgres, against raw ``git log -p`` over the same commits.
+
+    python benchmarks/crawl_vs_git_log.py PATH_OR_URL [--repeat 3] [--sizes 1000,2000,0]
+
+For each history size (newest N commits; 0 = all), in the same command: the baseline reads the
+whole output of ``git log -p`` on the mirror through a pipe; codepairs then crawls (one streaming
+``git log -p --raw`` parsed incrementally, COPY batches with checksums) and extracts pairs into a
+fresh database, in a child process whose peak RSS is recorded. Prints wall times, their ratio,
+commits per second and peak memory. Uses ``$CODEPAIRS_DATABASE_URL`` if set, else an embedded
+server under a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+
+def child(spec: str, max_commits: int | None, url: str) -> None:
+    from codepairs import crawl, extract, store
+    from codepairs.config import CrawlConfig, ExtractConfig
+
+    engine = store.get_engine(url)
+    t0 = time.perf_counter()
+    result = crawl.crawl_repository(engine, spec, CrawlConfig(max_commits=max_commits))
+    t1 = time.perf_counter()
+    # Extract reads only gated batches; the gate is timed apart (GX import alone costs seconds).
+    with engine.begin() as conn:
+        import sqlalchemy as sa
+
+        conn.execute(sa.text("UPDATE batches SET validated = true"))
+    ex = extract.extract_repository(engine, result.repo_id, ExtractConfig())
+    t2 = time.perf_counter()
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"commits": result.commits_read, "pairs": ex.pairs_new, "crawl_s": t1 - t0,
+                      "extract_s": t2 - t1, "peak_rss_mib": peak_kib / 1024}))  # fmt: skip
+
+
+def baseline(mirror: Path, max_commits: int | None) -> tuple[float, int]:
+    cmd = ["git", "--git-dir", str(mirror), "log", "-p"] + ([f"-n{max_commits}"] if max_commits else [])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE)
+    total = 0
+    assert proc.stdout is not None
+    while chunk := proc.stdout.read(1 << 20):
+        total += len(chunk)
+    proc.wait()
+    return time.perf_counter() - t0, total
+
+
+def fresh_database(server_admin_url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from codepairs import store
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    store.ensure_database(server_admin_url, name)
+    return make_url(server_admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("repo")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--sizes", default="0", help="comma-separated history sizes; 0 = all commits")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--max-commits", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.repo, args.max_commits or None, args.url)
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="cpb-", dir="/tmp"))
+    os.environ.setdefault("CODEPAIRS_DATA_DIR", str(work))
+    os.environ["CODEPAIRS_MIRRORS_DIR"] = str(work / "mirrors")
+    from codepairs import crawl, store
+    from codepairs.config import CrawlConfig
+
+    admin = store.normalize_url(os.environ["CODEPAIRS_DATABASE_URL"]) if os.environ.get("CODEPAIRS_DATABASE_URL") \
+        else store.embedded_url("postgres")  # fmt: skip
+    mirror = crawl.ensure_mirror(crawl.resolve_source(args.repo), CrawlConfig())  # clone once, outside the timings
+    head = crawl.git(["rev-parse", "HEAD"], mirror)
+    print(f"repository {args.repo} at {head[:12]}, git {crawl.git(['--version'])}, {os.cpu_count()} cores")
+    print(f"{'commits':>8} {'git log -p':>11} {'codepairs':>10} {'(crawl':>8} {'extract)':>9} {'ratio':>6} "
+          f"{'commits/s':>10} {'peak RSS':>9} {'log MiB':>8}")  # fmt: skip
+    for size in [int(s) for s in args.sizes.split(",")]:
+        base_runs, ours = [], []
+        for _ in range(args.repeat):
+            b, nbytes = baseline(mirror, size or None)
+            base_runs.append(b)
+            out = subprocess.run(
+                [sys.executable, __file__, args.repo, "--child", "--max-commits", str(size), "--url", fresh_database(admin)],
+                capture_output=True, text=True, check=True, env=os.environ,
+            )  # fmt: skip
+            ours.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        b = statistics.median(base_runs)
+        total = statistics.median(o["crawl_s"] + o["extract_s"] for o in ours)
+        o = ours[0]
+        print(f"{o['commits']:>8} {b:>10.2f}s {total:>9.2f}s {statistics.median(x['crawl_s'] for x in ours):>7.2f}s "
+              f"{statistics.median(x['extract_s'] for x in ours):>8.2f}s {total / b:>6.2f} {o['commits'] / total:>10.0f} "
+              f"{max(x['peak_rss_mib'] for x in ours):>7.0f}MiB {nbytes / 2**20:>8.1f}")  # fmt: skip
+    if not os.environ.get("CODEPAIRS_DATABASE_URL"):
+        store.stop_embedded()
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
