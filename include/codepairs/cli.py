@@ -9,6 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from codepairs import export, pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
 from codepairs.errors import CodepairsError
@@ -121,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     except CodepairsError as err:
         print(f"codepairs: error: {err}", file=sys.stderr)
         return 1
+    except OperationalError as err:
+        where = store.redact(args.database_url) if args.database_url else "the configured database"
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else type(err).__name__
+        print(f"codepairs: error: cannot use {where}: {reason}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,60 @@
+"""The ``codepairs`` command line: each stage without Airflow, on the same library and database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from codepairs import cli
+from gitrepo import GitRepo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("command", ["crawl", "export", "verify", "summary", "db"])
+def test_every_command_has_help(command: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "codepairs.cli", command, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith(f"usage: codepairs {command}")
+
+
+def test_crawl_export_verify_summary(db_url, mirrors, tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("CODEPAIRS_DATABASE_URL", db_url)
+    repo = GitRepo(tmp_path / "proj")
+    for i in range(3):
+        repo.commit(f"Add report section number {i}", {f"report/s{i}.md": f"# {i}\n"})
+    repo.commit("wip", {"report/s0.md": "# zero\n"})
+    assert cli.main(["crawl", str(repo.path), str(tmp_path / "nope")]) == 0
+    out = capsys.readouterr().out
+    assert "proj: 4 commits read, 4 new; 3 pairs kept, skipped {\"message_too_short\": 1}; gates passed" in out
+    assert "nope: skipped (not_found: no such path)" in out
+    assert cli.main(["export", "--out", str(tmp_path / "ds")]) == 0
+    assert "exported 3 pairs in 2 files" in capsys.readouterr().out
+    assert cli.main(["verify", str(tmp_path / "ds")]) == 0
+    (tmp_path / "ds" / "pairs-00000.jsonl").write_text("{}\n")
+    assert cli.main(["verify", str(tmp_path / "ds")]) == 1
+    assert "changed file pairs-00000.jsonl" in capsys.readouterr().err
+    assert cli.main(["summary"]) == 0
+    summary = capsys.readouterr().out
+    assert "message_too_short      1" in summary and "proj" in summary
+
+
+def test_an_unreachable_database_is_a_clear_error_without_its_password(capsys) -> None:  # type: ignore[no-untyped-def]
+    code = cli.main(["--database-url", "postgresql://someone:s3cr3t-pw@127.0.0.1:1/none", "summary"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot use postgresql://someone:***@127.0.0.1:1/none: connection failed" in err
+    assert "s3cr3t-pw" not in err
+
+
+def test_docker_compose_describes_airflow3_and_postgres() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "airflow-init", "api-server", "scheduler", "dag-processor", "triggerer"} <= set(services)
+    assert "apache/airflow:3.3." in services["scheduler"]["build"]["dockerfile_inline"]
+    env = services["scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/codepairs/dags" and env["PYTHONPATH"] == "/opt/codepairs/include"
+    assert env["AIRFLOW_CONN_CODEPAIRS_DB"].endswith("@postgres:5432/codepairs")
