@@ -1,7 +1,7 @@
 """
 ### codepairs_crawl
 
-Nightly, incremental: for each repository, one mapped chain
+Nightly, incremental: for each repository (or shard of repositories, beyond 1024), one mapped chain
 `crawl_repository → validate_commits → extract_pairs → validate_pairs`, then `publish_pairs`
 updates the `codepairs_pairs` Asset, which schedules `codepairs_build`. A failed chain does not hold
 back the others; `fail_if_a_repository_failed` then turns the run red.
@@ -20,6 +20,8 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task, task_group
 from codepairs_airflow import DEFAULT_ARGS, PAIRS_ASSET, engine, pipeline_config
+
+MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more repositories share shards
 
 
 @dag(
@@ -48,44 +50,50 @@ from codepairs_airflow import DEFAULT_ARGS, PAIRS_ASSET, engine, pipeline_config
 )  # fmt: skip
 def codepairs_crawl() -> None:
     @task
-    def list_repositories() -> list[str]:
-        """The repositories of this run: the trigger form's list, else the config's."""
+    def list_repositories() -> list[list[str]]:
+        """The repositories of this run (trigger form, else config), in at most 1024 shards."""
+        from codepairs.pipeline import shard
+
         params = get_current_context()["params"]
-        return list(params.get("repos") or pipeline_config(params).repositories)
+        return shard(list(params.get("repos") or pipeline_config(params).repositories), MAX_MAP_LENGTH)
 
     @task_group
-    def repository(spec: str) -> None:
+    def repository(specs: list[str]) -> None:
         @task(map_index_template="{{ repo_label }}")
-        def crawl_repository(spec: str) -> dict:
-            """Mirror the repository and store its new commits in checksummed batches."""
+        def crawl_repository(specs: list[str]) -> list[dict]:
+            """Mirror each repository of the shard and store its new commits in checksummed batches."""
             from codepairs import pipeline
 
             context = get_current_context()
-            context["repo_label"] = spec  # type: ignore[typeddict-unknown-key]
-            return pipeline.crawl_step(engine(), spec, pipeline_config(context["params"]))
+            context["repo_label"] = specs[0] + (f" (+{len(specs) - 1})" if len(specs) > 1 else "")  # type: ignore[typeddict-unknown-key]
+            config = pipeline_config(context["params"])
+            return [pipeline.crawl_step(engine(), spec, config) for spec in specs]
 
         @task
-        def validate_commits(state: dict) -> dict:
-            """GX gate on the commits not yet validated for this repository."""
+        def validate_commits(states: list[dict]) -> list[dict]:
+            """GX gate on the commits not yet validated for each repository."""
             from codepairs import pipeline
 
-            return pipeline.validate_commits_step(engine(), state, pipeline_config(get_current_context()["params"]))
+            config = pipeline_config(get_current_context()["params"])
+            return [pipeline.validate_commits_step(engine(), state, config) for state in states]
 
         @task
-        def extract_pairs(state: dict) -> dict:
+        def extract_pairs(states: list[dict]) -> list[dict]:
             """Commit message → diff pairs; every skipped commit recorded with its reason."""
             from codepairs import pipeline
 
-            return pipeline.extract_step(engine(), state, pipeline_config(get_current_context()["params"]))
+            config = pipeline_config(get_current_context()["params"])
+            return [pipeline.extract_step(engine(), state, config) for state in states]
 
         @task
-        def validate_pairs(state: dict) -> dict:
+        def validate_pairs(states: list[dict]) -> list[dict]:
             """GX gate on the new pairs; only gated pairs are exported."""
             from codepairs import pipeline
 
-            return pipeline.validate_pairs_step(engine(), state, pipeline_config(get_current_context()["params"]))
+            config = pipeline_config(get_current_context()["params"])
+            return [pipeline.validate_pairs_step(engine(), state, config) for state in states]
 
-        validate_pairs(extract_pairs(validate_commits(crawl_repository(spec))))
+        validate_pairs(extract_pairs(validate_commits(crawl_repository(specs))))
 
     @task(outlets=[PAIRS_ASSET], trigger_rule="all_done")
     def publish_pairs() -> dict:
@@ -100,7 +108,7 @@ def codepairs_crawl() -> None:
         """Makes the run red when any chain failed (a gate, a database outage), after the others published."""
         raise RuntimeError("a repository chain failed: open the red task for its one-line reason")
 
-    repository.expand(spec=list_repositories()) >> [publish_pairs(), fail_if_a_repository_failed()]
+    repository.expand(specs=list_repositories()) >> [publish_pairs(), fail_if_a_repository_failed()]
 
 
 codepairs_crawl()

@@ -185,3 +185,57 @@ def test_a_concurrent_writer_between_probe_and_copy_falls_back_to_on_conflict(en
     assert written == [rows[1]]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT object_id, reason FROM skips ORDER BY 1")).all() == [("a", "x"), ("b", "y")]
+
+
+def test_a_crawl_killed_by_sigkill_then_rerun_equals_one_clean_run(db_url, new_database, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A real kill -9 of the CLI in the middle of a crawl: no partial batch, the rerun completes it."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from codepairs import store
+
+    repo = GitRepo(tmp_path / "big")
+    repo.fast_import(3000)
+    env = {**os.environ, "CODEPAIRS_DATABASE_URL": db_url}
+    cmd = [sys.executable, "-m", "codepairs.cli", "crawl", str(repo.path), "--batch-size", "10"]
+    engine = store.get_engine(db_url)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    committed = 0
+    deadline = time.monotonic() + 120
+    while committed < 5 and time.monotonic() < deadline and proc.poll() is None:
+        with engine.connect() as conn:
+            committed = conn.execute(sa.text("SELECT count(*) FROM batches WHERE stage = 'crawl'")).scalar()
+        time.sleep(0.005)
+    assert proc.poll() is None, "the crawl finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with engine.connect() as conn:
+        stored, in_batches, watermark = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM commits), (SELECT COALESCE(sum(rows_written), 0) FROM batches), "
+            "(SELECT count(*) FROM crawl_state)"
+        )).one()  # fmt: skip
+    assert 0 < stored < 3000 and stored == in_batches and watermark == 0  # whole batches only, no watermark
+
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert _counts(engine) == (3000, 3000, 0)
+    resumed = export.write_export(engine, tmp_path / "resumed", ExportConfig())
+    clean = store.get_engine(new_database())
+    pipeline.process_repository(clean, str(repo.path), PipelineConfig())
+    assert export.write_export(clean, tmp_path / "clean", ExportConfig()).manifest_sha256 == resumed.manifest_sha256
+
+
+def test_added_commits_then_rerun_export_equals_one_clean_run(engine, new_database, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from codepairs import store
+
+    repo = _linear_repo(tmp_path / "r", 3)
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())  # the same again: adds nothing
+    repo.commit("Add the changelog for the next release", {"CHANGES.md": "## 1.1\n"})
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    incremental = export.write_export(engine, tmp_path / "inc", ExportConfig())
+    clean = store.get_engine(new_database())
+    pipeline.process_repository(clean, str(repo.path), PipelineConfig())
+    once = export.write_export(clean, tmp_path / "once", ExportConfig())
+    assert (incremental.rows, incremental.manifest_sha256) == (once.rows, once.manifest_sha256) == (4, once.manifest_sha256)

@@ -104,3 +104,13 @@ def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: b
         with pytest.raises(ParamValidationError):
             params[name] = value
             params.validate()
+
+
+def test_repositories_are_sharded_within_the_mapping_cap() -> None:
+    from codepairs.pipeline import shard
+
+    assert shard(["a", "b", "c"], 1024) == [["a"], ["b"], ["c"]]
+    big = [f"r{i}" for i in range(2500)]
+    shards = shard(big, 1024)
+    assert len(shards) <= 1024 and [s for sh in shards for s in sh] == big and max(map(len, shards)) == 3
+    assert shard([], 1024) == []

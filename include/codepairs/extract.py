@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from pathlib import PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
@@ -129,19 +128,19 @@ def is_bot(name: str, email: str, patterns: tuple[str, ...]) -> bool:
 
 def classify_file(change: dict[str, Any], section: str) -> FileDrop | None:
     """Why this file does not belong in a training response, or None if it does."""
-    path = PurePosixPath(change["path"])
+    *dirs, name = change["path"].split("/")  # plain str ops: PurePosixPath cost 15% of extract
     if change["binary"]:
         return FileDrop.BINARY
     if change["kind"] != "file" or change["added"] + change["deleted"] == 0:
         return FileDrop.NO_CONTENT
-    if path.name.lower() in LOCK_FILES:
+    if name.lower() in LOCK_FILES:
         return FileDrop.LOCK_FILE
-    if any(part.lower() in VENDOR_DIRS for part in path.parts[:-1]):
+    if any(part.lower() in VENDOR_DIRS for part in dirs):
         return FileDrop.VENDORED
-    if MINIFIED_NAME.search(path.name):
+    if MINIFIED_NAME.search(name):
         return FileDrop.MINIFIED
     head = section[:4000].lower()
-    if GENERATED_NAME.search(path.name) or any(marker in head for marker in GENERATED_MARKERS):
+    if GENERATED_NAME.search(name) or any(marker in head for marker in GENERATED_MARKERS):
         return FileDrop.GENERATED
     if len(section) > MINIFIED_LINE and LONG_ADDED_LINE.search(section):
         return FileDrop.MINIFIED

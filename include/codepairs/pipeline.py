@@ -15,6 +15,14 @@ from codepairs import crawl, extract, gates
 from codepairs.config import PipelineConfig
 
 
+def shard(specs: list[str], max_shards: int) -> list[list[str]]:
+    """Split repositories into at most ``max_shards`` contiguous groups (one each while they fit)."""
+    if not specs:
+        return []
+    size = -(-len(specs) // max_shards)
+    return [specs[i : i + size] for i in range(0, len(specs), size)]
+
+
 def crawl_step(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None) -> dict[str, Any]:
     return crawl.crawl_repository(engine, spec, config.crawl, cwd).as_dict()
 
