@@ -59,9 +59,8 @@ def baseline(mirror: Path, max_commits: int | None) -> tuple[float, int]:
 
 
 def fresh_database(server_admin_url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     from codepairs import store
+    from sqlalchemy.engine import make_url
 
     name = f"bench_{uuid.uuid4().hex[:8]}"
     store.ensure_database(server_admin_url, name)
@@ -99,17 +98,19 @@ def main() -> int:
         for _ in range(args.repeat):
             b, nbytes = baseline(mirror, size or None)
             base_runs.append(b)
-            out = subprocess.run(
-                [sys.executable, __file__, args.repo, "--child", "--max-commits", str(size), "--url", fresh_database(admin)],
-                capture_output=True, text=True, check=True, env=os.environ,
-            )  # fmt: skip
+            cmd = [sys.executable, __file__, args.repo, "--child", "--max-commits", str(size)]
+            out = subprocess.run([*cmd, "--url", fresh_database(admin)], capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"the codepairs run failed:\n{out.stderr[-3000:]}")
             ours.append(json.loads(out.stdout.strip().splitlines()[-1]))
         b = statistics.median(base_runs)
         total = statistics.median(o["crawl_s"] + o["extract_s"] for o in ours)
         o = ours[0]
-        print(f"{o['commits']:>8} {b:>10.2f}s {total:>9.2f}s {statistics.median(x['crawl_s'] for x in ours):>7.2f}s "
-              f"{statistics.median(x['extract_s'] for x in ours):>8.2f}s {total / b:>6.2f} {o['commits'] / total:>10.0f} "
-              f"{max(x['peak_rss_mib'] for x in ours):>7.0f}MiB {nbytes / 2**20:>8.1f}")  # fmt: skip
+        crawl_s = statistics.median(x["crawl_s"] for x in ours)
+        extract_s = statistics.median(x["extract_s"] for x in ours)
+        peak = max(x["peak_rss_mib"] for x in ours)
+        print(f"{o['commits']:>8} {b:>10.2f}s {total:>9.2f}s {crawl_s:>7.2f}s {extract_s:>8.2f}s {total / b:>6.2f} "
+              f"{o['commits'] / total:>10.0f} {peak:>7.0f}MiB {nbytes / 2**20:>8.1f}")  # fmt: skip
     if not os.environ.get("CODEPAIRS_DATABASE_URL"):
         store.stop_embedded()
     shutil.rmtree(work, ignore_errors=True)

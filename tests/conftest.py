@@ -88,9 +88,8 @@ def server_url(request: pytest.FixtureRequest) -> str:
 def new_database(server_url: str) -> Iterator[Callable[[], str]]:
     """Make fresh databases on the server under test; every one is dropped after the test."""
     import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
     from codepairs import store
+    from sqlalchemy.engine import make_url
 
     made: list[str] = []
 

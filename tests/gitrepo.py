@@ -22,7 +22,9 @@ class GitRepo:
         stamp = f"{1_700_000_000 + self._tick * 60} +0000"
         env = {**os.environ, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
         env.update(getattr(self, "_author_env", {}))
-        out = subprocess.run(["git", "-C", str(self.path), *args], check=True, capture_output=True, env=env, input=input)
+        out = subprocess.run(
+            ["git", "-C", str(self.path), *args], check=True, capture_output=True, env=env, input=input
+        )
         return out.stdout.decode("utf-8", "replace").strip()
 
     def write(self, rel: str, content: str | bytes) -> Path:
@@ -45,11 +47,11 @@ class GitRepo:
         self._author_env = {}
         return self.head()
 
-    def raw_commit(self, message: bytes) -> str:
-        """A commit object written byte for byte (``git commit`` would re-encode a bad message)."""
+    def raw_commit(self, message: bytes, tz: str = "+0000") -> str:
+        """A commit object written byte for byte (``git commit`` would refuse or re-encode it)."""
         self.git("add", "-A")
         tree = self.git("write-tree")
-        stamp = f"{1_700_000_000 + self._tick * 60} +0000"
+        stamp = f"{1_700_000_000 + self._tick * 60} {tz}"
         body = (f"tree {tree}\nparent {self.head()}\nauthor Test Author <author@example.com> {stamp}\n"
                 f"committer Test Author <author@example.com> {stamp}\n\n").encode() + message + b"\n"  # fmt: skip
         sha = self.git("hash-object", "-t", "commit", "-w", "--stdin", input=body)

@@ -38,10 +38,16 @@ def build_known_repo(path: Path, *, big_file_bytes: int = 50 * 1024 * 1024) -> K
                    author=("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"))  # fmt: skip
     k.skips[sha] = "bot_author"
     k.skips[r.commit("Empty commit to trigger the CI build", allow_empty=True)] = "empty_diff"
-    k.skips[r.commit("Add logo image for the docs site", {"docs/logo.png": b"\x89PNG\x00\x01\x02" * 40})] = "binary_only"
-    k.skips[r.commit("Update lock file after upgrade", {"package-lock.json": '{"lockfileVersion": 3}\n'})] = "lock_files_only"
+    k.skips[r.commit("Add logo image for the docs site", {"docs/logo.png": b"\x89PNG\x00\x01\x02" * 40})] = (
+        "binary_only"
+    )
+    k.skips[r.commit("Update lock file after upgrade", {"package-lock.json": '{"lockfileVersion": 3}\n'})] = (
+        "lock_files_only"
+    )
     k.skips[r.commit("Regenerate protobuf bindings for the api", {"api/service_pb2.py": "X = 1\n"})] = "generated_only"
-    k.skips[r.commit("Vendor a copy of the left-pad library", {"vendor/leftpad/index.js": "module.exports = 1;\n"})] = "vendored_only"
+    k.skips[r.commit("Vendor a copy of the left-pad library", {"vendor/leftpad/index.js": "module.exports = 1;\n"})] = (
+        "vendored_only"
+    )
     k.skips[r.commit("Add minified bundle of the widget", {"static/widget.min.js": "var a=1;\n"})] = "minified_only"
     k.skips[r.commit("fix", {"src/pager.py": PAGER + "# fixed\n"})] = "message_too_short"
     # A Latin-1 message declared as such: git re-encodes it to UTF-8 on output, so it is a good pair.
@@ -53,6 +59,9 @@ def build_known_repo(path: Path, *, big_file_bytes: int = 50 * 1024 * 1024) -> K
     # Latin-1 bytes with no encoding header (old tools wrote such commits): not valid UTF-8, skipped.
     r.write("src/cache.py", "CACHE = {'size': 1}\n")
     k.skips[r.raw_commit("Vide le cache apr\xe8s chaque requ\xeate".encode("latin-1"))] = "non_utf8"
+    # A time-zone offset no ISO parser accepts (psf/requests has "+518:00"): the date is still read.
+    r.write("src/clock.py", "TZ = None\n")
+    k.pairs[r.raw_commit(b"Read the clock in a broken time zone", tz="+51800")] = "Read the clock in a broken time zone"
     with open(bytes(r.path / "src") + b"/caf\xe9.txt", "wb") as f:
         f.write(b"coffee\n")
     k.skips[r.commit("Add the coffee notes file to sources")] = "non_utf8"
@@ -86,5 +95,9 @@ def build_known_repo(path: Path, *, big_file_bytes: int = 50 * 1024 * 1024) -> K
     k.skips[r.commit("Reformat every fixture file at once",
                      {f"fixtures/f{i:04d}.txt": f"{i}\n" for i in range(1200)})] = "too_many_files"  # fmt: skip
     if big_file_bytes:
-        k.skips[r.commit("Add a large data dump for benchmarks", {"data/dump.txt": "0123456789abcde\n" * (big_file_bytes // 16)})] = "diff_too_large"
+        k.skips[
+            r.commit(
+                "Add a large data dump for benchmarks", {"data/dump.txt": "0123456789abcde\n" * (big_file_bytes // 16)}
+            )
+        ] = "diff_too_large"
     return k

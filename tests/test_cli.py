@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from codepairs import cli
 from gitrepo import GitRepo
 
@@ -28,7 +27,7 @@ def test_crawl_export_verify_summary(db_url, mirrors, tmp_path: Path, capsys, mo
     repo.commit("wip", {"report/s0.md": "# zero\n"})
     assert cli.main(["crawl", str(repo.path), str(tmp_path / "nope")]) == 0
     out = capsys.readouterr().out
-    assert "proj: 4 commits read, 4 new; 3 pairs kept, skipped {\"message_too_short\": 1}; gates passed" in out
+    assert 'proj: 4 commits read, 4 new; 3 pairs kept, skipped {"message_too_short": 1}; gates passed' in out
     assert "nope: skipped (not_found: no such path)" in out
     assert cli.main(["export", "--out", str(tmp_path / "ds")]) == 0
     assert "exported 3 pairs in 2 files" in capsys.readouterr().out

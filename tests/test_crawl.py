@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from codepairs import crawl, export, pipeline
 from codepairs.config import CrawlConfig, ExportConfig, PipelineConfig
 from gitrepo import GitRepo
@@ -76,7 +75,9 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
     assert (state["commits_new"], state["orphaned"]) == (1, 2)
     with engine.connect() as conn:
         orphans = {r[0] for r in conn.execute(sa.text("SELECT sha FROM commits WHERE orphaned"))}
-        reasons = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'crawl'")).tuples().all())
+        reasons = dict(
+            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'crawl'")).tuples().all()
+        )
         stored = conn.execute(sa.text("SELECT count(*), count(DISTINCT sha) FROM commits")).one()
     assert orphans == set(removed)
     assert reasons == {sha: "orphaned_by_force_push" for sha in removed}
@@ -91,7 +92,9 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
     assert (again["commits_read"], again["force_push"]) == (0, False)
 
 
-def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(engine, mirrors, tmp_path, monkeypatch, new_database) -> None:  # type: ignore[no-untyped-def]
+def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(
+    engine, mirrors, tmp_path, monkeypatch, new_database
+) -> None:  # type: ignore[no-untyped-def]
     repo = _linear_repo(tmp_path / "r", 7)
     config = PipelineConfig(crawl=CrawlConfig(batch_size=3))
     real = crawl.insert_new
@@ -120,7 +123,9 @@ def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(engine, mirrors,
     pipeline.process_repository(clean_repo_engine, str(repo.path), config)
     clean_export = export.write_export(clean_repo_engine, tmp_path / "b", ExportConfig())
     assert killed_export.manifest_sha256 == clean_export.manifest_sha256
-    assert (tmp_path / "a" / "pairs-00000.parquet").read_bytes() == (tmp_path / "b" / "pairs-00000.parquet").read_bytes()
+    assert (tmp_path / "a" / "pairs-00000.parquet").read_bytes() == (
+        tmp_path / "b" / "pairs-00000.parquet"
+    ).read_bytes()
 
 
 @pytest.mark.parametrize(
@@ -164,7 +169,6 @@ def test_only_the_configured_branches_are_crawled_each_with_its_watermark(engine
 def test_a_concurrent_writer_between_probe_and_copy_falls_back_to_on_conflict(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The fast path's probe misses a row stored meanwhile: the COPY fails, ON CONFLICT takes over."""
     import sqlalchemy as sa
-
     from codepairs import store
 
     cols = ("stage", "repo_id", "object_id", "reason", "detail", "run_id")
@@ -238,4 +242,18 @@ def test_added_commits_then_rerun_export_equals_one_clean_run(engine, new_databa
     clean = store.get_engine(new_database())
     pipeline.process_repository(clean, str(repo.path), PipelineConfig())
     once = export.write_export(clean, tmp_path / "once", ExportConfig())
-    assert (incremental.rows, incremental.manifest_sha256) == (once.rows, once.manifest_sha256) == (4, once.manifest_sha256)
+    assert (
+        (incremental.rows, incremental.manifest_sha256)
+        == (once.rows, once.manifest_sha256)
+        == (4, once.manifest_sha256)
+    )
+
+
+def test_batches_are_cut_by_bytes_as_well_as_by_count(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = GitRepo(tmp_path / "r")
+    for i in range(6):
+        repo.commit(f"Add data table number {i} for tests", {f"data/t{i}.csv": "x,y\n" * 5000})  # ~20 kB diff each
+    result = crawl.crawl_repository(engine, str(repo.path), CrawlConfig(batch_size=100, batch_bytes=60_000))
+    with engine.connect() as conn:
+        sizes = conn.execute(sa.text("SELECT rows_in FROM batches ORDER BY seq")).scalars().all()
+    assert result.commits_new == 6 and sizes == [3, 3]

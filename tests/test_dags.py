@@ -47,8 +47,8 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
     assert set(dag.params.keys()) == {"repos", "max_commits", "batch_size"}
     assert sorted(dag.task_ids) == [
-        "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_repository", "repository.extract_pairs",
-        "repository.validate_commits", "repository.validate_pairs",
+        "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_repository",
+        "repository.extract_pairs", "repository.validate_commits", "repository.validate_pairs",
     ]  # fmt: skip
     assert [o.name for o in dag.get_task("publish_pairs").outlets] == ["codepairs_pairs"]
     for task in dag.tasks:
@@ -70,7 +70,6 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-u
 
 def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyped-def]
     from airflow.sdk import RetryAction
-
     from codepairs.errors import GateFailedError, SourceError
 
     policy = dagbag.get_dag("codepairs_crawl").get_task("repository.validate_commits").retry_policy
@@ -114,3 +113,12 @@ def test_repositories_are_sharded_within_the_mapping_cap() -> None:
     shards = shard(big, 1024)
     assert len(shards) <= 1024 and [s for sh in shards for s in sh] == big and max(map(len, shards)) == 3
     assert shard([], 1024) == []
+
+
+def test_ruff_passes_on_the_whole_tree() -> None:
+    """The linter configured in pyproject.toml (including its Airflow rules) is part of the suite."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:]

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
 from codepairs import export, pipeline
 from codepairs.config import ExportConfig, PipelineConfig
 from codepairs.errors import ExportVerificationError

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from codepairs import extract, pipeline
 from codepairs.config import ExtractConfig, PipelineConfig
 from kinds import build_known_repo
@@ -23,7 +22,9 @@ def test_every_commit_kind_gives_its_exact_pair_or_skip_reason(engine, mirrors, 
     assert state["status"] == "crawled"
     with engine.connect() as conn:
         pairs = dict(conn.execute(sa.text("SELECT commit_sha, instruction FROM pairs")).tuples().all())
-        skips = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'extract'")).tuples().all())
+        skips = dict(
+            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'extract'")).tuples().all()
+        )
         dropped = dict(conn.execute(sa.text("SELECT commit_sha, dropped_files FROM pairs")).tuples().all())
         responses = dict(conn.execute(sa.text("SELECT commit_sha, response FROM pair_texts")).tuples().all())
         stored = dict(conn.execute(sa.text("SELECT commit_sha, response IS NOT NULL FROM pairs")).tuples().all())

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from codepairs import crawl, export, extract, gates, pipeline
 from codepairs.config import CrawlConfig, ExportConfig, GateConfig, PipelineConfig
 from codepairs.errors import GateFailedError
@@ -23,7 +22,8 @@ def _crawled(engine, tmp_path: Path) -> crawl.CrawlResult:  # type: ignore[no-un
 CORRUPTIONS = {
     "edited message": ("UPDATE commits SET message = 'tampered' WHERE sha = (SELECT min(sha) FROM commits)",
                        "row_checksum_ok"),
-    "deleted row": ("DELETE FROM commits WHERE sha = (SELECT min(sha) FROM commits)", "expect_table_row_count_to_equal"),
+    "deleted row": ("DELETE FROM commits WHERE sha = (SELECT min(sha) FROM commits)",
+                    "expect_table_row_count_to_equal"),
     "date from the future": ("UPDATE commits SET author_date = '2999-01-01' WHERE sha = (SELECT min(sha) FROM commits)",
                              "author_epoch"),
     "negative size": ("UPDATE commits SET lines_added = -5 WHERE sha = (SELECT min(sha) FROM commits)", "lines_added"),

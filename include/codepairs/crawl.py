@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from itertools import islice
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -222,9 +221,18 @@ def revisions_since(mirror: Path, tip: str, last: str | None) -> tuple[list[str]
     return [tip], True
 
 
-def _batched(items: Iterable[gitlog.Commit], size: int) -> Iterator[list[gitlog.Commit]]:
-    it = iter(items)
-    while batch := list(islice(it, size)):
+def _batched(items: Iterable[gitlog.Commit], size: int, max_bytes: int) -> Iterator[list[gitlog.Commit]]:
+    """Batches of at most ``size`` commits and about ``max_bytes`` of diff: memory stays bounded
+    whatever the history holds (a run of 1 MB diffs would otherwise make a 1 GB batch)."""
+    batch: list[gitlog.Commit] = []
+    held = 0
+    for commit in items:
+        batch.append(commit)
+        held += len(commit.diff or "") + len(commit.message)
+        if len(batch) >= size or held >= max_bytes:
+            yield batch
+            batch, held = [], 0
+    if batch:
         yield batch
 
 
@@ -297,7 +305,9 @@ def upsert_repository(conn: Connection, repo: RepoSource) -> None:
 def record_repo_skip(engine: Engine, repo: RepoSource, run_id: str, reason: str, detail: str) -> None:
     with engine.begin() as conn:
         conn.execute(
-            sa.text("UPDATE repositories SET status = 'skipped', skip_reason = :r, skip_detail = :d WHERE repo_id = :id"),
+            sa.text(
+                "UPDATE repositories SET status = 'skipped', skip_reason = :r, skip_detail = :d WHERE repo_id = :id"
+            ),
             {"r": reason, "d": detail, "id": repo.repo_id},
         )
         conn.execute(
@@ -384,7 +394,7 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
             mirror, revisions, max_diff_bytes=config.max_diff_bytes,
             max_count=config.max_commits if branch not in state else None,
         )  # fmt: skip
-        for commits in _batched(stream, config.batch_size):
+        for commits in _batched(stream, config.batch_size, config.batch_bytes):
             result.commits_read += len(commits)
             _count_batch(result, repo.name, *write_commit_batch(engine, repo.repo_id, run_id, seq, commits))
             seq += 1

@@ -1,8 +1,9 @@
 """Export stage: pairs -> deterministic Parquet and JSONL shards, a manifest, and ``verify``.
 
-Reads the view ``pair_texts`` (pairs with their response resolved) joined to ``repositories`` and ``batches`` (only pairs whose batch passed
-the pairs gate, and none of commits orphaned by a force-push), streamed in ``pair_id`` order with a server-side cursor so memory does not grow with
-the dataset. Writes the export folder and one row in ``exports`` plus one ``batches`` row per file.
+Reads the view ``pair_texts`` (pairs with their response resolved) joined to ``repositories`` and
+``batches``: only pairs whose batch passed the pairs gate, none of commits orphaned by a force-push,
+streamed in ``pair_id`` order with a server-side cursor so memory does not grow with the dataset.
+Writes the export folder, one row in ``exports`` and one ``batches`` row per file.
 
 Determinism: rows in ``pair_id`` order, fixed schema, fixed shard size, no timestamps in any file,
 so the same database content gives byte-identical files. Atomicity: the export is built in a

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+COMMIT_GATE_COLUMNS = (
+    "sha", "batch_id", "row_sha256", "author_email", "diff_bytes", "files_changed", "lines_added",
+    "lines_deleted", "author_epoch", "row_checksum_ok",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -117,8 +121,8 @@ def _store_and_raise(
                 "INSERT INTO gate_results (suite, stage, run_id, target, success, evaluated, failed, result) "
                 "VALUES (:s, :st, :r, :t, :ok, :n, CAST(:f AS jsonb), CAST(:res AS jsonb))"
             ),
-            {"s": suite, "st": stage, "r": run_id, "t": f"{len(batches)} batch(es), {rows} rows", "ok": success, "n": evaluated,
-             "f": json.dumps(failed), "res": json.dumps(raw, default=str)},
+            {"s": suite, "st": stage, "r": run_id, "t": f"{len(batches)} batch(es), {rows} rows", "ok": success,
+             "n": evaluated, "f": json.dumps(failed), "res": json.dumps(raw, default=str)},
         )  # fmt: skip
     if not success:
         raise GateFailedError(suite, f"run {run_id}", failed)
@@ -144,11 +148,8 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
         for r in rows:  # recompute each row's checksum, then keep only the small columns
             files_json = gitlog.canonical_json(json.loads(r["files"]))
             ok = gitlog.row_digest(r["sha"], r["message"], r["diff"], files_json) == r["row_sha256"]
-            records.append({k: r[k] for k in ("sha", "batch_id", "row_sha256", "author_email", "diff_bytes",
-                            "files_changed", "lines_added", "lines_deleted", "author_epoch")} | {"row_checksum_ok": ok})  # fmt: skip
-    df = pd.DataFrame.from_records(records, columns=[
-        "sha", "batch_id", "row_sha256", "author_email", "diff_bytes", "files_changed", "lines_added",
-        "lines_deleted", "author_epoch", "row_checksum_ok"])  # fmt: skip
+            records.append({k: r[k] for k in COMMIT_GATE_COLUMNS[:-1]} | {"row_checksum_ok": ok})
+    df = pd.DataFrame.from_records(records, columns=list(COMMIT_GATE_COLUMNS))
     _with_batch_checks(df, batches, "sha", "row_sha256")
     low, high = _date_bounds(config)
     expected = sum(n for n, _ in batches.values())

@@ -17,12 +17,14 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 SENTINEL = b"\x00\x00CPC\x00"
-FORMAT = "%x00%x00CPC%x00%H%x00%P%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B%x00"
+# Dates as epoch seconds: real histories hold offsets such as "+518:00" that no ISO parser accepts
+# (psf/requests has one), and Postgres keeps timestamptz in UTC anyway.
+FORMAT = "%x00%x00CPC%x00%H%x00%P%x00%an%x00%ae%x00%at%x00%cn%x00%ce%x00%ct%x00%B%x00"
 CHUNK = 1 << 20
 # Safe options for reading untrusted history: no hooks, no external diff or textconv drivers
 # configured by anyone, no pager, no prompt for credentials.
@@ -279,10 +281,10 @@ def parse_block(block: bytes, total_size: int, max_diff_bytes: int) -> Commit:
         parents=parents.decode("ascii").split(),
         author_name=author_name,
         author_email=decode(ae)[0],
-        author_date=datetime.fromisoformat(ad.decode("ascii")),
+        author_date=_epoch(ad),
         committer_name=committer_name,
         committer_email=decode(ce)[0],
-        committer_date=datetime.fromisoformat(cd.decode("ascii")),
+        committer_date=_epoch(cd),
         message=message,
         diff=diff,
         diff_bytes=patch_size,
@@ -290,6 +292,10 @@ def parse_block(block: bytes, total_size: int, max_diff_bytes: int) -> Commit:
         files=changes,
         text_lossy=lossy or paths_lossy or l1 or l2,
     )
+
+
+def _epoch(raw: bytes) -> datetime:
+    return datetime.fromtimestamp(int(raw or b"0"), tz=UTC)
 
 
 def _split_raw_and_patch(rest: bytes) -> tuple[bytes, bytes]:

@@ -169,8 +169,8 @@ END $$;
 """
 
 DOWNGRADE = """
-DROP VIEW pair_texts; DROP TABLE exports; DROP TABLE gate_results; DROP TABLE skips; DROP TABLE pairs; DROP TABLE commits;
-DROP TABLE batches; DROP TABLE runs; DROP TABLE crawl_state; DROP TABLE repositories;
+DROP VIEW pair_texts; DROP TABLE exports; DROP TABLE gate_results; DROP TABLE skips; DROP TABLE pairs;
+DROP TABLE commits; DROP TABLE batches; DROP TABLE runs; DROP TABLE crawl_state; DROP TABLE repositories;
 """
 
 
