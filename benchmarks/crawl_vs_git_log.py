@@ -67,6 +67,16 @@ def fresh_database(server_admin_url: str) -> str:
     return make_url(server_admin_url).set(database=name).render_as_string(hide_password=False)
 
 
+def drop_database(server_admin_url: str, url: str) -> None:
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    engine = sa.create_engine(server_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    engine.dispose()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repo")
@@ -99,7 +109,9 @@ def main() -> int:
             b, nbytes = baseline(mirror, size or None)
             base_runs.append(b)
             cmd = [sys.executable, __file__, args.repo, "--child", "--max-commits", str(size)]
-            out = subprocess.run([*cmd, "--url", fresh_database(admin)], capture_output=True, text=True)
+            url = fresh_database(admin)
+            out = subprocess.run([*cmd, "--url", url], capture_output=True, text=True)
+            drop_database(admin, url)
             if out.returncode != 0:
                 sys.exit(f"the codepairs run failed:\n{out.stderr[-3000:]}")
             ours.append(json.loads(out.stdout.strip().splitlines()[-1]))
