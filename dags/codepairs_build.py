@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
-from codepairs_airflow import DEFAULT_ARGS, PAIRS_ASSET, engine, pipeline_config
+from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_config
 
 
 @dag(
     schedule=[PAIRS_ASSET],
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=6),
-    default_args=DEFAULT_ARGS,
+    **COMMON_DAG_ARGS,
     tags=["codepairs", "build"],
     doc_md=__doc__,
     params={

@@ -19,18 +19,15 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task, task_group
-from codepairs_airflow import DEFAULT_ARGS, PAIRS_ASSET, engine, pipeline_config
+from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_config
 
 MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more repositories share shards
 
 
 @dag(
     schedule="0 2 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     dagrun_timeout=pendulum.duration(hours=12),
-    default_args=DEFAULT_ARGS,
+    **COMMON_DAG_ARGS,
     tags=["codepairs", "crawl"],
     doc_md=__doc__,
     params={

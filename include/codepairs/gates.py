@@ -129,6 +129,29 @@ def _store_and_raise(
     return GateReport(suite, run_id, success, evaluated, rows, tuple(failed))
 
 
+def _gate(
+    engine: Engine, suite: str, stage: str, run_id: str, df: pd.DataFrame, batches: dict[str, tuple[int, str]],
+    keys: tuple[str, str], config: GateConfig, specific: list[Any],
+) -> GateReport:
+    """What every gate checks (row count against the batch records, ids, dates, batch digests),
+    plus the suite's own expectations; then validate, store, and raise on failure."""
+    import great_expectations.expectations as gxe
+
+    key, digest = keys
+    _with_batch_checks(df, batches, key, digest)
+    low, high = _date_bounds(config)
+    expectations = [
+        gxe.ExpectTableRowCountToEqual(value=sum(n for n, _ in batches.values())),
+        gxe.ExpectColumnValuesToNotBeNull(column=key),
+        gxe.ExpectColumnValuesToBeUnique(column=key),
+        gxe.ExpectColumnValuesToBeBetween(column="author_epoch", min_value=low, max_value=high),
+        gxe.ExpectColumnValuesToBeInSet(column="batch_digest_ok", value_set=[True]),
+        *specific,
+    ]
+    outcome = validate(df, suite, expectations)
+    return _store_and_raise(engine, suite, stage, run_id, list(batches), len(df), outcome)
+
+
 def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConfig) -> GateReport:
     """Gate after crawl: every commit batch of the repository not yet validated."""
     import great_expectations.expectations as gxe
@@ -150,25 +173,14 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
             ok = gitlog.row_digest(r["sha"], r["message"], r["diff"], files_json) == r["row_sha256"]
             records.append({k: r[k] for k in COMMIT_GATE_COLUMNS[:-1]} | {"row_checksum_ok": ok})
     df = pd.DataFrame.from_records(records, columns=list(COMMIT_GATE_COLUMNS))
-    _with_batch_checks(df, batches, "sha", "row_sha256")
-    low, high = _date_bounds(config)
-    expected = sum(n for n, _ in batches.values())
-    expectations = [
-        gxe.ExpectTableRowCountToEqual(value=expected),
-        gxe.ExpectColumnValuesToNotBeNull(column="sha"),
-        gxe.ExpectColumnValuesToBeUnique(column="sha"),
+    specific = [
         gxe.ExpectColumnValuesToMatchRegex(column="sha", regex=r"^[0-9a-f]{40}$"),
         gxe.ExpectColumnValuesToNotBeNull(column="author_email"),
-        gxe.ExpectColumnValuesToBeBetween(column="author_epoch", min_value=low, max_value=high),
-        gxe.ExpectColumnValuesToBeBetween(column="diff_bytes", min_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="files_changed", min_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="lines_added", min_value=0),
-        gxe.ExpectColumnValuesToBeBetween(column="lines_deleted", min_value=0),
+        *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)
+          for c in ("diff_bytes", "files_changed", "lines_added", "lines_deleted")),
         gxe.ExpectColumnValuesToBeInSet(column="row_checksum_ok", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="batch_digest_ok", value_set=[True]),
-    ]
-    outcome = validate(df, "commits_suite", expectations)
-    return _store_and_raise(engine, "commits_suite", "crawl", run_id, list(batches), len(df), outcome)
+    ]  # fmt: skip
+    return _gate(engine, "commits_suite", "crawl", run_id, df, batches, ("sha", "row_sha256"), config, specific)
 
 
 def validate_pairs(
@@ -200,20 +212,12 @@ def validate_pairs(
     df = pd.DataFrame.from_records(records, columns=[
         "pair_id", "batch_id", "commit_sha", "response_sha256", "lines_changed", "author_epoch",
         "instruction_len", "response_len", "response_checksum_ok"])  # fmt: skip
-    _with_batch_checks(df, batches, "pair_id", "response_sha256")
-    low, high = _date_bounds(config)
-    expected = sum(n for n, _ in batches.values())
-    expectations = [
-        gxe.ExpectTableRowCountToEqual(value=expected),
-        gxe.ExpectColumnValuesToNotBeNull(column="pair_id"),
-        gxe.ExpectColumnValuesToBeUnique(column="pair_id"),
+    specific = [
         gxe.ExpectColumnValuesToBeUnique(column="commit_sha"),
         gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=min_instruction_chars),
         gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="lines_changed", min_value=1),
-        gxe.ExpectColumnValuesToBeBetween(column="author_epoch", min_value=low, max_value=high),
         gxe.ExpectColumnValuesToBeInSet(column="response_checksum_ok", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="batch_digest_ok", value_set=[True]),
     ]
-    outcome = validate(df, "pairs_suite", expectations)
-    return _store_and_raise(engine, "pairs_suite", "extract", run_id, list(batches), len(df), outcome)
+    keys = ("pair_id", "response_sha256")
+    return _gate(engine, "pairs_suite", "extract", run_id, df, batches, keys, config, specific)
