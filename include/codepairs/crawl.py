@@ -45,7 +45,8 @@ OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 COMMIT_COLUMNS = (
     "repo_id", "sha", "parents", "author_name", "author_email", "author_date", "committer_name",
     "committer_email", "committer_date", "message", "diff", "diff_bytes", "diff_truncated", "files",
-    "files_changed", "lines_added", "lines_deleted", "text_lossy", "row_sha256", "batch_id",
+    "files_changed", "lines_added", "lines_deleted", "text_lossy", "row_sha256", "batch_id", "patch_ok",
+    "diff_sha256",
 )  # fmt: skip
 
 
@@ -241,6 +242,7 @@ def _commit_row(repo_id: str, c: gitlog.Commit, batch_id: str) -> tuple[Any, ...
         repo_id, c.sha, c.parents, c.author_name, c.author_email, c.author_date, c.committer_name,
         c.committer_email, c.committer_date, c.message, c.diff, c.diff_bytes, c.diff_truncated,
         c.files_json(), len(c.files), c.lines_added, c.lines_deleted, c.text_lossy, c.row_sha256(), batch_id,
+        c.patch_ok, c.diff_sha256(),
     )  # fmt: skip
 
 

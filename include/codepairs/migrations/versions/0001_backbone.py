@@ -81,6 +81,8 @@ CREATE TABLE commits (
     lines_added     bigint NOT NULL,
     lines_deleted   bigint NOT NULL,
     text_lossy      boolean NOT NULL,            -- message, diff or a path was not valid UTF-8
+    patch_ok        boolean NOT NULL,            -- every file of the list has its patch section
+    diff_sha256     text,                        -- of diff; NULL with it
     row_sha256      text NOT NULL,
     batch_id        text NOT NULL REFERENCES batches(batch_id),
     orphaned        boolean NOT NULL DEFAULT false,  -- no longer reachable after a force-push
