@@ -47,11 +47,11 @@ class GitRepo:
         self._author_env = {}
         return self.head()
 
-    def raw_commit(self, message: bytes, tz: str = "+0000") -> str:
+    def raw_commit(self, message: bytes, tz: str = "+0000", when: int | None = None) -> str:
         """A commit object written byte for byte (``git commit`` would refuse or re-encode it)."""
         self.git("add", "-A")
         tree = self.git("write-tree")
-        stamp = f"{1_700_000_000 + self._tick * 60} {tz}"
+        stamp = f"{when or 1_700_000_000 + self._tick * 60} {tz}"
         body = (f"tree {tree}\nparent {self.head()}\nauthor Test Author <author@example.com> {stamp}\n"
                 f"committer Test Author <author@example.com> {stamp}\n\n").encode() + message + b"\n"  # fmt: skip
         sha = self.git("hash-object", "-t", "commit", "-w", "--stdin", input=body)

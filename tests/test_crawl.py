@@ -30,13 +30,84 @@ def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> Non
     local = crawl.resolve_source(str(tmp_path))
     assert (local.source, local.web_url) == (str(tmp_path), None)
     gh = crawl.resolve_source("octo/hello-world")
-    assert (gh.source, gh.name, gh.web_url) == ("https://github.com/octo/hello-world.git", "octo/hello-world",
-                                                "https://github.com/octo/hello-world")  # fmt: skip
+    assert (gh.source, gh.clone_url, gh.name, gh.web_url) == (
+        "https://github.com/octo/hello-world", "https://github.com/octo/hello-world.git", "octo/hello-world",
+        "https://github.com/octo/hello-world",
+    )  # fmt: skip
     assert gh.commit_url("abc") == "https://github.com/octo/hello-world/commit/abc"
-    secret = crawl.resolve_source("https://x-access-token:s3cr3t@github.com/octo/repo.git")
-    assert "s3cr3t" not in secret.source and "s3cr3t" in secret.clone_url
-    assert secret.web_url == "https://github.com/octo/repo"
+    same = {crawl.resolve_source(s).repo_id for s in ("Octo/Hello-World", "https://github.com/octo/hello-world.git",
+                                                      "https://GITHUB.com/octo/hello-world/")}  # fmt: skip
+    assert same == {gh.repo_id}
     assert crawl.resolve_source(f"file://{tmp_path}").source == f"file://{tmp_path}"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://x-access-token:s3cr3t@github.com/octo/repo.git", "https://git.example.com/octo/repo.git?token=s3cr3t",
+     "ssh://git:s3cr3t@git.example.com/octo/repo.git"],
+)  # fmt: skip
+def test_credentials_never_reach_the_source_name_or_clone_url(url: str) -> None:
+    repo = crawl.resolve_source(url)
+    assert "s3cr3t" not in f"{repo.source} {repo.clone_url} {repo.name} {repo.web_url} {repo!r}"
+
+
+def test_an_https_credential_goes_to_git_as_a_header_and_never_into_the_mirror(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A local smart-HTTP server that requires the credential: clone and fetch pass, config stays clean."""
+    import base64
+    import http.server
+    import threading
+
+    repo = _linear_repo(tmp_path / "served", 2)
+    bare = tmp_path / "srv" / "repo.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo.path), str(bare)], check=True)
+    subprocess.run(["git", "--git-dir", str(bare), "update-server-info"], check=True)
+    expected = "Basic " + base64.b64encode(b"x-access-token:s3cr3t").decode()
+
+    class Dumb(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
+            super().__init__(*a, directory=str(tmp_path / "srv"), **kw)
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self.headers.get("Authorization") != expected:
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="git"')
+                self.end_headers()
+                return
+            super().do_GET()
+
+        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dumb)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://x-access-token:s3cr3t@127.0.0.1:{server.server_port}/repo.git"
+        assert crawl.crawl_repository(engine, url, CrawlConfig()).commits_new == 2
+        repo.commit("Add the third module after the first crawl", {"third.py": "T = 3\n"})
+        subprocess.run(["git", "--git-dir", str(bare), "fetch", "-q", str(repo.path), "+main:main"], check=True)
+        subprocess.run(["git", "--git-dir", str(bare), "update-server-info"], check=True)
+        assert crawl.crawl_repository(engine, url, CrawlConfig()).commits_new == 1
+        no_secret = crawl.crawl_repository(engine, url.replace("s3cr3t", "wrong"), CrawlConfig())
+        assert no_secret.status == "skipped" and no_secret.skip_reason == "unreachable"
+    finally:
+        server.shutdown()
+    (mirror,) = mirrors.iterdir()
+    assert "s3cr3t" not in (mirror / "config").read_text()
+    with engine.connect() as conn:
+        stored = " ".join(str(v) for row in conn.execute(sa.text("SELECT * FROM repositories")) for v in row)
+        logged = " ".join(str(v) for row in conn.execute(sa.text("SELECT stats FROM runs")) for v in row)
+    assert "s3cr3t" not in stored and "s3cr3t" not in logged
+
+
+def test_an_upstream_default_branch_rename_is_followed(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 2)
+    crawl.crawl_repository(engine, str(repo.path), CrawlConfig())
+    repo.git("branch", "-m", "main", "trunk")
+    repo.commit("Add the module written after the rename", {"late.py": "L = 1\n"})
+    result = crawl.crawl_repository(engine, str(repo.path), CrawlConfig())
+    assert (result.status, result.commits_read, result.commits_new) == ("crawled", 3, 1)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT default_branch FROM repositories")).scalar() == "trunk"
 
 
 def test_crawl_twice_adds_nothing(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def _row(**overrides):  # type: ignore[no-untyped-def]
     row = {"sha": "a" * 40, "parents": ["b" * 40], "author_name": "Ann", "author_email": "ann@example.com",
            "message": "Handle empty result pages in the pager", "files": [_file()], "text_lossy": False,
            "diff_bytes": len(DIFF), "diff_sha256": hashlib.sha256(DIFF.encode()).hexdigest(),
-           "patch_ok": True}  # fmt: skip
+           "patch_ok": True, "author_date": datetime(2024, 5, 1, tzinfo=UTC)}  # fmt: skip
     return row | overrides
 
 
@@ -91,6 +92,8 @@ def _row(**overrides):  # type: ignore[no-untyped-def]
         ({"parents": ["b" * 40, "c" * 40]}, "merge_commit"),
         ({"author_name": "renovate[bot]"}, "bot_author"),
         ({"author_email": "github-actions@github.com"}, "bot_author"),
+        ({"author_date": datetime(1970, 1, 1, tzinfo=UTC)}, "implausible_date"),
+        ({"author_date": datetime(2090, 1, 1, tzinfo=UTC)}, "implausible_date"),
         ({"text_lossy": True}, "non_utf8"),
         ({"message": "wip"}, "message_too_short"),
         ({"message": "refactoring"}, "message_too_short"),
@@ -135,7 +138,7 @@ def test_decide_cuts_dropped_files_out_of_the_diff_and_asks_for_it_only_then() -
 
 
 def test_pair_id_is_a_stable_hash_of_kind_repo_and_commit() -> None:
-    assert extract.pair_id("commit", "r1", "abc") == extract.pair_id("commit", "r1", "abc")
+    assert extract.pair_id("commit", "r1", "abc") == hashlib.sha256(b"commit\x00r1\x00abc").hexdigest()[:32]
     assert extract.pair_id("commit", "r1", "abc") != extract.pair_id("commit", "r2", "abc")
     assert len(extract.pair_id("commit", "r1", "abc")) == 32
 

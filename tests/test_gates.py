@@ -67,7 +67,7 @@ def test_pairs_gate_stops_a_corrupted_pair_and_it_is_not_exported(engine, mirror
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE pairs SET response = '' WHERE pair_id = (SELECT min(pair_id) FROM pairs)"))
     with pytest.raises(GateFailedError) as err:
-        gates.validate_pairs(engine, result.repo_id, ex.run_id, config.gates)
+        gates.validate_pairs(engine, result.repo_id, ex.run_id, config.extract)
     failed = " ".join(err.value.failed)
     assert "response_len" in failed and "response_checksum_ok" in failed
     assert export.write_export(engine, tmp_path / "out", ExportConfig()).rows == 0

@@ -6,6 +6,7 @@ import io
 import subprocess
 from pathlib import Path
 
+import pytest
 from codepairs import gitlog
 from gitrepo import GitRepo
 
@@ -22,18 +23,21 @@ class Trickle(io.RawIOBase):
         return chunk
 
 
+SENTINEL = gitlog.new_sentinel()
+
+
 def test_split_blocks_handles_sentinels_across_chunk_boundaries() -> None:
-    data = gitlog.SENTINEL + b"one" + gitlog.SENTINEL + b"two-two" + gitlog.SENTINEL + b"three"
+    data = SENTINEL + b"one" + SENTINEL + b"two-two" + SENTINEL + b"three"
     for step in (1, 2, 3, 5, 1000):
-        assert list(gitlog.split_blocks(Trickle(data, step), max_diff_bytes=100)) == [
+        assert list(gitlog.split_blocks(Trickle(data, step), 100, SENTINEL)) == [
             (b"one", 3), (b"two-two", 7), (b"three", 5)
         ]  # fmt: skip
 
 
 def test_split_blocks_keeps_the_head_of_an_oversized_block_and_counts_all_of_it() -> None:
     big = b"x" * (3 << 20)
-    data = gitlog.SENTINEL + big + gitlog.SENTINEL + b"next"
-    blocks = list(gitlog.split_blocks(io.BytesIO(data), max_diff_bytes=1000))
+    data = SENTINEL + big + SENTINEL + b"next"
+    blocks = list(gitlog.split_blocks(io.BytesIO(data), 1000, SENTINEL))
     assert [size for _, size in blocks] == [len(big), 4]
     assert len(blocks[0][0]) < len(big) and blocks[0][0] == big[: len(blocks[0][0])]
     assert blocks[1][0] == b"next"
@@ -72,7 +76,9 @@ def test_stream_commits_parses_renames_modes_binaries_symlinks_and_quoted_names(
     assert "+a\r\n+b\r\n" in (c1.diff or "")
     assert c1.message == "Add files of every kind\n" and not c1.text_lossy
     assert c1.parents == [] and c2.parents == [first]
-    assert c1.row_sha256() == gitlog.row_digest(c1.sha, c1.message, c1.diff, c1.files_json())
+    import hashlib
+
+    assert c1.diff_sha256() == hashlib.sha256((c1.diff or "").encode()).hexdigest()
 
 
 def test_stream_commits_drops_a_diff_over_the_cap_but_keeps_its_size(tmp_path: Path) -> None:
@@ -94,3 +100,57 @@ def test_section_stats_records_the_facts_extract_needs_from_patch_bytes() -> Non
     assert gitlog.section_stats(head + b"+" + b"x" * 999 + b"\n") == (False, 1, 0, False, False)
     binary = b"diff --git a/x b/x\nindex 1..2\nBinary files a/x and b/x differ\n"
     assert gitlog.section_stats(binary) == (True, 0, 0, False, False)
+
+
+def _mirror(repo: GitRepo, tmp_path: Path) -> Path:
+    mirror = tmp_path / "m.git"
+    subprocess.run(["git", "clone", "-q", "--mirror", str(repo.path), str(mirror)], check=True)
+    return mirror
+
+
+def test_file_content_cannot_forge_a_commit_boundary(tmp_path: Path) -> None:
+    """NULs past the first 8 kB keep a file 'text' for git; the old fixed separator was forgeable."""
+    repo = GitRepo(tmp_path / "r")
+    forged = b"\x00\x00CPC\x00" + b"f" * 40 + b"\x00\x00Mallory\x00m@x\x001\x00M\x00m@x\x001\x00forged\x00"
+    real = repo.commit("Add a data file with embedded NUL bytes", {"data.txt": b"x" * 9000 + b"\n+" + forged + b"\n"})
+    commits = list(gitlog.stream_commits(_mirror(repo, tmp_path), ["HEAD"], max_diff_bytes=10**6))
+    assert [c.sha for c in commits] == [real] and commits[0].author_name == "Test Author"
+
+
+def test_a_git_that_dies_mid_log_yields_no_half_commit(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "r")
+    for i in range(3):
+        repo.commit(f"Add module number {i}", {f"m{i}.py": f"X = {i}\n" * 50})
+    mirror = tmp_path / "loose.git"  # a small fetch stores loose objects: one can then be lost
+    subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True)
+    subprocess.run(["git", "--git-dir", str(mirror), "fetch", "-q", str(repo.path), "+refs/heads/*:refs/heads/*"],
+                   check=True)  # fmt: skip
+    oldest_blob = repo.git("rev-parse", "HEAD~2:m0.py")
+    (mirror / "objects" / oldest_blob[:2] / oldest_blob[2:]).unlink()
+    seen = []
+    with pytest.raises(subprocess.CalledProcessError):
+        for commit in gitlog.stream_commits(mirror, ["main"], max_diff_bytes=10**6):
+            seen.append(commit.message.split()[-1])
+    assert seen == ["2", "1"]  # the commit git could not finish printing is never yielded
+
+
+def test_a_file_list_cut_by_the_cap_does_not_crash(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "r")
+    sha = repo.commit("Add twelve thousand fixture files", {f"fx/{i:05d}.txt": f"{i}\n" for i in range(12000)})
+    (commit,) = gitlog.stream_commits(_mirror(repo, tmp_path), ["HEAD"], max_diff_bytes=200_000)
+    assert commit.sha == sha and commit.diff is None and commit.diff_truncated
+    assert 1000 < len(commit.files) < 12000 and all(f.path.startswith("fx/") for f in commit.files)
+
+
+def test_a_type_change_pairs_its_two_patch_sections_with_one_file(tmp_path: Path) -> None:
+    repo = GitRepo(tmp_path / "r")
+    repo.commit("Add the config and the app", {"config": "a = 1\n", "app.py": "print(1)\n"})
+    (repo.path / "config").unlink()
+    (repo.path / "config").symlink_to("app.py")
+    repo.write("app.py", "print(2)\n")
+    sha = repo.commit("Replace the config by a link and change the app")
+    top = next(iter(gitlog.stream_commits(_mirror(repo, tmp_path), ["HEAD"], max_diff_bytes=10**6)))
+    assert top.sha == sha and top.patch_ok
+    assert [(f.path, f.status, f.kind, f.added, f.deleted) for f in top.files] == [
+        ("app.py", "M", "file", 1, 1), ("config", "T", "symlink", 1, 1)
+    ]  # fmt: skip

@@ -7,7 +7,7 @@ values with ``dataclasses.replace``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,21 @@ class ExtractConfig:
     max_files: int = 50
     max_diff_bytes: int = 200_000
     bot_authors: tuple[str, ...] = ("[bot]", "dependabot", "renovate", "github-actions")
+    min_author_date: date = date(1980, 1, 1)  # before: a clock at zero or a broken import
+    max_future_days: int = 2  # after now + this: a clock set wrong
+
+    def date_window(self, now: datetime | None = None) -> tuple[datetime, datetime]:
+        """The author dates a pair may have; commits outside are skipped as implausible."""
+        now = now or datetime.now(UTC)
+        return datetime.combine(self.min_author_date, time(), tzinfo=UTC), now + timedelta(days=self.max_future_days)
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    min_author_date: date = date(1980, 1, 1)
-    max_future_days: int = 2
+    # Raw commits are stored whatever their date (extract skips implausible ones); a stored date
+    # outside this window means corruption, not history.
+    commit_dates_from: date = date(1970, 1, 1)
+    commit_dates_to: date = date(2100, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ def _build(cls: type, section: str, raw: dict[str, Any] | None) -> Any:
     for key, value in raw.items():
         if isinstance(value, list):
             value = tuple(value)
-        if key == "min_author_date" and isinstance(value, str):
+        if key in ("min_author_date", "commit_dates_from", "commit_dates_to") and isinstance(value, str):
             value = date.fromisoformat(value)
         values[key] = value
     return cls(**values)

@@ -14,6 +14,7 @@ from the old watermark and adds exactly what is missing.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -67,9 +68,10 @@ class RepoSource:
     """A repository as the user named it, made canonical (no credentials) and identified."""
 
     source: str  # canonical: absolute path or URL without credentials
-    clone_url: str  # what git clones (may carry credentials; never stored or logged)
+    clone_url: str  # what git clones (no credentials either)
     name: str
     web_url: str | None
+    auth: str | None = field(default=None, repr=False)  # HTTP Basic credential, for git's environment only
 
     @property
     def repo_id(self) -> str:
@@ -99,39 +101,61 @@ class CrawlResult:
         return asdict(self)
 
 
-def strip_credentials(url: str) -> str:
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(the URL with no secret in it, an HTTP Basic credential or None).
+
+    Secrets never reach git's command line, the mirror's config, the database or a log: the URL
+    loses its password and query string, and an https credential travels to git as an
+    ``http.extraHeader`` through the environment (``GIT_CONFIG_*``) of the clone or fetch only.
+    """
     parts = urlsplit(url)
-    if parts.scheme in ("http", "https") and (parts.username or parts.password):
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+    if not parts.scheme or parts.scheme == "file":
+        return url, None
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    auth = None
+    if parts.scheme in ("http", "https"):
+        if parts.username or parts.password:
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+            auth = base64.b64encode(pair.encode()).decode()
+    elif parts.username:
+        netloc = f"{parts.username}@{netloc}"  # an ssh user name is no secret; its password is
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), auth
 
 
 def resolve_source(spec: str, cwd: Path | None = None) -> RepoSource:
-    """``owner/name``, a clone URL (https, ssh, file://) or a local path -> RepoSource."""
+    """``owner/name``, a clone URL (https, ssh, file://) or a local path -> RepoSource.
+
+    GitHub repositories are identified case-insensitively and with or without ``.git``, so
+    ``Octo/Repo``, ``octo/repo`` and ``https://github.com/octo/repo.git`` are one repository.
+    """
     spec = spec.strip()
     if not spec:
         raise SourceError(spec, RepoSkipReason.NOT_FOUND, "empty repository name")
-    if "://" in spec or spec.startswith("git@"):
-        clean = strip_credentials(spec).rstrip("/")
-        name = clean.removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-        web = None
-        if clean.startswith(GITHUB_WEB + "/"):
-            path = clean[len(GITHUB_WEB) + 1 :].removesuffix(".git")
-            name, web = path, f"{GITHUB_WEB}/{path}"
-        return RepoSource(source=clean, clone_url=spec, name=name, web_url=web)
     local = (cwd or Path.cwd()) / spec
     if OWNER_NAME.match(spec) and not local.exists():
-        url = f"{GITHUB_WEB}/{spec}"
-        return RepoSource(source=url + ".git", clone_url=url + ".git", name=spec, web_url=url)
+        spec = f"{GITHUB_WEB}/{spec}"
+    if "://" in spec or spec.startswith("git@"):
+        clean, auth = split_credentials(spec)
+        clean = clean.rstrip("/")
+        if clean.lower().startswith(GITHUB_WEB.lower() + "/"):
+            path = clean[len(GITHUB_WEB) + 1 :].removesuffix(".git").lower()
+            web = f"{GITHUB_WEB}/{path}"
+            return RepoSource(source=web, clone_url=web + ".git", name=path, web_url=web, auth=auth)
+        name = clean.removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+        return RepoSource(source=clean, clone_url=clean, name=name, web_url=None, auth=auth)
     path = local.resolve()
     return RepoSource(source=str(path), clone_url=str(path), name=path.name, web_url=None)
 
 
-def git(args: list[str], git_dir: Path | None = None, timeout: int = 600, check: bool = True) -> str:
+def git(
+    args: list[str], git_dir: Path | None = None, timeout: int = 600, check: bool = True, auth: str | None = None
+) -> str:
     cmd = ["git", *gitlog.GIT_SAFE, *(["--git-dir", str(git_dir)] if git_dir else []), *args]
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}
+    if auth:
+        env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {auth}"}  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, cmd[:3] + args[:1], proc.stdout, proc.stderr)
@@ -153,16 +177,21 @@ def ensure_mirror(repo: RepoSource, config: CrawlConfig) -> Path:
             raise SourceError(repo.source, RepoSkipReason.NOT_FOUND, "no such path")
         if not _is_git_dir(path):
             raise SourceError(repo.source, RepoSkipReason.NOT_A_REPOSITORY, "the path is not a git repository")
+    timeout = config.git_timeout_seconds
     try:
         if mirror.exists():
-            git(["fetch", "--prune", "--quiet", "origin"], mirror, timeout=config.git_timeout_seconds)
+            git(["fetch", "--prune", "--quiet", "origin"], mirror, timeout=timeout, auth=repo.auth)
+            _follow_remote_head(mirror, repo.auth)
         else:
             mirror.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=mirror.name + ".", dir=mirror.parent))
             try:
                 git(["clone", "--mirror", "--quiet", "--template=", "--", repo.clone_url, str(tmp)],
-                    timeout=config.git_timeout_seconds)  # fmt: skip
+                    timeout=timeout, auth=repo.auth)  # fmt: skip
                 os.replace(tmp, mirror)  # a killed clone never leaves a half mirror behind
+            except OSError:
+                if not mirror.exists():  # else a concurrent crawl of the same repository won the race
+                    raise
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except subprocess.CalledProcessError as exc:
@@ -170,6 +199,14 @@ def ensure_mirror(repo: RepoSource, config: CrawlConfig) -> Path:
     except subprocess.TimeoutExpired:
         raise SourceError(repo.source, RepoSkipReason.UNREACHABLE, "git timed out") from None
     return mirror
+
+
+def _follow_remote_head(mirror: Path, auth: str | None) -> None:
+    """``fetch`` does not move a mirror's HEAD: follow an upstream rename of the default branch."""
+    answer = git(["ls-remote", "--symref", "origin", "HEAD"], mirror, check=False, auth=auth)
+    first = answer.splitlines()[0] if answer else ""
+    if first.startswith("ref: refs/heads/") and first.endswith("\tHEAD"):
+        git(["symbolic-ref", "HEAD", first[len("ref: ") : -len("\tHEAD")]], mirror)
 
 
 def _is_git_dir(path: Path) -> bool:
@@ -323,9 +360,10 @@ def record_repo_skip(engine: Engine, repo: RepoSource, run_id: str, reason: str,
         )
 
 
-def mark_orphans(engine: Engine, mirror: Path, repo_id: str, tips: Iterable[str], run_id: str) -> int:
-    """After a force-push: flag stored commits no crawled branch reaches any more (kept, not exported)."""
-    reachable = git(["rev-list", *tips], mirror).split()
+def mark_orphans(engine: Engine, mirror: Path, repo_id: str, run_id: str) -> int:
+    """After a force-push: flag stored commits no branch of the repository reaches any more (kept,
+    not exported); commits a branch reaches again lose the flag."""
+    reachable = git(["rev-list", "--branches"], mirror).split()
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE _reachable (sha text PRIMARY KEY) ON COMMIT DROP"))
         copy_rows(conn, "_reachable", ["sha"], ((s,) for s in reachable))
@@ -401,7 +439,7 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
             _count_batch(result, repo.name, *write_commit_batch(engine, repo.repo_id, run_id, seq, commits))
             seq += 1
     if result.force_push:
-        result.orphaned = mark_orphans(engine, mirror, repo.repo_id, tips.values(), run_id)
+        result.orphaned = mark_orphans(engine, mirror, repo.repo_id, run_id)
     default_branch = next(iter(tips)) if not config.branches else None
     with engine.begin() as conn:
         for branch, tip in tips.items():

@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +35,7 @@ class SkipReason(StrEnum):
 
     MERGE_COMMIT = "merge_commit"
     BOT_AUTHOR = "bot_author"
+    IMPLAUSIBLE_DATE = "implausible_date"
     NON_UTF8 = "non_utf8"
     TOO_MANY_FILES = "too_many_files"
     DIFF_TOO_LARGE = "diff_too_large"
@@ -164,17 +166,23 @@ class Decision:
     needs_diff: bool = False  # some files are dropped: decide again with the diff text
 
 
-def decide(row: Mapping[str, Any], config: ExtractConfig) -> Decision:
+def decide(
+    row: Mapping[str, Any], config: ExtractConfig, window: tuple[datetime, datetime] | None = None
+) -> Decision:
     """The whole hygiene policy for one commit, as a pure function (tested reason by reason).
 
     ``row`` holds a commit's metadata; its ``diff`` is needed only when some files are dropped
-    from the response (then, without it, the decision says ``needs_diff``).
+    from the response (then, without it, the decision says ``needs_diff``). ``window``: the
+    plausible author dates (``config.date_window()`` unless given).
     """
     files: list[dict[str, Any]] = row["files"]
     if len(row["parents"]) > 1:
         return Decision(SkipReason.MERGE_COMMIT, f"{len(row['parents'])} parents")
     if is_bot(row["author_name"], row["author_email"], config.bot_authors):
         return Decision(SkipReason.BOT_AUTHOR, f"{row['author_name']} <{row['author_email']}>")
+    low, high = window or config.date_window()
+    if not low <= row["author_date"] <= high:
+        return Decision(SkipReason.IMPLAUSIBLE_DATE, f"authored {row['author_date']:%Y-%m-%d}")
     if row["text_lossy"]:
         return Decision(SkipReason.NON_UTF8, "message, diff or a path is not valid UTF-8")
     if len(files) > config.max_files:
@@ -203,8 +211,10 @@ def decide(row: Mapping[str, Any], config: ExtractConfig) -> Decision:
         return Decision(None, "", instruction, None, row["diff_sha256"], paths, (), added, deleted)
     if row.get("diff") is None:
         return Decision(None, needs_diff=True)
-    sections = gitlog.split_sections(row["diff"])
-    response = "\n".join(sections[i].rstrip("\n") for i in kept) + "\n"
+    groups = gitlog.file_sections(gitlog.split_sections(row["diff"]), [f["status"] for f in files])
+    if groups is None:
+        return Decision(SkipReason.UNPARSEABLE_DIFF, f"patch sections do not match the {len(files)} files")
+    response = "\n".join(section.rstrip("\n") for i in kept for section in groups[i]) + "\n"
     size = len(response.encode())
     if size > config.max_diff_bytes:
         return Decision(SkipReason.DIFF_TOO_LARGE, f"response of {size} bytes > {config.max_diff_bytes}")
@@ -267,13 +277,14 @@ def _extract_batch(
     web_url: str | None, config: ExtractConfig, skipped: Counter[str],
 ) -> list[Sequence[Any]]:
     """One transaction: pairs, skips, the extract batch record, and the crawl batch marked read."""
+    window = config.date_window()
     with engine.begin() as conn:
-        decisions = [decide(row, config) for row in rows]
+        decisions = [decide(row, config, window) for row in rows]
         partial = [row["sha"] for row, d in zip(rows, decisions, strict=True) if d.needs_diff]
         if partial:  # only commits that lose some files need their diff read back
             query = sa.text("SELECT sha, diff FROM commits WHERE repo_id = :r AND sha = ANY(:s)")
             diffs = dict(conn.execute(query, {"r": repo_id, "s": partial}).tuples().all())
-            decisions = [decide({**row, "diff": diffs[row["sha"]]}, config) if d.needs_diff else d
+            decisions = [decide({**row, "diff": diffs[row["sha"]]}, config, window) if d.needs_diff else d
                          for row, d in zip(rows, decisions, strict=True)]  # fmt: skip
         pairs, skips = [], []
         for row, d in zip(rows, decisions, strict=True):

@@ -13,14 +13,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from codepairs import gitlog
-from codepairs.config import GateConfig
+from codepairs.config import ExtractConfig, GateConfig
 from codepairs.crawl import batch_digest
 from codepairs.errors import GateFailedError
 
@@ -65,10 +65,11 @@ def _pending_batches(engine: Engine, stage: str, repo_id: str) -> dict[str, tupl
         return {b: (int(n), d) for b, n, d in rows}
 
 
-def _date_bounds(config: GateConfig) -> tuple[float, float]:
-    low = datetime.combine(config.min_author_date, datetime.min.time(), tzinfo=UTC).timestamp()
-    high = (datetime.now(UTC) + timedelta(days=config.max_future_days)).timestamp()
-    return low, high
+def _epochs(low: datetime | date, high: datetime | date) -> tuple[float, float]:
+    def epoch(d: datetime | date) -> float:
+        return (d if isinstance(d, datetime) else datetime.combine(d, datetime.min.time(), tzinfo=UTC)).timestamp()
+
+    return epoch(low), epoch(high)
 
 
 def _with_batch_checks(df: pd.DataFrame, batches: dict[str, tuple[int, str]], key: str, digest_col: str) -> None:
@@ -131,7 +132,7 @@ def _store_and_raise(
 
 def _gate(
     engine: Engine, suite: str, stage: str, run_id: str, df: pd.DataFrame, batches: dict[str, tuple[int, str]],
-    keys: tuple[str, str], config: GateConfig, specific: list[Any],
+    keys: tuple[str, str], dates: tuple[float, float], specific: list[Any],
 ) -> GateReport:
     """What every gate checks (row count against the batch records, ids, dates, batch digests),
     plus the suite's own expectations; then validate, store, and raise on failure."""
@@ -139,7 +140,7 @@ def _gate(
 
     key, digest = keys
     _with_batch_checks(df, batches, key, digest)
-    low, high = _date_bounds(config)
+    low, high = dates
     expectations = [
         gxe.ExpectTableRowCountToEqual(value=sum(n for n, _ in batches.values())),
         gxe.ExpectColumnValuesToNotBeNull(column=key),
@@ -180,12 +181,11 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
           for c in ("diff_bytes", "files_changed", "lines_added", "lines_deleted")),
         gxe.ExpectColumnValuesToBeInSet(column="row_checksum_ok", value_set=[True]),
     ]  # fmt: skip
-    return _gate(engine, "commits_suite", "crawl", run_id, df, batches, ("sha", "row_sha256"), config, specific)
+    dates = _epochs(config.commit_dates_from, config.commit_dates_to)
+    return _gate(engine, "commits_suite", "crawl", run_id, df, batches, ("sha", "row_sha256"), dates, specific)
 
 
-def validate_pairs(
-    engine: Engine, repo_id: str, run_id: str, config: GateConfig, min_instruction_chars: int = 1
-) -> GateReport:
+def validate_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractConfig) -> GateReport:
     """Gate after extract: every pair batch of the repository not yet validated."""
     import great_expectations.expectations as gxe
     import pandas as pd
@@ -214,10 +214,11 @@ def validate_pairs(
         "instruction_len", "response_len", "response_checksum_ok"])  # fmt: skip
     specific = [
         gxe.ExpectColumnValuesToBeUnique(column="commit_sha"),
-        gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=min_instruction_chars),
+        gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=config.min_message_chars),
         gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="lines_changed", min_value=1),
         gxe.ExpectColumnValuesToBeInSet(column="response_checksum_ok", value_set=[True]),
     ]
     keys = ("pair_id", "response_sha256")
-    return _gate(engine, "pairs_suite", "extract", run_id, df, batches, keys, config, specific)
+    dates = _epochs(*config.date_window())
+    return _gate(engine, "pairs_suite", "extract", run_id, df, batches, keys, dates, specific)

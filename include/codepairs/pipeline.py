@@ -43,9 +43,7 @@ def extract_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) 
 def validate_pairs_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
     if state["status"] == "skipped":
         return state
-    report = gates.validate_pairs(
-        engine, state["repo_id"], state["extract"]["run_id"], config.gates, config.extract.min_message_chars
-    )
+    report = gates.validate_pairs(engine, state["repo_id"], state["extract"]["run_id"], config.extract)
     return {**state, "pairs_gate": report.as_dict()}
 
 
