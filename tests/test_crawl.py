@@ -328,3 +328,38 @@ def test_batches_are_cut_by_bytes_as_well_as_by_count(engine, mirrors, tmp_path)
     with engine.connect() as conn:
         sizes = conn.execute(sa.text("SELECT rows_in FROM batches ORDER BY seq")).scalars().all()
     assert result.commits_new == 6 and sizes == [3, 3]
+
+
+def test_force_push_when_the_old_tip_is_gone_from_the_mirror(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 4)
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    removed = set(repo.git("rev-list", "HEAD~2..HEAD").split())
+    repo.git("reset", "-q", "--hard", "HEAD~2")
+    repo.commit("Add the rewritten module after review", {"pkg/new.py": "NEW = 1\n"})
+    (mirror,) = mirrors.iterdir()  # the mirror fetches and prunes before the crawl sees it
+    for args in (["fetch", "-q", "--prune", "origin"], ["reflog", "expire", "--expire=now", "--all"],
+                 ["gc", "-q", "--prune=now"]):  # fmt: skip
+        subprocess.run(["git", "--git-dir", str(mirror), *args], check=True)
+    assert subprocess.run(["git", "--git-dir", str(mirror), "cat-file", "-e", next(iter(removed))]).returncode != 0
+    state = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    assert (state["force_push"], state["commits_new"], state["orphaned"]) == (True, 1, 2)
+    with engine.connect() as conn:
+        assert set(conn.execute(sa.text("SELECT sha FROM commits WHERE orphaned")).scalars()) == removed
+        assert conn.execute(sa.text("SELECT count(*), count(DISTINCT sha) FROM commits")).one() == (5, 5)
+
+
+def test_undoing_a_force_push_brings_its_commits_back(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = _linear_repo(tmp_path / "r", 4)
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    original = repo.head()
+    repo.git("reset", "-q", "--hard", "HEAD~2")
+    rewritten = repo.commit("Add the rewritten module after review", {"pkg/new.py": "NEW = 1\n"})
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    assert export.write_export(engine, tmp_path / "forced", ExportConfig()).rows == 3
+    repo.git("reset", "-q", "--hard", original)  # the force-push is undone
+    state = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    assert (state["force_push"], state["orphaned"]) == (True, 1)  # now only the rewritten commit is off-branch
+    with engine.connect() as conn:
+        assert list(conn.execute(sa.text("SELECT sha FROM commits WHERE orphaned")).scalars()) == [rewritten]
+        assert conn.execute(sa.text("SELECT count(*) FROM skips WHERE stage = 'crawl'")).scalar() == 1
+    assert export.write_export(engine, tmp_path / "restored", ExportConfig()).rows == 4

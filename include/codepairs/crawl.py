@@ -367,22 +367,28 @@ def mark_orphans(engine: Engine, mirror: Path, repo_id: str, run_id: str) -> int
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE _reachable (sha text PRIMARY KEY) ON COMMIT DROP"))
         copy_rows(conn, "_reachable", ["sha"], ((s,) for s in reachable))
-        orphaned = [
-            r[0]
-            for r in conn.execute(
-                sa.text(
-                    "UPDATE commits c SET orphaned = NOT EXISTS (SELECT 1 FROM _reachable r WHERE r.sha = c.sha) "
-                    "WHERE c.repo_id = :id RETURNING c.sha, c.orphaned"
-                ),
-                {"id": repo_id},
-            )
-            if r[1]
-        ]
+        changed = conn.execute(
+            sa.text(
+                "WITH now_orphaned AS (SELECT c.sha, NOT EXISTS (SELECT 1 FROM _reachable r WHERE r.sha = c.sha) AS o, "
+                "c.orphaned AS was FROM commits c WHERE c.repo_id = :id) "
+                "UPDATE commits c SET orphaned = n.o FROM now_orphaned n "
+                "WHERE c.repo_id = :id AND c.sha = n.sha AND c.orphaned IS DISTINCT FROM n.o "
+                "RETURNING c.sha, c.orphaned, c.batch_id"
+            ),
+            {"id": repo_id},
+        ).all()
+        orphaned = [sha for sha, now, _ in changed if now]
+        # Reachable again (the force-push was undone): let extract read their batches once more;
+        # what it already wrote is skipped, what it left out for being orphaned is added.
+        revived = sorted({batch for _, now, batch in changed if not now})
+        conn.execute(sa.text("UPDATE batches SET extracted = false WHERE batch_id = ANY(:b)"), {"b": revived})
+        conn.execute(sa.text("DELETE FROM skips WHERE stage = 'crawl' AND repo_id = :id AND object_id = ANY(:s)"),
+                     {"id": repo_id, "s": [sha for sha, now, _ in changed if not now]})  # fmt: skip
         for sha in orphaned:
             conn.execute(
                 sa.text(
                     "INSERT INTO skips (stage, repo_id, object_id, reason, detail, run_id) "
-                    "VALUES ('crawl', :id, :sha, :r, 'no crawled branch reaches it after a force-push', :run) "
+                    "VALUES ('crawl', :id, :sha, :r, 'no branch reaches it after a force-push', :run) "
                     "ON CONFLICT DO NOTHING"
                 ),
                 {"id": repo_id, "sha": sha, "r": CommitSkipReason.ORPHANED_BY_FORCE_PUSH.value, "run": run_id},

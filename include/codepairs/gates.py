@@ -54,7 +54,7 @@ def _pending_batches(engine: Engine, stage: str, repo_id: str) -> dict[str, tupl
     Gating by repository rather than by run means a run killed after some batches committed has
     those batches checked by the next run's gate instead of leaving them unchecked forever.
     """
-    with engine.connect() as conn:
+    with engine.connect().execution_options(stream_results=True, yield_per=500) as conn:
         rows = conn.execute(
             sa.text(
                 "SELECT batch_id, rows_written, sha256 FROM batches "
@@ -159,7 +159,7 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
     import pandas as pd
 
     batches = _pending_batches(engine, "crawl", repo_id)
-    with engine.connect() as conn:
+    with engine.connect().execution_options(stream_results=True, yield_per=500) as conn:
         rows = conn.execute(
             sa.text(
                 "SELECT sha, batch_id, message, diff, files::text AS files, row_sha256, author_email, diff_bytes, "
