@@ -78,7 +78,7 @@ def test_stream_commits_parses_renames_modes_binaries_symlinks_and_quoted_names(
     assert c1.parents == [] and c2.parents == [first]
     import hashlib
 
-    assert c1.diff_sha256() == hashlib.sha256((c1.diff or "").encode()).hexdigest()
+    assert c1.diff_sha256 == hashlib.sha256((c1.diff or "").encode()).hexdigest()
 
 
 def test_stream_commits_drops_a_diff_over_the_cap_but_keeps_its_size(tmp_path: Path) -> None:

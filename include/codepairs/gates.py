@@ -162,7 +162,8 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
     with engine.connect().execution_options(stream_results=True, yield_per=500) as conn:
         rows = conn.execute(
             sa.text(
-                "SELECT sha, batch_id, message, diff, files::text AS files, row_sha256, author_email, diff_bytes, "
+                "SELECT sha, batch_id, message, diff, diff_sha256, files::text AS files, row_sha256, author_email, "
+                "diff_bytes, "
                 "files_changed, lines_added, lines_deleted, extract(epoch FROM author_date)::float8 AS author_epoch "
                 "FROM commits WHERE batch_id = ANY(:b)"
             ),
@@ -171,7 +172,9 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
         records = []
         for r in rows:  # recompute each row's checksum, then keep only the small columns
             files_json = gitlog.canonical_json(json.loads(r["files"]))
-            ok = gitlog.row_digest(r["sha"], r["message"], r["diff"], files_json) == r["row_sha256"]
+            diff_sha = hashlib.sha256(r["diff"].encode()).hexdigest() if r["diff"] is not None else None
+            row_sha = gitlog.row_digest(r["sha"], r["message"], diff_sha, files_json)
+            ok = diff_sha == r["diff_sha256"] and row_sha == r["row_sha256"]
             records.append({k: r[k] for k in COMMIT_GATE_COLUMNS[:-1]} | {"row_checksum_ok": ok})
     df = pd.DataFrame.from_records(records, columns=list(COMMIT_GATE_COLUMNS))
     specific = [
