@@ -277,7 +277,8 @@ def _batched(items: Iterable[gitlog.Commit], size: int, max_bytes: int) -> Itera
 def _commit_row(repo_id: str, c: gitlog.Commit, batch_id: str) -> tuple[Any, ...]:
     files_json = c.files_json()
     return (
-        repo_id, c.sha, c.parents, c.author_name, c.author_email, c.author_date, c.committer_name,
+        # parents as an array literal, parsed by COPY: psycopg's list dumper was a third of write_row's profile
+        repo_id, c.sha, "{" + ",".join(c.parents) + "}", c.author_name, c.author_email, c.author_date, c.committer_name,
         c.committer_email, c.committer_date, c.message, c.diff, c.diff_bytes, c.diff_truncated,
         files_json, len(c.files), c.lines_added, c.lines_deleted, c.text_lossy,
         gitlog.row_digest(c.sha, c.message, c.diff_sha256, files_json), batch_id, c.patch_ok, c.diff_sha256,
