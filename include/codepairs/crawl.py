@@ -435,7 +435,8 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
         revisions, forced = revisions_since(mirror, tip, state.get(branch))
         result.force_push = result.force_push or forced
         if forced:
-            log.warning("%s: branch %s was force-pushed (last crawled %s is no longer on it)", repo.name, branch, state[branch])
+            log.warning("%s: branch %s was force-pushed (last crawled %s is no longer on it)", repo.name, branch,
+                        state[branch])  # fmt: skip
         if not revisions:
             continue
         stream = gitlog.stream_commits(
