@@ -55,11 +55,12 @@ def pipeline_database_url() -> str | None:
     embedded server's folder) survives the round trip.
     """
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
     from sqlalchemy.engine import URL
 
     try:
         conn = BaseHook.get_connection(PIPELINE_DB_CONN_ID)
-    except Exception:  # AirflowNotFoundException: no connection defined, use the library default
+    except AirflowNotFoundException:  # no connection defined: the library's default applies
         return None
     socket_dir = conn.host if conn.host and conn.host.startswith("/") else None
     url = URL.create(
