@@ -35,9 +35,15 @@ def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> Non
         "https://github.com/octo/hello-world",
     )  # fmt: skip
     assert gh.commit_url("abc") == "https://github.com/octo/hello-world/commit/abc"
-    same = {crawl.resolve_source(s).repo_id for s in ("Octo/Hello-World", "https://github.com/octo/hello-world.git",
-                                                      "https://GITHUB.com/octo/hello-world/")}  # fmt: skip
-    assert same == {gh.repo_id}
+    spellings = ("Octo/Hello-World", "https://github.com/octo/hello-world.git", "https://GITHUB.com/octo/hello-world/",
+                 "git@github.com:Octo/Hello-World.git", "ssh://git@github.com/octo/hello-world")  # fmt: skip
+    assert {crawl.resolve_source(s).repo_id for s in spellings} == {gh.repo_id}
+    scp = "git@github.com:Octo/Hello-World.git"
+    assert crawl.resolve_source(scp).clone_url == scp
+    v6 = crawl.resolve_source("https://user:pw@[::1]:8443/team/r.git")
+    assert (v6.source, v6.clone_url, v6.name) == ("https://[::1]:8443/team/r.git", "https://[::1]:8443/team/r.git", "r")
+    odd_port = "https://git.example.com:notaport/r.git"
+    assert crawl.resolve_source(odd_port).source == odd_port
     assert crawl.resolve_source(f"file://{tmp_path}").source == f"file://{tmp_path}"
 
 
@@ -147,7 +153,7 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
     with engine.connect() as conn:
         orphans = {r[0] for r in conn.execute(sa.text("SELECT sha FROM commits WHERE orphaned"))}
         reasons = dict(
-            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'crawl'")).tuples().all()
+            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'crawl'")).all()
         )
         stored = conn.execute(sa.text("SELECT count(*), count(DISTINCT sha) FROM commits")).one()
     assert orphans == set(removed)
@@ -233,7 +239,7 @@ def test_only_the_configured_branches_are_crawled_each_with_its_watermark(engine
     both = crawl.crawl_repository(engine, str(repo.path), CrawlConfig(branches=("main", "dev")))
     assert (both.commits_read, both.commits_new) == (3, 1)  # dev read from scratch; shared commits not stored twice
     with engine.connect() as conn:
-        state = dict(conn.execute(sa.text("SELECT branch, last_sha FROM crawl_state")).tuples().all())
+        state = dict(conn.execute(sa.text("SELECT branch, last_sha FROM crawl_state")).all())
     assert state["dev"] == dev and set(state) == {"main", "dev"}
 
 

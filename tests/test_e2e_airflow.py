@@ -73,17 +73,34 @@ def test_several_repositories_and_a_bad_one(airflow_pipeline, engine, tmp_path: 
     conf = {"repos": [str(a.path), str(tmp_path / "missing"), str(b.path)], "batch_size": 2}
     assert _run(airflow_pipeline, "codepairs_crawl", conf) == "success"
     with engine.connect() as conn:
-        status = dict(conn.execute(sa.text("SELECT name, status FROM repositories")).tuples().all())
+        status = dict(conn.execute(sa.text("SELECT name, status FROM repositories")).all())
     assert status == {"a": "crawled", "b": "crawled", "missing": "skipped"}
     assert _stored(engine)["pairs"] == 6
 
 
-def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(airflow_pipeline, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(  # type: ignore[no-untyped-def]
+    airflow_pipeline, engine, tmp_path, monkeypatch
+) -> None:
     repo = _repo(tmp_path / "r", 2)
-    repo.write("cli/late.py", "LATE = 1\n")
-    repo.raw_commit(b"Add the command stamped in the year 2103", when=4_200_000_000)  # no real clock says that
+    strict = tmp_path / "strict.yaml"  # a gate that refuses every commit of this century
+    strict.write_text((ROOT / "include" / "config" / "pipeline.yaml").read_text().replace(
+        'commit_dates_to: "9999-12-31"', 'commit_dates_to: "2000-01-01"'))  # fmt: skip
+    monkeypatch.setenv("CODEPAIRS_CONFIG", str(strict))
     assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "failed"
     with engine.connect() as conn:
         failed = conn.execute(sa.text("SELECT suite, failed FROM gate_results WHERE NOT success")).one()
     assert failed[0] == "commits_suite" and any("author_epoch" in f for f in failed[1])
     assert _stored(engine)["pairs"] == 0
+    out = tmp_path / "export"
+    assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
+    assert export.verify_export(out)["rows"] == 0
+
+
+def test_a_commit_from_the_far_future_is_skipped_not_blocking(airflow_pipeline, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = _repo(tmp_path / "r", 2)
+    repo.write("cli/late.py", "LATE = 1\n")
+    late = repo.raw_commit(b"Add the command stamped in the year 2103", when=4_200_000_000)
+    assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
+    with engine.connect() as conn:
+        skips = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips")).all())
+    assert skips == {late: "implausible_date"} and _stored(engine)["pairs"] == 2

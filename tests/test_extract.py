@@ -22,13 +22,13 @@ def test_every_commit_kind_gives_its_exact_pair_or_skip_reason(engine, mirrors, 
     state = pipeline.process_repository(engine, str(known.repo.path), PipelineConfig())
     assert state["status"] == "crawled"
     with engine.connect() as conn:
-        pairs = dict(conn.execute(sa.text("SELECT commit_sha, instruction FROM pairs")).tuples().all())
+        pairs = dict(conn.execute(sa.text("SELECT commit_sha, instruction FROM pairs")).all())
         skips = dict(
-            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'extract'")).tuples().all()
+            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'extract'")).all()
         )
-        dropped = dict(conn.execute(sa.text("SELECT commit_sha, dropped_files FROM pairs")).tuples().all())
-        responses = dict(conn.execute(sa.text("SELECT commit_sha, response FROM pair_texts")).tuples().all())
-        stored = dict(conn.execute(sa.text("SELECT commit_sha, response IS NOT NULL FROM pairs")).tuples().all())
+        dropped = dict(conn.execute(sa.text("SELECT commit_sha, dropped_files FROM pairs")).all())
+        responses = dict(conn.execute(sa.text("SELECT commit_sha, response FROM pair_texts")).all())
+        stored = dict(conn.execute(sa.text("SELECT commit_sha, response IS NOT NULL FROM pairs")).all())
         branch = conn.execute(sa.text("SELECT default_branch FROM repositories")).scalar()
     assert pairs == known.pairs
     assert skips == known.skips

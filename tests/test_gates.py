@@ -24,7 +24,8 @@ CORRUPTIONS = {
                        "row_checksum_ok"),
     "deleted row": ("DELETE FROM commits WHERE sha = (SELECT min(sha) FROM commits)",
                     "expect_table_row_count_to_equal"),
-    "date from the future": ("UPDATE commits SET author_date = '2999-01-01' WHERE sha = (SELECT min(sha) FROM commits)",
+    "date no parser writes": (
+        "UPDATE commits SET author_date = '12000-01-01' WHERE sha = (SELECT min(sha) FROM commits)",
                              "author_epoch"),
     "negative size": ("UPDATE commits SET lines_added = -5 WHERE sha = (SELECT min(sha) FROM commits)", "lines_added"),
     "moved between batches": (

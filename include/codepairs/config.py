@@ -46,10 +46,10 @@ class ExtractConfig:
 
 @dataclass(frozen=True)
 class GateConfig:
-    # Raw commits are stored whatever their date (extract skips implausible ones); a stored date
-    # outside this window means corruption, not history.
+    # Raw commits are stored whatever their date (extract skips implausible ones, git allows any);
+    # a stored date outside what the parser can produce means corruption, not history.
     commit_dates_from: date = date(1970, 1, 1)
-    commit_dates_to: date = date(2100, 1, 1)
+    commit_dates_to: date = date(9999, 12, 31)
 
 
 @dataclass(frozen=True)

@@ -107,41 +107,59 @@ def split_credentials(url: str) -> tuple[str, str | None]:
     Secrets never reach git's command line, the mirror's config, the database or a log: the URL
     loses its password and query string, and an https credential travels to git as an
     ``http.extraHeader`` through the environment (``GIT_CONFIG_*``) of the clone or fetch only.
+    Host and port are kept verbatim (IPv6 brackets, odd ports).
     """
     parts = urlsplit(url)
     if not parts.scheme or parts.scheme == "file":
         return url, None
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
     auth = None
+    netloc = hostport
     if parts.scheme in ("http", "https"):
-        if parts.username or parts.password:
-            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
-            auth = base64.b64encode(pair.encode()).decode()
-    elif parts.username:
-        netloc = f"{parts.username}@{netloc}"  # an ssh user name is no secret; its password is
+        if at:
+            auth = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
+    elif user:
+        netloc = f"{user}@{hostport}"  # an ssh user name is no secret; its password is
     return urlunsplit((parts.scheme, netloc, parts.path, "", "")), auth
+
+
+def _github_path(spec: str) -> str | None:
+    """``owner/name`` of a GitHub clone URL in any form (https, ssh://, scp-like git@), else None."""
+    host = urlsplit(GITHUB_WEB).netloc.lower()
+    scp = re.match(rf"^[\w.-]+@{re.escape(host)}:(?P<path>[^/].*)$", spec, re.IGNORECASE)
+    if scp:
+        path = scp["path"]
+    else:
+        parts = urlsplit(spec)
+        if parts.netloc.rpartition("@")[2].lower() != host:
+            return None
+        path = parts.path
+    path = path.strip("/").removesuffix(".git").lower()
+    return path if OWNER_NAME.match(path) else None
 
 
 def resolve_source(spec: str, cwd: Path | None = None) -> RepoSource:
     """``owner/name``, a clone URL (https, ssh, file://) or a local path -> RepoSource.
 
-    GitHub repositories are identified case-insensitively and with or without ``.git``, so
-    ``Octo/Repo``, ``octo/repo`` and ``https://github.com/octo/repo.git`` are one repository.
+    A GitHub repository has one identity whatever its spelling: ``Octo/Repo``, ``octo/repo``,
+    ``https://github.com/octo/repo.git`` and ``git@github.com:Octo/Repo.git`` are one repository
+    (cloned the way it was named, so ssh keys still work).
     """
     spec = spec.strip()
     if not spec:
         raise SourceError(spec, RepoSkipReason.NOT_FOUND, "empty repository name")
     local = (cwd or Path.cwd()) / spec
     if OWNER_NAME.match(spec) and not local.exists():
-        spec = f"{GITHUB_WEB}/{spec}"
+        spec = f"{GITHUB_WEB}/{spec}.git"
     if "://" in spec or spec.startswith("git@"):
         clean, auth = split_credentials(spec)
         clean = clean.rstrip("/")
-        if clean.lower().startswith(GITHUB_WEB.lower() + "/"):
-            path = clean[len(GITHUB_WEB) + 1 :].removesuffix(".git").lower()
-            web = f"{GITHUB_WEB}/{path}"
-            return RepoSource(source=web, clone_url=web + ".git", name=path, web_url=web, auth=auth)
+        github = _github_path(clean)
+        if github:
+            web = f"{GITHUB_WEB}/{github}"
+            clone = web + ".git" if clean.lower().startswith(("http://", "https://")) else clean
+            return RepoSource(source=web, clone_url=clone, name=github, web_url=web, auth=auth)
         name = clean.removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
         return RepoSource(source=clean, clone_url=clean, name=name, web_url=None, auth=auth)
     path = local.resolve()
@@ -427,7 +445,7 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
     with engine.connect() as conn:
         state = dict(
             conn.execute(sa.text("SELECT branch, last_sha FROM crawl_state WHERE repo_id = :id"), {"id": repo.repo_id})
-            .tuples()
+            
             .all()
         )
     seq = 0

@@ -283,7 +283,7 @@ def _extract_batch(
         partial = [row["sha"] for row, d in zip(rows, decisions, strict=True) if d.needs_diff]
         if partial:  # only commits that lose some files need their diff read back
             query = sa.text("SELECT sha, diff FROM commits WHERE repo_id = :r AND sha = ANY(:s)")
-            diffs = dict(conn.execute(query, {"r": repo_id, "s": partial}).tuples().all())
+            diffs = dict(conn.execute(query, {"r": repo_id, "s": partial}).all())
             decisions = [decide({**row, "diff": diffs[row["sha"]]}, config, window) if d.needs_diff else d
                          for row, d in zip(rows, decisions, strict=True)]  # fmt: skip
         pairs, skips = [], []

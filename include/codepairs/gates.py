@@ -178,7 +178,7 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
             records.append({k: r[k] for k in COMMIT_GATE_COLUMNS[:-1]} | {"row_checksum_ok": ok})
     df = pd.DataFrame.from_records(records, columns=list(COMMIT_GATE_COLUMNS))
     specific = [
-        gxe.ExpectColumnValuesToMatchRegex(column="sha", regex=r"^[0-9a-f]{40}$"),
+        gxe.ExpectColumnValuesToMatchRegex(column="sha", regex=r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$"),
         gxe.ExpectColumnValuesToNotBeNull(column="author_email"),
         *(gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0)
           for c in ("diff_bytes", "files_changed", "lines_added", "lines_deleted")),

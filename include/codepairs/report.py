@@ -37,7 +37,7 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
         ).scalar()
         skipped = conn.execute(
             sa.text("SELECT reason, count(*) FROM skips WHERE stage = 'extract' GROUP BY reason ORDER BY 2 DESC, 1")
-        ).tuples().all()
+        ).all()
         totals = conn.execute(
             sa.text("SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs)")
         ).one()
