@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from codepairs import gitlog, settings
 from codepairs.config import CrawlConfig
 from codepairs.errors import SourceError
-from codepairs.store import copy_rows, insert_new
+from codepairs.store import SKIP_COLUMNS, SKIP_KEY, copy_rows, insert_new
 
 log = logging.getLogger(__name__)
 
@@ -404,15 +404,9 @@ def mark_orphans(engine: Engine, mirror: Path, repo_id: str, run_id: str) -> int
         conn.execute(sa.text("UPDATE batches SET extracted = false WHERE batch_id = ANY(:b)"), {"b": revived})
         conn.execute(sa.text("DELETE FROM skips WHERE stage = 'crawl' AND repo_id = :id AND object_id = ANY(:s)"),
                      {"id": repo_id, "s": [sha for sha, now, _ in changed if not now]})  # fmt: skip
-        for sha in orphaned:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO skips (stage, repo_id, object_id, reason, detail, run_id) "
-                    "VALUES ('crawl', :id, :sha, :r, 'no branch reaches it after a force-push', :run) "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                {"id": repo_id, "sha": sha, "r": CommitSkipReason.ORPHANED_BY_FORCE_PUSH.value, "run": run_id},
-            )
+        reason = CommitSkipReason.ORPHANED_BY_FORCE_PUSH.value
+        skips = [("crawl", repo_id, sha, reason, "no branch reaches it after a force-push", run_id) for sha in orphaned]
+        insert_new(conn, "skips", SKIP_COLUMNS, skips, SKIP_KEY)
     return len(orphaned)
 
 

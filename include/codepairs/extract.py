@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from codepairs import gitlog
 from codepairs.config import ExtractConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
-from codepairs.store import insert_new
+from codepairs.store import SKIP_COLUMNS, SKIP_KEY, insert_new
 
 
 class SkipReason(StrEnum):
@@ -96,7 +96,6 @@ PAIR_COLUMNS = (
     "pair_id", "kind", "repo_id", "commit_sha", "instruction", "response", "files", "dropped_files",
     "lines_added", "lines_deleted", "author_date", "url", "response_sha256", "batch_id",
 )  # fmt: skip
-SKIP_COLUMNS = ("stage", "repo_id", "object_id", "reason", "detail", "run_id")
 
 
 @dataclass
@@ -302,7 +301,7 @@ def _extract_batch(
              "mf": gitlog.canonical_json({"crawl_batch": source, "skipped": len(skips)})},
         )  # fmt: skip
         inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
-        insert_new(conn, "skips", SKIP_COLUMNS, skips, ("stage", "repo_id", "object_id"))
+        insert_new(conn, "skips", SKIP_COLUMNS, skips, SKIP_KEY)
         conn.execute(
             sa.text("UPDATE batches SET rows_written = :w, sha256 = :d WHERE batch_id = :b"),
             {"w": len(inserted), "d": batch_digest((p[0], p[12]) for p in inserted), "b": batch_id},

@@ -28,6 +28,9 @@ PIPELINE_DATABASE = "codepairs"
 AIRFLOW_DATABASE = "airflow"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
+SKIP_COLUMNS = ("stage", "repo_id", "object_id", "reason", "detail", "run_id")
+SKIP_KEY = ("stage", "repo_id", "object_id")
+
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
