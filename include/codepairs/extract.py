@@ -214,10 +214,10 @@ def decide(
     if groups is None:
         return Decision(SkipReason.UNPARSEABLE_DIFF, f"patch sections do not match the {len(files)} files")
     response = "\n".join(section.rstrip("\n") for i in kept for section in groups[i]) + "\n"
-    size = len(response.encode())
-    if size > config.max_diff_bytes:
-        return Decision(SkipReason.DIFF_TOO_LARGE, f"response of {size} bytes > {config.max_diff_bytes}")
-    digest = hashlib.sha256(response.encode()).hexdigest()
+    encoded = response.encode()
+    if len(encoded) > config.max_diff_bytes:
+        return Decision(SkipReason.DIFF_TOO_LARGE, f"response of {len(encoded)} bytes > {config.max_diff_bytes}")
+    digest = hashlib.sha256(encoded).hexdigest()
     return Decision(None, "", instruction, response, digest, paths, dropped, added, deleted)
 
 
