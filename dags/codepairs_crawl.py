@@ -2,14 +2,19 @@
 ### codepairs_crawl
 
 Nightly, incremental: for each repository (or shard of repositories, beyond 1024), one mapped chain
-`crawl_repository → validate_commits → extract_pairs → validate_pairs`, then `publish_pairs`
-updates the `codepairs_pairs` Asset, which schedules `codepairs_build`. A failed chain does not hold
-back the others; `fail_if_a_repository_failed` then turns the run red.
+`crawl_repository → crawl_github → validate_commits → validate_github → extract_pairs →
+validate_pairs`, then `publish_pairs` updates the `codepairs_pairs` Asset, which schedules
+`codepairs_build`. A failed chain does not hold back the others; `fail_if_a_repository_failed` then
+turns the run red.
 
 - **Reads**: the repositories (bare mirrors under `.data/mirrors`, cloned then fetched; never checked
-  out, hooks disabled), the watermark table `crawl_state`.
-- **Writes**: `repositories`, `commits`, `pairs`, `skips` (every reason a commit gave no pair),
-  `batches` (row count + sha256 per batch), `gate_results`, `runs`.
+  out, hooks disabled), the watermark table `crawl_state`; for repositories on GitHub, its REST API
+  (connection `github_default`, pool `github_api`) from the cursors in `gh_cursors`, with ETags.
+- **Writes**: `repositories`, `commits`, `gh_repos`, `gh_issues`, `gh_pulls`, `gh_review_comments`,
+  `gh_compares`, `gh_links`, `pairs` (commit, issue → PR, debugging and review pairs), `skips` (every
+  reason something gave no pair), `batches` (row count + sha256 per batch), `gate_results`, `runs`.
+- **GitHub rate limits**: short waits are slept through; a spent limit with a distant reset puts
+  `crawl_github` up for reschedule at the reset time, freeing its worker slot.
 - **Rerun**: safe at any point. Commits and pairs are keyed by content identity and written with
   `ON CONFLICT DO NOTHING`; a killed run resumes from the last watermark and adds only what is missing.
   A failed gate fails at once (no retries): fix the data, then clear the task.
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task, task_group
-from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_config
+from codepairs_airflow import COMMON_DAG_ARGS, GITHUB_POOL, PAIRS_ASSET, engine, pipeline_config
 
 MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more repositories share shards
 
@@ -66,6 +71,22 @@ def codepairs_crawl() -> None:
             config = pipeline_config(context["params"])
             return [pipeline.crawl_step(engine(), spec, config) for spec in specs]
 
+        @task(pool=GITHUB_POOL)
+        def crawl_github(states: list[dict]) -> list[dict]:
+            """Issues, pull requests and review comments of the repositories hosted on GitHub; links."""
+            from codepairs_airflow import github_step
+
+            params = get_current_context()["params"]
+            return [github_step(state, params) for state in states]
+
+        @task
+        def validate_github(states: list[dict]) -> list[dict]:
+            """GX gate on the GitHub records not yet validated (checksums, states, dates, merges)."""
+            from codepairs import pipeline
+
+            config = pipeline_config(get_current_context()["params"])
+            return [pipeline.validate_github_step(engine(), state, config) for state in states]
+
         @task
         def validate_commits(states: list[dict]) -> list[dict]:
             """GX gate on the commits not yet validated for each repository."""
@@ -76,7 +97,7 @@ def codepairs_crawl() -> None:
 
         @task
         def extract_pairs(states: list[dict]) -> list[dict]:
-            """Commit message → diff pairs; every skipped commit recorded with its reason."""
+            """Commit, issue → PR, debugging and review pairs; everything skipped recorded with its reason."""
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
@@ -90,7 +111,7 @@ def codepairs_crawl() -> None:
             config = pipeline_config(get_current_context()["params"])
             return [pipeline.validate_pairs_step(engine(), state, config) for state in states]
 
-        validate_pairs(extract_pairs(validate_commits(crawl_repository(specs))))
+        validate_pairs(extract_pairs(validate_github(validate_commits(crawl_github(crawl_repository(specs))))))
 
     @task(outlets=[PAIRS_ASSET], trigger_rule="all_done")
     def publish_pairs() -> dict:

@@ -61,9 +61,12 @@ def admin_password(home: Path) -> str:
 
 
 def migrate_airflow() -> None:
+    """Airflow's metadata schema, then the pools the DAGs name."""
     from airflow.utils.db import upgradedb
+    from codepairs_airflow import ensure_pools
 
     upgradedb()
+    ensure_pools()
 
 
 def run(repos: list[str], out_dir: str | None) -> int:
@@ -125,8 +128,9 @@ def _quiet(log_path: Path) -> Iterator[Callable[[str], None]]:
 def up() -> int:
     env = airflow_env()
     password = admin_password(Path(env["AIRFLOW_HOME"]))
-    print(f"Airflow UI: http://localhost:8080  user: admin  password: {password}", flush=True)
     os.environ.update(env)
+    migrate_airflow()  # standalone would migrate too, but the pools must exist before the scheduler runs
+    print(f"Airflow UI: http://localhost:8080  user: admin  password: {password}", flush=True)
     os.execvp("airflow", ["airflow", "standalone"])
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,8 +48,9 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
     assert set(dag.params.keys()) == {"repos", "max_commits", "batch_size"}
     assert sorted(dag.task_ids) == [
-        "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_repository",
-        "repository.extract_pairs", "repository.validate_commits", "repository.validate_pairs",
+        "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_github",
+        "repository.crawl_repository", "repository.extract_pairs", "repository.validate_commits",
+        "repository.validate_github", "repository.validate_pairs",
     ]  # fmt: skip
     assert [o.name for o in dag.get_task("publish_pairs").outlets] == ["codepairs_pairs"]
     for task in dag.tasks:
@@ -58,7 +60,44 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
         assert task.max_retry_delay.total_seconds() == 1800
         assert task.retry_policy is not None
     crawl_task = dag.get_task("repository.crawl_repository")
-    assert [d.task_id for d in crawl_task.downstream_list] == ["repository.validate_commits"]
+    assert [d.task_id for d in crawl_task.downstream_list] == ["repository.crawl_github"]
+    assert dag.get_task("repository.crawl_github").pool == "github_api"
+
+
+def test_every_pool_a_task_names_exists_after_setup(dagbag) -> None:  # type: ignore[no-untyped-def]
+    """dag.test() ignores pools and the scheduler only warns: the setup must create them."""
+    from airflow.models.pool import Pool
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import airflow_local
+
+    airflow_local.migrate_airflow()  # what make run and make up do before starting Airflow
+    named = {task.pool for dag in dagbag.dags.values() for task in dag.tasks}
+    assert "github_api" in named
+    assert {name: Pool.get_pool(name) is not None for name in named} == dict.fromkeys(named, True)
+    compose = (ROOT / "docker-compose.yaml").read_text()
+    assert "ensure_pools()" in compose  # docker compose's init creates them too
+
+
+def test_a_long_rate_limit_wait_reschedules_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import codepairs_airflow
+    from airflow.sdk.exceptions import AirflowRescheduleException
+    from codepairs import pipeline
+    from codepairs.errors import RateLimitWait
+
+    resume = datetime.now(UTC) + timedelta(hours=1)
+
+    def spent(*args: object) -> dict:
+        raise RateLimitWait(resume, "primary limit spent")
+
+    monkeypatch.setattr(pipeline, "github_step", spent)
+    monkeypatch.setattr(codepairs_airflow, "engine", lambda: None)
+    monkeypatch.setattr(codepairs_airflow, "github_credentials", lambda: ("t", None))
+    with pytest.raises(AirflowRescheduleException) as caught:
+        codepairs_airflow.github_step({"status": "crawled", "github": "o/r"}, {})
+    assert caught.value.reschedule_date == resume
 
 
 def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-untyped-def]

@@ -43,8 +43,12 @@ def cmd_crawl(args: argparse.Namespace) -> int:
             print(f"{state['name']}: skipped ({state['skip_reason']}: {state['skip_detail']})")
             continue
         ex = state["extract"]
+        gh = state.get("github_crawl")
+        github = ""
+        if gh:
+            github = f"GitHub {gh['status']}: {json.dumps(gh['written'])} written, {gh['links_new']} new links; "
         print(
-            f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new; "
+            f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new; {github}"
             f"{ex['pairs_new']} pairs kept, skipped {json.dumps(ex['skipped'])}; gates passed"
         )
     return 0

@@ -45,6 +45,23 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
+class GithubConfig:
+    enabled: bool = True  # crawl issues, pull requests and reviews of repositories hosted on GitHub
+    api_url: str = "https://api.github.com"  # CODEPAIRS_GITHUB_API_URL or the connection's host override it
+    per_page: int = 100  # GitHub's maximum: fewest requests
+    timeout_seconds: float = 30.0
+    retries: int = 5  # 5xx, timeouts, malformed JSON and short rate-limit waits
+    backoff_seconds: float = 1.0  # exponential: 1, 2, 4, ... capped at max_wait_seconds
+    secondary_wait_seconds: float = 60.0  # a secondary limit without Retry-After
+    max_wait_seconds: float = 300.0  # a longer wait is not slept through: the task is rescheduled
+    seconds_between_requests: float = 0.25  # GitHub's advice for unauthenticated bursts; PyGithub's default
+    max_diff_bytes: int = 1_000_000  # a merged PR's diff above this is not stored (skip recorded)
+    max_pr_commits: int = 250  # GitHub lists at most 250 commits of a PR
+    timeline: bool = True  # read the timeline of closed issues no closing keyword links
+    since: str | None = None  # ISO date: ignore issues and PRs not updated since (a fixed lower bound)
+
+
+@dataclass(frozen=True)
 class GateConfig:
     # Raw commits are stored whatever their date (extract skips implausible ones, git allows any);
     # a stored date outside what the parser can produce means corruption, not history.
@@ -63,6 +80,7 @@ class PipelineConfig:
     crawl: CrawlConfig = CrawlConfig()
     extract: ExtractConfig = ExtractConfig()
     gates: GateConfig = GateConfig()
+    github: GithubConfig = GithubConfig()
     export: ExportConfig = ExportConfig()
 
 
@@ -100,5 +118,6 @@ def load_config(path: Path | None = None) -> PipelineConfig:
         crawl=_build(CrawlConfig, "crawl", raw.get("crawl")),
         extract=_build(ExtractConfig, "extract", raw.get("extract")),
         gates=_build(GateConfig, "gates", raw.get("gates")),
+        github=_build(GithubConfig, "github", raw.get("github")),
         export=_build(ExportConfig, "export", raw.get("export")),
     )

@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,17 @@ from sqlalchemy.engine import Connection, Engine
 from codepairs import gitlog, settings
 from codepairs.config import CrawlConfig
 from codepairs.errors import SourceError
-from codepairs.store import SKIP_COLUMNS, SKIP_KEY, copy_rows, insert_new
+from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, copy_rows, insert_new, open_batch
 
 log = logging.getLogger(__name__)
 
-GITHUB_WEB = os.environ.get("CODEPAIRS_GITHUB_WEB_URL", "https://github.com").rstrip("/")
+
+
+def github_web() -> str:
+    """GitHub's web root (GitHub Enterprise: its host), read when needed so tests can point it elsewhere."""
+    return os.environ.get("CODEPAIRS_GITHUB_WEB_URL", "https://github.com").rstrip("/")
+
+
 OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 COMMIT_COLUMNS = (
     "repo_id", "sha", "parents", "author_name", "author_email", "author_date", "committer_name",
@@ -72,6 +78,7 @@ class RepoSource:
     name: str
     web_url: str | None
     auth: str | None = field(default=None, repr=False)  # HTTP Basic credential, for git's environment only
+    github: str | None = None  # owner/name on GitHub, whose issues and pull requests are crawled too
 
     @property
     def repo_id(self) -> str:
@@ -90,6 +97,8 @@ class CrawlResult:
     run_id: str
     skip_reason: str | None = None
     skip_detail: str | None = None
+    github: str | None = None  # owner/name: the GitHub stage crawls its issues and pull requests
+    web_url: str | None = None
     commits_read: int = 0
     commits_new: int = 0
     batches: list[str] = field(default_factory=list)
@@ -126,7 +135,7 @@ def split_credentials(url: str) -> tuple[str, str | None]:
 
 def _github_path(spec: str) -> str | None:
     """``owner/name`` of a GitHub clone URL in any form (https, ssh://, scp-like git@), else None."""
-    host = urlsplit(GITHUB_WEB).netloc.lower()
+    host = urlsplit(github_web()).netloc.lower()
     scp = re.match(rf"^[\w.-]+@{re.escape(host)}:(?P<path>[^/].*)$", spec, re.IGNORECASE)
     if scp:
         path = scp["path"]
@@ -146,20 +155,26 @@ def resolve_source(spec: str, cwd: Path | None = None) -> RepoSource:
     ``https://github.com/octo/repo.git`` and ``git@github.com:Octo/Repo.git`` are one repository
     (cloned the way it was named, so ssh keys still work).
     """
-    spec = spec.strip()
+    spec, _, fragment = spec.strip().partition("#github=")
+    if fragment:  # a mirror or clone elsewhere of a GitHub repository: "PATH_OR_URL#github=owner/name"
+        if not OWNER_NAME.match(fragment.strip()):
+            raise SourceError(spec, RepoSkipReason.NOT_FOUND, f"#github= wants owner/name, not {fragment!r}")
+        repo = resolve_source(spec, cwd)
+        web = f"{github_web()}/{fragment.strip().lower()}"
+        return replace(repo, github=fragment.strip().lower(), web_url=repo.web_url or web)
     if not spec:
         raise SourceError(spec, RepoSkipReason.NOT_FOUND, "empty repository name")
     local = (cwd or Path.cwd()) / spec
     if OWNER_NAME.match(spec) and not local.exists():
-        spec = f"{GITHUB_WEB}/{spec}.git"
+        spec = f"{github_web()}/{spec}.git"
     if "://" in spec or spec.startswith("git@"):
         clean, auth = split_credentials(spec)
         clean = clean.rstrip("/")
         github = _github_path(clean)
         if github:
-            web = f"{GITHUB_WEB}/{github}"
+            web = f"{github_web()}/{github}"
             clone = web + ".git" if clean.lower().startswith(("http://", "https://")) else clean
-            return RepoSource(source=web, clone_url=clone, name=github, web_url=web, auth=auth)
+            return RepoSource(source=web, clone_url=clone, name=github, web_url=web, auth=auth, github=github)
         name = clean.removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
         return RepoSource(source=clean, clone_url=clean, name=name, web_url=None, auth=auth)
     path = local.resolve()
@@ -334,30 +349,20 @@ def write_commit_batch(
     batch_id = f"{run_id}-{seq:05d}"
     rows = [_commit_row(repo_id, c, batch_id) for c in commits]
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO batches (batch_id, stage, run_id, repo_id, seq, rows_in, rows_written, sha256, made_from) "
-                "VALUES (:b, 'crawl', :r, :repo, :seq, :n, 0, '', CAST(:mf AS jsonb))"
-            ),
-            {"b": batch_id, "r": run_id, "repo": repo_id, "seq": seq, "n": len(rows),
-             "mf": gitlog.canonical_json({"first": commits[0].sha, "last": commits[-1].sha})},
-        )  # fmt: skip
+        open_batch(conn, batch_id, "crawl", run_id, repo_id, seq, len(rows),
+                   {"first": commits[0].sha, "last": commits[-1].sha})  # fmt: skip
         inserted = insert_new(conn, "commits", COMMIT_COLUMNS, rows, ("repo_id", "sha"))
-        digest = batch_digest((r[1], r[18]) for r in inserted)
-        conn.execute(
-            sa.text("UPDATE batches SET rows_written = :w, sha256 = :d WHERE batch_id = :b"),
-            {"w": len(inserted), "d": digest, "b": batch_id},
-        )
+        close_batch(conn, batch_id, len(inserted), batch_digest((r[1], r[18]) for r in inserted))
     return batch_id, len(inserted)
 
 
 def upsert_repository(conn: Connection, repo: RepoSource) -> None:
     conn.execute(
         sa.text(
-            "INSERT INTO repositories (repo_id, source, name, web_url) VALUES (:id, :src, :name, :web) "
-            "ON CONFLICT (repo_id) DO NOTHING"
+            "INSERT INTO repositories (repo_id, source, name, web_url, github) VALUES (:id, :src, :name, :web, :gh) "
+            "ON CONFLICT (repo_id) DO UPDATE SET github = EXCLUDED.github, web_url = EXCLUDED.web_url"
         ),
-        {"id": repo.repo_id, "src": repo.source, "name": repo.name, "web": repo.web_url},
+        {"id": repo.repo_id, "src": repo.source, "name": repo.name, "web": repo.web_url, "gh": repo.github},
     )
 
 
@@ -424,7 +429,8 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
     with engine.begin() as conn:
         upsert_repository(conn, repo)
         run_id = start_run(conn, "crawl", repo.repo_id)
-    result = CrawlResult(repo_id=repo.repo_id, name=repo.name, source=repo.source, status="crawled", run_id=run_id)
+    result = CrawlResult(repo_id=repo.repo_id, name=repo.name, source=repo.source, status="crawled", run_id=run_id,
+                         github=repo.github, web_url=repo.web_url)  # fmt: skip
     try:
         mirror = ensure_mirror(repo, config)
         tips = branches_to_crawl(mirror, config)

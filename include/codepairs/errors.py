@@ -6,9 +6,15 @@
   retry policy fails the task at once.
 - ``ExportVerificationError``: an export does not match its manifest.
 - ``ConfigError``: bad configuration or parameters; the message says which value and why.
+- ``GithubError``: a GitHub request failed for good (after its retries); the task fails and Airflow
+  retries it later. A resource that is gone (404, 410, 451) is a recorded skip, not an error.
+- ``RateLimitWait``: GitHub's rate limit is spent for longer than is worth sleeping through; the DAG
+  reschedules the task for ``resume_at`` instead of holding a worker slot.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class CodepairsError(Exception):
@@ -46,3 +52,20 @@ class ExportVerificationError(CodepairsError):
         self.directory = directory
         self.problems = problems
         super().__init__(f"export {directory} does not match its manifest: " + "; ".join(problems))
+
+
+class GithubError(CodepairsError):
+    """``status`` is the last HTTP status (None for a timeout or a connection error)."""
+
+    def __init__(self, status: int | None, path: str, detail: str) -> None:
+        self.status = status
+        self.path = path
+        self.detail = detail
+        super().__init__(f"GitHub {path}: {status or 'no response'}: {detail}")
+
+
+class RateLimitWait(CodepairsError):
+    def __init__(self, resume_at: datetime, detail: str) -> None:
+        self.resume_at = resume_at
+        self.detail = detail
+        super().__init__(f"GitHub rate limit: {detail}; resume at {resume_at.isoformat(timespec='seconds')}")

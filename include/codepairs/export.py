@@ -32,18 +32,19 @@ from codepairs.crawl import finish_run, start_run
 from codepairs.errors import ExportVerificationError
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tests and lineage columns (GitHub pairs)
 SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("kind", pa.string()), ("instruction", pa.string()), ("response", pa.string()),
     ("repository", pa.string()), ("repository_url", pa.string()), ("commit_sha", pa.string()),
     ("author_date", pa.string()), ("url", pa.string()), ("files", pa.list_(pa.string())),
     ("lines_added", pa.int64()), ("lines_deleted", pa.int64()), ("response_sha256", pa.string()),
+    ("tests", pa.string()), ("lineage", pa.string()),
 ])  # fmt: skip
 QUERY = """
 SELECT p.pair_id, p.kind, p.instruction, p.response, r.name AS repository,
        COALESCE(r.web_url, r.source) AS repository_url, p.commit_sha,
        to_char(p.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS author_date,
-       p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256
+       p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage
 FROM pair_texts p
 JOIN repositories r ON r.repo_id = p.repo_id
 JOIN batches b ON b.batch_id = p.batch_id

@@ -27,7 +27,7 @@ from sqlalchemy.engine import Engine
 from codepairs import gitlog
 from codepairs.config import ExtractConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
-from codepairs.store import SKIP_COLUMNS, SKIP_KEY, insert_new
+from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, insert_new, open_batch
 
 
 class SkipReason(StrEnum):
@@ -103,6 +103,7 @@ class ExtractResult:
     repo_id: str
     run_id: str
     commits_in: int = 0
+    github_in: int = 0  # issue -> PR links and review comments considered
     pairs_new: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     batches: list[str] = field(default_factory=list)
@@ -120,6 +121,19 @@ def clean_message(message: str) -> str:
     """The instruction: the message without trailers (sign-offs, co-authors, review metadata)."""
     text = TRAILER.sub("", message.replace("\r\n", "\n"))
     return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+TEST_DIRS = frozenset({"test", "tests", "testing", "__tests__", "spec", "specs", "__snapshots__", "e2e"})
+TEST_NAME = re.compile(
+    r"^(?:test_.*\.py|.*_test\.(?:py|go|rb|exs?|dart)|conftest\.py|.*\.(?:test|spec)\.[cm]?[jt]sx?"
+    r"|.*Tests?\.(?:java|kt|cs|swift|scala)|.*_spec\.rb|.*Test\.php)$"
+)
+
+
+def is_test_path(path: str) -> bool:
+    """A test file by the conventions of the common languages (directory or file name)."""
+    *dirs, name = path.split("/")
+    return any(d.lower() in TEST_DIRS for d in dirs) or TEST_NAME.match(name) is not None
 
 
 def is_bot(name: str, email: str, patterns: tuple[str, ...]) -> bool:
@@ -230,8 +244,9 @@ def _pair_row(repo_id: str, row: Any, d: Decision, web_url: str | None, batch_id
     )  # fmt: skip
 
 
-def extract_repository(engine: Engine, repo_id: str, config: ExtractConfig) -> ExtractResult:
-    """Turn every gated, not yet extracted crawl batch of one repository into pairs and skips.
+def extract_repository(engine: Engine, repo_id: str, config: ExtractConfig, github: bool = False) -> ExtractResult:
+    """Turn every gated, not yet extracted crawl batch of one repository into pairs and skips;
+    with ``github``, also its gated GitHub records (issue, debugging and review pairs).
 
     One transaction per crawl batch: its pairs, its skips, the extract batch record and the mark
     that the crawl batch was read, so a killed run resumes at the first unread batch.
@@ -256,7 +271,12 @@ def extract_repository(engine: Engine, repo_id: str, config: ExtractConfig) -> E
         result.batches.append(batch_id)
         result.commits_in += len(rows)
         result.pairs_new += len(inserted)
-    result.skipped = dict(sorted(skipped.items()))
+    result.skipped = dict(skipped)
+    if github:
+        from codepairs.github_pairs import extract_github_pairs
+
+        extract_github_pairs(engine, repo_id, run_id, config, len(sources), result)
+    result.skipped = dict(sorted(result.skipped.items()))
     result.seconds = round(time.monotonic() - started, 3)
     with engine.begin() as conn:
         finish_run(conn, run_id, "done", result.as_dict())
@@ -292,19 +312,10 @@ def _extract_batch(
             else:
                 skipped[d.reason.value] += 1
                 skips.append(("extract", repo_id, row["sha"], d.reason.value, d.detail, run_id))
-        conn.execute(
-            sa.text(
-                "INSERT INTO batches (batch_id, stage, run_id, repo_id, seq, rows_in, rows_written, sha256, made_from) "
-                "VALUES (:b, 'extract', :r, :repo, :seq, :n, 0, '', CAST(:mf AS jsonb))"
-            ),
-            {"b": batch_id, "r": run_id, "repo": repo_id, "seq": seq, "n": len(rows),
-             "mf": gitlog.canonical_json({"crawl_batch": source, "skipped": len(skips)})},
-        )  # fmt: skip
+        open_batch(conn, batch_id, "extract", run_id, repo_id, seq, len(rows),
+                   {"crawl_batch": source, "skipped": len(skips)})  # fmt: skip
         inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
         insert_new(conn, "skips", SKIP_COLUMNS, skips, SKIP_KEY)
-        conn.execute(
-            sa.text("UPDATE batches SET rows_written = :w, sha256 = :d WHERE batch_id = :b"),
-            {"w": len(inserted), "d": batch_digest((p[0], p[12]) for p in inserted), "b": batch_id},
-        )
+        close_batch(conn, batch_id, len(inserted), batch_digest((p[0], p[12]) for p in inserted))
         conn.execute(sa.text("UPDATE batches SET extracted = true WHERE batch_id = :b"), {"b": source})
     return inserted

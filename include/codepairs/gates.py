@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+PAIR_KINDS = ("commit", "issue_pr", "debugging", "review")
+GITHUB_GATE_COLUMNS = (
+    "key", "batch_id", "row_sha256", "state", "created_epoch", "author_epoch", "url", "row_checksum_ok",
+    "diff_checksum_ok", "merge_ok",
+)  # fmt: skip
 COMMIT_GATE_COLUMNS = (
     "sha", "batch_id", "row_sha256", "author_email", "diff_bytes", "files_changed", "lines_added",
     "lines_deleted", "author_epoch", "row_checksum_ok",
@@ -198,14 +204,15 @@ def validate_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractCon
         records = []
         for r in conn.execute(
             sa.text(
-                "SELECT pair_id, batch_id, commit_sha, instruction, response, response_sha256, lines_added, "
+                "SELECT pair_id, batch_id, kind, commit_sha, instruction, response, response_sha256, lines_added, "
                 "lines_deleted, extract(epoch FROM author_date)::float8 AS author_epoch "
                 "FROM pair_texts WHERE batch_id = ANY(:b)"
             ),
             {"b": list(batches)},
         ).mappings():
             records.append({
-                "pair_id": r["pair_id"], "batch_id": r["batch_id"], "commit_sha": r["commit_sha"],
+                "pair_id": r["pair_id"], "batch_id": r["batch_id"], "kind": r["kind"],
+                "commit_key": r["commit_sha"] if r["kind"] == "commit" else r["pair_id"],
                 "response_sha256": r["response_sha256"], "lines_changed": r["lines_added"] + r["lines_deleted"],
                 "author_epoch": r["author_epoch"], "instruction_len": len(r["instruction"].strip()),
                 "response_len": len((r["response"] or "").strip()),
@@ -213,10 +220,11 @@ def validate_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractCon
                 == r["response_sha256"],
             })  # fmt: skip
     df = pd.DataFrame.from_records(records, columns=[
-        "pair_id", "batch_id", "commit_sha", "response_sha256", "lines_changed", "author_epoch",
+        "pair_id", "batch_id", "kind", "commit_key", "response_sha256", "lines_changed", "author_epoch",
         "instruction_len", "response_len", "response_checksum_ok"])  # fmt: skip
     specific = [
-        gxe.ExpectColumnValuesToBeUnique(column="commit_sha"),
+        gxe.ExpectColumnValuesToBeInSet(column="kind", value_set=list(PAIR_KINDS)),
+        gxe.ExpectColumnValuesToBeUnique(column="commit_key"),  # one commit pair per commit
         gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=config.min_message_chars),
         gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
         gxe.ExpectColumnValuesToBeBetween(column="lines_changed", min_value=1),
@@ -225,3 +233,51 @@ def validate_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractCon
     keys = ("pair_id", "response_sha256")
     dates = _epochs(*config.date_window())
     return _gate(engine, "pairs_suite", "extract", run_id, df, batches, keys, dates, specific)
+
+
+GITHUB_GATE_QUERY = """
+SELECT 'issues/' || number AS key, batch_id, row_sha256, data, NULL AS diff FROM gh_issues WHERE batch_id = ANY(:b)
+UNION ALL
+SELECT 'pulls/' || number, batch_id, row_sha256, data, diff FROM gh_pulls WHERE batch_id = ANY(:b)
+UNION ALL
+SELECT 'review_comments/' || comment_id, batch_id, row_sha256, data, NULL FROM gh_review_comments
+WHERE batch_id = ANY(:b)
+"""
+
+
+def _github_record(r: Any) -> dict[str, Any]:
+    """One GitHub record's gate columns: checksums recomputed, dates as epochs, merge facts."""
+    from codepairs.github_crawl import parse_ts, record_digest
+
+    data, pull = r["data"], r["key"].startswith("pulls/")
+    diff_ok = r["diff"] is None or hashlib.sha256(r["diff"].encode()).hexdigest() == data.get("diff_sha256")
+    merged = bool(data.get("merged_at"))
+    has_merge_commit = bool(re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", data.get("merge_commit_sha") or ""))
+    merge_ok = not pull or merged == has_merge_commit
+    return {
+        "key": r["key"], "batch_id": r["batch_id"], "row_sha256": r["row_sha256"], "state": data.get("state"),
+        "created_epoch": parse_ts(data["created_at"]).timestamp(),  # type: ignore[union-attr]
+        "author_epoch": parse_ts(data["updated_at"]).timestamp(),  # type: ignore[union-attr]
+        "url": data.get("url") or "", "row_checksum_ok": record_digest(data) == r["row_sha256"],
+        "diff_checksum_ok": diff_ok, "merge_ok": merge_ok,
+    }  # fmt: skip
+
+
+def validate_github(engine: Engine, repo_id: str, run_id: str, config: GateConfig) -> GateReport:
+    """Gate after the GitHub crawl: every issue, PR and review comment batch not yet validated."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    batches = _pending_batches(engine, "github", repo_id)
+    with engine.connect() as conn:
+        records = [_github_record(r) for r in conn.execute(sa.text(GITHUB_GATE_QUERY), {"b": list(batches)}).mappings()]
+    df = pd.DataFrame.from_records(records, columns=list(GITHUB_GATE_COLUMNS))
+    specific = [
+        gxe.ExpectColumnValuesToBeInSet(column="state", value_set=["open", "closed"]),  # comments have none
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(column_A="author_epoch", column_B="created_epoch", or_equal=True),
+        gxe.ExpectColumnValuesToMatchRegex(column="url", regex=r"^https?://"),
+        *(gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[True])
+          for c in ("row_checksum_ok", "diff_checksum_ok", "merge_ok")),
+    ]  # fmt: skip
+    dates = _epochs(config.commit_dates_from, config.commit_dates_to)
+    return _gate(engine, "github_suite", "github", run_id, df, batches, ("key", "row_sha256"), dates, specific)

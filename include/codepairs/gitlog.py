@@ -425,3 +425,36 @@ def section_stats(section: bytes) -> tuple[bool, int, int, bool, bool]:
     generated = any(marker in head for marker in GENERATED_MARKERS)
     long_line = len(hunks) > LONG_LINE and LONG_ADDED_LINE.search(hunks) is not None
     return False, hunks.count(b"\n+"), hunks.count(b"\n-"), generated, long_line
+
+
+def diff_files(diff: str) -> list[tuple[dict[str, Any], str]]:
+    """Each file of a ``git diff`` text (as GitHub serves a pull request's diff): its facts, in the
+    shape of ``FileChange.as_json`` that ``extract.classify_file`` reads, and its section."""
+    files = []
+    for section in split_sections(diff):
+        if not section.startswith("diff --git "):  # text before the first file
+            continue
+        head = section.split("\n@@", 1)[0].split("\nBinary files ", 1)[0]
+        lines = head.split("\n")
+        fields = {k: v for line in lines[1:] for k, _, v in [line.partition(" ")] if k in ("---", "+++")}
+        rename_to = next((line[10:] for line in lines if line.startswith("rename to ")), None)
+        path = rename_to or _diff_path(fields.get("+++"), "b/") or _diff_path(fields.get("---"), "a/")
+        if path is None:  # binary or mode-only: the header names it, "a/x b/x"
+            path = lines[0][len("diff --git a/"):].rpartition(" b/")[2]
+        modes = " ".join(line for line in lines if "mode" in line or line.startswith("index "))
+        kind = "submodule" if SUBMODULE_MODE in modes else "symlink" if SYMLINK_MODE in modes else "file"
+        status = ("A" if "\nnew file mode" in head else "D" if "\ndeleted file mode" in head
+                  else "R" if rename_to else "M")  # fmt: skip
+        binary, added, deleted, generated, long_line = section_stats(section.encode())
+        files.append(({"path": path, "status": status, "binary": binary, "added": added, "deleted": deleted,
+                       "kind": kind, "generated_marker": generated, "long_line": long_line}, section))  # fmt: skip
+    return files
+
+
+def _diff_path(value: str | None, prefix: str) -> str | None:
+    if not value or value == "/dev/null":
+        return None
+    value = value.split("\t", 1)[0]  # git ends a name with a space in it with a tab
+    if value.startswith('"'):
+        value = unquote_path(value.encode()).decode("utf-8", "replace")
+    return value.removeprefix(prefix)

@@ -1,7 +1,8 @@
-"""One repository through crawl -> gate -> extract -> gate: the chain each mapped DAG group runs.
+"""One repository through crawl -> GitHub crawl -> gates -> extract -> gate: each mapped DAG group's chain.
 
-The DAG runs these four steps as separate tasks (so a gate failure shows on its own task); the CLI
-runs them in a row through ``process_repository``. Both call the same stage functions.
+The DAG runs these steps as separate tasks (so a gate failure shows on its own task, and only the
+GitHub step takes a slot of the GitHub pool); the CLI runs them in a row through
+``process_repository``. Both call the same stage functions.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from codepairs import crawl, extract, gates
+from codepairs import crawl, extract, gates, github_crawl
 from codepairs.config import PipelineConfig
 
 
@@ -27,6 +28,27 @@ def crawl_step(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | No
     return crawl.crawl_repository(engine, spec, config.crawl, cwd).as_dict()
 
 
+def github_step(
+    engine: Engine, state: dict[str, Any], config: PipelineConfig, token: str | None = None, api_url: str | None = None
+) -> dict[str, Any]:
+    """Issues, PRs and reviews of a repository known on GitHub; raises ``RateLimitWait`` to defer."""
+    if state["status"] == "skipped" or not state.get("github") or not config.github.enabled:
+        return state
+    from codepairs.github_client import GithubClient
+
+    with GithubClient(config.github, token, api_url) as client:
+        result = github_crawl.crawl_github(engine, state["repo_id"], state["github"], client, config.github,
+                                           state["web_url"])  # fmt: skip
+    return {**state, "github_crawl": result.as_dict()}
+
+
+def validate_github_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
+    if state["status"] == "skipped" or "github_crawl" not in state:
+        return state
+    report = gates.validate_github(engine, state["repo_id"], state["github_crawl"]["run_id"], config.gates)
+    return {**state, "github_gate": report.as_dict()}
+
+
 def validate_commits_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
     if state["status"] == "skipped":
         return state
@@ -37,7 +59,8 @@ def validate_commits_step(engine: Engine, state: dict[str, Any], config: Pipelin
 def extract_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
     if state["status"] == "skipped":
         return state
-    return {**state, "extract": extract.extract_repository(engine, state["repo_id"], config.extract).as_dict()}
+    github = bool(state.get("github")) and config.github.enabled
+    return {**state, "extract": extract.extract_repository(engine, state["repo_id"], config.extract, github).as_dict()}
 
 
 def validate_pairs_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
@@ -47,8 +70,11 @@ def validate_pairs_step(engine: Engine, state: dict[str, Any], config: PipelineC
     return {**state, "pairs_gate": report.as_dict()}
 
 
-def process_repository(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None) -> dict[str, Any]:
-    state = crawl_step(engine, spec, config, cwd)
-    for step in (validate_commits_step, extract_step, validate_pairs_step):
+def process_repository(
+    engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None, token: str | None = None,
+    api_url: str | None = None,
+) -> dict[str, Any]:
+    state = github_step(engine, crawl_step(engine, spec, config, cwd), config, token, api_url)
+    for step in (validate_commits_step, validate_github_step, extract_step, validate_pairs_step):
         state = step(engine, state, config)
     return state

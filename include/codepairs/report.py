@@ -1,7 +1,7 @@
 """The run summary people read at the end of ``make run`` and ``codepairs summary``.
 
-Reads ``runs`` (what each crawl and extract run did), ``repositories``, ``pairs``, ``skips`` and
-``exports``; writes nothing.
+Reads ``runs`` (what each crawl and extract run did), ``repositories``, ``pairs``, ``skips``, the
+GitHub tables and ``exports``; writes nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +41,11 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
         totals = conn.execute(
             sa.text("SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs)")
         ).one()
+        by_kind = conn.execute(sa.text("SELECT kind, count(*) FROM pairs GROUP BY kind ORDER BY 2 DESC, 1")).all()
+        github = conn.execute(
+            sa.text("SELECT (SELECT count(*) FROM gh_issues), (SELECT count(*) FROM gh_pulls), "
+                    "(SELECT count(*) FROM gh_review_comments), (SELECT count(*) FROM gh_links)")
+        ).one()  # fmt: skip
         export = conn.execute(
             sa.text("SELECT out_dir, rows, files, export_id FROM exports ORDER BY created_at DESC LIMIT 1")
         ).mappings().first()
@@ -52,6 +57,8 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
         "commits_stored": totals[0],
         "pairs_stored": totals[1],
         "skipped_by_reason": dict(skipped),
+        "pairs_by_kind": dict(by_kind),
+        "github_stored": dict(zip(("issues", "pull_requests", "review_comments", "links"), github, strict=True)),
         "export": dict(export) if export else None,
     }
 
@@ -65,7 +72,9 @@ def format_summary(s: dict[str, Any]) -> str:
         "",
         f"commits read this run : {s['commits_read']}  (new: {s['commits_new']}; stored in all: {s['commits_stored']})",
         f"pairs kept this run   : {s['pairs_new']}  (stored in all: {s['pairs_stored']})",
-        "commits skipped by reason (all runs):",
+        "pairs stored by kind  : " + (", ".join(f"{k} {n}" for k, n in s["pairs_by_kind"].items()) or "none"),
+        "GitHub records stored : " + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in s["github_stored"].items()),
+        "skipped by reason (all runs):",
     ]
     lines += [f"  {reason:<22} {n}" for reason, n in s["skipped_by_reason"].items()] or ["  (none)"]
     if s["export"]:

@@ -10,6 +10,7 @@ stops it.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import warnings
@@ -152,7 +153,7 @@ def insert_new(
     if not rows:
         return []
     keys = [tuple(row[i] for i in positions) for row in rows]
-    probe = " AND ".join(f"t.{k} = u.{k}" for k in key)
+    probe = " AND ".join(f"t.{k}::text = u.{k}" for k in key)  # no-op for text keys: their index still serves
     arrays = ", ".join(f"CAST(:k{i} AS text[])" for i in range(len(key)))
     existing = {
         tuple(r)
@@ -197,3 +198,61 @@ def _stage_and_insert(
     conn.execute(sa.text(f"DROP TABLE {tmp}"))
     positions = [columns.index(k) for k in key]
     return [row for row in rows if tuple(row[i] for i in positions) in written]
+
+
+def upsert_changed(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str],
+    keep: Sequence[str] = (),
+) -> list[tuple[Any, ...]]:
+    """Insert rows, or update those whose ``row_sha256`` changed; returns the keys written.
+
+    For sources whose records change in place (a GitHub issue is edited, a PR gets merged): an
+    unchanged record is not rewritten, so a rerun writes nothing. ``keep``: columns a NULL in the
+    new row must not overwrite (details fetched once and reused).
+    """
+    if not rows:
+        return []
+    tmp = f"_upsert_{table}"
+    conn.execute(sa.text(f"CREATE TEMP TABLE {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"))
+    copy_rows(conn, tmp, columns, rows)
+    cols = ", ".join(columns)
+    sets = ", ".join(
+        f"{c} = COALESCE(EXCLUDED.{c}, {table}.{c})" if c in keep else f"{c} = EXCLUDED.{c}"
+        for c in columns if c not in key
+    )  # fmt: skip
+    written = conn.execute(
+        sa.text(
+            f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({', '.join(key)}) {cols} FROM {tmp} "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets} "
+            f"WHERE {table}.row_sha256 IS DISTINCT FROM EXCLUDED.row_sha256 RETURNING {', '.join(key)}"
+        )
+    ).all()
+    conn.execute(sa.text(f"DROP TABLE {tmp}"))
+    return [tuple(r) for r in written]
+
+
+def open_batch(
+    conn: Connection, batch_id: str, stage: str, run_id: str, repo_id: str | None, seq: int, rows_in: int,
+    made_from: dict[str, Any],
+) -> None:
+    """Record a batch before its rows (they reference it); ``close_batch`` seals it in the same transaction."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO batches (batch_id, stage, run_id, repo_id, seq, rows_in, rows_written, sha256, made_from) "
+            "VALUES (:b, :st, :r, :repo, :seq, :n, 0, '', CAST(:mf AS jsonb))"
+        ),
+        {"b": batch_id, "st": stage, "r": run_id, "repo": repo_id, "seq": seq, "n": rows_in,
+         "mf": json.dumps(made_from, sort_keys=True, separators=(",", ":"))},
+    )  # fmt: skip
+
+
+def close_batch(conn: Connection, batch_id: str, written: int, digest: str) -> None:
+    conn.execute(
+        sa.text("UPDATE batches SET rows_written = :w, sha256 = :d WHERE batch_id = :b"),
+        {"w": written, "d": digest, "b": batch_id},
+    )
+
+
+def drop_batch(conn: Connection, batch_id: str) -> None:
+    """A batch that wrote nothing is not kept: a rerun over unchanged data leaves no trace."""
+    conn.execute(sa.text("DELETE FROM batches WHERE batch_id = :b"), {"b": batch_id})

@@ -17,7 +17,15 @@ from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
 log = logging.getLogger(__name__)
 
 PIPELINE_DB_CONN_ID = "codepairs_db"
+GITHUB_CONN_ID = "github_default"  # the GitHub provider's convention: token in the password, API URL in host
 PAIRS_ASSET = Asset("codepairs_pairs", uri="codepairs://pipeline/pairs")
+
+# Pools the DAGs name, created at setup (``make up``/``make run``, docker-compose's init): a task
+# whose pool does not exist is never scheduled, and ``dag.test()`` does not notice.
+GITHUB_POOL = "github_api"
+POOLS: dict[str, tuple[int, str]] = {
+    GITHUB_POOL: (4, "Repositories crawled on GitHub at once: caps concurrent API calls under one token"),
+}
 
 # Retrying cannot fix data a gate refused, nor a configuration error: fail those at once.
 NO_RETRY_ON_BAD_DATA = ExceptionRetryPolicy(
@@ -86,3 +94,42 @@ def pipeline_config(params: dict[str, Any]):  # type: ignore[no-untyped-def]
     if crawl:
         config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl))
     return config
+
+
+def ensure_pools() -> None:
+    """Create (or resize) every pool the DAGs use; run where Airflow's metadata database is reachable."""
+    from airflow.models.pool import Pool
+
+    for name, (slots, description) in POOLS.items():
+        Pool.create_or_update_pool(name=name, slots=slots, description=description, include_deferred=False)
+
+
+def github_credentials() -> tuple[str | None, str | None]:
+    """(token, API URL) from the connection ``github_default``; (None, None) leaves the library's
+    defaults (``GITHUB_TOKEN``, ``CODEPAIRS_GITHUB_API_URL``, the config)."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(GITHUB_CONN_ID)
+    except AirflowNotFoundException:
+        return None, None
+    host = conn.host or None
+    if host and not host.startswith(("http://", "https://")):
+        host = f"https://{host}"
+    return conn.password or None, host
+
+
+def github_step(state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The GitHub crawl of one repository; a rate-limit wait too long to sleep through reschedules
+    the task for the reset instead of holding its worker slot (it resumes from the stored cursors)."""
+    from airflow.sdk.exceptions import AirflowRescheduleException
+    from codepairs import pipeline
+    from codepairs.errors import RateLimitWait
+
+    token, api_url = github_credentials()
+    try:
+        return pipeline.github_step(engine(), state, pipeline_config(params), token, api_url)
+    except RateLimitWait as wait:
+        log.warning("%s; rescheduling at %s", wait, wait.resume_at.isoformat(timespec="seconds"))
+        raise AirflowRescheduleException(wait.resume_at) from None

@@ -1,0 +1,311 @@
+"""Pairs from the issue tracker: issue -> the PR that closed it, debugging, and review -> answer.
+
+- ``issue_pr``: instruction = the issue's title and body, cleaned so it does not leak the solution
+  (closing references, ``(#1234)`` suffixes, co-author trailers) and without template boilerplate,
+  quoted replies and images; response = the merged PR's diff without test files, which are kept
+  apart as the pair's ``tests``. Issue comments are not used at all: they are where solutions leak.
+- ``debugging``: the same, for an issue whose body carries an error message, a stack trace or failing
+  output (one pair per link either way, so the two kinds never duplicate each other).
+- ``review``: a reviewer's comment with the diff hunk it was made on -> what changed on those lines
+  between the reviewed commit and the PR's final head.
+
+A link gives a pair only for a PR merged into the default branch, as GitHub itself closes issues.
+Everything that gives no pair is a recorded skip with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from codepairs import gitlog
+from codepairs.config import ExtractConfig
+from codepairs.crawl import batch_digest
+from codepairs.extract import TRAILER, ExtractResult, classify_file, is_bot, is_test_path, pair_id
+from codepairs.github_links import KEYWORD
+from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, drop_batch, insert_new, open_batch
+
+STAGE = "extract"
+PAIR_COLUMNS = (
+    "pair_id", "kind", "repo_id", "commit_sha", "instruction", "response", "files", "dropped_files",
+    "lines_added", "lines_deleted", "author_date", "url", "response_sha256", "batch_id", "lineage", "tests",
+)  # fmt: skip
+REVIEW_CONTEXT_LINES = 3  # a hunk this close to the commented lines answers the comment
+
+HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
+IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)|<img\b[^>]*>", re.IGNORECASE)
+QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
+CLOSING_LINE = re.compile(rf"^.*(?<![\w/-]){KEYWORD}:?\s+(?:[\w.-]+/[\w.-]+)?#\d+.*$|^.*(?<![\w/-]){KEYWORD}:?\s+"
+                          r"https?://\S+/issues/\d+.*$", re.IGNORECASE | re.MULTILINE)  # fmt: skip
+PR_SUFFIX = re.compile(r"\s*\(#\d+\)")
+UNCHECKED_BOX = re.compile(r"^[ \t]*[-*] \[ \].*$", re.MULTILINE)
+NO_RESPONSE = re.compile(r"^[ \t]*_?No response_?[ \t]*$", re.IGNORECASE | re.MULTILINE)  # issue forms' placeholder
+EMPTY_HEADING = re.compile(r"^#{1,6}[^\n]*\n(?=\s*(?:#{1,6}\s|\Z))", re.MULTILINE)
+ERROR_OUTPUT = re.compile(
+    r"Traceback \(most recent call last\)"  # Python
+    r"|^\s*at [\w$.<>/]+\s?\(.*:\d+(?::\d+)?\)"  # JavaScript, Java
+    r"|^\s*(?:[\w.]+\.)?\w*(?:Error|Exception)(?::\s|\s*$)"  # "ValueError: ...", "java.lang.NullPointerException"
+    r"|^panic: |^goroutine \d+ \[|error\[E\d{4}\]|^thread '.*' panicked at"  # Go, Rust
+    r"|Segmentation fault|core dumped|npm ERR!|^FAILED |^E\s{3}|Uncaught \w*Error|fatal error:",
+    re.MULTILINE,
+)
+
+
+class GithubSkip(StrEnum):
+    PR_NOT_MERGED = "pr_not_merged"
+    NOT_DEFAULT_BRANCH = "not_default_branch"  # GitHub closes issues only from the default branch
+    BOT_AUTHOR = "bot_author"
+    INSTRUCTION_TOO_SHORT = "instruction_too_short"
+    DIFF_TOO_LARGE = "diff_too_large"
+    TOO_MANY_FILES = "too_many_files"
+    NO_CODE_CHANGE = "no_code_change"  # every file dropped (lock files, generated, binary, vendored)
+    NO_ANSWERING_CHANGE = "no_answering_change"  # nothing changed on the reviewed lines afterwards
+    NOT_A_LINE_COMMENT = "not_a_line_comment"
+
+
+@dataclass(frozen=True)
+class Response:
+    text: str
+    tests: str | None
+    files: tuple[str, ...]
+    dropped: tuple[tuple[str, str], ...]
+    added: int
+    deleted: int
+
+
+def clean_issue(title: str, body: str) -> str:
+    """The issue as an instruction: what a person asked, nothing that gives the solution away."""
+    text = body.replace("\r\n", "\n")
+    for pattern in (HTML_COMMENT, IMAGE, QUOTED, CLOSING_LINE, TRAILER, UNCHECKED_BOX, NO_RESPONSE):
+        text = pattern.sub("", text)
+    text = PR_SUFFIX.sub("", text)
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    for _ in range(3):  # a template's sections left empty, possibly nested
+        text = EMPTY_HEADING.sub("", text)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    title = PR_SUFFIX.sub("", title).strip()
+    return f"{title}\n\n{text}" if text else title
+
+
+def has_error_output(body: str) -> bool:
+    return ERROR_OUTPUT.search(body or "") is not None
+
+
+def split_response(diff: str, max_files: int) -> Response | GithubSkip:
+    """The PR's diff as a response: test files apart, unwanted files (lock, generated …) dropped."""
+    files = gitlog.diff_files(diff)
+    if len(files) > max_files:
+        return GithubSkip.TOO_MANY_FILES
+    code, tests, dropped = [], [], []
+    for facts, section in files:
+        drop = classify_file(facts)
+        if drop is not None:
+            dropped.append((facts["path"], drop.value))
+        else:
+            (tests if is_test_path(facts["path"]) else code).append((facts, section))
+    if not code:  # a change to tests only is a tests pair: its response is the tests
+        code, tests = tests, []
+    if not code:
+        return GithubSkip.NO_CODE_CHANGE
+
+    def join(parts: list[tuple[dict[str, Any], str]]) -> str:
+        return "\n".join(section.rstrip("\n") for _, section in parts) + "\n"
+
+    return Response(
+        join(code), join(tests) if tests else None, tuple(f["path"] for f, _ in code), tuple(dropped),
+        sum(f["added"] for f, _ in code), sum(f["deleted"] for f, _ in code),
+    )  # fmt: skip
+
+
+HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@", re.MULTILINE)
+
+
+def answering_hunks(patch: str | None, low: int, high: int) -> str | None:
+    """The hunks of a file's patch whose old side touches lines [low, high] (give or take the context)."""
+    if not patch:
+        return None
+    starts = [m.start() for m in HUNK.finditer(patch)] + [len(patch)]
+    kept = []
+    for begin, end in zip(starts, starts[1:], strict=False):
+        m = HUNK.match(patch, begin)
+        assert m is not None
+        old_start, old_len = int(m[1]), int(m[2] if m[2] is not None else 1)
+        if old_start <= high + REVIEW_CONTEXT_LINES and old_start + max(old_len, 1) - 1 >= low - REVIEW_CONTEXT_LINES:
+            kept.append(patch[begin:end].rstrip("\n"))
+    return "\n".join(kept) + "\n" if kept else None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class GithubPairs:
+    """One extract run of one repository's GitHub records."""
+
+    def __init__(self, engine: Engine, repo_id: str, run_id: str, config: ExtractConfig, seq: int) -> None:
+        self.engine, self.repo_id, self.run_id, self.config, self.seq = engine, repo_id, run_id, config, seq
+        self.skipped: Counter[str] = Counter()
+        self.skips: list[tuple[Any, ...]] = []
+        self.pairs: list[tuple[Any, ...]] = []
+
+    def skip(self, object_id: str, reason: GithubSkip, detail: str) -> None:
+        self.skips.append((STAGE, self.repo_id, object_id, reason.value, detail, self.run_id))
+
+    def add(self, kind: str, object_id: str, instruction: str, response: Response, commit_sha: str,
+            author_date: Any, url: str | None, lineage: Mapping[str, Any]) -> None:  # fmt: skip
+        self.pairs.append((
+            pair_id(kind, self.repo_id, object_id), kind, self.repo_id, commit_sha, instruction, response.text,
+            json.dumps(list(response.files)), json.dumps([{"path": p, "reason": r} for p, r in response.dropped]),
+            response.added, response.deleted, author_date, url, _digest(response.text), None,
+            gitlog.canonical_json(lineage), response.tests,
+        ))  # fmt: skip
+
+    def issue_pairs(self) -> int:
+        with self.engine.connect() as conn:
+            default_branch = conn.execute(sa.text("SELECT default_branch FROM gh_repos WHERE repo_id = :r"),
+                                          {"r": self.repo_id}).scalar()  # fmt: skip
+            rows = conn.execute(
+                sa.text(
+                    "SELECT l.issue_number, l.pr_number, array_agg(l.method ORDER BY l.method) AS methods, "
+                    "i.data AS issue, p.data AS pull, p.diff, p.merged_at, "
+                    "EXISTS (SELECT 1 FROM commits c WHERE c.repo_id = p.repo_id AND c.sha = p.merge_commit_sha) "
+                    "AS in_git FROM gh_links l "
+                    "JOIN gh_issues i ON i.repo_id = l.repo_id AND i.number = l.issue_number "
+                    "JOIN gh_pulls p ON p.repo_id = l.repo_id AND p.number = l.pr_number "
+                    "JOIN batches bi ON bi.batch_id = i.batch_id AND bi.validated "  # gated records only
+                    "JOIN batches bp ON bp.batch_id = p.batch_id AND bp.validated "
+                    "WHERE l.repo_id = :r GROUP BY l.issue_number, l.pr_number, i.data, p.data, p.diff, p.merged_at, "
+                    "p.repo_id, p.merge_commit_sha ORDER BY l.issue_number, l.pr_number"
+                ),
+                {"r": self.repo_id},
+            ).mappings().all()
+        for row in rows:
+            self._issue_pair(row, default_branch)
+        return len(rows)
+
+    def _issue_pair(self, row: Mapping[str, Any], default_branch: str | None) -> None:
+        issue, pull = row["issue"], row["pull"]
+        object_id = f"issue/{issue['number']}/pull/{pull['number']}"
+        if not pull["merged_at"]:
+            return self.skip(object_id, GithubSkip.PR_NOT_MERGED, f"PR #{pull['number']} is {pull['state']}")
+        if pull["base_ref"] != default_branch:
+            return self.skip(object_id, GithubSkip.NOT_DEFAULT_BRANCH, f"merged into {pull['base_ref']}")
+        if is_bot(pull.get("author") or "", "", self.config.bot_authors):
+            return self.skip(object_id, GithubSkip.BOT_AUTHOR, f"PR by {pull['author']}")
+        instruction = clean_issue(issue["title"], issue["body"])
+        if len(instruction) < self.config.min_message_chars or len(instruction.split()) < self.config.min_message_words:
+            return self.skip(object_id, GithubSkip.INSTRUCTION_TOO_SHORT, repr(instruction[:40]))
+        if row["diff"] is None:
+            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"diff of {pull.get('diff_bytes')} bytes not stored")
+        response = split_response(row["diff"], self.config.max_files)
+        if isinstance(response, GithubSkip):
+            return self.skip(object_id, response, f"PR #{pull['number']}")
+        if len(response.text.encode()) > self.config.max_diff_bytes:
+            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"response over {self.config.max_diff_bytes} bytes")
+        kind = "debugging" if has_error_output(issue["body"]) else "issue_pr"
+        lineage = {
+            "issue": issue["number"], "issue_url": issue["url"], "pr": pull["number"], "pr_url": pull["url"],
+            "merge_commit": pull["merge_commit_sha"], "merge_commit_in_git": row["in_git"],
+            "commits": [c["sha"] for c in pull.get("commits") or ()], "linked_by": list(row["methods"]),
+            "labels": issue["labels"],
+        }  # fmt: skip
+        self.add(kind, object_id, instruction, response, pull["merge_commit_sha"], row["merged_at"], pull["url"],
+                 lineage)  # fmt: skip
+        return None
+
+    def review_pairs(self) -> int:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT c.data AS comment, p.data AS pull, p.head_sha, p.merged_at, g.data AS compare "
+                    "FROM gh_review_comments c JOIN gh_pulls p ON p.repo_id = c.repo_id AND p.number = c.pull_number "
+                    "JOIN batches bc ON bc.batch_id = c.batch_id AND bc.validated "
+                    "JOIN batches bp ON bp.batch_id = p.batch_id AND bp.validated "
+                    "LEFT JOIN gh_compares g ON g.repo_id = c.repo_id AND g.base_sha = c.data->>'original_commit_id' "
+                    "AND g.head_sha = p.head_sha WHERE c.repo_id = :r AND p.merged_at IS NOT NULL "
+                    "AND c.data->>'in_reply_to' IS NULL ORDER BY c.comment_id"
+                ),
+                {"r": self.repo_id},
+            ).mappings().all()
+        for row in rows:
+            self._review_pair(row)
+        return len(rows)
+
+    def _review_pair(self, row: Mapping[str, Any]) -> None:
+        comment, pull = row["comment"], row["pull"]
+        object_id = f"review/{comment['id']}"
+        high = comment["original_line"]
+        if high is None:
+            return self.skip(object_id, GithubSkip.NOT_A_LINE_COMMENT, "a comment on the whole file")
+        low = comment["original_start_line"] or high
+        path = comment["path"]
+        patch = next((f["patch"] for f in (row["compare"] or {}).get("files", ()) if f["path"] == path), None)
+        hunks = answering_hunks(patch, low, high)
+        if hunks is None:
+            return self.skip(object_id, GithubSkip.NO_ANSWERING_CHANGE, f"{path}:{low}-{high} unchanged after")
+        text = f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n{hunks}"
+        added = sum(1 for line in hunks.splitlines() if line.startswith("+"))
+        deleted = sum(1 for line in hunks.splitlines() if line.startswith("-"))
+        response = Response(text, None, (path,), (), added, deleted)
+        hunk, body = comment["diff_hunk"], comment["body"].strip()
+        instruction = f"Review comment on {path} line {high}:\n\n```diff\n{hunk}\n```\n\n{body}"
+        lineage = {
+            "pr": pull["number"], "pr_url": pull["url"], "comment": comment["id"], "comment_url": comment["url"],
+            "reviewed_commit": comment["original_commit_id"], "answered_by": (row["compare"] or {}).get("commits", []),
+            "reviewer": comment["author"],
+        }  # fmt: skip
+        self.add("review", object_id, instruction, response, row["head_sha"], row["merged_at"], comment["url"], lineage)
+        return None
+
+    def write(self) -> tuple[str | None, list[Sequence[Any]]]:
+        """One transaction: the batch, its new pairs, new skips. No batch when nothing is new."""
+        batch_id = f"{self.run_id}-{self.seq:05d}"
+        pairs = [(*p[:13], batch_id, *p[14:]) for p in self.pairs]
+        with self.engine.begin() as conn:
+            open_batch(conn, batch_id, STAGE, self.run_id, self.repo_id, self.seq, len(pairs),
+                       {"source": "github", "skipped": len(self.skips)})  # fmt: skip
+            inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
+            # Links and reviews are judged again each run: a PR merged since, or a reason that changed,
+            # replaces the old skip.
+            conn.execute(
+                sa.text(
+                    "DELETE FROM skips WHERE stage = :s AND repo_id = :r AND (object_id LIKE 'issue/%' "
+                    "OR object_id LIKE 'review/%') AND (object_id, reason) NOT IN "
+                    "(SELECT * FROM unnest(CAST(:o AS text[]), CAST(:re AS text[])))"
+                ),
+                {"s": STAGE, "r": self.repo_id, "o": [s[2] for s in self.skips], "re": [s[3] for s in self.skips]},
+            )
+            new_skips = insert_new(conn, "skips", SKIP_COLUMNS, self.skips, SKIP_KEY)
+            for s in new_skips:
+                self.skipped[s[3]] += 1
+            if not inserted:
+                drop_batch(conn, batch_id)
+                return None, []
+            close_batch(conn, batch_id, len(inserted), batch_digest((p[0], p[12]) for p in inserted))
+        return batch_id, inserted
+
+
+def extract_github_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractConfig, seq: int,
+                         result: ExtractResult) -> None:  # fmt: skip
+    """Issue, debugging and review pairs of one repository, added to the extract run's result."""
+    started = time.monotonic()
+    builder = GithubPairs(engine, repo_id, run_id, config, seq)
+    considered = builder.issue_pairs() + builder.review_pairs()
+    batch_id, inserted = builder.write()
+    if batch_id:
+        result.batches.append(batch_id)
+    result.github_in += considered
+    result.pairs_new += len(inserted)
+    for reason, n in builder.skipped.items():
+        result.skipped[reason] = result.skipped.get(reason, 0) + n
+    result.seconds += round(time.monotonic() - started, 3)

@@ -1,0 +1,272 @@
+"""GitHub source: exact links and pairs from a known repository served by a local GitHub-shaped server,
+incremental refresh with ETags, and every fault a nightly crawl meets (limits, 5xx, timeouts, bad JSON)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from codepairs import gates, github_crawl, pipeline
+from codepairs.config import GithubConfig, PipelineConfig
+from codepairs.errors import GateFailedError, GithubError, RateLimitWait
+from codepairs.github_client import GithubClient
+from fakegithub import FakeGithub, Fault, sha
+from ghdemo import FULL_NAME, build_demo
+from gitrepo import GitRepo
+
+SECRET = "ghp_TESTSECRET0123456789abcdefABCDEF"
+FAST = GithubConfig(backoff_seconds=0.05, seconds_between_requests=0, timeout_seconds=1, retries=3)
+CONFIG = PipelineConfig(github=FAST)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGithub]:
+    server = FakeGithub().start()
+    monkeypatch.setenv("CODEPAIRS_GITHUB_API_URL", server.url)
+    monkeypatch.setenv("GITHUB_TOKEN", SECRET)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_repo(tmp_path: Path) -> tuple[GitRepo, str]:
+    repo = GitRepo(tmp_path / "demo")
+    repo.commit("Start the demo project", {"src/demo/config.py": "def load(text):\n    return parse(text)\n"})
+    merge = repo.commit("Load empty configs (#10)", {"src/demo/config.py": "def load(text):\n    return {}\n"})
+    return repo, merge
+
+
+def run(engine, local_repo, config: PipelineConfig = CONFIG) -> dict:  # type: ignore[no-untyped-def]
+    return pipeline.process_repository(engine, f"{local_repo[0].path}#github={FULL_NAME}", config)
+
+
+def table(engine, query: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(query)).all()]
+
+
+def test_links_pairs_and_skips_are_exact(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    _, expected = build_demo(fake, merge_sha_in_git=local_repo[1])
+    state = run(engine, local_repo)
+    assert state["github_crawl"]["status"] == "crawled"
+    assert state["github_gate"]["success"] and state["pairs_gate"]["success"]
+    assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links
+    got = {}
+    for kind, lineage in table(engine, "SELECT kind, lineage FROM pairs WHERE kind <> 'commit'"):
+        key = f"review/{lineage['comment']}" if kind == "review" else f"issue/{lineage['issue']}/pull/{lineage['pr']}"
+        got[key] = kind
+    assert got == expected.pairs
+    skips = dict(table(engine, "SELECT object_id, reason FROM skips WHERE stage = 'extract' AND object_id LIKE '%/%'"))
+    assert skips == expected.extract_skips
+    assert dict(table(engine, "SELECT object_id, reason FROM skips WHERE stage = 'github'")) == expected.github_skips
+    # Only the closed issue no keyword links had its timeline read; the not-planned one did not.
+    timeline_paths = [p for p, _, _ in fake.log if p.split("?")[0].endswith("/timeline")]
+    assert [p.split("?")[0] for p in timeline_paths] == [f"/repos/{FULL_NAME}/issues/6/timeline"]
+    # Every request carried the token; the deleted issue was asked for once.
+    assert {auth for _, _, auth in fake.log} == {f"token {SECRET}"}
+    assert [s for p, s, _ in fake.log if p.startswith(f"/repos/{FULL_NAME}/issues/9")] == [410]
+
+
+def test_issue_pair_content_and_lineage(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake, merge_sha_in_git=local_repo[1])
+    run(engine, local_repo)
+    rows = {r[0]: r for r in table(engine, "SELECT lineage->>'issue', instruction, response, tests, files, "
+                                           "dropped_files, lineage, commit_sha FROM pairs WHERE kind <> 'commit' "
+                                           "AND kind <> 'review'")}  # fmt: skip
+    _, instruction, response, tests, files, dropped, lineage, commit_sha = rows["1"]
+    assert instruction.startswith("Crash when the config file is empty\n\nRunning `demo --config empty.toml`")
+    assert "KeyError: 'settings'" in instruction
+    assert files == ["src/demo/config.py"] and dropped == [{"path": "package-lock.json", "reason": "lock_file"}]
+    assert response.startswith("diff --git a/src/demo/config.py") and "tests/" not in response
+    assert tests.startswith("diff --git a/tests/test_config.py") and "def test_empty" in tests
+    assert lineage["merge_commit"] == commit_sha == local_repo[1] and lineage["merge_commit_in_git"] is True
+    assert lineage["linked_by"] == ["pr_body"] and lineage["labels"] == ["bug"]
+    assert lineage["pr_url"] == f"https://github.com/{FULL_NAME}/pull/10"
+    assert rows["17"][2] == response  # one PR closing two issues: two pairs, one response
+    # The template's boilerplate, the image, the quoted reply, the closing line and the trailer are gone.
+    verbose = rows["2"][1]
+    assert verbose == ("Add a --verbose flag to the CLI\n\n### Describe the feature\n\nThe CLI should print each step "
+                       "it takes when `--verbose` is given.")  # fmt: skip
+    assert rows["3"][1].startswith("Pagination returns an empty last page\n")  # "(#40)" suffix dropped
+    assert rows["2"][6]["merge_commit_in_git"] is False
+    assert rows["8"][6]["linked_by"] == ["commit_message", "pr_body"]
+
+
+def test_review_pair_is_the_change_on_the_commented_lines(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    run(engine, local_repo)
+    [(instruction, response, lineage)] = table(engine, "SELECT instruction, response, lineage FROM pairs "
+                                                       "WHERE kind = 'review'")  # fmt: skip
+    assert instruction.startswith("Review comment on src/demo/cli.py line 12:\n\n```diff\n@@ -10,3 +10,3 @@")
+    assert instruction.endswith("Please validate the level before using it.")
+    assert response.startswith("diff --git a/src/demo/cli.py b/src/demo/cli.py\n--- a/src/demo/cli.py\n")
+    assert "raise SystemExit" in response and "docs/cli.md" not in response
+    assert lineage["reviewed_commit"] == sha("cli-1") and lineage["answered_by"] == [sha("cli-2")]
+    assert lineage["pr"] == 11 and lineage["reviewer"] == "carol"
+
+
+def test_unchanged_refresh_costs_only_conditional_requests_and_adds_nothing(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    run(engine, local_repo)
+    counts = "SELECT (SELECT count(*) FROM pairs), (SELECT count(*) FROM batches), (SELECT count(*) FROM skips), " \
+             "(SELECT count(*) FROM gh_links), (SELECT count(*) FROM gh_issues)"  # fmt: skip
+    before = table(engine, counts)
+    fake.log.clear()
+    state = run(engine, local_repo)
+    assert fake.statuses() == [304, 304, 304, 304]  # repository, issues, pulls, review comments
+    assert all("If-None-Match" not in p for p, _, _ in fake.log)
+    assert state["github_crawl"]["written"] == {} and state["github_crawl"]["not_modified"] == [
+        "repo", "issues", "pulls", "review_comments"]  # fmt: skip
+    assert table(engine, counts) == before
+
+
+def test_refresh_reads_only_what_changed(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    repo, _ = build_demo(fake)
+    run(engine, local_repo)
+    repo.add_issue(30, "Crash on unicode paths", "UnicodeDecodeError: 'utf-8' codec can't decode", at=200,
+                   state="closed", closed_at=201)  # fmt: skip
+    repo.add_pull(31, "Decode paths as UTF-8", "Fixes #30", at=201,
+                  diff="diff --git a/src/demo/paths.py b/src/demo/paths.py\n--- a/src/demo/paths.py\n"
+                       "+++ b/src/demo/paths.py\n@@ -1 +1 @@\n-p = raw\n+p = raw.decode('utf-8')\n")  # fmt: skip
+    fake.log.clear()
+    state = run(engine, local_repo)
+    assert state["github_crawl"]["written"] == {"issues": 1, "pulls": 1}
+    paths = [p.split("?")[0] for p, _, _ in fake.log]
+    assert paths.count(f"/repos/{FULL_NAME}/issues") == 1 and paths.count(f"/repos/{FULL_NAME}/pulls") == 1
+    assert state["extract"]["pairs_new"] == 1
+    assert table(engine, "SELECT kind FROM pairs WHERE lineage->>'issue' = '30'") == [("debugging",)]
+
+
+def test_pagination_over_several_pages(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    config = replace(CONFIG, github=replace(FAST, per_page=3))
+    run(engine, local_repo, config)
+    issue_pages = [p for p, _, _ in fake.log if p.split("?")[0] == f"/repos/{FULL_NAME}/issues"]
+    assert len(issue_pages) == 6  # 10 issues and 7 PRs, 3 a page
+    assert [("page=" in p.replace("per_page=", "")) for p in issue_pages] == [False] + [True] * 5
+    assert table(engine, "SELECT count(*) FROM gh_issues") == [(10,)]
+    assert table(engine, "SELECT count(*) FROM gh_pulls") == [(7,)]
+    assert table(engine, "SELECT count(*) FROM batches WHERE stage = 'github'")[0][0] >= 6
+
+
+@pytest.mark.parametrize("fault", [
+    Fault(f"/repos/{FULL_NAME}/issues$", "status", status=502),
+    Fault(f"/repos/{FULL_NAME}/pulls$", "status", status=503, times=2),
+    Fault(f"/repos/{FULL_NAME}/issues$", "secondary", seconds=1),
+    Fault(f"/repos/{FULL_NAME}/pulls/comments$", "timeout", seconds=2.5),
+    Fault(f"/repos/{FULL_NAME}/pulls$", "malformed"),
+], ids=["502", "503-twice", "secondary-retry-after", "timeout", "malformed-json"])  # fmt: skip
+def test_transient_faults_are_retried_to_the_same_result(engine, mirrors, fake, local_repo, fault) -> None:  # type: ignore[no-untyped-def]
+    _, expected = build_demo(fake)
+    fault = replace(fault)  # parametrize shares one object between the database variants
+    fake.faults.append(fault)
+    started = time.monotonic()
+    run(engine, local_repo)
+    assert fault.times == 0
+    assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links
+    if fault.kind == "secondary":
+        assert time.monotonic() - started >= 1.0  # Retry-After was honoured
+        assert 403 in fake.statuses()
+
+
+def test_primary_limit_spent_waits_for_the_reset(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    _, expected = build_demo(fake)
+    fake.faults.append(Fault(f"/repos/{FULL_NAME}/pulls$", "primary", seconds=2))
+    started = time.monotonic()
+    run(engine, local_repo)
+    assert time.monotonic() - started >= 1.5
+    assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links
+
+
+def test_spent_budget_seen_in_headers_waits_before_asking(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    fake.budget, fake.reset_at = 2, time.time() + 2  # the second answer says: 0 left until the reset
+    run(engine, local_repo)
+    assert 403 not in fake.statuses()  # the client waited instead of asking and being refused
+
+
+def test_a_long_primary_wait_defers_and_the_rerun_completes(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    _, expected = build_demo(fake)
+    fake.faults.append(Fault(f"/repos/{FULL_NAME}/pulls$", "primary", seconds=3600))
+    with pytest.raises(RateLimitWait) as caught:
+        run(engine, local_repo)
+    assert 3500 < (caught.value.resume_at - datetime.now(UTC)).total_seconds() < 3700
+    assert table(engine, "SELECT status FROM runs WHERE stage = 'github'") == [("failed",)]
+    fake.budget, fake.reset_at = None, 0.0  # the reset came
+    run(engine, local_repo)
+    assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links
+
+
+def test_persistent_failures_give_a_clear_error_without_the_token(fake, caplog) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    fake.faults.append(Fault("/issues$", "malformed", times=10))
+    caplog.set_level(logging.DEBUG)
+    with GithubClient(FAST) as client, pytest.raises(GithubError, match="malformed JSON after 4 attempts"):
+        list(client.pages(f"/repos/{FULL_NAME}/issues"))
+    fake.faults[:] = [Fault("/pulls$", "status", status=500, times=10)]
+    with GithubClient(FAST) as client, pytest.raises(GithubError) as caught:
+        list(client.pages(f"/repos/{FULL_NAME}/pulls"))
+    assert caught.value.status == 500
+    assert SECRET not in str(caught.value) and SECRET not in caplog.text
+    assert "ghp_" not in caplog.text
+
+
+def test_private_repository_is_a_recorded_skip(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    fake.private.add(FULL_NAME)
+    state = run(engine, local_repo)
+    assert state["github_crawl"]["status"] == "skipped" and state["github_crawl"]["skip_reason"] == "not_found"
+    assert table(engine, "SELECT object_id, reason FROM skips WHERE stage = 'github'") == [("", "not_found")]
+    assert state["extract"]["pairs_new"] == 2  # the git side goes on: its two commits
+
+
+def test_issues_turned_off_is_a_recorded_skip_and_the_rest_goes_on(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    repo, _ = build_demo(fake)
+    repo.issues_disabled = True
+    state = run(engine, local_repo)
+    assert state["github_crawl"]["status"] == "crawled"
+    assert table(engine, "SELECT object_id, reason FROM skips WHERE stage = 'github' AND object_id = 'issues'") == [
+        ("issues", "gone")]  # fmt: skip
+    assert table(engine, "SELECT count(*) FROM gh_pulls") == [(7,)]
+    # The issues PRs name are asked for one by one, answer 410 too, and are skipped; reviews still pair.
+    assert len(table(engine, "SELECT 1 FROM skips WHERE stage = 'github' AND object_id LIKE 'issue/%'")) == 8
+    kinds = table(engine, "SELECT kind, count(*) FROM pairs GROUP BY kind ORDER BY kind")
+    assert kinds == [("commit", 2), ("review", 1)]
+
+
+def test_the_token_is_stored_nowhere(engine, mirrors, fake, local_repo, caplog) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    caplog.set_level(logging.DEBUG)
+    run(engine, local_repo)
+    assert SECRET not in caplog.text
+    with engine.connect() as conn:
+        for (name,) in conn.execute(sa.text("SELECT table_name FROM information_schema.tables "
+                                            "WHERE table_schema = 'public'")):  # fmt: skip
+            dump = conn.execute(sa.text(f"SELECT coalesce(string_agg(t::text, ''), '') FROM {name} t")).scalar()
+            assert SECRET not in dump, name
+
+
+def test_gate_refuses_a_tampered_record(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    state = pipeline.crawl_step(engine, f"{local_repo[0].path}#github={FULL_NAME}", CONFIG)
+    state = pipeline.github_step(engine, state, CONFIG)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE gh_issues SET data = jsonb_set(data, '{title}', '\"edited\"') WHERE number = 1"))
+    with pytest.raises(GateFailedError, match="row_checksum_ok"):
+        gates.validate_github(engine, state["repo_id"], state["github_crawl"]["run_id"], CONFIG.gates)
+    assert table(engine, "SELECT count(*) FROM batches WHERE stage = 'github' AND validated") == [(0,)]
+
+
+def test_normalised_records_keep_what_matters() -> None:
+    item = {"number": 5, "title": "T", "body": None, "state": "closed", "labels": [{"name": "bug"}, {"name": "a"}],
+            "user": {"login": "u"}, "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T00:00:00Z"}
+    record = github_crawl.normalize_issue(item)
+    assert record["labels"] == ["a", "bug"] and record["body"] == "" and record["author"] == "u"
+    assert github_crawl.record_digest(record) == github_crawl.record_digest(json.loads(json.dumps(record)))
