@@ -104,3 +104,38 @@ def test_a_commit_from_the_far_future_is_skipped_not_blocking(airflow_pipeline, 
     with engine.connect() as conn:
         skips = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips")).all())
     assert skips == {late: "implausible_date"} and _stored(engine)["pairs"] == 2
+
+
+def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The token and API URL come from the connection github_default, as the GitHub provider keeps them."""
+    import pyarrow.parquet as pq
+    from fakegithub import FakeGithub
+    from ghdemo import FULL_NAME, build_demo
+
+    fake = FakeGithub().start()
+    try:
+        _, expected = build_demo(fake)
+        monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+        monkeypatch.delenv("CODEPAIRS_GITHUB_API_URL", raising=False)
+        monkeypatch.setenv("AIRFLOW_CONN_GITHUB_DEFAULT",
+                           json.dumps({"conn_type": "github", "password": "conn-token", "host": fake.url}))  # fmt: skip
+        repo = _repo(tmp_path / "demo", 2)
+        conf = {"repos": [f"{repo.path}#github={FULL_NAME}"]}
+        assert _run(airflow_pipeline, "codepairs_crawl", conf) == "success"
+        assert {auth for _, _, auth in fake.log} == {"token conn-token"}
+        out = tmp_path / "export"
+        assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
+        table = pq.read_table(out / "pairs-00000.parquet").to_pylist()
+        kinds = sorted(r["kind"] for r in table if r["kind"] != "commit")
+        assert kinds == sorted(expected.pairs.values())
+        debugging = next(r for r in table if r["kind"] == "debugging")
+        assert json.loads(debugging["lineage"])["issue"] == 1 and "def test_empty" in debugging["tests"]
+        manifest = (out / "manifest.json").read_bytes()
+
+        fake.log.clear()  # the next night: nothing changed on GitHub either
+        assert _run(airflow_pipeline, "codepairs_crawl", conf) == "success"
+        assert fake.statuses() == [304, 304, 304, 304]
+        assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
+        assert (out / "manifest.json").read_bytes() == manifest
+    finally:
+        fake.stop()
