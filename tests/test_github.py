@@ -241,6 +241,15 @@ def test_issues_turned_off_is_a_recorded_skip_and_the_rest_goes_on(engine, mirro
     assert kinds == [("commit", 2), ("review", 1)]
 
 
+def test_a_pull_request_whose_details_are_gone_is_kept_and_its_link_skipped(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+    build_demo(fake)
+    fake.faults.append(Fault(f"/repos/{FULL_NAME}/pulls/16/commits$", "status", status=404))
+    run(engine, local_repo)
+    assert table(engine, "SELECT number FROM gh_pulls WHERE number = 16") == [(16,)]
+    assert table(engine, "SELECT reason FROM skips WHERE object_id = 'pull/16'") == [("not_found",)]
+    assert table(engine, "SELECT reason FROM skips WHERE object_id = 'issue/8/pull/16'") == [("diff_unavailable",)]
+
+
 def test_the_token_is_stored_nowhere(engine, mirrors, fake, local_repo, caplog) -> None:  # type: ignore[no-untyped-def]
     build_demo(fake)
     caplog.set_level(logging.DEBUG)

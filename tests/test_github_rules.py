@@ -67,6 +67,8 @@ def test_clean_issue_drops_leaks_and_boilerplate() -> None:
     )  # fmt: skip
     assert github_pairs.clean_issue("Save fails (#121)", body) == "Save fails\n\n### Describe the bug\n\nSaving fails."
     assert github_pairs.clean_issue("Only a title", "\r\n<!-- nothing -->\r\n") == "Only a title"
+    assert github_pairs.clean_issue("T", "#123 broke it") == "T\n\n#123 broke it"  # not a heading: no space
+    assert github_pairs.clean_issue("T", "Text\n## Empty last heading") == "T\n\nText"
 
 
 @pytest.mark.parametrize(("body", "error"), [

@@ -294,10 +294,7 @@ class GithubCrawler:
                 if same:  # reuse the details already stored; the diff column is kept (NULL here)
                     record |= {k: old[0].get(k) for k in ("commits", "diff_sha256", "diff_bytes", "files")}
                 else:
-                    details = self._pull_details(record["number"])
-                    if details is None:
-                        continue
-                    diff, extra = details
+                    diff, extra = self._pull_details(record["number"])
                     record |= extra
             rows.append((self.repo_id, record["number"], record["state"], parse_ts(record["created_at"]),
                          parse_ts(record["updated_at"]), parse_ts(record["merged_at"]), record["merge_commit_sha"],
@@ -305,8 +302,9 @@ class GithubCrawler:
                          None))  # fmt: skip
         self.write_batch("pulls", "gh_pulls", PULL_COLUMNS, ("repo_id", "number"), rows, keep=("diff",))
 
-    def _pull_details(self, number: int) -> tuple[str | None, dict[str, Any]] | None:
-        """(diff or None over the cap, commits and diff facts); None if the PR is gone (skip recorded)."""
+    def _pull_details(self, number: int) -> tuple[str | None, dict[str, Any]]:
+        """(diff, or None over the cap or when GitHub will not serve it; commits and diff facts).
+        A PR whose details are gone is still stored, without them, and its skip recorded."""
         url = f"{self.base}/pulls/{number}"
         try:
             commits = []
@@ -321,7 +319,7 @@ class GithubCrawler:
         except GithubGone as gone:
             with self.engine.begin() as conn:
                 self.skip(conn, f"pull/{number}", gone.reason, f"HTTP {gone.status}")
-            return None
+            return None, {"commits": [], "diff_sha256": None, "diff_bytes": None, "files": None}
         except GithubError as err:
             if err.status != 406:  # 406: GitHub will not render a diff this large
                 raise

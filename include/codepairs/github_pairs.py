@@ -50,7 +50,7 @@ CLOSING_LINE = re.compile(rf"^.*(?<![\w/-]){KEYWORD}:?\s+(?:[\w.-]+/[\w.-]+)?#\d
 PR_SUFFIX = re.compile(r"\s*\(#\d+\)")
 UNCHECKED_BOX = re.compile(r"^[ \t]*[-*] \[ \].*$", re.MULTILINE)
 NO_RESPONSE = re.compile(r"^[ \t]*_?No response_?[ \t]*$", re.IGNORECASE | re.MULTILINE)  # issue forms' placeholder
-EMPTY_HEADING = re.compile(r"^#{1,6}[^\n]*\n(?=\s*(?:#{1,6}\s|\Z))", re.MULTILINE)
+EMPTY_HEADING = re.compile(r"^#{1,6}[ \t][^\n]*\n(?=\s*(?:#{1,6}[ \t]|\Z))", re.MULTILINE)
 ERROR_OUTPUT = re.compile(
     r"Traceback \(most recent call last\)"  # Python
     r"|^\s*at [\w$.<>/]+\s?\(.*:\d+(?::\d+)?\)"  # JavaScript, Java
@@ -67,6 +67,7 @@ class GithubSkip(StrEnum):
     BOT_AUTHOR = "bot_author"
     INSTRUCTION_TOO_SHORT = "instruction_too_short"
     DIFF_TOO_LARGE = "diff_too_large"
+    DIFF_UNAVAILABLE = "diff_unavailable"  # the PR's diff or commits answered 404/410/451
     TOO_MANY_FILES = "too_many_files"
     NO_CODE_CHANGE = "no_code_change"  # every file dropped (lock files, generated, binary, vendored)
     NO_ANSWERING_CHANGE = "no_answering_change"  # nothing changed on the reviewed lines afterwards
@@ -85,7 +86,7 @@ class Response:
 
 def clean_issue(title: str, body: str) -> str:
     """The issue as an instruction: what a person asked, nothing that gives the solution away."""
-    text = body.replace("\r\n", "\n")
+    text = body.replace("\r\n", "\n") + "\n"  # every line, the last one too, ends with a newline
     for pattern in (HTML_COMMENT, IMAGE, QUOTED, CLOSING_LINE, TRAILER, UNCHECKED_BOX, NO_RESPONSE):
         text = pattern.sub("", text)
     text = PR_SUFFIX.sub("", text)
@@ -206,7 +207,9 @@ class GithubPairs:
         if len(instruction) < self.config.min_message_chars or len(instruction.split()) < self.config.min_message_words:
             return self.skip(object_id, GithubSkip.INSTRUCTION_TOO_SHORT, repr(instruction[:40]))
         if row["diff"] is None:
-            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"diff of {pull.get('diff_bytes')} bytes not stored")
+            if pull.get("diff_bytes") is None:
+                return self.skip(object_id, GithubSkip.DIFF_UNAVAILABLE, "GitHub did not serve the PR's diff")
+            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"diff of {pull['diff_bytes']} bytes not stored")
         response = split_response(row["diff"], self.config.max_files)
         if isinstance(response, GithubSkip):
             return self.skip(object_id, response, f"PR #{pull['number']}")
