@@ -105,11 +105,13 @@ def codepairs_crawl() -> None:
 
         @task
         def validate_pairs(states: list[dict]) -> list[dict]:
-            """GX gate on the new pairs; only gated pairs are exported."""
+            """GX gate on the new pairs (only gated pairs are exported); then fails if GitHub did."""
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
-            return [pipeline.validate_pairs_step(engine(), state, config) for state in states]
+            states = [pipeline.validate_pairs_step(engine(), state, config) for state in states]
+            pipeline.raise_github_errors(states)  # after the git side's pairs are gated
+            return states
 
         validate_pairs(extract_pairs(validate_github(validate_commits(crawl_github(crawl_repository(specs))))))
 

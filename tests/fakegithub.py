@@ -47,6 +47,7 @@ class FakeRepo:
     compares: dict[str, dict[str, Any]] = field(default_factory=dict)
     gone: set[int] = field(default_factory=set)  # deleted issues: 410
     issues_disabled: bool = False  # /issues answers 410, as GitHub does when issues are turned off
+    moved: dict[int, dict[str, Any]] = field(default_factory=dict)  # transferred: /issues/N answers the new one
     updated: str = ts(0)
 
     def meta(self) -> dict[str, Any]:
@@ -141,7 +142,7 @@ class _QuietServer(ThreadingHTTPServer):
 @dataclass
 class Fault:
     path: str  # regex searched in the request path
-    kind: str  # status | secondary | primary | timeout | malformed
+    kind: str  # status | secondary | primary | timeout | malformed | echo (the Authorization header, in the error)
     status: int = 502
     times: int = 1
     seconds: float = 1.0  # Retry-After, time to the reset, or the delay of a timeout
@@ -201,6 +202,8 @@ class FakeGithub:
             number = int(n[1])
             if number in repo.gone or repo.issues_disabled:
                 return 410, {"message": "This issue was deleted"}, {}
+            if number in repo.moved:  # GitHub follows the transfer (301) and answers the issue where it is now
+                return 200, repo.moved[number], {}
             return (200, repo.issues[number], {}) if number in repo.issues else (404, {"message": "Not Found"}, {})
         if n := re.fullmatch(r"/issues/(\d+)/timeline", rest):
             if int(n[1]) in repo.gone:
@@ -303,6 +306,9 @@ class FakeGithub:
                     body = json.dumps({"message": "You have exceeded a secondary rate limit. Please wait."})
                     return self.send(403, body.encode(), {**json_type, **fake.rate_headers(),
                                                           "Retry-After": str(int(fault.seconds))})  # fmt: skip
+                if fault and fault.kind == "echo":
+                    body = json.dumps({"message": f"bad credentials: {self.headers.get('Authorization')}"})
+                    return self.send(fault.status, body.encode(), {**json_type, **fake.rate_headers()})
                 if fault and fault.kind == "status":
                     body = json.dumps({"message": f"fault {fault.status}"})
                     return self.send(fault.status, body.encode(), {**json_type, **fake.rate_headers()})

@@ -9,7 +9,7 @@ import pytest
 from codepairs import github_links, github_pairs, gitlog
 from codepairs.extract import is_test_path
 
-REPO = "Octo/Demo"
+REPO = {"octo/demo"}
 HOST = "github.com"
 
 
@@ -17,7 +17,7 @@ HOST = "github.com"
     ("Fixes #12", [12]),
     ("fix #1, close #2 and RESOLVED #3", [1, 2, 3]),
     ("Closes: #4", [4]),
-    ("closed octo/demo#5", [5]),  # owner/repo#N, any case
+    ("closed OCTO/Demo#5", [5]),  # owner/repo#N, any case
     ("Resolves https://github.com/octo/demo/issues/6.", [6]),
     ("Fixes #7, #8", [7]),  # each reference needs its own keyword
     ("fixes other/repo#9", []),  # another repository closes nothing here
@@ -26,7 +26,10 @@ HOST = "github.com"
     ("This prefixes #12 and unfixed #13", []),  # keywords inside words
     ("Fixes #14abc", []),
     ("See #15; relates to #16", []),  # no keyword
-    ("Fixed\n#17", [17]),  # whitespace includes a line break, as on GitHub
+    ("Fixed\n#17", []),  # the reference must follow on the same line
+    ("<!-- e.g. Fixes #18 -->", []),  # a template's comment
+    ("Run `fixes #19` to see", []),  # inline code
+    ("```\nfixes #20\n```\nfixes #21", [21]),  # fenced code
 ], ids=lambda v: repr(v)[:30])  # fmt: skip
 def test_closing_references(text: str, numbers: list[int]) -> None:
     assert [n for n, _ in github_links.closing_references(text, REPO, HOST)] == numbers
@@ -69,6 +72,11 @@ def test_clean_issue_drops_leaks_and_boilerplate() -> None:
     assert github_pairs.clean_issue("Only a title", "\r\n<!-- nothing -->\r\n") == "Only a title"
     assert github_pairs.clean_issue("T", "#123 broke it") == "T\n\n#123 broke it"  # not a heading: no space
     assert github_pairs.clean_issue("T", "Text\n## Empty last heading") == "T\n\nText"
+    fenced = "### Repro\n```\n>>> import foo\n# install first\n# then run\n- [ ] not a box\n```\n### Empty\n"
+    assert github_pairs.clean_issue("T", fenced) == "T\n\n" + fenced.removesuffix("### Empty\n").rstrip("\n")
+    for leak in ("This was fixed in #45.", "Closed by abc1234def", "See https://github.com/o/r/pull/45",
+                 "Resolved via PR 12"):  # fmt: skip
+        assert github_pairs.clean_issue("T", f"It breaks.\n{leak}\nStill.") == "T\n\nIt breaks.\nStill."
 
 
 @pytest.mark.parametrize(("body", "error"), [
@@ -80,6 +88,9 @@ def test_clean_issue_drops_leaks_and_boilerplate() -> None:
     ("FAILED tests/test_a.py::test_b - AssertionError", True),
     ("npm ERR! code ELIFECYCLE", True),
     ("The error handling could be nicer; exceptions are fine.", False),
+    ("Exception\nhandling is confusing", False),
+    ("  at least (see docs:12)", False),
+    ("KeyError: 'settings'", True),
     ("Please add a dark mode.", False),
 ], ids=lambda v: repr(v)[:24])  # fmt: skip
 def test_error_output_is_recognised(body: str, error: bool) -> None:

@@ -37,8 +37,12 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 def cmd_crawl(args: argparse.Namespace) -> int:
     config = _config(args)
     engine = store.get_engine(args.database_url)
+    status = 0
     for spec in args.repos or config.repositories:
         state = pipeline.process_repository(engine, spec, config, Path.cwd())
+        if state.get("github_error"):
+            print(f"{state['name']}: GitHub not crawled this time: {state['github_error']}", file=sys.stderr)
+            status = 1
         if state["status"] == "skipped":
             print(f"{state['name']}: skipped ({state['skip_reason']}: {state['skip_detail']})")
             continue
@@ -51,7 +55,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
             f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new; {github}"
             f"{ex['pairs_new']} pairs kept, skipped {json.dumps(ex['skipped'])}; gates passed"
         )
-    return 0
+    return status
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -59,6 +59,7 @@ class GithubConfig:
     max_pr_commits: int = 250  # GitHub lists at most 250 commits of a PR
     timeline: bool = True  # read the timeline of closed issues no closing keyword links
     since: str | None = None  # ISO date: ignore issues and PRs not updated since (a fixed lower bound)
+    resync_days: int = 30  # a listing older than this is read whole again (cursor and ETag ignored)
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,9 @@ def validate_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractCon
 GITHUB_GATE_QUERY = """
 SELECT 'issues/' || number AS key, batch_id, row_sha256, data, NULL AS diff FROM gh_issues WHERE batch_id = ANY(:b)
 UNION ALL
-SELECT 'pulls/' || number, batch_id, row_sha256, data, diff FROM gh_pulls WHERE batch_id = ANY(:b)
+SELECT 'pulls/' || number, batch_id, row_sha256, data, NULL FROM gh_pulls WHERE batch_id = ANY(:b)
+UNION ALL
+SELECT 'pull_details/' || number, batch_id, row_sha256, data, diff FROM gh_pull_details WHERE batch_id = ANY(:b)
 UNION ALL
 SELECT 'review_comments/' || comment_id, batch_id, row_sha256, data, NULL FROM gh_review_comments
 WHERE batch_id = ANY(:b)
@@ -246,25 +248,27 @@ WHERE batch_id = ANY(:b)
 
 
 def _github_record(r: Any) -> dict[str, Any]:
-    """One GitHub record's gate columns: checksums recomputed, dates as epochs, merge facts."""
+    """One GitHub record's gate columns: checksums recomputed, dates as epochs (PR details have none),
+    merge facts."""
     from codepairs.github_crawl import parse_ts, record_digest
 
     data, pull = r["data"], r["key"].startswith("pulls/")
-    diff_ok = r["diff"] is None or hashlib.sha256(r["diff"].encode()).hexdigest() == data.get("diff_sha256")
+    created, updated = parse_ts(data.get("created_at")), parse_ts(data.get("updated_at"))
+    diff_sha = hashlib.sha256(r["diff"].encode()).hexdigest() if r["diff"] is not None else None
+    diff_ok = diff_sha == data.get("diff_sha256")  # a stored diff matches its record; none is recorded absent
     merged = bool(data.get("merged_at"))
     has_merge_commit = bool(re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", data.get("merge_commit_sha") or ""))
     merge_ok = not pull or merged == has_merge_commit
     return {
         "key": r["key"], "batch_id": r["batch_id"], "row_sha256": r["row_sha256"], "state": data.get("state"),
-        "created_epoch": parse_ts(data["created_at"]).timestamp(),  # type: ignore[union-attr]
-        "author_epoch": parse_ts(data["updated_at"]).timestamp(),  # type: ignore[union-attr]
-        "url": data.get("url") or "", "row_checksum_ok": record_digest(data) == r["row_sha256"],
-        "diff_checksum_ok": diff_ok, "merge_ok": merge_ok,
+        "created_epoch": created.timestamp() if created else None,
+        "author_epoch": updated.timestamp() if updated else None, "url": data.get("url"),
+        "row_checksum_ok": record_digest(data) == r["row_sha256"], "diff_checksum_ok": diff_ok, "merge_ok": merge_ok,
     }  # fmt: skip
 
 
 def validate_github(engine: Engine, repo_id: str, run_id: str, config: GateConfig) -> GateReport:
-    """Gate after the GitHub crawl: every issue, PR and review comment batch not yet validated."""
+    """Gate after the GitHub crawl: every issue, PR, PR details and review comment batch not yet validated."""
     import great_expectations.expectations as gxe
     import pandas as pd
 

@@ -30,6 +30,7 @@ import requests
 from github import Auth, Github, GithubException
 from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.GithubRetry import GithubRetry
+from requests.structures import CaseInsensitiveDict
 from requests.utils import parse_header_links
 
 from codepairs.config import GithubConfig
@@ -60,27 +61,36 @@ class Page:
     next_url: str | None
 
 
+def _spent_until(headers: Any) -> float | None:
+    """The epoch second the primary limit resets, if the headers say it is spent; else None."""
+    if str(headers.get("X-RateLimit-Remaining", "")).strip() == "0":
+        reset = str(headers.get("X-RateLimit-Reset", "")).strip()
+        if reset.isdigit():
+            return int(reset) + 1.0  # +1: the reset happens somewhere in that second
+    return None
+
+
 def _rate_limit_wait(headers: Any, now: float) -> float | None:
     """Seconds GitHub asks us to wait, from Retry-After or a spent primary limit; None if neither."""
     retry_after = headers.get("Retry-After")
     if retry_after is not None and str(retry_after).strip().isdigit():
         return float(retry_after)
-    if str(headers.get("X-RateLimit-Remaining", "")).strip() == "0":
-        reset = str(headers.get("X-RateLimit-Reset", "")).strip()
-        if reset.isdigit():
-            return max(0.0, int(reset) - now) + 1.0  # +1: the reset happens somewhere in that second
-    return None
+    reset = _spent_until(headers)
+    return max(0.0, reset - now) if reset is not None else None
 
 
 class _LimitRetry(GithubRetry):
     """PyGithub's retry, with 429 handled like 403 and no wait longer than ``max_rate_limit_wait``.
 
-    GithubRetry sleeps out any Retry-After, however long, and does not look at 429 at all.
+    GithubRetry sleeps out any Retry-After, however long, and does not look at 429 at all: urllib3
+    alone would retry a bare 429 within seconds, where GitHub asks for a minute at least.
     """
 
     def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def,override]
         if response is not None and response.status in (403, 429):
             wait = _rate_limit_wait(response.headers, time.time())
+            if wait is None and response.status == 429:
+                wait = self.secondary_rate_wait  # a secondary limit that did not say for how long
             if wait is not None:
                 if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
                     raise RateLimitWait(datetime.now(UTC) + timedelta(seconds=wait),
@@ -127,7 +137,7 @@ class GithubClient:
         )  # fmt: skip
         self._requester = self._github.requester
         self._reset_at: float | None = None  # the primary limit is spent until then
-        self.requests: Counter[int] = Counter()  # HTTP status -> count (0: no response)
+        self.requests: Counter[int] = Counter()  # HTTP status -> count (0: no response, -1: deferred)
 
     def close(self) -> None:
         self._github.close()
@@ -159,7 +169,7 @@ class GithubClient:
         try:
             status, resp_headers, body = self._requester.requestJson("GET", url, params, headers)
         except RateLimitWait:
-            self.requests[429] += 1
+            self.requests[-1] += 1  # -1: a limit answer this client will not wait for
             raise
         except GithubException as exc:  # a 403 GithubRetry judged not retryable
             self.requests[exc.status] += 1
@@ -169,9 +179,7 @@ class GithubClient:
             detail = f"{type(exc).__name__} after {self.config.retries} retries"
             raise GithubError(None, url, self._redact(detail)) from None
         self.requests[status] += 1
-        if str(resp_headers.get("x-ratelimit-remaining", "")).strip() == "0":
-            reset = str(resp_headers.get("x-ratelimit-reset", "")).strip()
-            self._reset_at = float(reset) + 1.0 if reset.isdigit() else None
+        self._reset_at = _spent_until(CaseInsensitiveDict(resp_headers))
         return status, resp_headers, body
 
     def _check(self, status: int, url: str, body: str) -> None:

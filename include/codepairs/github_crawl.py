@@ -18,11 +18,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from codepairs import github_links, gitlog
 from codepairs.config import GithubConfig
@@ -38,7 +38,9 @@ STAGE = "github"
 ISSUE_COLUMNS = ("repo_id", "number", "state", "created_at", "updated_at", "closed_at", "data", "row_sha256",
                  "batch_id")  # fmt: skip
 PULL_COLUMNS = ("repo_id", "number", "state", "created_at", "updated_at", "merged_at", "merge_commit_sha",
-                "base_ref", "head_sha", "diff", "data", "row_sha256", "batch_id")  # fmt: skip
+                "base_ref", "head_sha", "data", "row_sha256", "batch_id")  # fmt: skip
+DETAIL_COLUMNS = ("repo_id", "number", "head_sha", "merge_commit_sha", "diff", "data", "row_sha256", "batch_id")
+DETAILS_PER_BATCH = 20
 COMMENT_COLUMNS = ("repo_id", "comment_id", "pull_number", "created_at", "updated_at", "data", "row_sha256",
                    "batch_id")  # fmt: skip
 
@@ -53,7 +55,9 @@ class GithubCrawlResult:
     written: dict[str, int] = field(default_factory=dict)  # resource -> records new or changed
     not_modified: list[str] = field(default_factory=list)  # listings answered 304
     links_new: int = 0
+    links_removed: int = 0  # keyword links whose reference was edited out of the PR
     skipped: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # what kept failing; asked for again next run
     batches: list[str] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)  # HTTP status -> count
     seconds: float = 0.0
@@ -132,19 +136,29 @@ class GithubCrawler:
     def __init__(self, engine: Engine, repo_id: str, full_name: str, client: GithubClient, config: GithubConfig,
                  web_url: str) -> None:  # fmt: skip
         self.engine, self.repo_id, self.full_name = engine, repo_id, full_name
+        self.names = {full_name.lower()}  # the names references may use: as configured, and GitHub's own
         self.client, self.config, self.web_host = client, config, github_links.web_host(web_url)
         self.base = f"/repos/{full_name}"
+        self.since = f"{config.since}T00:00:00Z" if config.since else None
         with engine.begin() as conn:
             self.run_id = start_run(conn, STAGE, repo_id)
         self.result = GithubCrawlResult(repo_id=repo_id, full_name=full_name, run_id=self.run_id)
         self.seq = 0
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def skip(self, conn: Connection, object_id: str, reason: str, detail: str) -> None:
-        if insert_new(conn, "skips", SKIP_COLUMNS, [(STAGE, self.repo_id, object_id, reason, detail, self.run_id)],
-                      SKIP_KEY):  # fmt: skip
+    def skip(self, object_id: str, reason: str, detail: str) -> None:
+        row = (STAGE, self.repo_id, object_id, reason, detail, self.run_id)
+        with self.engine.begin() as conn:
+            new = insert_new(conn, "skips", SKIP_COLUMNS, [row], SKIP_KEY)
+        if new:
             self.result.skipped[reason] = self.result.skipped.get(reason, 0) + 1
         log.info("%s: %s skipped: %s (%s)", self.full_name, object_id or "repository", reason, detail)
+
+    def failed(self, what: str, err: GithubError) -> None:
+        """A request that kept failing with an HTTP error: left for the next run, which asks again."""
+        self.result.errors[what] = f"HTTP {err.status}: {err.detail}"
+        log.warning("%s: %s failed after its retries (HTTP %s: %s); the next run tries again", self.full_name, what,
+                    err.status, err.detail)  # fmt: skip
 
     def _skipped_objects(self, prefix: str) -> set[str]:
         with self.engine.connect() as conn:
@@ -153,42 +167,57 @@ class GithubCrawler:
                 {"s": STAGE, "r": self.repo_id, "p": prefix + "%"},
             ).scalars())  # fmt: skip
 
-    def _cursor(self, resource: str) -> tuple[datetime | None, str | None]:
+    def _cursor(self, resource: str) -> tuple[datetime | None, str | None, datetime | None]:
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.text("SELECT updated_to, etag FROM gh_cursors WHERE repo_id = :r AND resource = :res"),
+                sa.text("SELECT updated_to, etag, full_at FROM gh_cursors WHERE repo_id = :r AND resource = :res"),
                 {"r": self.repo_id, "res": resource},
             ).first()
-        return (row[0], row[1]) if row else (None, None)
+        return (row[0], row[1], row[2]) if row else (None, None, None)
 
-    def _save_cursor(self, resource: str, updated_to: datetime | None, etag: str | None) -> None:
+    def _save_cursor(self, resource: str, updated_to: datetime | None, etag: str | None, full: bool) -> None:
         with self.engine.begin() as conn:
             conn.execute(
                 sa.text(
-                    "INSERT INTO gh_cursors (repo_id, resource, updated_to, etag) VALUES (:r, :res, :u, :e) "
+                    "INSERT INTO gh_cursors (repo_id, resource, updated_to, etag, full_at) "
+                    "VALUES (:r, :res, :u, :e, CASE WHEN :full THEN now() END) "
                     "ON CONFLICT (repo_id, resource) DO UPDATE SET updated_to = GREATEST(gh_cursors.updated_to, "
-                    "EXCLUDED.updated_to), etag = EXCLUDED.etag, updated_at = now()"
+                    "EXCLUDED.updated_to), etag = EXCLUDED.etag, updated_at = now(), "
+                    "full_at = COALESCE(EXCLUDED.full_at, gh_cursors.full_at)"
                 ),
-                {"r": self.repo_id, "res": resource, "u": updated_to, "e": etag},
+                {"r": self.repo_id, "res": resource, "u": updated_to, "e": etag, "full": full},
             )
 
     def write_batch(
-        self, resource: str, table: str, columns: tuple[str, ...], key: tuple[str, ...], rows: list[tuple[Any, ...]],
-        keep: tuple[str, ...] = (),
+        self, resource: str, table: str, columns: tuple[str, ...], key: tuple[str, str], rows: list[tuple[Any, ...]]
     ) -> int:
-        """One transaction: batch record, new or changed rows, checksum. No batch when nothing changed."""
+        """One transaction: batch record, new or changed rows, checksum; no batch when nothing changed.
+
+        A changed record moves to the new batch. A batch it leaves that no gate has passed yet (a run
+        that stopped before its gate) is sealed again over the rows it still holds, so its record
+        keeps matching what the gate will recompute.
+        """
         batch_id = f"{self.run_id}-{self.seq:05d}"
         rows = [(*row[:-1], batch_id) for row in rows]  # the last column is the batch id
-        sha_at = columns.index("row_sha256")
+        sha_at, id_col = columns.index("row_sha256"), key[1]
         with self.engine.begin() as conn:
             open_batch(conn, batch_id, STAGE, self.run_id, self.repo_id, self.seq, len(rows),
                        {"resource": resource, "repository": self.full_name})  # fmt: skip
-            written = {k[-1] for k in upsert_changed(conn, table, columns, rows, key, keep)}
+            left = conn.execute(
+                sa.text(f"SELECT DISTINCT t.batch_id FROM {table} t JOIN batches b ON b.batch_id = t.batch_id "
+                        f"AND NOT b.validated WHERE t.repo_id = :r AND t.{id_col} = ANY(:ids)"),
+                {"r": self.repo_id, "ids": [row[1] for row in rows]},
+            ).scalars().all()  # fmt: skip
+            written = {k[-1] for k in upsert_changed(conn, table, columns, rows, key)}
             if not written:
                 drop_batch(conn, batch_id)
                 return 0
             digest = batch_digest((f"{resource}/{row[1]}", row[sha_at]) for row in rows if row[1] in written)
             close_batch(conn, batch_id, len(written), digest)
+            for old in left:
+                kept = conn.execute(sa.text(f"SELECT {id_col}, row_sha256 FROM {table} WHERE batch_id = :b"),
+                                    {"b": old}).all()  # fmt: skip
+                close_batch(conn, old, len(kept), batch_digest((f"{resource}/{i}", sha) for i, sha in kept))
         self.seq += 1
         self.result.batches.append(batch_id)
         self.result.written[resource] = self.result.written.get(resource, 0) + len(written)
@@ -196,13 +225,13 @@ class GithubCrawler:
 
     # -- resources ---------------------------------------------------------------------------
     def repository(self) -> dict[str, Any] | None:
-        """Metadata (conditional on its ETag); None when the repository is gone or private (skip recorded)."""
-        _, etag = self._cursor("repo")
+        """Metadata (conditional on its ETag); None when the repository is gone or private (skip recorded).
+        A renamed or transferred repository is crawled under the name GitHub gives it now."""
+        _, etag, _ = self._cursor("repo")
         try:
             status, item, headers = self.client.get_json(self.base, etag=etag)
         except GithubGone as gone:
-            with self.engine.begin() as conn:
-                self.skip(conn, "", gone.reason, f"HTTP {gone.status}: {gone.detail}")
+            self.skip("", gone.reason, f"HTTP {gone.status}: {gone.detail}")
             self.result.status, self.result.skip_reason = "skipped", gone.reason
             return None
         if status == 304:
@@ -215,25 +244,33 @@ class GithubCrawler:
                         "INSERT INTO gh_repos (repo_id, full_name, license, archived, fork, default_branch, pushed_at, "
                         "data, row_sha256) VALUES (:r, :fn, :lic, :arch, :fork, :db, :pushed, CAST(:data AS jsonb), "
                         ":sha) ON CONFLICT (repo_id) DO UPDATE SET full_name = EXCLUDED.full_name, "
-                        "license = EXCLUDED.license, "
-                        "archived = EXCLUDED.archived, fork = EXCLUDED.fork, default_branch = EXCLUDED.default_branch, "
-                        "pushed_at = EXCLUDED.pushed_at, data = EXCLUDED.data, row_sha256 = EXCLUDED.row_sha256, "
-                        "fetched_at = now()"
+                        "license = EXCLUDED.license, archived = EXCLUDED.archived, fork = EXCLUDED.fork, "
+                        "default_branch = EXCLUDED.default_branch, pushed_at = EXCLUDED.pushed_at, "
+                        "data = EXCLUDED.data, row_sha256 = EXCLUDED.row_sha256, fetched_at = now()"
                     ),
                     {"r": self.repo_id, "fn": record["full_name"], "lic": record["license"], "arch": record["archived"],
                      "fork": record["fork"], "db": record["default_branch"], "pushed": parse_ts(record["pushed_at"]),
                      "data": canonical_json(record), "sha": record_digest(record)},
                 )  # fmt: skip
-            self._save_cursor("repo", None, headers.get("etag"))
+            self._save_cursor("repo", None, headers.get("etag"), full=False)
         with self.engine.connect() as conn:
-            return conn.execute(sa.text("SELECT data FROM gh_repos WHERE repo_id = :r"), {"r": self.repo_id}).scalar()
+            data = conn.execute(sa.text("SELECT data FROM gh_repos WHERE repo_id = :r"), {"r": self.repo_id}).scalar()
+        self.base = f"/repos/{data['full_name']}"  # GitHub redirects an old name, but drops the query string
+        self.names.add(data["full_name"].lower())
+        return data
 
     def listing(self, resource: str, url: str, params: dict[str, Any],
                 write_page: Callable[[list[dict[str, Any]]], None]) -> None:  # fmt: skip
-        """Newest-updated first down to the last complete listing's cursor; first page conditional."""
-        updated_to, etag = self._cursor(resource)
-        since = parse_ts(self.config.since + "T00:00:00Z") if self.config.since else None
-        floor = max(d for d in (updated_to, since) if d) if (updated_to or since) else None
+        """Newest-updated first down to the last complete listing's cursor; first page conditional.
+
+        Numbered pages shift when an item disappears mid-listing, and the item after the shift can
+        be passed over; every ``resync_days`` a listing ignores its cursor and ETag and reads all.
+        """
+        updated_to, etag, full_at = self._cursor(resource)
+        full = full_at is None or datetime.now(UTC) - full_at > timedelta(days=self.config.resync_days)
+        if full:
+            updated_to, etag = None, None
+        floor = max(d for d in (updated_to, parse_ts(self.since)) if d) if (updated_to or self.since) else None
         newest, first_etag = None, None
         try:
             for i, page in enumerate(self.client.pages(url, {"sort": "updated", "direction": "desc", **params}, etag)):
@@ -249,18 +286,16 @@ class GithubCrawler:
                 if len(items) < len(page.items):  # reached what the last complete listing stored
                     break
         except GithubGone as gone:  # e.g. 410 for /issues when the repository has issues turned off
-            with self.engine.begin() as conn:
-                self.skip(conn, resource, gone.reason, f"HTTP {gone.status}: {gone.detail}")
+            self.skip(resource, gone.reason, f"HTTP {gone.status}: {gone.detail}")
             return
-        self._save_cursor(resource, newest, first_etag)
+        self._save_cursor(resource, newest, first_etag, full)
 
     def issues(self) -> None:
         def write(items: list[dict[str, Any]]) -> None:
-            records = [normalize_issue(it) for it in items if "pull_request" not in it]  # PRs come from /pulls
-            self.write_issues(records)
+            self.write_issues([normalize_issue(it) for it in items if "pull_request" not in it])  # PRs: /pulls
 
-        params = {"state": "all", **({"since": self.config.since + "T00:00:00Z"} if self.config.since else {})}
-        self.listing("issues", f"{self.base}/issues", params, write)
+        self.listing("issues", f"{self.base}/issues", {"state": "all", **({"since": self.since} if self.since else {})},
+                     write)  # fmt: skip
 
     def write_issues(self, records: list[dict[str, Any]]) -> int:
         rows = [(self.repo_id, r["number"], r["state"], parse_ts(r["created_at"]), parse_ts(r["updated_at"]),
@@ -268,70 +303,82 @@ class GithubCrawler:
         return self.write_batch("issues", "gh_issues", ISSUE_COLUMNS, ("repo_id", "number"), rows)
 
     def pulls(self) -> None:
-        self.listing("pulls", f"{self.base}/pulls", {"state": "all"}, self.write_pulls)
+        def write(items: list[dict[str, Any]]) -> None:
+            records = [normalize_pull(it) for it in items]
+            rows = [(self.repo_id, r["number"], r["state"], parse_ts(r["created_at"]), parse_ts(r["updated_at"]),
+                     parse_ts(r["merged_at"]), r["merge_commit_sha"], r["base_ref"], r["head_sha"], canonical_json(r),
+                     record_digest(r), None) for r in records]  # fmt: skip
+            self.write_batch("pulls", "gh_pulls", PULL_COLUMNS, ("repo_id", "number"), rows)
 
-    def write_pulls(self, items: list[dict[str, Any]]) -> None:
-        """Merged PRs also get their diff and commits, fetched once per head and merge commit."""
-        records = [normalize_pull(it) for it in items]
+        self.listing("pulls", f"{self.base}/pulls", {"state": "all"}, write)
+
+    def pull_details(self) -> None:
+        """Diff and commits of each merged PR whose head or merge commit has no details yet.
+
+        A pass of its own, written every few PRs: a crawl deferred by the rate limit (two requests or
+        more per PR; 60 an hour without a token) keeps what it fetched and resumes after it.
+        """
         with self.engine.connect() as conn:
-            stored = {
-                n: (data, has_diff)
-                for n, data, has_diff in conn.execute(
-                    sa.text("SELECT number, data, diff IS NOT NULL FROM gh_pulls "
-                            "WHERE repo_id = :r AND number = ANY(:n)"),
-                    {"r": self.repo_id, "n": [r["number"] for r in records]},
-                )
-            }
-        gone = self._skipped_objects("pull/")
-        rows = []
-        for record in records:
-            diff = None
-            if record["merged_at"] and f"pull/{record['number']}" not in gone:
-                old = stored.get(record["number"])
-                same = old and "commits" in old[0] and all(
-                    old[0].get(k) == record[k] for k in ("head_sha", "merge_commit_sha")
-                )
-                if same:  # reuse the details already stored; the diff column is kept (NULL here)
-                    record |= {k: old[0].get(k) for k in ("commits", "diff_sha256", "diff_bytes", "files")}
-                else:
-                    diff, extra = self._pull_details(record["number"])
-                    record |= extra
-            rows.append((self.repo_id, record["number"], record["state"], parse_ts(record["created_at"]),
-                         parse_ts(record["updated_at"]), parse_ts(record["merged_at"]), record["merge_commit_sha"],
-                         record["base_ref"], record["head_sha"], diff, canonical_json(record), record_digest(record),
-                         None))  # fmt: skip
-        self.write_batch("pulls", "gh_pulls", PULL_COLUMNS, ("repo_id", "number"), rows, keep=("diff",))
-
-    def _pull_details(self, number: int) -> tuple[str | None, dict[str, Any]]:
-        """(diff, or None over the cap or when GitHub will not serve it; commits and diff facts).
-        A PR whose details are gone is still stored, without them, and its skip recorded."""
-        url = f"{self.base}/pulls/{number}"
+            todo = conn.execute(
+                sa.text(
+                    "SELECT p.number, p.head_sha, p.merge_commit_sha FROM gh_pulls p LEFT JOIN gh_pull_details d "
+                    "ON d.repo_id = p.repo_id AND d.number = p.number WHERE p.repo_id = :r AND p.merged_at IS NOT NULL "
+                    "AND (d.number IS NULL OR d.head_sha <> p.head_sha "
+                    "OR d.merge_commit_sha IS DISTINCT FROM p.merge_commit_sha) ORDER BY p.number"
+                ),
+                {"r": self.repo_id},
+            ).all()
+        rows: list[tuple[Any, ...]] = []
         try:
-            commits = []
+            for number, head, merge in todo:
+                row = self._details_row(number, head, merge)
+                if row is not None:
+                    rows.append(row)
+                if len(rows) == DETAILS_PER_BATCH:
+                    self.write_batch("pull_details", "gh_pull_details", DETAIL_COLUMNS, ("repo_id", "number"), rows)
+                    rows = []
+        finally:  # what was fetched is kept, whatever stopped the pass
+            if rows:
+                self.write_batch("pull_details", "gh_pull_details", DETAIL_COLUMNS, ("repo_id", "number"), rows)
+
+    def _details_row(self, number: int, head: str, merge: str | None) -> tuple[Any, ...] | None:
+        """The details row of one PR; None after a persistent HTTP error (the next run asks again).
+        Gone details (404/410/451) are stored as unavailable, with a skip, and not asked for again."""
+        url = f"{self.base}/pulls/{number}"
+        record: dict[str, Any] = {
+            "number": number, "head_sha": head, "merge_commit_sha": merge, "commits": [], "files": None,
+            "diff_sha256": None, "diff_bytes": None, "unavailable": None,
+        }  # fmt: skip
+        diff: str | None = None
+        try:
             for page in self.client.pages(f"{url}/commits"):
                 for c in page.items:
                     commit = c.get("commit") or {}
                     date = (commit.get("author") or {}).get("date")
-                    commits.append({"sha": c["sha"], "message": commit.get("message") or "", "date": date})
-                if len(commits) >= self.config.max_pr_commits:
+                    record["commits"].append({"sha": c["sha"], "message": commit.get("message") or "", "date": date})
+                if len(record["commits"]) >= self.config.max_pr_commits:
                     break
-            diff: str | None = self.client.get_diff(url)
+            del record["commits"][self.config.max_pr_commits :]
+            diff = self.client.get_diff(url)
         except GithubGone as gone:
-            with self.engine.begin() as conn:
-                self.skip(conn, f"pull/{number}", gone.reason, f"HTTP {gone.status}")
-            return None, {"commits": [], "diff_sha256": None, "diff_bytes": None, "files": None}
+            self.skip(f"pull/{number}", gone.reason, f"HTTP {gone.status}")
+            record["unavailable"] = gone.reason
         except GithubError as err:
-            if err.status != 406:  # 406: GitHub will not render a diff this large
+            if err.status is None:  # GitHub unreachable: the task fails and Airflow retries it
                 raise
-            diff = None
-        size = len(diff.encode()) if diff is not None else None
-        if diff is not None and size is not None and size > self.config.max_diff_bytes:
-            diff = None
-        digest = hashlib.sha256(diff.encode()).hexdigest() if diff is not None else None
-        files = [{k: f[k] for k in ("path", "status", "added", "deleted")} for f, _ in gitlog.diff_files(diff)] \
-            if diff is not None else None  # fmt: skip
-        return diff, {"commits": commits[: self.config.max_pr_commits], "diff_sha256": digest, "diff_bytes": size,
-                      "files": files}  # fmt: skip
+            if err.status != 406:  # 406: GitHub will not render a diff this large
+                self.failed(f"pull/{number}", err)
+                return None
+            record["unavailable"] = "diff_too_large"
+        if diff is not None:
+            record["diff_bytes"] = len(diff.encode())
+            record["files"] = [{k: f[k] for k in ("path", "status", "added", "deleted")}
+                               for f, _ in gitlog.diff_files(diff)]  # fmt: skip
+            if record["diff_bytes"] > self.config.max_diff_bytes:
+                diff = None
+            else:
+                record["diff_sha256"] = hashlib.sha256(diff.encode()).hexdigest()
+        return (self.repo_id, number, head, merge, diff, canonical_json(record), record_digest(record), None)
 
     def review_comments(self) -> None:
         def write(items: list[dict[str, Any]]) -> None:
@@ -340,36 +387,60 @@ class GithubCrawler:
                      canonical_json(r), record_digest(r), None) for r in records]  # fmt: skip
             self.write_batch("review_comments", "gh_review_comments", COMMENT_COLUMNS, ("repo_id", "comment_id"), rows)
 
-        params = {"since": self.config.since + "T00:00:00Z"} if self.config.since else {}
-        self.listing("review_comments", f"{self.base}/pulls/comments", params, write)
+        self.listing("review_comments", f"{self.base}/pulls/comments", {"since": self.since} if self.since else {},
+                     write)  # fmt: skip
 
     # -- links -------------------------------------------------------------------------------
     def link_keywords(self) -> None:
-        """Closing references of every stored PR; issues they name that were not listed (older than
-        a ``since``, or deleted) are fetched once, and PR numbers are not issues."""
+        """Closing references of every stored PR and its commits. Issues they name that were not listed
+        (older than ``since``, or deleted) are asked for once; a PR's number is not an issue. A
+        reference removed from a PR since is a link no more."""
         with self.engine.connect() as conn:
-            pulls = conn.execute(sa.text("SELECT data FROM gh_pulls WHERE repo_id = :r ORDER BY number"),
-                                 {"r": self.repo_id}).scalars().all()  # fmt: skip
+            pulls = conn.execute(
+                sa.text("SELECT p.data || jsonb_build_object('commits', COALESCE(d.data->'commits', '[]'::jsonb)) "
+                        "FROM gh_pulls p LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number "
+                        "WHERE p.repo_id = :r ORDER BY p.number"), {"r": self.repo_id},
+            ).scalars().all()  # fmt: skip
             issues = set(conn.execute(sa.text("SELECT number FROM gh_issues WHERE repo_id = :r"),
                                       {"r": self.repo_id}).scalars())  # fmt: skip
         pull_numbers = {p["number"] for p in pulls}
         found = [(n, p["number"], method, evidence) for p in pulls
-                 for n, method, evidence in github_links.keyword_links(p, self.full_name, self.web_host)]  # fmt: skip
-        gone = self._skipped_objects("issue/")
-        unknown = sorted({n for n, *_ in found} - issues - pull_numbers - {int(o.split("/")[1]) for o in gone})
-        for number in unknown:
+                 for n, method, evidence in github_links.keyword_links(p, self.names, self.web_host)]  # fmt: skip
+        known = {int(o.split("/")[1]) for o in self._skipped_objects("issue/")}
+        for number in sorted({n for n, *_ in found} - issues - pull_numbers - known):
             if self._fetch_issue(number):
                 issues.add(number)
-        self._insert_links([(n, pr, m, e) for n, pr, m, e in found if n in issues])
+        links = [(n, pr, m, e) for n, pr, m, e in found if n in issues]
+        with self.engine.begin() as conn:
+            stale = conn.execute(
+                sa.text(
+                    "DELETE FROM gh_links WHERE repo_id = :r AND method = ANY(:methods) AND (issue_number, pr_number, "
+                    "method) NOT IN (SELECT * FROM unnest(CAST(:i AS int[]), CAST(:p AS int[]), CAST(:m AS text[])))"
+                ),
+                {"r": self.repo_id, "methods": list(github_links.KEYWORD_METHODS), "i": [x[0] for x in links],
+                 "p": [x[1] for x in links], "m": [x[2] for x in links]},
+            ).rowcount  # fmt: skip
+        self.result.links_removed += stale
+        self._insert_links(links)
 
     def _fetch_issue(self, number: int) -> bool:
+        """An issue a PR names that no listing returned; False (remembered as a skip) if it is none."""
         try:
             _, item, _ = self.client.get_json(f"{self.base}/issues/{number}")
         except GithubGone as gone:
-            with self.engine.begin() as conn:
-                self.skip(conn, f"issue/{number}", gone.reason, f"HTTP {gone.status}: a PR names it")
+            self.skip(f"issue/{number}", gone.reason, f"HTTP {gone.status}: a PR names it")
+            return False
+        except GithubError as err:
+            if err.status is None:
+                raise
+            self.failed(f"issue/{number}", err)
+            return False
+        where = str(item.get("repository_url", "")).rsplit("/repos/", 1)[-1].lower()
+        if item.get("number") != number or (item.get("repository_url") and where not in self.names):
+            self.skip(f"issue/{number}", "transferred", f"now {item.get('html_url')}")
             return False
         if "pull_request" in item:
+            self.skip(f"issue/{number}", "not_an_issue", "a pull request")
             return False
         self.write_issues([normalize_issue(item)])
         return True
@@ -382,7 +453,8 @@ class GithubCrawler:
         self.result.links_new += len(written)
 
     def timelines(self) -> None:
-        """Closed issues no merged PR's keyword links: their timeline may say which PR closed them."""
+        """Closed issues no PR merged into the default branch names: their timeline may say which PR closed
+        them. Read once per version of the issue (a gone timeline too)."""
         if not self.config.timeline:
             return
         with self.engine.connect() as conn:
@@ -392,14 +464,16 @@ class GithubCrawler:
                     "AND COALESCE(data->>'state_reason', 'completed') <> 'not_planned' "
                     "AND (timeline_checked_at IS NULL OR timeline_checked_at < updated_at) "
                     "AND NOT EXISTS (SELECT 1 FROM gh_links l JOIN gh_pulls p ON p.repo_id = l.repo_id "
-                    "AND p.number = l.pr_number WHERE l.repo_id = i.repo_id AND l.issue_number = i.number "
-                    "AND p.merged_at IS NOT NULL) ORDER BY number"
+                    "AND p.number = l.pr_number JOIN gh_repos g ON g.repo_id = p.repo_id "
+                    "WHERE l.repo_id = i.repo_id AND l.issue_number = i.number AND p.merged_at IS NOT NULL "
+                    "AND p.base_ref = g.default_branch) ORDER BY number"
                 ),
                 {"r": self.repo_id},
             ).all()
             merged = conn.execute(
-                sa.text("SELECT number, merged_at, merge_commit_sha, data->'commits' FROM gh_pulls "
-                        "WHERE repo_id = :r AND merged_at IS NOT NULL"), {"r": self.repo_id},
+                sa.text("SELECT p.number, p.merged_at, p.merge_commit_sha, d.data->'commits' FROM gh_pulls p "
+                        "LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number "
+                        "WHERE p.repo_id = :r AND p.merged_at IS NOT NULL"), {"r": self.repo_id},
             ).all()  # fmt: skip
         by_commit = {c["sha"]: n for n, _, _, commits in merged for c in commits or ()}
         by_commit |= {sha: n for n, _, sha, _ in merged if sha}
@@ -408,10 +482,14 @@ class GithubCrawler:
             try:
                 events = [e for page in self.client.pages(f"{self.base}/issues/{number}/timeline") for e in page.items]
             except GithubGone as gone:
-                with self.engine.begin() as conn:
-                    self.skip(conn, f"timeline/{number}", gone.reason, f"HTTP {gone.status}")
+                self.skip(f"timeline/{number}", gone.reason, f"HTTP {gone.status}")
+                events = []
+            except GithubError as err:
+                if err.status is None:
+                    raise
+                self.failed(f"timeline/{number}", err)
                 continue
-            links = github_links.timeline_links(events, self.full_name, closed_at, by_commit, merged_at)
+            links = github_links.timeline_links(events, self.names, closed_at, by_commit, merged_at)
             self._insert_links((number, pr, m, e) for pr, m, e in links)
             with self.engine.begin() as conn:
                 conn.execute(
@@ -429,8 +507,7 @@ class GithubCrawler:
                     "WHERE c.repo_id = :r AND p.merged_at IS NOT NULL AND c.data->>'in_reply_to' IS NULL "
                     "AND c.data->>'original_commit_id' <> p.head_sha AND NOT EXISTS (SELECT 1 FROM gh_compares g "
                     "WHERE g.repo_id = c.repo_id AND g.base_sha = c.data->>'original_commit_id' "
-                    "AND g.head_sha = p.head_sha) "
-                    "ORDER BY 1, 2"
+                    "AND g.head_sha = p.head_sha) ORDER BY 1, 2"
                 ),
                 {"r": self.repo_id},
             ).all()
@@ -441,8 +518,12 @@ class GithubCrawler:
             try:
                 _, item, _ = self.client.get_json(f"{self.base}/compare/{base}...{head}")
             except GithubGone as err:
-                with self.engine.begin() as conn:
-                    self.skip(conn, f"compare/{base}...{head}", err.reason, "the reviewed commit is gone (force-push)")
+                self.skip(f"compare/{base}...{head}", err.reason, "the reviewed commit is gone (force-push)")
+                continue
+            except GithubError as err:
+                if err.status is None:
+                    raise
+                self.failed(f"compare/{base}...{head}", err)
                 continue
             data = {
                 "commits": [c["sha"] for c in item.get("commits") or ()],
@@ -471,8 +552,8 @@ def crawl_github(
     try:
         if crawler.repository() is None:
             return crawler.finish(started)
-        for step in (crawler.issues, crawler.pulls, crawler.review_comments, crawler.link_keywords,
-                     crawler.timelines, crawler.compares):  # fmt: skip
+        for step in (crawler.issues, crawler.pulls, crawler.pull_details, crawler.review_comments,
+                     crawler.link_keywords, crawler.timelines, crawler.compares):  # fmt: skip
             step()
     except Exception:
         crawler.finish(started, "failed")  # what was written stays: the next run resumes from the cursors

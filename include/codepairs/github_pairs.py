@@ -20,7 +20,7 @@ import json
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -45,18 +45,26 @@ REVIEW_CONTEXT_LINES = 3  # a hunk this close to the commented lines answers the
 HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)|<img\b[^>]*>", re.IGNORECASE)
 QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
-CLOSING_LINE = re.compile(rf"^.*(?<![\w/-]){KEYWORD}:?\s+(?:[\w.-]+/[\w.-]+)?#\d+.*$|^.*(?<![\w/-]){KEYWORD}:?\s+"
+CLOSING_LINE = re.compile(rf"^.*(?<![\w/-]){KEYWORD}:?[ \t]+(?:[\w.-]+/[\w.-]+)?#\d+.*$|^.*(?<![\w/-]){KEYWORD}:?[ \t]+"
                           r"https?://\S+/issues/\d+.*$", re.IGNORECASE | re.MULTILINE)  # fmt: skip
+# Lines that point at the solution once an issue is closed: "fixed in #45", "closed by abc1234", a PR link.
+SOLUTION_LINE = re.compile(
+    r"^.*\b(?:fixed|closed|resolved|addressed|implemented|merged|landed|done)[ \t]+(?:in|by|via|with)[ \t]+"
+    r"(?:#\d+|[0-9a-f]{7,40}\b|PR\b|pull request\b|https?://).*$|^.*https?://\S+/pull/\d+.*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+FENCE = re.compile(r"(^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\2[^\n]*$)", re.DOTALL | re.MULTILINE)
 PR_SUFFIX = re.compile(r"\s*\(#\d+\)")
 UNCHECKED_BOX = re.compile(r"^[ \t]*[-*] \[ \].*$", re.MULTILINE)
 NO_RESPONSE = re.compile(r"^[ \t]*_?No response_?[ \t]*$", re.IGNORECASE | re.MULTILINE)  # issue forms' placeholder
 EMPTY_HEADING = re.compile(r"^#{1,6}[ \t][^\n]*\n(?=\s*(?:#{1,6}[ \t]|\Z))", re.MULTILINE)
 ERROR_OUTPUT = re.compile(
     r"Traceback \(most recent call last\)"  # Python
-    r"|^\s*at [\w$.<>/]+\s?\(.*:\d+(?::\d+)?\)"  # JavaScript, Java
-    r"|^\s*(?:[\w.]+\.)?\w*(?:Error|Exception)(?::\s|\s*$)"  # "ValueError: ...", "java.lang.NullPointerException"
+    r"|^\s+at [\w$.<>]+ \((?:[^()\s]+):\d+:\d+\)"  # JavaScript: "at fn (file.js:3:9)"
+    r"|^\s+at [\w$]+(?:\.[\w$<>]+)+\([\w$]+\.(?:java|kt|scala):\d+\)"  # JVM: "at com.x.Y.z(Y.java:12)"
+    r"|^\s*(?:[a-z]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::[ \t]+\S|[ \t]*$)(?<!^Error)(?<!^Exception)"  # "KeyError: 'x'"
     r"|^panic: |^goroutine \d+ \[|error\[E\d{4}\]|^thread '.*' panicked at"  # Go, Rust
-    r"|Segmentation fault|core dumped|npm ERR!|^FAILED |^E\s{3}|Uncaught \w*Error|fatal error:",
+    r"|Segmentation fault|core dumped|npm ERR!|^FAILED \S+::|^E {3}\S|Uncaught \w*Error|fatal error:",
     re.MULTILINE,
 )
 
@@ -72,6 +80,8 @@ class GithubSkip(StrEnum):
     NO_CODE_CHANGE = "no_code_change"  # every file dropped (lock files, generated, binary, vendored)
     NO_ANSWERING_CHANGE = "no_answering_change"  # nothing changed on the reviewed lines afterwards
     NOT_A_LINE_COMMENT = "not_a_line_comment"
+    COMMENT_ON_OLD_SIDE = "comment_on_old_side"  # on a deleted line: its answer cannot be located
+    COMPARE_UNAVAILABLE = "compare_unavailable"  # the reviewed commit is gone, or not fetched yet
 
 
 @dataclass(frozen=True)
@@ -85,17 +95,28 @@ class Response:
 
 
 def clean_issue(title: str, body: str) -> str:
-    """The issue as an instruction: what a person asked, nothing that gives the solution away."""
-    text = body.replace("\r\n", "\n") + "\n"  # every line, the last one too, ends with a newline
-    for pattern in (HTML_COMMENT, IMAGE, QUOTED, CLOSING_LINE, TRAILER, UNCHECKED_BOX, NO_RESPONSE):
-        text = pattern.sub("", text)
-    text = PR_SUFFIX.sub("", text)
-    text = re.sub(r"[ \t]+\n", "\n", text)
-    for _ in range(3):  # a template's sections left empty, possibly nested
-        text = EMPTY_HEADING.sub("", text)
+    """The issue as an instruction: what a person asked, nothing that gives the solution away.
+    Fenced code (tracebacks, shell sessions with ``>>>``, ``# comments``) is kept as written."""
+    parts = FENCE.split(body.replace("\r\n", "\n") + "\n")  # prose, fence, fence marker, prose, ...
+    last = len(parts) - 1
+    text = "".join(_clean_prose(part, i == last) if i % 3 == 0 else part if i % 3 == 1 else ""
+                   for i, part in enumerate(parts))  # fmt: skip
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     title = PR_SUFFIX.sub("", title).strip()
     return f"{title}\n\n{text}" if text else title
+
+
+def _clean_prose(text: str, last: bool) -> str:
+    """One stretch of prose between fences; a heading right before a fence is not an empty one."""
+    for pattern in (HTML_COMMENT, IMAGE):
+        text = pattern.sub("", text)
+    for pattern in (QUOTED, CLOSING_LINE, SOLUTION_LINE, TRAILER, UNCHECKED_BOX, NO_RESPONSE):
+        text = pattern.sub("\x01", text)  # whole lines: marked, then removed with their line break
+    text = re.sub(r"^[ \t]*\x01[ \t]*\n", "", text, flags=re.MULTILINE).replace("\x01", "")
+    text = re.sub(r"[ \t]+\n", "\n", PR_SUFFIX.sub("", text)) + ("" if last else "\x00")
+    for _ in range(3):  # a template's sections left empty, possibly nested
+        text = EMPTY_HEADING.sub("", text)
+    return text.rstrip("\x00")
 
 
 def has_error_output(body: str) -> bool:
@@ -150,56 +171,89 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+ISSUE_LINKS = """
+SELECT l.issue_number, l.pr_number, array_agg(l.method ORDER BY l.method) AS methods, i.data AS issue, p.data AS pull,
+       d.data AS details, d.diff, p.merged_at,
+       EXISTS (SELECT 1 FROM commits c WHERE c.repo_id = p.repo_id AND c.sha = p.merge_commit_sha) AS in_git
+FROM gh_links l
+JOIN gh_issues i ON i.repo_id = l.repo_id AND i.number = l.issue_number
+JOIN gh_pulls p ON p.repo_id = l.repo_id AND p.number = l.pr_number
+JOIN batches bi ON bi.batch_id = i.batch_id AND bi.validated  -- gated records only
+JOIN batches bp ON bp.batch_id = p.batch_id AND bp.validated
+LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number
+LEFT JOIN batches bd ON bd.batch_id = d.batch_id
+WHERE l.repo_id = :r AND (d.number IS NULL OR bd.validated)
+  AND NOT EXISTS (  -- already a pair: nothing to decide again
+    SELECT 1 FROM pairs x WHERE x.repo_id = l.repo_id AND x.commit_sha = p.merge_commit_sha
+    AND x.kind IN ('issue_pr', 'debugging') AND x.lineage->>'issue' = l.issue_number::text
+    AND x.lineage->>'pr' = l.pr_number::text)
+GROUP BY l.issue_number, l.pr_number, i.data, p.data, d.data, d.diff, p.merged_at, p.repo_id, p.merge_commit_sha
+ORDER BY l.issue_number, l.pr_number
+"""
+REVIEWS = """
+SELECT c.data AS comment, p.data AS pull, p.head_sha, p.merged_at, g.data AS compare
+FROM gh_review_comments c
+JOIN gh_pulls p ON p.repo_id = c.repo_id AND p.number = c.pull_number
+JOIN batches bc ON bc.batch_id = c.batch_id AND bc.validated
+JOIN batches bp ON bp.batch_id = p.batch_id AND bp.validated
+LEFT JOIN gh_compares g
+  ON g.repo_id = c.repo_id AND g.base_sha = c.data->>'original_commit_id' AND g.head_sha = p.head_sha
+WHERE c.repo_id = :r AND p.merged_at IS NOT NULL AND c.data->>'in_reply_to' IS NULL
+  AND NOT EXISTS (SELECT 1 FROM pairs x WHERE x.repo_id = c.repo_id AND x.commit_sha = p.head_sha
+                  AND x.kind = 'review' AND x.lineage->>'comment' = c.comment_id::text)
+ORDER BY c.comment_id
+"""
+PAIRS_PER_BATCH = 500
+
+
 class GithubPairs:
-    """One extract run of one repository's GitHub records."""
+    """One extract run of one repository's GitHub records: links and review threads not yet paired
+    are read as a stream and written in batches; each run judges again what it could not pair."""
 
     def __init__(self, engine: Engine, repo_id: str, run_id: str, config: ExtractConfig, seq: int) -> None:
         self.engine, self.repo_id, self.run_id, self.config, self.seq = engine, repo_id, run_id, config, seq
         self.skipped: Counter[str] = Counter()
         self.skips: list[tuple[Any, ...]] = []
         self.pairs: list[tuple[Any, ...]] = []
+        self.batches: list[str] = []
+        self.written = 0
 
     def skip(self, object_id: str, reason: GithubSkip, detail: str) -> None:
         self.skips.append((STAGE, self.repo_id, object_id, reason.value, detail, self.run_id))
 
     def add(self, kind: str, object_id: str, instruction: str, response: Response, commit_sha: str,
             author_date: Any, url: str | None, lineage: Mapping[str, Any]) -> None:  # fmt: skip
+        """A pair's id hashes what it came from, not its kind: an issue edited into a debugging one
+        is still the same pair."""
         self.pairs.append((
-            pair_id(kind, self.repo_id, object_id), kind, self.repo_id, commit_sha, instruction, response.text,
+            pair_id("github", self.repo_id, object_id), kind, self.repo_id, commit_sha, instruction, response.text,
             json.dumps(list(response.files)), json.dumps([{"path": p, "reason": r} for p, r in response.dropped]),
             response.added, response.deleted, author_date, url, _digest(response.text), None,
             gitlog.canonical_json(lineage), response.tests,
         ))  # fmt: skip
+        if len(self.pairs) >= PAIRS_PER_BATCH:
+            self.flush()
+
+    def _stream(self, query: str) -> Iterator[Mapping[str, Any]]:
+        with self.engine.connect().execution_options(stream_results=True, yield_per=100) as conn:
+            yield from conn.execute(sa.text(query), {"r": self.repo_id}).mappings()
 
     def issue_pairs(self) -> int:
         with self.engine.connect() as conn:
             default_branch = conn.execute(sa.text("SELECT default_branch FROM gh_repos WHERE repo_id = :r"),
                                           {"r": self.repo_id}).scalar()  # fmt: skip
-            rows = conn.execute(
-                sa.text(
-                    "SELECT l.issue_number, l.pr_number, array_agg(l.method ORDER BY l.method) AS methods, "
-                    "i.data AS issue, p.data AS pull, p.diff, p.merged_at, "
-                    "EXISTS (SELECT 1 FROM commits c WHERE c.repo_id = p.repo_id AND c.sha = p.merge_commit_sha) "
-                    "AS in_git FROM gh_links l "
-                    "JOIN gh_issues i ON i.repo_id = l.repo_id AND i.number = l.issue_number "
-                    "JOIN gh_pulls p ON p.repo_id = l.repo_id AND p.number = l.pr_number "
-                    "JOIN batches bi ON bi.batch_id = i.batch_id AND bi.validated "  # gated records only
-                    "JOIN batches bp ON bp.batch_id = p.batch_id AND bp.validated "
-                    "WHERE l.repo_id = :r GROUP BY l.issue_number, l.pr_number, i.data, p.data, p.diff, p.merged_at, "
-                    "p.repo_id, p.merge_commit_sha ORDER BY l.issue_number, l.pr_number"
-                ),
-                {"r": self.repo_id},
-            ).mappings().all()
-        for row in rows:
+        considered = 0
+        for row in self._stream(ISSUE_LINKS):
             self._issue_pair(row, default_branch)
-        return len(rows)
+            considered += 1
+        return considered
 
     def _issue_pair(self, row: Mapping[str, Any], default_branch: str | None) -> None:
-        issue, pull = row["issue"], row["pull"]
+        issue, pull, details = row["issue"], row["pull"], row["details"] or {}
         object_id = f"issue/{issue['number']}/pull/{pull['number']}"
         if not pull["merged_at"]:
             return self.skip(object_id, GithubSkip.PR_NOT_MERGED, f"PR #{pull['number']} is {pull['state']}")
-        if pull["base_ref"] != default_branch:
+        if pull["base_ref"] != default_branch and not row["in_git"]:  # in_git: reached from the default branch
             return self.skip(object_id, GithubSkip.NOT_DEFAULT_BRANCH, f"merged into {pull['base_ref']}")
         if is_bot(pull.get("author") or "", "", self.config.bot_authors):
             return self.skip(object_id, GithubSkip.BOT_AUTHOR, f"PR by {pull['author']}")
@@ -207,19 +261,19 @@ class GithubPairs:
         if len(instruction) < self.config.min_message_chars or len(instruction.split()) < self.config.min_message_words:
             return self.skip(object_id, GithubSkip.INSTRUCTION_TOO_SHORT, repr(instruction[:40]))
         if row["diff"] is None:
-            if pull.get("diff_bytes") is None:
-                return self.skip(object_id, GithubSkip.DIFF_UNAVAILABLE, "GitHub did not serve the PR's diff")
-            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"diff of {pull['diff_bytes']} bytes not stored")
+            if details.get("diff_bytes") is None:
+                return self.skip(object_id, GithubSkip.DIFF_UNAVAILABLE, "GitHub did not serve the PR's diff (yet)")
+            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"diff of {details['diff_bytes']} bytes not stored")
         response = split_response(row["diff"], self.config.max_files)
         if isinstance(response, GithubSkip):
             return self.skip(object_id, response, f"PR #{pull['number']}")
         if len(response.text.encode()) > self.config.max_diff_bytes:
             return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"response over {self.config.max_diff_bytes} bytes")
-        kind = "debugging" if has_error_output(issue["body"]) else "issue_pr"
+        kind = "debugging" if has_error_output(instruction) else "issue_pr"
         lineage = {
             "issue": issue["number"], "issue_url": issue["url"], "pr": pull["number"], "pr_url": pull["url"],
             "merge_commit": pull["merge_commit_sha"], "merge_commit_in_git": row["in_git"],
-            "commits": [c["sha"] for c in pull.get("commits") or ()], "linked_by": list(row["methods"]),
+            "commits": [c["sha"] for c in details.get("commits") or ()], "linked_by": list(row["methods"]),
             "labels": issue["labels"],
         }  # fmt: skip
         self.add(kind, object_id, instruction, response, pull["merge_commit_sha"], row["merged_at"], pull["url"],
@@ -227,22 +281,11 @@ class GithubPairs:
         return None
 
     def review_pairs(self) -> int:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT c.data AS comment, p.data AS pull, p.head_sha, p.merged_at, g.data AS compare "
-                    "FROM gh_review_comments c JOIN gh_pulls p ON p.repo_id = c.repo_id AND p.number = c.pull_number "
-                    "JOIN batches bc ON bc.batch_id = c.batch_id AND bc.validated "
-                    "JOIN batches bp ON bp.batch_id = p.batch_id AND bp.validated "
-                    "LEFT JOIN gh_compares g ON g.repo_id = c.repo_id AND g.base_sha = c.data->>'original_commit_id' "
-                    "AND g.head_sha = p.head_sha WHERE c.repo_id = :r AND p.merged_at IS NOT NULL "
-                    "AND c.data->>'in_reply_to' IS NULL ORDER BY c.comment_id"
-                ),
-                {"r": self.repo_id},
-            ).mappings().all()
-        for row in rows:
+        considered = 0
+        for row in self._stream(REVIEWS):
             self._review_pair(row)
-        return len(rows)
+            considered += 1
+        return considered
 
     def _review_pair(self, row: Mapping[str, Any]) -> None:
         comment, pull = row["comment"], row["pull"]
@@ -250,6 +293,12 @@ class GithubPairs:
         high = comment["original_line"]
         if high is None:
             return self.skip(object_id, GithubSkip.NOT_A_LINE_COMMENT, "a comment on the whole file")
+        if comment.get("side") == "LEFT":
+            return self.skip(object_id, GithubSkip.COMMENT_ON_OLD_SIDE, "on the base side of the diff")
+        if is_bot(comment.get("author") or "", "", self.config.bot_authors):
+            return self.skip(object_id, GithubSkip.BOT_AUTHOR, f"review by {comment['author']}")
+        if row["compare"] is None and comment["original_commit_id"] != row["head_sha"]:
+            return self.skip(object_id, GithubSkip.COMPARE_UNAVAILABLE, f"{comment['original_commit_id'][:12]}")
         low = comment["original_start_line"] or high
         path = comment["path"]
         patch = next((f["patch"] for f in (row["compare"] or {}).get("files", ()) if f["path"] == path), None)
@@ -270,16 +319,28 @@ class GithubPairs:
         self.add("review", object_id, instruction, response, row["head_sha"], row["merged_at"], comment["url"], lineage)
         return None
 
-    def write(self) -> tuple[str | None, list[Sequence[Any]]]:
-        """One transaction: the batch, its new pairs, new skips. No batch when nothing is new."""
+    def flush(self) -> None:
+        """One transaction: a batch of new pairs with its checksum."""
+        if not self.pairs:
+            return
         batch_id = f"{self.run_id}-{self.seq:05d}"
         pairs = [(*p[:13], batch_id, *p[14:]) for p in self.pairs]
+        self.pairs = []
         with self.engine.begin() as conn:
-            open_batch(conn, batch_id, STAGE, self.run_id, self.repo_id, self.seq, len(pairs),
-                       {"source": "github", "skipped": len(self.skips)})  # fmt: skip
+            open_batch(conn, batch_id, STAGE, self.run_id, self.repo_id, self.seq, len(pairs), {"source": "github"})
             inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
-            # Links and reviews are judged again each run: a PR merged since, or a reason that changed,
-            # replaces the old skip.
+            if not inserted:
+                drop_batch(conn, batch_id)
+                return
+            close_batch(conn, batch_id, len(inserted), batch_digest((p[0], p[12]) for p in inserted))
+        self.seq += 1
+        self.batches.append(batch_id)
+        self.written += len(inserted)
+
+    def write_skips(self) -> None:
+        """Links and reviews are judged again each run: a PR merged since, or a reason that changed,
+        replaces the old skip; one that is now a pair, or no longer a link, loses it."""
+        with self.engine.begin() as conn:
             conn.execute(
                 sa.text(
                     "DELETE FROM skips WHERE stage = :s AND repo_id = :r AND (object_id LIKE 'issue/%' "
@@ -288,14 +349,8 @@ class GithubPairs:
                 ),
                 {"s": STAGE, "r": self.repo_id, "o": [s[2] for s in self.skips], "re": [s[3] for s in self.skips]},
             )
-            new_skips = insert_new(conn, "skips", SKIP_COLUMNS, self.skips, SKIP_KEY)
-            for s in new_skips:
+            for s in insert_new(conn, "skips", SKIP_COLUMNS, self.skips, SKIP_KEY):
                 self.skipped[s[3]] += 1
-            if not inserted:
-                drop_batch(conn, batch_id)
-                return None, []
-            close_batch(conn, batch_id, len(inserted), batch_digest((p[0], p[12]) for p in inserted))
-        return batch_id, inserted
 
 
 def extract_github_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractConfig, seq: int,
@@ -304,11 +359,11 @@ def extract_github_pairs(engine: Engine, repo_id: str, run_id: str, config: Extr
     started = time.monotonic()
     builder = GithubPairs(engine, repo_id, run_id, config, seq)
     considered = builder.issue_pairs() + builder.review_pairs()
-    batch_id, inserted = builder.write()
-    if batch_id:
-        result.batches.append(batch_id)
+    builder.flush()
+    builder.write_skips()
+    result.batches += builder.batches
     result.github_in += considered
-    result.pairs_new += len(inserted)
+    result.pairs_new += builder.written
     for reason, n in builder.skipped.items():
         result.skipped[reason] = result.skipped.get(reason, 0) + n
     result.seconds += round(time.monotonic() - started, 3)

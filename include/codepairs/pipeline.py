@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from codepairs import crawl, extract, gates, github_crawl
 from codepairs.config import PipelineConfig
+from codepairs.errors import GithubError, RateLimitWait
 
 
 def shard(specs: list[str], max_shards: int) -> list[list[str]]:
@@ -70,11 +71,23 @@ def validate_pairs_step(engine: Engine, state: dict[str, Any], config: PipelineC
     return {**state, "pairs_gate": report.as_dict()}
 
 
+def raise_github_errors(states: list[dict[str, Any]]) -> None:
+    """At the end of a chain: a GitHub crawl that failed for good (after the client's retries) turns
+    the chain red once the git side's pairs are made and gated."""
+    failed = [f"{s['name']}: {s['github_error']}" for s in states if s.get("github_error")]
+    if failed:
+        raise GithubError(None, "crawl", "; ".join(failed))
+
+
 def process_repository(
     engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None, token: str | None = None,
     api_url: str | None = None,
 ) -> dict[str, Any]:
-    state = github_step(engine, crawl_step(engine, spec, config, cwd), config, token, api_url)
+    state = crawl_step(engine, spec, config, cwd)
+    try:
+        state = github_step(engine, state, config, token, api_url)
+    except (GithubError, RateLimitWait) as err:  # the git side goes on; the next run resumes GitHub's
+        state = {**state, "github_error": str(err)}
     for step in (validate_commits_step, validate_github_step, extract_step, validate_pairs_step):
         state = step(engine, state, config)
     return state

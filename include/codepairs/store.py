@@ -201,28 +201,26 @@ def _stage_and_insert(
 
 
 def upsert_changed(
-    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str],
-    keep: Sequence[str] = (),
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], key: Sequence[str]
 ) -> list[tuple[Any, ...]]:
     """Insert rows, or update those whose ``row_sha256`` changed; returns the keys written.
 
     For sources whose records change in place (a GitHub issue is edited, a PR gets merged): an
-    unchanged record is not rewritten, so a rerun writes nothing. ``keep``: columns a NULL in the
-    new row must not overwrite (details fetched once and reused).
+    unchanged record is not rewritten, so a rerun writes nothing. Of rows with one key, the last wins
+    (a listing page that repeats an item repeats it newer).
     """
+    positions = [columns.index(k) for k in key]
+    rows = list({tuple(row[i] for i in positions): row for row in rows}.values())
     if not rows:
         return []
     tmp = f"_upsert_{table}"
     conn.execute(sa.text(f"CREATE TEMP TABLE {tmp} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"))
     copy_rows(conn, tmp, columns, rows)
     cols = ", ".join(columns)
-    sets = ", ".join(
-        f"{c} = COALESCE(EXCLUDED.{c}, {table}.{c})" if c in keep else f"{c} = EXCLUDED.{c}"
-        for c in columns if c not in key
-    )  # fmt: skip
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key)
     written = conn.execute(
         sa.text(
-            f"INSERT INTO {table} ({cols}) SELECT DISTINCT ON ({', '.join(key)}) {cols} FROM {tmp} "
+            f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {tmp} "
             f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets} "
             f"WHERE {table}.row_sha256 IS DISTINCT FROM EXCLUDED.row_sha256 RETURNING {', '.join(key)}"
         )

@@ -34,6 +34,8 @@ NO_RETRY_ON_BAD_DATA = ExceptionRetryPolicy(
                   reason="a data-quality gate refused the data; fix the data, then clear the task"),
         RetryRule(exception="codepairs.errors.ConfigError", action=RetryAction.FAIL,
                   reason="bad configuration or parameters"),
+        RetryRule(exception="codepairs.errors.GithubError", action=RetryAction.FAIL,
+                  reason="GitHub kept failing after the client's retries; the next run resumes from the cursors"),
     ]
 )  # fmt: skip
 
@@ -97,11 +99,13 @@ def pipeline_config(params: dict[str, Any]):  # type: ignore[no-untyped-def]
 
 
 def ensure_pools() -> None:
-    """Create (or resize) every pool the DAGs use; run where Airflow's metadata database is reachable."""
+    """Create every pool the DAGs use that does not exist yet (an operator's resize is kept); run where
+    Airflow's metadata database is reachable."""
     from airflow.models.pool import Pool
 
     for name, (slots, description) in POOLS.items():
-        Pool.create_or_update_pool(name=name, slots=slots, description=description, include_deferred=False)
+        if Pool.get_pool(name) is None:
+            Pool.create_or_update_pool(name=name, slots=slots, description=description, include_deferred=False)
 
 
 def github_credentials() -> tuple[str | None, str | None]:
@@ -125,7 +129,7 @@ def github_step(state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
     the task for the reset instead of holding its worker slot (it resumes from the stored cursors)."""
     from airflow.sdk.exceptions import AirflowRescheduleException
     from codepairs import pipeline
-    from codepairs.errors import RateLimitWait
+    from codepairs.errors import GithubError, RateLimitWait
 
     token, api_url = github_credentials()
     try:
@@ -133,3 +137,6 @@ def github_step(state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
     except RateLimitWait as wait:
         log.warning("%s; rescheduling at %s", wait, wait.resume_at.isoformat(timespec="seconds"))
         raise AirflowRescheduleException(wait.resume_at) from None
+    except GithubError as err:  # after the client's own retries: let the git side go on, fail at the end
+        log.error("GitHub crawl of %s failed: %s", state.get("name"), err)
+        return {**state, "github_error": str(err)}

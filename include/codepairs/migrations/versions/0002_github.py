@@ -39,6 +39,7 @@ CREATE TABLE gh_cursors (
     resource   text NOT NULL,                     -- repo | issues | pulls | review_comments
     updated_to timestamptz,                       -- newest updated_at seen in a complete listing
     etag       text,
+    full_at    timestamptz,                       -- last listing read whole (cursor and ETag ignored)
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (repo_id, resource)
 );
@@ -68,13 +69,26 @@ CREATE TABLE gh_pulls (
     merge_commit_sha text,
     base_ref    text NOT NULL,
     head_sha    text NOT NULL,
-    diff        text,                             -- merged PRs: the whole diff; NULL otherwise or over the cap
-    data        jsonb NOT NULL,                   -- includes commits (sha, message, date) and diff_sha256
+    data        jsonb NOT NULL,
     row_sha256  text NOT NULL,
     batch_id    text NOT NULL REFERENCES batches(batch_id),
     PRIMARY KEY (repo_id, number)
 );
 CREATE INDEX gh_pulls_batch ON gh_pulls (batch_id);
+
+-- A merged PR's diff and commits, fetched once per head and merge commit, in a pass of their own.
+CREATE TABLE gh_pull_details (
+    repo_id     text NOT NULL REFERENCES repositories(repo_id),
+    number      integer NOT NULL,
+    head_sha    text NOT NULL,
+    merge_commit_sha text,
+    diff        text,                             -- NULL over the cap, or when GitHub would not serve it
+    data        jsonb NOT NULL,                   -- commits (sha, message, date), files, diff_sha256, unavailable
+    row_sha256  text NOT NULL,
+    batch_id    text NOT NULL REFERENCES batches(batch_id),
+    PRIMARY KEY (repo_id, number)
+);
+CREATE INDEX gh_pull_details_batch ON gh_pull_details (batch_id);
 
 CREATE TABLE gh_review_comments (
     repo_id     text NOT NULL REFERENCES repositories(repo_id),
@@ -124,7 +138,7 @@ LZ4 = """
 DO $$
 BEGIN
   IF 'lz4' = ANY (SELECT unnest(enumvals) FROM pg_settings WHERE name = 'default_toast_compression') THEN
-    ALTER TABLE gh_pulls ALTER COLUMN diff SET COMPRESSION lz4;
+    ALTER TABLE gh_pull_details ALTER COLUMN diff SET COMPRESSION lz4;
     ALTER TABLE gh_issues ALTER COLUMN data SET COMPRESSION lz4;
     ALTER TABLE gh_compares ALTER COLUMN data SET COMPRESSION lz4;
   END IF;
@@ -139,7 +153,8 @@ SELECT p.pair_id, p.kind, p.repo_id, p.commit_sha, p.instruction, COALESCE(p.res
        p.batch_id, c.orphaned
 FROM pairs p JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha;
 ALTER TABLE pairs DROP COLUMN tests; ALTER TABLE pairs DROP COLUMN lineage;
-DROP TABLE gh_links; DROP TABLE gh_compares; DROP TABLE gh_review_comments; DROP TABLE gh_pulls;
+DROP TABLE gh_links; DROP TABLE gh_compares; DROP TABLE gh_review_comments; DROP TABLE gh_pull_details;
+DROP TABLE gh_pulls;
 DROP TABLE gh_issues; DROP TABLE gh_cursors; DROP TABLE gh_repos;
 ALTER TABLE repositories DROP COLUMN github;
 """
