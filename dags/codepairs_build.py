@@ -2,11 +2,13 @@
 ### codepairs_build
 
 Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand):
-`export_dataset → verify_export`. Later stages (score, dedup, balance) go before the export.
+`dedup_pairs → export_dataset → verify_export`. Later stages (score, balance) go around dedup.
 
-- **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push.
-- **Writes**: the export folder (Parquet + JSONL shards, `manifest.json` with rows and sha256 per
-  file), one `exports` row and one `batches` row per file.
+- **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push;
+  `dedup` and its band index `dedup_bands` (everything deduplicated before).
+- **Writes**: `dedup` (exact hash, MinHash, the pair kept for each duplicate group), `dedup_bands`,
+  the dedup gate's result; the export folder (Parquet + JSONL shards of the kept pairs,
+  `manifest.json` with rows and sha256 per file), one `exports` row and one `batches` row per file.
 - **Rerun**: safe. Same database content gives byte-identical files; the folder is replaced
   atomically, so a killed export leaves the previous one intact.
 """
@@ -33,7 +35,14 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
 )  # fmt: skip
 def codepairs_build() -> None:
     @task
-    def export_dataset() -> dict:
+    def dedup_pairs() -> dict:
+        """Exact and near duplicates of the new pairs, against each other and all before; then its gate."""
+        from codepairs import pipeline
+
+        return pipeline.dedup_step(engine(), pipeline_config(get_current_context()["params"]))
+
+    @task
+    def export_dataset(dedup: dict) -> dict:
         """Deterministic shards + manifest, written to a temporary folder then swapped in."""
         from pathlib import Path
 
@@ -52,7 +61,7 @@ def codepairs_build() -> None:
 
         return export.verify_export(Path(result["out_dir"]))
 
-    verify_export(export_dataset())
+    verify_export(export_dataset(dedup_pairs()))
 
 
 codepairs_build()

@@ -2,7 +2,7 @@
 ### codepairs_crawl
 
 Nightly, incremental: for each repository (or shard of repositories, beyond 1024), one mapped chain
-`crawl_repository → crawl_github → validate_commits → validate_github → extract_pairs →
+`crawl_repository → validate_commits → crawl_github → validate_github → extract_pairs →
 validate_pairs`, then `publish_pairs` updates the `codepairs_pairs` Asset, which schedules
 `codepairs_build`. A failed chain does not hold back the others; `fail_if_a_repository_failed` then
 turns the run red.
@@ -10,7 +10,7 @@ turns the run red.
 - **Reads**: the repositories (bare mirrors under `.data/mirrors`, cloned then fetched; never checked
   out, hooks disabled), the watermark table `crawl_state`; for repositories on GitHub, its REST API
   (connection `github_default`, pool `github_api`) from the cursors in `gh_cursors`, with ETags.
-- **Writes**: `repositories`, `commits`, `gh_repos`, `gh_issues`, `gh_pulls`, `gh_review_comments`,
+- **Writes**: `repositories`, `commits`, `gh_repos`, `gh_issues`, `gh_pulls`, `gh_pull_details`, `gh_review_comments`,
   `gh_compares`, `gh_links`, `pairs` (commit, issue → PR, debugging and review pairs), `skips` (every
   reason something gave no pair), `batches` (row count + sha256 per batch), `gate_results`, `runs`.
 - **GitHub rate limits**: short waits are slept through; a spent limit with a distant reset puts
@@ -113,7 +113,7 @@ def codepairs_crawl() -> None:
             pipeline.raise_github_errors(states)  # after the git side's pairs are gated
             return states
 
-        validate_pairs(extract_pairs(validate_github(validate_commits(crawl_github(crawl_repository(specs))))))
+        validate_pairs(extract_pairs(validate_github(crawl_github(validate_commits(crawl_repository(specs))))))
 
     @task(outlets=[PAIRS_ASSET], trigger_rule="all_done")
     def publish_pairs() -> dict:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import crawl, export, pipeline
-from codepairs.config import CrawlConfig, ExportConfig, PipelineConfig
+from codepairs import crawl, pipeline
+from codepairs.config import CrawlConfig, PipelineConfig
 from gitrepo import GitRepo
 
 
@@ -159,7 +159,7 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
     assert orphans == set(removed)
     assert reasons == {sha: "orphaned_by_force_push" for sha in removed}
     assert tuple(stored) == (5, 5)
-    out = export.write_export(engine, tmp_path / "export", ExportConfig())
+    out = pipeline.build(engine, tmp_path / "export", PipelineConfig())
     assert out.rows == 3  # two surviving originals + the rewritten commit; orphans are not exported
     import json
 
@@ -192,13 +192,13 @@ def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(
     state = pipeline.process_repository(engine, str(repo.path), config)
     assert (state["commits_read"], state["commits_new"]) == (7, 4)
     assert _counts(engine) == (7, 7, 0)
-    killed_export = export.write_export(engine, tmp_path / "a", ExportConfig())
+    killed_export = pipeline.build(engine, tmp_path / "a", PipelineConfig())
 
     from codepairs import store
 
     clean_repo_engine = store.get_engine(new_database())
     pipeline.process_repository(clean_repo_engine, str(repo.path), config)
-    clean_export = export.write_export(clean_repo_engine, tmp_path / "b", ExportConfig())
+    clean_export = pipeline.build(clean_repo_engine, tmp_path / "b", PipelineConfig())
     assert killed_export.manifest_sha256 == clean_export.manifest_sha256
     assert (tmp_path / "a" / "pairs-00000.parquet").read_bytes() == (
         tmp_path / "b" / "pairs-00000.parquet"
@@ -301,10 +301,10 @@ def test_a_crawl_killed_by_sigkill_then_rerun_equals_one_clean_run(db_url, new_d
 
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     assert _counts(engine) == (3000, 3000, 0)
-    resumed = export.write_export(engine, tmp_path / "resumed", ExportConfig())
+    resumed = pipeline.build(engine, tmp_path / "resumed", PipelineConfig())
     clean = store.get_engine(new_database())
     pipeline.process_repository(clean, str(repo.path), PipelineConfig())
-    assert export.write_export(clean, tmp_path / "clean", ExportConfig()).manifest_sha256 == resumed.manifest_sha256
+    assert pipeline.build(clean, tmp_path / "clean", PipelineConfig()).manifest_sha256 == resumed.manifest_sha256
 
 
 def test_added_commits_then_rerun_export_equals_one_clean_run(engine, new_database, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -315,10 +315,10 @@ def test_added_commits_then_rerun_export_equals_one_clean_run(engine, new_databa
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())  # the same again: adds nothing
     repo.commit("Add the changelog for the next release", {"CHANGES.md": "## 1.1\n"})
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
-    incremental = export.write_export(engine, tmp_path / "inc", ExportConfig())
+    incremental = pipeline.build(engine, tmp_path / "inc", PipelineConfig())
     clean = store.get_engine(new_database())
     pipeline.process_repository(clean, str(repo.path), PipelineConfig())
-    once = export.write_export(clean, tmp_path / "once", ExportConfig())
+    once = pipeline.build(clean, tmp_path / "once", PipelineConfig())
     assert (
         (incremental.rows, incremental.manifest_sha256)
         == (once.rows, once.manifest_sha256)
@@ -361,11 +361,11 @@ def test_undoing_a_force_push_brings_its_commits_back(engine, mirrors, tmp_path)
     repo.git("reset", "-q", "--hard", "HEAD~2")
     rewritten = repo.commit("Add the rewritten module after review", {"pkg/new.py": "NEW = 1\n"})
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
-    assert export.write_export(engine, tmp_path / "forced", ExportConfig()).rows == 3
+    assert pipeline.build(engine, tmp_path / "forced", PipelineConfig()).rows == 3
     repo.git("reset", "-q", "--hard", original)  # the force-push is undone
     state = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     assert (state["force_push"], state["orphaned"]) == (True, 1)  # now only the rewritten commit is off-branch
     with engine.connect() as conn:
         assert list(conn.execute(sa.text("SELECT sha FROM commits WHERE orphaned")).scalars()) == [rewritten]
         assert conn.execute(sa.text("SELECT count(*) FROM skips WHERE stage = 'crawl'")).scalar() == 1
-    assert export.write_export(engine, tmp_path / "restored", ExportConfig()).rows == 4
+    assert pipeline.build(engine, tmp_path / "restored", PipelineConfig()).rows == 4

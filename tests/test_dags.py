@@ -60,7 +60,9 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
         assert task.max_retry_delay.total_seconds() == 1800
         assert task.retry_policy is not None
     crawl_task = dag.get_task("repository.crawl_repository")
-    assert [d.task_id for d in crawl_task.downstream_list] == ["repository.crawl_github"]
+    assert [d.task_id for d in crawl_task.downstream_list] == ["repository.validate_commits"]
+    assert [d.task_id for d in dag.get_task("repository.validate_commits").downstream_list] == [
+        "repository.crawl_github"]  # fmt: skip
     assert dag.get_task("repository.crawl_github").pool == "github_api"
 
 
@@ -103,7 +105,7 @@ def test_a_long_rate_limit_wait_reschedules_the_task(monkeypatch: pytest.MonkeyP
 def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.get_dag("codepairs_build")
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["codepairs_pairs"]
-    assert sorted(dag.task_ids) == ["export_dataset", "verify_export"]
+    assert sorted(dag.task_ids) == ["dedup_pairs", "export_dataset", "verify_export"]
     assert set(dag.params.keys()) == {"out_dir"}
 
 

@@ -19,7 +19,7 @@ def exported(engine, mirrors, tmp_path: Path) -> Path:  # type: ignore[no-untype
     for i in range(5):
         repo.commit(f"Add parser rule number {i} with tests", {f"rules/r{i}.py": f"RULE = {i}\n"})
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
-    export.write_export(engine, tmp_path / "out", ExportConfig(shard_rows=2))
+    pipeline.build(engine, tmp_path / "out", PipelineConfig(export=ExportConfig(shard_rows=2)))
     return tmp_path / "out"
 
 
@@ -39,7 +39,7 @@ def test_export_writes_shards_and_a_manifest_that_verifies(exported: Path) -> No
 
 
 def test_same_database_gives_byte_identical_files(engine, exported: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    again = export.write_export(engine, tmp_path / "again", ExportConfig(shard_rows=2))
+    again = pipeline.build(engine, tmp_path / "again", PipelineConfig(export=ExportConfig(shard_rows=2)))
     for f in sorted(exported.iterdir()):
         assert f.read_bytes() == (tmp_path / "again" / f.name).read_bytes(), f.name
     assert again.manifest_sha256 == export.sha256_file(exported / "manifest.json")
@@ -66,6 +66,6 @@ def test_verify_fails_on_any_changed_missing_or_extra_file(exported: Path, damag
 
 def test_reexport_replaces_the_folder_whole(engine, exported: Path) -> None:  # type: ignore[no-untyped-def]
     (exported / "stray.txt").write_text("left from an older export")
-    export.write_export(engine, exported, ExportConfig(shard_rows=10))
+    pipeline.build(engine, exported, PipelineConfig(export=ExportConfig(shard_rows=10)))
     assert sorted(p.name for p in exported.iterdir()) == ["manifest.json", "pairs-00000.jsonl", "pairs-00000.parquet"]
     export.verify_export(exported)

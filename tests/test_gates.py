@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import crawl, export, extract, gates, pipeline
-from codepairs.config import CrawlConfig, ExportConfig, GateConfig, PipelineConfig
+from codepairs import crawl, extract, gates, pipeline
+from codepairs.config import CrawlConfig, GateConfig, PipelineConfig
 from codepairs.errors import GateFailedError
 from gitrepo import GitRepo
 
@@ -71,7 +71,7 @@ def test_pairs_gate_stops_a_corrupted_pair_and_it_is_not_exported(engine, mirror
         gates.validate_pairs(engine, result.repo_id, ex.run_id, config.extract)
     failed = " ".join(err.value.failed)
     assert "response_len" in failed and "response_checksum_ok" in failed
-    assert export.write_export(engine, tmp_path / "out", ExportConfig()).rows == 0
+    assert pipeline.build(engine, tmp_path / "out", PipelineConfig()).rows == 0
 
 
 def test_a_batch_left_by_a_killed_run_is_gated_by_the_next_run(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]

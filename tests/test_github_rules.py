@@ -91,6 +91,10 @@ def test_clean_issue_drops_leaks_and_boilerplate() -> None:
     ("Exception\nhandling is confusing", False),
     ("  at least (see docs:12)", False),
     ("KeyError: 'settings'", True),
+    ("Exception: boom", True),
+    ("Error: Cannot find module 'x'", True),
+    ("\tat java.base/java.lang.Thread.run(Thread.java:833)", True),
+    ("System.InvalidOperationException: Sequence contains no elements", True),
     ("Please add a dark mode.", False),
 ], ids=lambda v: repr(v)[:24])  # fmt: skip
 def test_error_output_is_recognised(body: str, error: bool) -> None:

@@ -58,10 +58,17 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_dedup(args: argparse.Namespace) -> int:
+    r = pipeline.dedup_step(store.get_engine(args.database_url), _config(args))
+    print(f"dedup: {r['pairs_in']} pairs in, {r['exact_duplicates']} exact and {r['near_duplicates']} near "
+          f"duplicates, {r['groups_touched']} groups touched; {r['pairs_kept']} pairs kept in all; gate passed")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     config = _config(args)
     out = Path(args.out) if args.out else settings.default_export_dir()
-    result = export.write_export(store.get_engine(args.database_url), out, config.export)
+    result = pipeline.build(store.get_engine(args.database_url), out, config)
     print(f"exported {result.rows} pairs in {result.files} files to {result.out_dir} "
           f"(manifest sha256 {result.manifest_sha256})")  # fmt: skip
     return 0
@@ -105,8 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="commits per COPY batch")
     p.set_defaults(func=cmd_crawl)
 
-    p = sub.add_parser("export", help="write Parquet + JSONL shards and a manifest",
-                       description="Export every gated pair to DIR, atomically and deterministically.")
+    p = sub.add_parser("dedup", help="exact and near-duplicate detection over the gated pairs, then its gate",
+                       description="Deduplicate every gated pair not yet seen against everything before it.")
+    p.set_defaults(func=cmd_dedup)
+
+    p = sub.add_parser("export", help="dedup, then write Parquet + JSONL shards and a manifest",
+                       description="Dedup, then export every kept gated pair to DIR, atomically and "
+                       "deterministically.")  # fmt: skip
     p.add_argument("--out", help="export folder (default: .data/export)")
     p.set_defaults(func=cmd_export)
 

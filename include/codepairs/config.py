@@ -71,6 +71,15 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class DedupConfig:
+    threshold: float = 0.8  # estimated Jaccard similarity of the responses' shingles: near duplicates
+    num_perm: int = 128  # MinHash permutations
+    shingle_tokens: int = 5  # tokens per shingle
+    seed: int = 1
+    batch_size: int = 5000  # pairs per transaction
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     shard_rows: int = 50_000
 
@@ -82,6 +91,7 @@ class PipelineConfig:
     extract: ExtractConfig = ExtractConfig()
     gates: GateConfig = GateConfig()
     github: GithubConfig = GithubConfig()
+    dedup: DedupConfig = DedupConfig()
     export: ExportConfig = ExportConfig()
 
 
@@ -120,5 +130,6 @@ def load_config(path: Path | None = None) -> PipelineConfig:
         extract=_build(ExtractConfig, "extract", raw.get("extract")),
         gates=_build(GateConfig, "gates", raw.get("gates")),
         github=_build(GithubConfig, "github", raw.get("github")),
+        dedup=_build(DedupConfig, "dedup", raw.get("dedup")),
         export=_build(ExportConfig, "export", raw.get("export")),
     )

@@ -6,8 +6,10 @@
   retry policy fails the task at once.
 - ``ExportVerificationError``: an export does not match its manifest.
 - ``ConfigError``: bad configuration or parameters; the message says which value and why.
-- ``GithubError``: a GitHub request failed for good (after its retries); the task fails and Airflow
-  retries it later. A resource that is gone (404, 410, 451) is a recorded skip, not an error.
+- ``GithubError``: a GitHub request failed for good (after the client's retries). One item (a PR's
+  details, a timeline) is asked for again by the next run; a listing ends the repository's GitHub
+  crawl for this run (its git side goes on); GitHub unreachable fails the task, which Airflow
+  retries. A resource that is gone (404, 410, 451) is a recorded skip, not an error.
 - ``RateLimitWait``: GitHub's rate limit is spent for longer than is worth sleeping through; the DAG
   reschedules the task for ``resume_at`` instead of holding a worker slot.
 """

@@ -48,6 +48,7 @@ SELECT p.pair_id, p.kind, p.instruction, p.response, r.name AS repository,
 FROM pair_texts p
 JOIN repositories r ON r.repo_id = p.repo_id
 JOIN batches b ON b.batch_id = p.batch_id
+JOIN dedup d ON d.pair_id = p.pair_id AND d.duplicate_of IS NULL  -- deduplicated, and kept
 WHERE NOT p.orphaned AND b.validated
 ORDER BY p.pair_id
 """
@@ -133,7 +134,7 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
                     "VALUES (:b, 'export', :r, :seq, :n, :n, :d, CAST(:mf AS jsonb))"
                 ),
                 {"b": f"{run_id}-{f['path']}", "r": run_id, "seq": seq, "n": f["rows"], "d": f["sha256"],
-                 "mf": json.dumps({"query": "pairs of non-orphaned commits, by pair_id", "file": f["path"]})},
+                 "mf": json.dumps({"query": "kept pairs of non-orphaned commits, by pair_id", "file": f["path"]})},
             )  # fmt: skip
         conn.execute(
             sa.text(

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from codepairs import gitlog
-from codepairs.config import ExtractConfig, GateConfig
+from codepairs.config import DedupConfig, ExtractConfig, GateConfig
 from codepairs.crawl import batch_digest
 from codepairs.errors import GateFailedError
 
@@ -262,7 +262,8 @@ def _github_record(r: Any) -> dict[str, Any]:
     return {
         "key": r["key"], "batch_id": r["batch_id"], "row_sha256": r["row_sha256"], "state": data.get("state"),
         "created_epoch": created.timestamp() if created else None,
-        "author_epoch": updated.timestamp() if updated else None, "url": data.get("url"),
+        "author_epoch": updated.timestamp() if updated else None,
+        "url": None if r["key"].startswith("pull_details/") else data.get("url") or "",  # details have no page
         "row_checksum_ok": record_digest(data) == r["row_sha256"], "diff_checksum_ok": diff_ok, "merge_ok": merge_ok,
     }  # fmt: skip
 
@@ -285,3 +286,42 @@ def validate_github(engine: Engine, repo_id: str, run_id: str, config: GateConfi
     ]  # fmt: skip
     dates = _epochs(config.commit_dates_from, config.commit_dates_to)
     return _gate(engine, "github_suite", "github", run_id, df, batches, ("key", "row_sha256"), dates, specific)
+
+
+DEDUP_GATE_QUERY = """
+SELECT d.pair_id, d.duplicate_of, d.exact_hash, length(d.signature) AS signature_bytes,
+       k.pair_id IS NOT NULL AND k.duplicate_of IS NULL AS points_to_kept
+FROM dedup d LEFT JOIN dedup k ON k.pair_id = d.duplicate_of
+"""
+UNDEDUPED = """
+SELECT count(*) FROM pair_texts p JOIN batches b ON b.batch_id = p.batch_id AND b.validated
+WHERE NOT p.orphaned AND NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)
+"""
+
+
+def validate_dedup(engine: Engine, run_id: str, config: DedupConfig) -> GateReport:
+    """Gate before export, over the whole dedup state: every exportable pair deduplicated, no two kept
+    pairs equal once normalised, every duplicate pointing at a kept pair, signatures whole."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    with engine.connect() as conn:
+        pending = sa.text("SELECT batch_id FROM batches WHERE stage = 'dedup' AND NOT validated")
+        batches = list(conn.execute(pending).scalars())
+        missing = conn.execute(sa.text(UNDEDUPED)).scalar()
+        df = pd.DataFrame.from_records(conn.execute(sa.text(DEDUP_GATE_QUERY)).mappings().all(),
+                                       columns=["pair_id", "duplicate_of", "exact_hash", "signature_bytes",
+                                                "points_to_kept"])  # fmt: skip
+    df["kept_hash"] = df["exact_hash"].where(df["duplicate_of"].isna())
+    df["duplicate_ok"] = df["duplicate_of"].isna() | df["points_to_kept"].astype(bool)
+    df["all_pairs_deduplicated"] = missing == 0
+    expectations = [
+        gxe.ExpectColumnValuesToBeUnique(column="pair_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="kept_hash"),
+        gxe.ExpectColumnValuesToBeInSet(column="duplicate_ok", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="signature_bytes", min_value=config.num_perm * 4,
+                                          max_value=config.num_perm * 4),
+        gxe.ExpectColumnValuesToBeInSet(column="all_pairs_deduplicated", value_set=[True]),
+    ]  # fmt: skip
+    outcome = validate(df, "dedup_suite", expectations)
+    return _store_and_raise(engine, "dedup_suite", "dedup", run_id, batches, len(df), outcome)

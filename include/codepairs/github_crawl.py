@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from codepairs import github_links, gitlog
 from codepairs.config import GithubConfig
@@ -198,7 +198,8 @@ class GithubCrawler:
         keeps matching what the gate will recompute.
         """
         batch_id = f"{self.run_id}-{self.seq:05d}"
-        rows = [(*row[:-1], batch_id) for row in rows]  # the last column is the batch id
+        # The last column is the batch id; of an item a page repeats, the last copy counts.
+        rows = list({row[1]: (*row[:-1], batch_id) for row in rows}.values())
         sha_at, id_col = columns.index("row_sha256"), key[1]
         with self.engine.begin() as conn:
             open_batch(conn, batch_id, STAGE, self.run_id, self.repo_id, self.seq, len(rows),
@@ -208,6 +209,8 @@ class GithubCrawler:
                         f"AND NOT b.validated WHERE t.repo_id = :r AND t.{id_col} = ANY(:ids)"),
                 {"r": self.repo_id, "ids": [row[1] for row in rows]},
             ).scalars().all()  # fmt: skip
+            # Only a batch that still matches its record is re-sealed: one already damaged stays so.
+            left = [b for b in left if self._seal(conn, table, resource, id_col, b) == self._record(conn, b)]
             written = {k[-1] for k in upsert_changed(conn, table, columns, rows, key)}
             if not written:
                 drop_batch(conn, batch_id)
@@ -215,13 +218,24 @@ class GithubCrawler:
             digest = batch_digest((f"{resource}/{row[1]}", row[sha_at]) for row in rows if row[1] in written)
             close_batch(conn, batch_id, len(written), digest)
             for old in left:
-                kept = conn.execute(sa.text(f"SELECT {id_col}, row_sha256 FROM {table} WHERE batch_id = :b"),
-                                    {"b": old}).all()  # fmt: skip
-                close_batch(conn, old, len(kept), batch_digest((f"{resource}/{i}", sha) for i, sha in kept))
+                close_batch(conn, old, *self._seal(conn, table, resource, id_col, old))
         self.seq += 1
         self.result.batches.append(batch_id)
         self.result.written[resource] = self.result.written.get(resource, 0) + len(written)
         return len(written)
+
+    @staticmethod
+    def _seal(conn: Connection, table: str, resource: str, id_col: str, batch_id: str) -> tuple[int, str]:
+        """(rows, digest) of a batch as its rows stand now."""
+        rows = conn.execute(sa.text(f"SELECT {id_col}, row_sha256 FROM {table} WHERE batch_id = :b"),
+                            {"b": batch_id}).all()  # fmt: skip
+        return len(rows), batch_digest((f"{resource}/{i}", sha) for i, sha in rows)
+
+    @staticmethod
+    def _record(conn: Connection, batch_id: str) -> tuple[int, str]:
+        row = conn.execute(sa.text("SELECT rows_written, sha256 FROM batches WHERE batch_id = :b"),
+                           {"b": batch_id}).one()  # fmt: skip
+        return int(row[0]), row[1]
 
     # -- resources ---------------------------------------------------------------------------
     def repository(self) -> dict[str, Any] | None:
@@ -329,17 +343,27 @@ class GithubCrawler:
                 {"r": self.repo_id},
             ).all()
         rows: list[tuple[Any, ...]] = []
+
+        def write() -> None:
+            self.write_batch("pull_details", "gh_pull_details", DETAIL_COLUMNS, ("repo_id", "number"), rows)
+            rows.clear()
+
         try:
             for number, head, merge in todo:
                 row = self._details_row(number, head, merge)
                 if row is not None:
                     rows.append(row)
                 if len(rows) == DETAILS_PER_BATCH:
-                    self.write_batch("pull_details", "gh_pull_details", DETAIL_COLUMNS, ("repo_id", "number"), rows)
-                    rows = []
-        finally:  # what was fetched is kept, whatever stopped the pass
+                    write()
+        except BaseException:  # a deferral or a failure: keep what was fetched, then let it propagate
             if rows:
-                self.write_batch("pull_details", "gh_pull_details", DETAIL_COLUMNS, ("repo_id", "number"), rows)
+                try:
+                    write()
+                except Exception:
+                    log.exception("%s: the PR details fetched before the failure could not be kept", self.full_name)
+            raise
+        if rows:
+            write()
 
     def _details_row(self, number: int, head: str, merge: str | None) -> tuple[Any, ...] | None:
         """The details row of one PR; None after a persistent HTTP error (the next run asks again).

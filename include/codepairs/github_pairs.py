@@ -50,7 +50,8 @@ CLOSING_LINE = re.compile(rf"^.*(?<![\w/-]){KEYWORD}:?[ \t]+(?:[\w.-]+/[\w.-]+)?
 # Lines that point at the solution once an issue is closed: "fixed in #45", "closed by abc1234", a PR link.
 SOLUTION_LINE = re.compile(
     r"^.*\b(?:fixed|closed|resolved|addressed|implemented|merged|landed|done)[ \t]+(?:in|by|via|with)[ \t]+"
-    r"(?:#\d+|[0-9a-f]{7,40}\b|PR\b|pull request\b|https?://).*$|^.*https?://\S+/pull/\d+.*$",
+    r"(?:#\d+|[0-9a-f]{7,40}\b|(?:PR|pull request)[ \t]*#?\d+|https?://\S+/(?:pull|commit)/\w+).*$"
+    r"|^.*https?://\S+/pull/\d+.*$",
     re.IGNORECASE | re.MULTILINE,
 )
 FENCE = re.compile(r"(^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\2[^\n]*$)", re.DOTALL | re.MULTILINE)
@@ -61,8 +62,9 @@ EMPTY_HEADING = re.compile(r"^#{1,6}[ \t][^\n]*\n(?=\s*(?:#{1,6}[ \t]|\Z))", re.
 ERROR_OUTPUT = re.compile(
     r"Traceback \(most recent call last\)"  # Python
     r"|^\s+at [\w$.<>]+ \((?:[^()\s]+):\d+:\d+\)"  # JavaScript: "at fn (file.js:3:9)"
-    r"|^\s+at [\w$]+(?:\.[\w$<>]+)+\([\w$]+\.(?:java|kt|scala):\d+\)"  # JVM: "at com.x.Y.z(Y.java:12)"
-    r"|^\s*(?:[a-z]\w*\.)*[A-Z]\w*(?:Error|Exception)(?::[ \t]+\S|[ \t]*$)(?<!^Error)(?<!^Exception)"  # "KeyError: 'x'"
+    r"|^\s+at (?:[\w.$]+/)?[\w$]+(?:\.[\w$<>]+)+\([\w$]+\.(?:java|kt|scala):\d+\)"  # JVM: "at a.B.c(B.java:1)"
+    r"|^\s*(?:[A-Za-z_]\w*\.)*(?:[A-Z]\w*)?(?:Error|Exception):[ \t]+\S"  # "KeyError: 'x'", "Error: ENOENT"
+    r"|^\s*(?:[a-z]\w*\.)+[A-Z]\w*(?:Error|Exception)[ \t]*$"  # "java.lang.NullPointerException"
     r"|^panic: |^goroutine \d+ \[|error\[E\d{4}\]|^thread '.*' panicked at"  # Go, Rust
     r"|Segmentation fault|core dumped|npm ERR!|^FAILED \S+::|^E {3}\S|Uncaught \w*Error|fatal error:",
     re.MULTILINE,
@@ -174,7 +176,8 @@ def _digest(text: str) -> str:
 ISSUE_LINKS = """
 SELECT l.issue_number, l.pr_number, array_agg(l.method ORDER BY l.method) AS methods, i.data AS issue, p.data AS pull,
        d.data AS details, d.diff, p.merged_at,
-       EXISTS (SELECT 1 FROM commits c WHERE c.repo_id = p.repo_id AND c.sha = p.merge_commit_sha) AS in_git
+       EXISTS (SELECT 1 FROM commits c WHERE c.repo_id = p.repo_id AND c.sha = p.merge_commit_sha
+               AND NOT c.orphaned) AS in_git
 FROM gh_links l
 JOIN gh_issues i ON i.repo_id = l.repo_id AND i.number = l.issue_number
 JOIN gh_pulls p ON p.repo_id = l.repo_id AND p.number = l.pr_number
@@ -298,7 +301,7 @@ class GithubPairs:
         if is_bot(comment.get("author") or "", "", self.config.bot_authors):
             return self.skip(object_id, GithubSkip.BOT_AUTHOR, f"review by {comment['author']}")
         if row["compare"] is None and comment["original_commit_id"] != row["head_sha"]:
-            return self.skip(object_id, GithubSkip.COMPARE_UNAVAILABLE, f"{comment['original_commit_id'][:12]}")
+            return self.skip(object_id, GithubSkip.COMPARE_UNAVAILABLE, (comment["original_commit_id"] or "")[:12])
         low = comment["original_start_line"] or high
         path = comment["path"]
         patch = next((f["patch"] for f in (row["compare"] or {}).get("files", ()) if f["path"] == path), None)

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from codepairs import crawl, extract, gates, github_crawl
+from codepairs import crawl, dedup, export, extract, gates, github_crawl
 from codepairs.config import PipelineConfig
 from codepairs.errors import GithubError, RateLimitWait
 
@@ -44,7 +44,7 @@ def github_step(
 
 
 def validate_github_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
-    if state["status"] == "skipped" or "github_crawl" not in state:
+    if state["status"] == "skipped" or "github_crawl" not in state or state.get("github_error"):
         return state
     report = gates.validate_github(engine, state["repo_id"], state["github_crawl"]["run_id"], config.gates)
     return {**state, "github_gate": report.as_dict()}
@@ -60,7 +60,7 @@ def validate_commits_step(engine: Engine, state: dict[str, Any], config: Pipelin
 def extract_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
     if state["status"] == "skipped":
         return state
-    github = bool(state.get("github")) and config.github.enabled
+    github = bool(state.get("github")) and config.github.enabled and not state.get("github_error")
     return {**state, "extract": extract.extract_repository(engine, state["repo_id"], config.extract, github).as_dict()}
 
 
@@ -83,11 +83,24 @@ def process_repository(
     engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None, token: str | None = None,
     api_url: str | None = None,
 ) -> dict[str, Any]:
-    state = crawl_step(engine, spec, config, cwd)
+    state = validate_commits_step(engine, crawl_step(engine, spec, config, cwd), config)
     try:
         state = github_step(engine, state, config, token, api_url)
     except (GithubError, RateLimitWait) as err:  # the git side goes on; the next run resumes GitHub's
         state = {**state, "github_error": str(err)}
-    for step in (validate_commits_step, validate_github_step, extract_step, validate_pairs_step):
+    for step in (validate_github_step, extract_step, validate_pairs_step):
         state = step(engine, state, config)
     return state
+
+
+def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """Dedup every gated pair not yet seen, then the dedup gate over the whole state."""
+    result = dedup.dedup_pairs(engine, config.dedup)
+    report = gates.validate_dedup(engine, result.run_id, config.dedup)
+    return {**result.as_dict(), "gate": report.as_dict()}
+
+
+def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.ExportResult:
+    """Dedup (gated), then export the kept pairs: what ``codepairs_build`` and ``codepairs export`` do."""
+    dedup_step(engine, config)
+    return export.write_export(engine, out_dir, config.export)

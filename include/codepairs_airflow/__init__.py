@@ -137,6 +137,9 @@ def github_step(state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
     except RateLimitWait as wait:
         log.warning("%s; rescheduling at %s", wait, wait.resume_at.isoformat(timespec="seconds"))
         raise AirflowRescheduleException(wait.resume_at) from None
-    except GithubError as err:  # after the client's own retries: let the git side go on, fail at the end
+    except GithubError as err:
+        if err.status is None:  # GitHub unreachable: the task fails and Airflow retries it, with backoff
+            raise ConnectionError(str(err)) from None
+        # An HTTP error after the client's own retries: the git side goes on, the chain fails at its end.
         log.error("GitHub crawl of %s failed: %s", state.get("name"), err)
         return {**state, "github_error": str(err)}

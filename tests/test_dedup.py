@@ -1,0 +1,145 @@
+"""Dedup: known exact and near-duplicate groups across repositories (a fork, a vendored copy, a
+tweaked copy), the kept pair of each, incremental batches that add nothing, batch-size independence,
+and the gate stopping a broken state."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from codepairs import dedup, gates, pipeline
+from codepairs.config import DedupConfig, PipelineConfig
+from codepairs.errors import GateFailedError
+from gitrepo import GitRepo
+
+TOKENIZER = "".join(f"def token_{i}(text):\n    return scan(text, kind={i}, skip_spaces=True)\n\n" for i in range(15))
+PARSER = "".join(
+    f"def parse_rule_{i}(tokens):\n    left = parse_rule_{i + 1}(tokens)\n    return combine(left, {i})\n\n"
+    for i in range(14)
+)
+TWEAKED = PARSER.replace("combine(left, 7)", "combine_with_care(left, seven)")
+
+
+@pytest.fixture
+def repos(tmp_path: Path) -> dict[str, Path]:
+    orig = GitRepo(tmp_path / "orig")
+    orig.commit("Add the tokenizer for arithmetic expressions", {"calc/tok.py": TOKENIZER})
+    orig.commit("Add the parser with operator precedence", {"calc/parse.py": PARSER})
+    orig.commit("Document the evaluation rules in the guide", {"docs/guide.md": "Rules are applied left to right.\n"})
+    fork = tmp_path / "fork"
+    subprocess.run(["git", "clone", "-q", str(orig.path), str(fork)], check=True)
+    vendor = GitRepo(tmp_path / "vendor")
+    vendor.commit("Vendor the tokenizer from upstream calc", {"calc/tok.py": TOKENIZER})
+    tweak = GitRepo(tmp_path / "tweak")
+    tweak.commit("Write a precedence parser for the calculator", {"calc/parse.py": TWEAKED})
+    unrelated = GitRepo(tmp_path / "other")
+    retry = "for _ in range(5):\n    try_once()\n"
+    unrelated.commit("Add a retry loop around the HTTP client", {"net/retry.py": retry})
+    return {"orig": orig.path, "fork": fork, "vendor": vendor.path, "tweak": tweak.path, "other": unrelated.path}
+
+
+def crawl(engine, *paths: Path) -> None:  # type: ignore[no-untyped-def]
+    for path in paths:
+        pipeline.process_repository(engine, str(path), PipelineConfig())
+
+
+def groups(engine) -> list[list[tuple[str, str, str]]]:  # type: ignore[no-untyped-def]
+    """Each group as (repository, instruction, reason) with the kept pair first (reason "kept")."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT d.pair_id, COALESCE(d.duplicate_of, d.pair_id), COALESCE(d.reason, 'kept'), r.name, p.instruction "
+            "FROM dedup d JOIN pairs p ON p.pair_id = d.pair_id JOIN repositories r ON r.repo_id = p.repo_id "
+            "ORDER BY d.duplicate_of NULLS FIRST, r.name"
+        )).all()  # fmt: skip
+    out: dict[str, list] = {}
+    for _, kept, reason, repo, instruction in rows:
+        out.setdefault(kept, []).append((repo, instruction, reason))
+    return sorted(out.values(), key=lambda g: (len(g), sorted(g)))
+
+
+def test_known_groups_and_the_pair_kept_for_each(engine, mirrors, repos) -> None:  # type: ignore[no-untyped-def]
+    crawl(engine, *repos.values())
+    result = pipeline.dedup_step(engine, PipelineConfig())
+    assert (result["pairs_in"], result["pairs_kept"], result["gate"]["success"]) == (9, 4, True)
+    found = groups(engine)
+    assert [sorted(repo for repo, _, _ in g) for g in found] == [
+        ["other"], ["fork", "orig"], ["fork", "orig", "tweak"], ["fork", "orig", "vendor"],
+    ]
+    for group in found:
+        (_, kept_instruction, kept_reason), *members = group
+        assert kept_reason == "kept"
+        for repo, instruction, reason in members:  # same diff: exact iff the instruction is the same too
+            exact = instruction == kept_instruction and "tweak" not in (repo, group[0][0])
+            assert reason == ("exact" if exact else "near"), (repo, instruction, group[0])
+    with engine.connect() as conn:
+        sims = conn.execute(sa.text(
+            "SELECT reason, min(similarity), max(similarity) FROM dedup "
+            "WHERE duplicate_of IS NOT NULL GROUP BY reason ORDER BY reason"
+        )).all()  # fmt: skip
+    assert sims[0][0] == "exact" and sims[0][1] == sims[0][2] == 1.0
+    assert sims[1][0] == "near" and 0.8 <= sims[1][1] <= sims[1][2] <= 1.0
+
+
+def test_the_kept_pair_is_the_same_whatever_the_batch_size(engine, mirrors, repos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    crawl(engine, *repos.values())
+    pipeline.dedup_step(engine, replace(PipelineConfig(), dedup=DedupConfig(batch_size=3)))
+    with engine.connect() as conn:
+        small = sorted(conn.execute(sa.text("SELECT pair_id, duplicate_of FROM dedup")).all())
+        conn.execute(sa.text("DELETE FROM dedup_bands"))
+        conn.execute(sa.text("DELETE FROM dedup"))
+        conn.commit()
+    pipeline.dedup_step(engine, PipelineConfig())
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.text("SELECT pair_id, duplicate_of FROM dedup")).all()) == small
+
+
+def test_an_incremental_batch_of_duplicates_adds_nothing_to_the_export(engine, mirrors, repos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    crawl(engine, repos["orig"])
+    first = pipeline.build(engine, tmp_path / "out", PipelineConfig())
+    manifest = (tmp_path / "out" / "manifest.json").read_bytes()
+    crawl(engine, repos["fork"], repos["vendor"], repos["tweak"])  # copies of what is exported already
+    again = pipeline.dedup_step(engine, PipelineConfig())
+    assert again["pairs_in"] == 5 and again["exact_duplicates"] + again["near_duplicates"] == 5
+    assert again["kept_replaced"] == 0
+    second = pipeline.build(engine, tmp_path / "out", PipelineConfig())
+    assert (second.rows, (tmp_path / "out" / "manifest.json").read_bytes()) == (first.rows, manifest)
+    assert pipeline.dedup_step(engine, PipelineConfig())["pairs_in"] == 0  # a rerun has nothing left to do
+
+
+def test_the_gate_refuses_a_broken_dedup_state(engine, mirrors, repos) -> None:  # type: ignore[no-untyped-def]
+    crawl(engine, repos["orig"], repos["fork"])
+    pipeline.dedup_step(engine, PipelineConfig())
+    with engine.begin() as conn:  # two kept pairs equal once normalised
+        conn.execute(sa.text("UPDATE dedup SET duplicate_of = NULL, reason = NULL"))
+    with pytest.raises(GateFailedError, match="kept_hash"):
+        gates.validate_dedup(engine, "test", DedupConfig())
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM dedup_bands WHERE pair_id IN (SELECT pair_id FROM dedup "
+                             "WHERE duplicate_of IS NULL LIMIT 1)"))  # fmt: skip
+        conn.execute(sa.text(
+            "DELETE FROM dedup WHERE pair_id IN (SELECT d.pair_id FROM dedup d "
+            "WHERE NOT EXISTS (SELECT 1 FROM dedup_bands b WHERE b.pair_id = d.pair_id))"
+        ))  # a kept pair no longer deduplicated
+    with pytest.raises(GateFailedError, match="all_pairs_deduplicated"):
+        gates.validate_dedup(engine, "test", DedupConfig())
+
+
+def test_normalised_hash_ignores_whitespace_and_line_endings() -> None:
+    a = dedup.exact_hash("Fix  the parser\r\n", "-x = 1\r\n+x  =  2\r\n\r\n")
+    assert a == dedup.exact_hash("Fix the parser", "-x = 1\n+x = 2\n")
+    assert a != dedup.exact_hash("Fix the parser", "-x = 1\n+x = 3\n")
+
+
+def test_near_duplicates_by_signature() -> None:
+    config = DedupConfig()
+    a, b, c = (dedup.signature(text, config) for text in (PARSER, TWEAKED, TOKENIZER))
+    assert dedup.similarity(a.tobytes(), b.tobytes()) >= 0.8 > dedup.similarity(a.tobytes(), c.tobytes())
+    assert dedup.bands(0.8, 128)[0] * dedup.bands(0.8, 128)[1] <= 128
+
+
+def test_an_issue_pair_outranks_the_commit_pair_of_the_same_change() -> None:
+    assert dedup.rank("issue_pr", False, "f" * 32) < dedup.rank("commit", True, "0" * 32)
+    assert dedup.rank("commit", True, "f" * 32) < dedup.rank("commit", False, "0" * 32)  # the kept pair stays
