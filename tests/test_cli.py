@@ -30,11 +30,12 @@ def test_crawl_export_verify_summary(db_url, mirrors, tmp_path: Path, capsys, mo
     assert 'proj: 4 commits read, 4 new; 3 pairs kept, skipped {"message_too_short": 1}; gates passed' in out
     assert "nope: skipped (not_found: no such path)" in out
     assert cli.main(["export", "--out", str(tmp_path / "ds")]) == 0
-    assert "exported 3 pairs in 2 files" in capsys.readouterr().out
+    assert "exported 3 pairs in 3 files" in capsys.readouterr().out  # a parquet and a jsonl shard, the card
     assert cli.main(["verify", str(tmp_path / "ds")]) == 0
-    (tmp_path / "ds" / "pairs-00000.jsonl").write_text("{}\n")
+    shard = next((tmp_path / "ds").glob("*/pairs-00000.jsonl"))  # train/ or validation/: a hash decides
+    shard.write_text("{}\n")
     assert cli.main(["verify", str(tmp_path / "ds")]) == 1
-    assert "changed file pairs-00000.jsonl" in capsys.readouterr().err
+    assert f"changed file {shard.parent.name}/pairs-00000.jsonl" in capsys.readouterr().err
     assert cli.main(["summary"]) == 0
     summary = capsys.readouterr().out
     assert "message_too_short      1" in summary and "proj" in summary

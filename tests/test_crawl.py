@@ -163,7 +163,7 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
     assert out.rows == 3  # two surviving originals + the rewritten commit; orphans are not exported
     import json
 
-    shas = {json.loads(line)["commit_sha"] for line in (tmp_path / "export" / "pairs-00000.jsonl").open()}
+    shas = {json.loads(line)["commit_sha"] for f in (tmp_path / "export").glob("*/*.jsonl") for line in f.open()}
     assert rewritten in shas and not (shas & set(removed))
     again = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     assert (again["commits_read"], again["force_push"]) == (0, False)
@@ -200,9 +200,8 @@ def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(
     pipeline.process_repository(clean_repo_engine, str(repo.path), config)
     clean_export = pipeline.build(clean_repo_engine, tmp_path / "b", PipelineConfig())
     assert killed_export.manifest_sha256 == clean_export.manifest_sha256
-    assert (tmp_path / "a" / "pairs-00000.parquet").read_bytes() == (
-        tmp_path / "b" / "pairs-00000.parquet"
-    ).read_bytes()
+    [a] = (tmp_path / "a").glob("*/pairs-00000.parquet")
+    assert a.read_bytes() == (tmp_path / "b" / a.parent.name / a.name).read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -57,7 +57,8 @@ def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Pa
     assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
     out = tmp_path / "export"
     assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
-    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 3, "gates_passed": 3}  # + dedup
+    # gates: commits, pairs, dedup, split; validated batches: crawl, extract, dedup
+    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 3, "gates_passed": 4}
     assert export.verify_export(out)["rows"] == 3
     first_manifest = (out / "manifest.json").read_bytes()
 
@@ -125,7 +126,7 @@ def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monk
         assert {auth for _, _, auth in fake.log} == {"token conn-token"}
         out = tmp_path / "export"
         assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
-        table = pq.read_table(out / "pairs-00000.parquet").to_pylist()
+        table = [row for f in sorted(out.glob("*/*.parquet")) for row in pq.read_table(f).to_pylist()]
         kinds = sorted(r["kind"] for r in table if r["kind"] != "commit")
         # PR #10 closes #1 (debugging) and #17 with one diff: dedup keeps one of the two, the better ranked.
         assert kinds == sorted([*expected.pairs.values()][:1] + [*expected.pairs.values()][2:])

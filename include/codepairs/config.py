@@ -82,6 +82,8 @@ class DedupConfig:
 @dataclass(frozen=True)
 class ExportConfig:
     shard_rows: int = 50_000
+    validation_fraction: float = 0.1  # of repositories (a repository is on one side only)
+    split_seed: str = "codepairs-v1"  # changing it reshuffles which repositories validate
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """Export stage: pairs -> deterministic Parquet and JSONL shards, a manifest, and ``verify``.
 
-Reads the view ``pair_texts`` (pairs with their response resolved) joined to ``repositories`` and
-``batches``: only pairs whose batch passed the pairs gate, none of commits orphaned by a force-push,
-streamed in ``pair_id`` order with a server-side cursor so memory does not grow with the dataset.
-Writes the export folder, one row in ``exports`` and one ``batches`` row per file.
+Reads the view ``pair_texts`` (pairs with their response resolved) joined to ``repositories``,
+``batches`` and ``dedup``: only pairs whose batch passed the pairs gate and that dedup kept, none of
+commits orphaned by a force-push, streamed in ``pair_id`` order with a server-side cursor so memory
+does not grow with the dataset. Writes the export folder (``train/`` and ``validation/`` shards, split
+by repository; ``README.md``, the dataset card; ``manifest.json``), one row in ``exports`` and one
+``batches`` row per file.
 
 Determinism: rows in ``pair_id`` order, fixed schema, fixed shard size, no timestamps in any file,
 so the same database content gives byte-identical files. Atomicity: the export is built in a
@@ -17,8 +19,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,9 @@ from codepairs.crawl import finish_run, start_run
 from codepairs.errors import ExportVerificationError
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # 2: tests and lineage columns (GitHub pairs)
+CARD = "README.md"
+SPLITS = ("train", "validation")
+FORMAT_VERSION = 3  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card
 SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("kind", pa.string()), ("instruction", pa.string()), ("response", pa.string()),
     ("repository", pa.string()), ("repository_url", pa.string()), ("commit_sha", pa.string()),
@@ -44,13 +49,20 @@ QUERY = """
 SELECT p.pair_id, p.kind, p.instruction, p.response, r.name AS repository,
        COALESCE(r.web_url, r.source) AS repository_url, p.commit_sha,
        to_char(p.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS author_date,
-       p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage
+       p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage,
+       p.repo_id, g.license
 FROM pair_texts p
 JOIN repositories r ON r.repo_id = p.repo_id
 JOIN batches b ON b.batch_id = p.batch_id
 JOIN dedup d ON d.pair_id = p.pair_id AND d.duplicate_of IS NULL  -- deduplicated, and kept
+LEFT JOIN gh_repos g ON g.repo_id = p.repo_id
 WHERE NOT p.orphaned AND b.validated
 ORDER BY p.pair_id
+"""
+DEDUP_FIGURES = """
+SELECT count(*), count(*) FILTER (WHERE duplicate_of IS NULL), count(*) FILTER (WHERE reason = 'exact'),
+       count(*) FILTER (WHERE reason = 'near'), count(DISTINCT duplicate_of)
+FROM dedup
 """
 
 
@@ -61,9 +73,30 @@ class ExportResult:
     files: int
     manifest_sha256: str
     run_id: str
+    splits: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class _Stats:
+    """What the dataset card says, counted while the rows stream by."""
+
+    kinds: Counter[tuple[str, str]] = field(default_factory=Counter)  # (split, kind)
+    repositories: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (name, url) -> [split, licence, n]
+
+    def add(self, split: str, row: dict[str, Any]) -> None:
+        self.kinds[split, row["kind"]] += 1
+        entry = self.repositories.setdefault((row["repository"], row["repository_url"]), [split, row["license"], 0])
+        entry[2] += 1
+
+
+def split_of(repo_id: str, config: ExportConfig) -> str:
+    """``train`` or ``validation`` by a hash of the repository: a repository is on one side only, and
+    stays on it however many repositories are added later."""
+    draw = int.from_bytes(hashlib.sha256(f"{config.split_seed}:{repo_id}".encode()).digest()[:8], "big") / 2**64
+    return "validation" if draw < config.validation_fraction else "train"
 
 
 def sha256_file(path: Path) -> str:
@@ -74,20 +107,21 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stream_rows(engine: Engine, shard_rows: int) -> Iterator[list[dict[str, Any]]]:
+def _stream_rows(engine: Engine) -> Iterator[dict[str, Any]]:
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=min(shard_rows, 5000)).execute(sa.text(QUERY))
-        shard: list[dict[str, Any]] = []
+        result = conn.execution_options(stream_results=True, yield_per=5000).execute(sa.text(QUERY))
         for row in result.mappings():
-            shard.append(dict(row))
-            if len(shard) == shard_rows:
-                yield shard
-                shard = []
-        if shard:
-            yield shard
+            yield dict(row)
 
 
-def _write_shard(folder: Path, index: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _file_entry(root: Path, path: Path, fmt: str, rows: int, split: str | None) -> dict[str, Any]:
+    return {"path": path.relative_to(root).as_posix(), "format": fmt, "rows": rows, "split": split,
+            "bytes": path.stat().st_size, "sha256": sha256_file(path)}  # fmt: skip
+
+
+def _write_shard(root: Path, split: str, index: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    folder = root / split
+    folder.mkdir(exist_ok=True)
     stem = f"pairs-{index:05d}"
     table = pa.Table.from_pylist(rows, schema=SCHEMA)
     parquet = folder / f"{stem}.parquet"
@@ -95,15 +129,13 @@ def _write_shard(folder: Path, index: int, rows: list[dict[str, Any]]) -> list[d
     jsonl = folder / f"{stem}.jsonl"
     with jsonl.open("w", encoding="utf-8", newline="\n") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-    return [
-        {"path": p.name, "format": fmt, "rows": len(rows), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
-        for p, fmt in ((parquet, "parquet"), (jsonl, "jsonl"))
-    ]
+            f.write(json.dumps({k: row[k] for k in SCHEMA.names}, ensure_ascii=False, sort_keys=True) + "\n")
+    return [_file_entry(root, p, fmt, len(rows), split) for p, fmt in ((parquet, "parquet"), (jsonl, "jsonl"))]
 
 
 def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportResult:
-    """Export every exportable pair to ``out_dir`` (replaced atomically if it exists)."""
+    """Export every kept pair to ``out_dir`` (replaced atomically if it exists): train and validation
+    shards split by repository, a dataset card, and the manifest."""
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with engine.begin() as conn:
@@ -111,13 +143,29 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         files: list[dict[str, Any]] = []
-        total = 0
-        for index, rows in enumerate(_stream_rows(engine, config.shard_rows)):
-            files.extend(_write_shard(tmp, index, rows))
-            total += len(rows)
+        buffers: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+        shards = dict.fromkeys(SPLITS, 0)
+        stats = _Stats()
+        for row in _stream_rows(engine):
+            split = split_of(row["repo_id"], config)
+            stats.add(split, row)
+            buffers[split].append(row)
+            if len(buffers[split]) == config.shard_rows:
+                files += _write_shard(tmp, split, shards[split], buffers[split])
+                shards[split], buffers[split] = shards[split] + 1, []
+        for split in SPLITS:
+            if buffers[split]:
+                files += _write_shard(tmp, split, shards[split], buffers[split])
+        counts = {split: sum(f["rows"] for f in files if f["split"] == split and f["format"] == "parquet")
+                  for split in SPLITS}  # fmt: skip
+        with engine.connect() as conn:
+            dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
+        (tmp / CARD).write_text(dataset_card(counts, stats, dedup_figures, config), encoding="utf-8")
+        files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))
         manifest = {
-            "format_version": FORMAT_VERSION, "rows": total, "shard_rows": config.shard_rows,
-            "schema": [f"{f.name}:{f.type}" for f in SCHEMA], "files": files,
+            "format_version": FORMAT_VERSION, "rows": sum(counts.values()), "splits": counts,
+            "shard_rows": config.shard_rows, "validation_fraction": config.validation_fraction,
+            "split_seed": config.split_seed, "schema": [f"{f.name}:{f.type}" for f in SCHEMA], "files": files,
         }  # fmt: skip
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
@@ -125,7 +173,13 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     manifest_sha = hashlib.sha256(text.encode()).hexdigest()
-    result = ExportResult(str(out_dir), total, len(files), manifest_sha, run_id)
+    result = ExportResult(str(out_dir), manifest["rows"], len(files), manifest_sha, run_id, counts)
+    _record(engine, result, files, text)
+    return result
+
+
+def _record(engine: Engine, result: ExportResult, files: list[dict[str, Any]], manifest: str) -> None:
+    """Each file as an export batch (sha256, rows, what it was made from), the export, the run."""
     with engine.begin() as conn:
         for seq, f in enumerate(files):
             conn.execute(
@@ -133,8 +187,9 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
                     "INSERT INTO batches (batch_id, stage, run_id, seq, rows_in, rows_written, sha256, made_from) "
                     "VALUES (:b, 'export', :r, :seq, :n, :n, :d, CAST(:mf AS jsonb))"
                 ),
-                {"b": f"{run_id}-{f['path']}", "r": run_id, "seq": seq, "n": f["rows"], "d": f["sha256"],
-                 "mf": json.dumps({"query": "kept pairs of non-orphaned commits, by pair_id", "file": f["path"]})},
+                {"b": f"{result.run_id}-{f['path']}", "r": result.run_id, "seq": seq, "n": f["rows"], "d": f["sha256"],
+                 "mf": json.dumps({"query": "kept pairs of non-orphaned commits, by pair_id", "file": f["path"],
+                                   "split": f["split"]})},
             )  # fmt: skip
         conn.execute(
             sa.text(
@@ -142,10 +197,49 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
                 "VALUES (:id, :o, :n, :f, CAST(:m AS jsonb), :r) ON CONFLICT (export_id) DO UPDATE "
                 "SET out_dir = EXCLUDED.out_dir, run_id = EXCLUDED.run_id, created_at = now()"
             ),
-            {"id": manifest_sha, "o": str(out_dir), "n": total, "f": len(files), "m": text, "r": run_id},
-        )
-        finish_run(conn, run_id, "done", result.as_dict())
-    return result
+            {"id": result.manifest_sha256, "o": result.out_dir, "n": result.rows, "f": result.files, "m": manifest,
+             "r": result.run_id},
+        )  # fmt: skip
+        finish_run(conn, result.run_id, "done", result.as_dict())
+
+
+def dataset_card(counts: dict[str, int], stats: _Stats, dedup_figures: Any, config: ExportConfig) -> str:
+    """The export's README.md: how to load it and what is in it (no timestamps: byte-identical reruns)."""
+    present = [split for split in SPLITS if counts[split]]
+    front = ["---", "configs:", "- config_name: default", "  data_files:"]
+    front += [f"  - split: {split}\n    path: {split}/*.parquet" for split in present]
+    front += ["---", ""]
+    total = sum(counts.values())
+    lines = [
+        "# codepairs dataset", "",
+        "Instruction → code pairs from the history of open-source repositories (commit message → diff;",
+        "issue → the diff of the pull request that closed it; review comment → the change that answered it),",
+        "deduplicated, split by repository, with a sha256 for every file in `manifest.json`.", "",
+        "```python", "from datasets import load_dataset",
+        'ds = load_dataset("parquet", data_files={' + ", ".join(f'"{s}": "{s}/*.parquet"' for s in present) + "})",
+        "```", "",
+        "## Splits", "",
+        f"By repository (no repository on both sides): a hash of each repository with seed `{config.split_seed}`,",
+        f"{config.validation_fraction:.0%} of repositories to validation. Dedup keeps one pair of any near-duplicate",
+        "group, so no train pair near-duplicates a validation pair (checked by a gate before export).", "",
+        "| split | pairs |", "|---|---|", *(f"| {s} | {counts[s]} |" for s in SPLITS), f"| all | {total} |", "",
+        "## Pair kinds", "", "| kind | train | validation |", "|---|---|---|",
+        *(f"| {k} | {stats.kinds['train', k]} | {stats.kinds['validation', k]} |"
+          for k in sorted({k for _, k in stats.kinds})),  # fmt: skip
+        "",
+        "## Deduplication", "",
+        f"- pairs deduplicated: {dedup_figures[0]}", f"- kept: {dedup_figures[1]}",
+        f"- exact duplicates removed: {dedup_figures[2]}", f"- near duplicates removed: {dedup_figures[3]}",
+        f"- duplicate groups: {dedup_figures[4]}", "",
+        "## Not in this version", "",
+        "- quality scores and categories (and so per-category targets and balance): not computed yet;",
+        "- synthetic pairs: none (synthetic share 0%).", "",
+        "## Repositories", "", "| repository | licence | split | pairs |", "|---|---|---|---|",
+        *(f"| [{name}]({url}) | {licence or 'unknown'} | {split} | {n} |"
+          for (name, url), (split, licence, n) in sorted(stats.repositories.items())),  # fmt: skip
+        "",
+    ]  # fmt: skip
+    return "\n".join(front + lines)
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:
@@ -166,13 +260,15 @@ def verify_export(out_dir: Path) -> dict[str, Any]:
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     problems: list[str] = []
     listed = {f["path"]: f for f in manifest["files"]}
-    present = {p.name for p in out_dir.iterdir()} - {MANIFEST}
+    present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()} - {MANIFEST}
     problems += [f"extra file {name}" for name in sorted(present - set(listed))]
     problems += [f"missing file {name}" for name in sorted(set(listed) - present)]
     for name in sorted(present & set(listed)):
         entry, path = listed[name], out_dir / name
         if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
             problems.append(f"changed file {name} (sha256 differs from the manifest)")
+            continue
+        if entry["format"] == "card":
             continue
         rows = pq.ParquetFile(path).metadata.num_rows if entry["format"] == "parquet" else _count_lines(path)
         if rows != entry["rows"]:

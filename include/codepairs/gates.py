@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from codepairs import gitlog
-from codepairs.config import DedupConfig, ExtractConfig, GateConfig
+from codepairs.config import DedupConfig, ExportConfig, ExtractConfig, GateConfig
 from codepairs.crawl import batch_digest
 from codepairs.errors import GateFailedError
 
@@ -325,3 +325,38 @@ def validate_dedup(engine: Engine, run_id: str, config: DedupConfig) -> GateRepo
     ]  # fmt: skip
     outcome = validate(df, "dedup_suite", expectations)
     return _store_and_raise(engine, "dedup_suite", "dedup", run_id, batches, len(df), outcome)
+
+
+CROSS_REPOSITORY_CANDIDATES = """
+SELECT DISTINCT a.pair_id AS a, b.pair_id AS b, pa.repo_id AS repo_a, pb.repo_id AS repo_b,
+       da.signature AS sig_a, db.signature AS sig_b
+FROM dedup_bands a
+JOIN dedup_bands b ON b.band = a.band AND b.bucket = a.bucket AND b.pair_id > a.pair_id
+JOIN dedup da ON da.pair_id = a.pair_id AND da.duplicate_of IS NULL
+JOIN dedup db ON db.pair_id = b.pair_id AND db.duplicate_of IS NULL
+JOIN pairs pa ON pa.pair_id = a.pair_id
+JOIN pairs pb ON pb.pair_id = b.pair_id AND pb.repo_id <> pa.repo_id
+"""
+
+
+def validate_split(engine: Engine, run_id: str, dedup_config: DedupConfig, export_config: ExportConfig) -> GateReport:
+    """Gate before export: no kept pair of a train repository near-duplicates one of a validation
+    repository (dedup should make it impossible; LSH candidates are checked again to prove it)."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    from codepairs.dedup import similarity
+    from codepairs.export import split_of
+
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(CROSS_REPOSITORY_CANDIDATES)).mappings().all()
+    records = []
+    for r in rows:
+        cross = split_of(r["repo_a"], export_config) != split_of(r["repo_b"], export_config)
+        sim = similarity(r["sig_a"], r["sig_b"])
+        records.append({"a": r["a"], "b": r["b"], "similarity": sim,
+                        "train_validation_leak": cross and sim >= dedup_config.threshold})  # fmt: skip
+    df = pd.DataFrame.from_records(records, columns=["a", "b", "similarity", "train_validation_leak"])
+    expectations = [gxe.ExpectColumnValuesToBeInSet(column="train_validation_leak", value_set=[False])]
+    outcome = validate(df, "split_suite", expectations)
+    return _store_and_raise(engine, "split_suite", "export", run_id, [], len(df), outcome)

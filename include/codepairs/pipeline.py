@@ -94,10 +94,12 @@ def process_repository(
 
 
 def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """Dedup every gated pair not yet seen, then the dedup gate over the whole state."""
+    """Dedup every gated pair not yet seen, then the dedup gate over the whole state, then the split
+    gate (no train pair near-duplicates a validation pair)."""
     result = dedup.dedup_pairs(engine, config.dedup)
     report = gates.validate_dedup(engine, result.run_id, config.dedup)
-    return {**result.as_dict(), "gate": report.as_dict()}
+    split = gates.validate_split(engine, result.run_id, config.dedup, config.export)
+    return {**result.as_dict(), "gate": report.as_dict(), "split_gate": split.as_dict()}
 
 
 def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.ExportResult:
