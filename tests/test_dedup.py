@@ -119,11 +119,11 @@ def test_the_gate_refuses_a_broken_dedup_state(engine, mirrors, repos) -> None: 
     with pytest.raises(GateFailedError, match="kept_hash"):
         gates.validate_dedup(engine, "test", DedupConfig())
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM dedup_bands WHERE pair_id IN (SELECT pair_id FROM dedup "
+        conn.execute(sa.text("DELETE FROM dedup_bands WHERE key IN (SELECT key FROM dedup "
                              "WHERE duplicate_of IS NULL LIMIT 1)"))  # fmt: skip
         conn.execute(sa.text(
             "DELETE FROM dedup WHERE pair_id IN (SELECT d.pair_id FROM dedup d "
-            "WHERE NOT EXISTS (SELECT 1 FROM dedup_bands b WHERE b.pair_id = d.pair_id))"
+            "WHERE NOT EXISTS (SELECT 1 FROM dedup_bands b WHERE b.key = d.key))"
         ))  # a kept pair no longer deduplicated
     with pytest.raises(GateFailedError, match="all_pairs_deduplicated"):
         gates.validate_dedup(engine, "test", DedupConfig())

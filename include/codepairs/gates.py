@@ -328,14 +328,14 @@ def validate_dedup(engine: Engine, run_id: str, config: DedupConfig) -> GateRepo
 
 
 CROSS_REPOSITORY_CANDIDATES = """
-SELECT DISTINCT a.pair_id AS a, b.pair_id AS b, pa.repo_id AS repo_a, pb.repo_id AS repo_b,
+SELECT DISTINCT da.pair_id AS a, db.pair_id AS b, pa.repo_id AS repo_a, pb.repo_id AS repo_b,
        da.signature AS sig_a, db.signature AS sig_b
-FROM dedup_bands a
-JOIN dedup_bands b ON b.band = a.band AND b.bucket = a.bucket AND b.pair_id > a.pair_id
-JOIN dedup da ON da.pair_id = a.pair_id AND da.duplicate_of IS NULL
-JOIN dedup db ON db.pair_id = b.pair_id AND db.duplicate_of IS NULL
-JOIN pairs pa ON pa.pair_id = a.pair_id
-JOIN pairs pb ON pb.pair_id = b.pair_id AND pb.repo_id <> pa.repo_id
+FROM dedup_bands ba
+JOIN dedup_bands bb ON bb.bucket = ba.bucket AND bb.key > ba.key
+JOIN dedup da ON da.key = ba.key AND da.duplicate_of IS NULL
+JOIN dedup db ON db.key = bb.key AND db.duplicate_of IS NULL
+JOIN pairs pa ON pa.pair_id = da.pair_id
+JOIN pairs pb ON pb.pair_id = db.pair_id AND pb.repo_id <> pa.repo_id
 """
 
 
