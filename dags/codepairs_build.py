@@ -7,8 +7,9 @@ Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand):
 - **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push;
   `dedup` and its band index `dedup_bands` (everything deduplicated before).
 - **Writes**: `dedup` (exact hash, MinHash, the pair kept for each duplicate group), `dedup_bands`,
-  the dedup gate's result; the export folder (Parquet + JSONL shards of the kept pairs,
-  `manifest.json` with rows and sha256 per file), one `exports` row and one `batches` row per file.
+  the dedup and split gates' results; the export folder (`train/` and `validation/` Parquet + JSONL
+  shards of the kept pairs, split by repository; the dataset card `README.md`; `manifest.json` with
+  rows, split and sha256 per file), one `exports` row and one `batches` row per file.
 - **Rerun**: safe. Same database content gives byte-identical files; the folder is replaced
   atomically, so a killed export leaves the previous one intact.
 """

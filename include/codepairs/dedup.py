@@ -5,7 +5,7 @@ Every gated pair gets one ``dedup`` row: its exact hash, its MinHash signature (
 token shingles: forks, vendored copies and the two faces of one change, a squash-merged PR as an
 issue pair and as a commit pair, share their code, not their wording) and, if it is not the pair
 kept for its group, ``duplicate_of``. Its LSH bands go to ``dedup_bands``, so a nightly batch finds
-its candidates with one indexed join instead of reloading history. Candidates are confirmed by the
+its candidates with one indexed lookup instead of reloading history. Candidates are confirmed by the
 signatures' estimated Jaccard similarity; groups are the connected components of confirmed edges.
 
 The pair kept for a group is the best ranked: by kind (an issue or debugging pair carries a richer
@@ -37,12 +37,13 @@ from codepairs.store import close_batch, copy_rows, copy_text, open_batch
 log = logging.getLogger(__name__)
 
 KIND_RANK = {"debugging": 0, "issue_pr": 1, "review": 2, "commit": 3}
+NEXT_IDS = "SELECT pair_id FROM pairs WHERE pair_id > :after ORDER BY pair_id LIMIT :n"  # an index-only keyset scan
 PENDING = """
 SELECT p.pair_id, p.kind, p.instruction, p.response FROM pair_texts p
 JOIN batches b ON b.batch_id = p.batch_id AND b.validated
-WHERE p.pair_id > :after AND NOT p.orphaned AND NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)
-ORDER BY p.pair_id LIMIT :n
-"""  # keyset pagination over the pairs' primary key: each batch costs the same however far in
+WHERE p.pair_id = ANY(:ids) AND NOT p.orphaned AND NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)
+ORDER BY p.pair_id
+"""
 
 
 @dataclass
@@ -68,7 +69,11 @@ def normalise(text: str) -> str:
 
 
 def exact_hash(instruction: str, response: str) -> str:
-    return hashlib.sha256(f"{normalise(instruction)}\x00{normalise(response)}".encode()).hexdigest()
+    return _exact_hash(instruction, response.split())
+
+
+def _exact_hash(instruction: str, response_tokens: list[str]) -> str:
+    return hashlib.sha256(f"{normalise(instruction)}\x00{' '.join(response_tokens)}".encode()).hexdigest()
 
 
 def shingles(text: str, size: int) -> list[bytes]:
@@ -223,11 +228,16 @@ def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
     result = DedupResult(run_id=run_id)
     seq, after = 0, ""
     while True:
+        # Two steps: the next ids by the primary key alone (a filtered scan of the view made the planner
+        # read every pair for every batch: 200 full scans for a million pairs), then those still to do.
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(PENDING), {"n": config.batch_size, "after": after}).all()
+            ids = conn.execute(sa.text(NEXT_IDS), {"n": config.batch_size, "after": after}).scalars().all()
+            if not ids:
+                break
+            after = ids[-1]
+            rows = conn.execute(sa.text(PENDING), {"ids": list(ids)}).all()
         if not rows:
-            break
-        after = rows[-1][0]
+            continue
         batch_id = f"{run_id}-{seq:05d}"
         with engine.begin() as conn:
             _dedup_batch(conn, batch_id, run_id, seq, rows, config, result)
@@ -250,8 +260,7 @@ def _dedup_batch(
     """One transaction: the batch's rows and bands, its edges to itself and to history, the groups."""
     tokens = [(response or "").split() for _, _, _, response in rows]  # split once: hash and signature
     sigs = token_signatures(tokens, config)
-    records = [(pair_id, kind, hashlib.sha256(f"{normalise(instruction)}\x00{' '.join(t)}".encode()).hexdigest(),
-                sig.tobytes(), batch_id)
+    records = [(pair_id, kind, _exact_hash(instruction, t), sig.tobytes(), batch_id)
                for (pair_id, kind, instruction, _), t, sig in zip(rows, tokens, sigs, strict=True)]  # fmt: skip
     open_batch(conn, batch_id, "dedup", run_id, None, seq, len(records), {"first": rows[0][0], "last": rows[-1][0]})
     copy_rows(conn, "dedup", ("pair_id", "key", "kind", "exact_hash", "signature", "batch_id"),
