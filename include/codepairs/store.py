@@ -135,8 +135,8 @@ def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterab
 
 
 def copy_text(conn: Connection, table: str, columns: Sequence[str], values: Any) -> None:
-    """COPY a numeric array (rows x columns) as one text block: 12x faster than a ``write_row`` per row
-    for the nine band rows of every deduplicated pair (0.49 s of Python for 180,000 rows)."""
+    """COPY a numeric array (rows x columns) as one text block, instead of a ``write_row`` call per row
+    (which alone took 0.49 s for the 180,000 band rows of 20,000 deduplicated pairs)."""
     import numpy as np
 
     text = "\n".join("\t".join(map(str, row)) for row in np.asarray(values).tolist())
