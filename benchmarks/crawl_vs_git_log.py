@@ -16,14 +16,13 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
+
+from scratch import fresh_database, scratch_server
 
 
 def child(spec: str, max_commits: int | None, url: str) -> None:
@@ -58,23 +57,35 @@ def baseline(mirror: Path, max_commits: int | None) -> tuple[float, int]:
     return time.perf_counter() - t0, total
 
 
-def fresh_database(server_admin_url: str) -> str:
-    from codepairs import store
-    from sqlalchemy.engine import make_url
+def measure(args: argparse.Namespace, admin: str) -> None:
+    """Each history size: the baseline, then codepairs in a child on a fresh database, repeated."""
+    from codepairs import crawl
+    from codepairs.config import CrawlConfig
 
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    store.ensure_database(server_admin_url, name)
-    return make_url(server_admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(server_admin_url: str, url: str) -> None:
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    engine = sa.create_engine(server_admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    engine.dispose()
+    mirror = crawl.ensure_mirror(crawl.resolve_source(args.repo), CrawlConfig())  # clone once, outside the timings
+    head = crawl.git(["rev-parse", "HEAD"], mirror)
+    print(f"repository {args.repo} at {head[:12]}, git {crawl.git(['--version'])}, {os.cpu_count()} cores")
+    print(f"{'commits':>8} {'git log -p':>11} {'codepairs':>10} {'(crawl':>8} {'extract)':>9} {'ratio':>6} "
+          f"{'commits/s':>10} {'peak RSS':>9} {'log MiB':>8}")  # fmt: skip
+    for size in [int(s) for s in args.sizes.split(",")]:
+        base_runs, ours = [], []
+        for _ in range(args.repeat):
+            b, nbytes = baseline(mirror, size or None)
+            base_runs.append(b)
+            cmd = [sys.executable, __file__, args.repo, "--child", "--max-commits", str(size)]
+            with fresh_database(admin) as url:
+                out = subprocess.run([*cmd, "--url", url], capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(f"the codepairs run failed:\n{out.stderr[-3000:]}")
+            ours.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        b = statistics.median(base_runs)
+        total = statistics.median(o["crawl_s"] + o["extract_s"] for o in ours)
+        o = ours[0]
+        crawl_s = statistics.median(x["crawl_s"] for x in ours)
+        extract_s = statistics.median(x["extract_s"] for x in ours)
+        peak = max(x["peak_rss_mib"] for x in ours)
+        print(f"{o['commits']:>8} {b:>10.2f}s {total:>9.2f}s {crawl_s:>7.2f}s {extract_s:>8.2f}s {total / b:>6.2f} "
+              f"{o['commits'] / total:>10.0f} {peak:>7.0f}MiB {nbytes / 2**20:>8.1f}")  # fmt: skip
 
 
 def main() -> int:
@@ -90,42 +101,9 @@ def main() -> int:
         child(args.repo, args.max_commits or None, args.url)
         return 0
 
-    work = Path(tempfile.mkdtemp(prefix="cpb-", dir="/tmp"))
-    os.environ.setdefault("CODEPAIRS_DATA_DIR", str(work))
-    os.environ["CODEPAIRS_MIRRORS_DIR"] = str(work / "mirrors")
-    from codepairs import crawl, store
-    from codepairs.config import CrawlConfig
-
-    admin = store.normalize_url(os.environ["CODEPAIRS_DATABASE_URL"]) if os.environ.get("CODEPAIRS_DATABASE_URL") \
-        else store.embedded_url("postgres")  # fmt: skip
-    mirror = crawl.ensure_mirror(crawl.resolve_source(args.repo), CrawlConfig())  # clone once, outside the timings
-    head = crawl.git(["rev-parse", "HEAD"], mirror)
-    print(f"repository {args.repo} at {head[:12]}, git {crawl.git(['--version'])}, {os.cpu_count()} cores")
-    print(f"{'commits':>8} {'git log -p':>11} {'codepairs':>10} {'(crawl':>8} {'extract)':>9} {'ratio':>6} "
-          f"{'commits/s':>10} {'peak RSS':>9} {'log MiB':>8}")  # fmt: skip
-    for size in [int(s) for s in args.sizes.split(",")]:
-        base_runs, ours = [], []
-        for _ in range(args.repeat):
-            b, nbytes = baseline(mirror, size or None)
-            base_runs.append(b)
-            cmd = [sys.executable, __file__, args.repo, "--child", "--max-commits", str(size)]
-            url = fresh_database(admin)
-            out = subprocess.run([*cmd, "--url", url], capture_output=True, text=True)
-            drop_database(admin, url)
-            if out.returncode != 0:
-                sys.exit(f"the codepairs run failed:\n{out.stderr[-3000:]}")
-            ours.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        b = statistics.median(base_runs)
-        total = statistics.median(o["crawl_s"] + o["extract_s"] for o in ours)
-        o = ours[0]
-        crawl_s = statistics.median(x["crawl_s"] for x in ours)
-        extract_s = statistics.median(x["extract_s"] for x in ours)
-        peak = max(x["peak_rss_mib"] for x in ours)
-        print(f"{o['commits']:>8} {b:>10.2f}s {total:>9.2f}s {crawl_s:>7.2f}s {extract_s:>8.2f}s {total / b:>6.2f} "
-              f"{o['commits'] / total:>10.0f} {peak:>7.0f}MiB {nbytes / 2**20:>8.1f}")  # fmt: skip
-    if not os.environ.get("CODEPAIRS_DATABASE_URL"):
-        store.stop_embedded()
-    shutil.rmtree(work, ignore_errors=True)
+    with scratch_server("cpb-") as (work, admin):
+        os.environ["CODEPAIRS_MIRRORS_DIR"] = str(work / "mirrors")
+        measure(args, admin)
     return 0
 
 

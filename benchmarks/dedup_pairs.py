@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crawl_vs_git_log import drop_database, fresh_database  # noqa: E402
+from scratch import fresh_database, scratch_server  # noqa: E402
 
 TOKENS = 240
 
@@ -177,14 +174,7 @@ def main() -> int:
         child_baseline(args.data)
         return 0
 
-    work = Path(tempfile.mkdtemp(prefix="cpd-", dir="/tmp"))
-    os.environ.setdefault("CODEPAIRS_DATA_DIR", str(work))
-    from codepairs import store
-
-    admin = store.normalize_url(os.environ["CODEPAIRS_DATABASE_URL"]) if os.environ.get("CODEPAIRS_DATABASE_URL") \
-        else store.embedded_url("postgres")  # fmt: skip
-    url = fresh_database(admin)
-    try:
+    with scratch_server("cpd-") as (work, admin), fresh_database(admin) as url:
         t = time.perf_counter()
         texts, family = generate(args.pairs, args.exact, args.near)
         exact_copies = {i for i, f in enumerate(family) if f != i and "\r\n" in texts[i]}
@@ -213,11 +203,6 @@ def main() -> int:
               f"{base['peak_rss_mib']:>7.0f}MiB {base_recall:>7.4f} {base_precision:>9.4f}")  # fmt: skip
         print(f"speed-up of codepairs' dedup over the baseline: {base['dedup_s'] / ours['dedup_s']:.2f}x; "
               f"exported {ours['rows']} pairs, {ours['kept']} kept")  # fmt: skip
-    finally:
-        drop_database(admin, url)
-        if not os.environ.get("CODEPAIRS_DATABASE_URL"):
-            store.stop_embedded()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

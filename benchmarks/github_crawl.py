@@ -15,10 +15,7 @@ much the crawl wastes. Uses ``$CODEPAIRS_DATABASE_URL`` if set, else an embedded
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from crawl_vs_git_log import drop_database, fresh_database  # noqa: E402
 from fakegithub import FakeGithub, FakeRepo, sha, ts  # noqa: E402
+from scratch import fresh_database, scratch_server  # noqa: E402
 
 
 def pages(n: int, per_page: int) -> int:
@@ -104,38 +101,31 @@ def main() -> int:
     parser.add_argument("--pulls", type=int, default=300)
     parser.add_argument("--per-page", type=int, default=100)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="cpg-", dir="/tmp"))
-    os.environ.setdefault("CODEPAIRS_DATA_DIR", str(work))
     from codepairs import store
     from codepairs.config import GithubConfig
 
-    admin = store.normalize_url(os.environ["CODEPAIRS_DATABASE_URL"]) if os.environ.get("CODEPAIRS_DATABASE_URL") \
-        else store.embedded_url("postgres")  # fmt: skip
-    url = fresh_database(admin)
     fake = FakeGithub().start()
-    try:
-        repo, minimum = generate(fake, args.issues, args.pulls, args.per_page)
-        engine = store.get_engine(url)
-        config = GithubConfig(per_page=args.per_page, seconds_between_requests=0)
-        print(f"generated: {args.issues} issues, {args.pulls} PRs, {len(repo.comments)} review comments, "
-              f"{len(repo.timelines)} timelines; page size {args.per_page}; minimum requests {minimum}")  # fmt: skip
-        print(f"{'crawl':<24} {'requests':>8} {'statuses':<22} {'vs minimum':>10} {'seconds':>8} written")
-        n, statuses, seconds, written = crawl(engine, fake, config)
-        print(f"{'first':<24} {n:>8} {str(dict(statuses)):<22} {n / minimum:>9.2f}x {seconds:>8.2f} {written}")
-        n, statuses, seconds, written = crawl(engine, fake, config)
-        print(f"{'unchanged refresh':<24} {n:>8} {str(dict(statuses)):<22} {'':>10} {seconds:>8.2f} {written}")
-        for number in range(1, 6):
-            repo.issues[number]["title"] += " (edited)"
-            repo.issues[number]["updated_at"] = ts(10_000 + number)
-        n, statuses, seconds, written = crawl(engine, fake, config)
-        print(f"{'5 issues edited':<24} {n:>8} {str(dict(statuses)):<22} {'':>10} {seconds:>8.2f} {written}")
-        engine.dispose()
-    finally:
-        fake.stop()
-        drop_database(admin, url)
-        if not os.environ.get("CODEPAIRS_DATABASE_URL"):
-            store.stop_embedded()
-        shutil.rmtree(work, ignore_errors=True)
+    with scratch_server("cpg-") as (_, admin), fresh_database(admin) as url:
+        try:
+            repo, minimum = generate(fake, args.issues, args.pulls, args.per_page)
+            engine = store.get_engine(url)
+            config = GithubConfig(per_page=args.per_page, seconds_between_requests=0)
+            shape = f"{len(repo.comments)} review comments, {len(repo.timelines)} timelines"
+            print(f"generated: {args.issues} issues, {args.pulls} PRs, {shape}; page size {args.per_page}; "
+                  f"minimum requests {minimum}")  # fmt: skip
+            print(f"{'crawl':<24} {'requests':>8} {'statuses':<22} {'vs minimum':>10} {'seconds':>8} written")
+            n, statuses, seconds, written = crawl(engine, fake, config)
+            print(f"{'first':<24} {n:>8} {str(dict(statuses)):<22} {n / minimum:>9.2f}x {seconds:>8.2f} {written}")
+            n, statuses, seconds, written = crawl(engine, fake, config)
+            print(f"{'unchanged refresh':<24} {n:>8} {str(dict(statuses)):<22} {'':>10} {seconds:>8.2f} {written}")
+            for number in range(1, 6):
+                repo.issues[number]["title"] += " (edited)"
+                repo.issues[number]["updated_at"] = ts(10_000 + number)
+            n, statuses, seconds, written = crawl(engine, fake, config)
+            print(f"{'5 issues edited':<24} {n:>8} {str(dict(statuses)):<22} {'':>10} {seconds:>8.2f} {written}")
+            engine.dispose()
+        finally:
+            fake.stop()
     return 0
 
 
