@@ -2,13 +2,16 @@
 ### codepairs_build
 
 Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand):
-`dedup_pairs → export_dataset → verify_export`. Later stages (score, balance) go around dedup.
+`score_pairs → dedup_pairs → export_dataset → verify_export`. Balance (later) goes after dedup.
 
 - **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push;
+  `pair_scores` (a pair is scored again only when `include/config/scoring.yaml` changed);
   `dedup` and its band index `dedup_bands` (everything deduplicated before).
-- **Writes**: `dedup` (exact hash, MinHash, the pair kept for each duplicate group), `dedup_bands`,
+- **Writes**: `pair_scores` (features, score in [0, 1], explanation, category and confidence, and
+  whether the ranking selected it: `score.min_score`, `score.top_fraction`) and the score gate's
+  results; `dedup` (exact hash, MinHash, the pair kept for each duplicate group), `dedup_bands`,
   the dedup and split gates' results; the export folder (`train/` and `validation/` Parquet + JSONL
-  shards of the kept pairs, split by repository; the dataset card `README.md`; `manifest.json` with
+  shards of the kept and selected pairs, split by repository; the dataset card `README.md`; `manifest.json` with
   rows, split and sha256 per file), one `exports` row and one `batches` row per file.
 - **Rerun**: safe. Same database content gives byte-identical files; the folder is replaced
   atomically, so a killed export leaves the previous one intact.
@@ -36,7 +39,15 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
 )  # fmt: skip
 def codepairs_build() -> None:
     @task
-    def dedup_pairs() -> dict:
+    def score_pairs() -> dict:
+        """Features, score, explanation and category of every gated pair not scored under the current
+        rules; the ranking; then the score gate."""
+        from codepairs import pipeline
+
+        return pipeline.score_step(engine(), pipeline_config(get_current_context()["params"]))
+
+    @task
+    def dedup_pairs(scores: dict) -> dict:
         """Exact and near duplicates of the new pairs, against each other and all before; then its gate."""
         from codepairs import pipeline
 
@@ -62,7 +73,7 @@ def codepairs_build() -> None:
 
         return export.verify_export(Path(result["out_dir"]))
 
-    verify_export(export_dataset(dedup_pairs()))
+    verify_export(export_dataset(dedup_pairs(score_pairs())))
 
 
 codepairs_build()

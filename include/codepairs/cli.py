@@ -58,6 +58,14 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_score(args: argparse.Namespace) -> int:
+    r = pipeline.score_step(store.get_engine(args.database_url), _config(args))
+    print(f"score: {r['pairs_scored']} pairs scored ({r['rescored']} again under changed rules), "
+          f"categories {json.dumps(r['categories'], sort_keys=True)}; {r['selected']} of {r['scored_total']} "
+          f"selected; gate passed")  # fmt: skip
+    return 0
+
+
 def cmd_dedup(args: argparse.Namespace) -> int:
     r = pipeline.dedup_step(store.get_engine(args.database_url), _config(args))
     print(f"dedup: {r['pairs_in']} pairs in, {r['exact_duplicates']} exact and {r['near_duplicates']} near "
@@ -112,11 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="commits per COPY batch")
     p.set_defaults(func=cmd_crawl)
 
+    p = sub.add_parser("score", help="score and classify the gated pairs, rank them, then the score gate",
+                       description="Features, score, explanation and category of every gated pair not scored "
+                       "under the current rules (include/config/scoring.yaml), then the ranking.")  # fmt: skip
+    p.set_defaults(func=cmd_score)
+
     p = sub.add_parser("dedup", help="exact and near-duplicate detection over the gated pairs, then its gate",
                        description="Deduplicate every gated pair not yet seen against everything before it.")
     p.set_defaults(func=cmd_dedup)
 
-    p = sub.add_parser("export", help="dedup, then write Parquet + JSONL shards and a manifest",
+    p = sub.add_parser("export", help="score, dedup, then write Parquet + JSONL shards and a manifest",
                        description="Dedup, then export every kept gated pair to DIR, atomically and "
                        "deterministically.")  # fmt: skip
     p.add_argument("--out", help="export folder (default: .data/export)")

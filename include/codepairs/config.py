@@ -80,6 +80,18 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class ScoreConfig:
+    rules_file: str = "scoring.yaml"  # weights, vague-message patterns, file kinds, category rules (include/config/)
+    batch_size: int = 5000  # pairs per transaction
+    min_score: float = 0.0  # the ranking selects pairs at or above this (pipeline.yaml ships 0.5) ...
+    top_fraction: float = 1.0  # ... and within the best this share of their category
+
+    def rules_path(self) -> Path:
+        path = Path(self.rules_file)
+        return path if path.is_absolute() else settings.PROJECT_ROOT / "include" / "config" / path
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     shard_rows: int = 50_000
     validation_fraction: float = 0.1  # of repositories (a repository is on one side only)
@@ -93,6 +105,7 @@ class PipelineConfig:
     extract: ExtractConfig = ExtractConfig()
     gates: GateConfig = GateConfig()
     github: GithubConfig = GithubConfig()
+    score: ScoreConfig = ScoreConfig()
     dedup: DedupConfig = DedupConfig()
     export: ExportConfig = ExportConfig()
 
@@ -132,6 +145,7 @@ def load_config(path: Path | None = None) -> PipelineConfig:
         extract=_build(ExtractConfig, "extract", raw.get("extract")),
         gates=_build(GateConfig, "gates", raw.get("gates")),
         github=_build(GithubConfig, "github", raw.get("github")),
+        score=_build(ScoreConfig, "score", raw.get("score")),
         dedup=_build(DedupConfig, "dedup", raw.get("dedup")),
         export=_build(ExportConfig, "export", raw.get("export")),
     )

@@ -37,24 +37,29 @@ from codepairs.errors import ExportVerificationError
 MANIFEST = "manifest.json"
 CARD = "README.md"
 SPLITS = ("train", "validation")
-FORMAT_VERSION = 3  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card
+FORMAT_VERSION = 4  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card;
+# 4: score, category and explanation columns; only pairs the ranking selected
 SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("kind", pa.string()), ("instruction", pa.string()), ("response", pa.string()),
     ("repository", pa.string()), ("repository_url", pa.string()), ("commit_sha", pa.string()),
     ("author_date", pa.string()), ("url", pa.string()), ("files", pa.list_(pa.string())),
     ("lines_added", pa.int64()), ("lines_deleted", pa.int64()), ("response_sha256", pa.string()),
-    ("tests", pa.string()), ("lineage", pa.string()),
+    ("tests", pa.string()), ("lineage", pa.string()), ("score", pa.float64()), ("category", pa.string()),
+    ("category_confidence", pa.float64()), ("score_explanation", pa.string()),
 ])  # fmt: skip
 QUERY = """
 SELECT p.pair_id, p.kind, p.instruction, p.response, r.name AS repository,
        COALESCE(r.web_url, r.source) AS repository_url, p.commit_sha,
        to_char(p.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS author_date,
        p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage,
-       p.repo_id, g.license
+       p.repo_id, g.license, s.score, s.category, s.confidence AS category_confidence,
+       s.explanation AS score_explanation
 FROM pair_texts p
 JOIN repositories r ON r.repo_id = p.repo_id
 JOIN batches b ON b.batch_id = p.batch_id
 JOIN dedup d ON d.pair_id = p.pair_id AND d.duplicate_of IS NULL  -- deduplicated, and kept
+JOIN pair_scores s ON s.pair_id = p.pair_id AND s.selected        -- scored, and selected by the ranking
+JOIN batches sb ON sb.batch_id = s.batch_id AND sb.validated
 LEFT JOIN gh_repos g ON g.repo_id = p.repo_id
 WHERE NOT p.orphaned AND b.validated
 ORDER BY p.pair_id

@@ -360,3 +360,78 @@ def validate_split(engine: Engine, run_id: str, dedup_config: DedupConfig, expor
     expectations = [gxe.ExpectColumnValuesToBeInSet(column="train_validation_leak", value_set=[False])]
     outcome = validate(df, "split_suite", expectations)
     return _store_and_raise(engine, "split_suite", "export", run_id, [], len(df), outcome)
+
+
+SCORE_GATE_QUERY = """
+SELECT s.pair_id, s.batch_id, s.score, s.features, s.explanation, s.category, s.confidence, s.rules_sha256
+FROM pair_scores s WHERE s.batch_id = ANY(:b)
+"""
+UNSCORED = """
+SELECT count(*) FROM pairs p JOIN batches b ON b.batch_id = p.batch_id AND b.validated
+LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
+WHERE NOT COALESCE(c.orphaned, false)
+  AND NOT EXISTS (SELECT 1 FROM pair_scores s WHERE s.pair_id = p.pair_id AND s.rules_sha256 = :rules)
+"""
+SCORE_GATE_ROWS = 50_000  # rows per validation: the gate's memory stays flat however many pairs were scored
+
+
+def validate_scores(engine: Engine, run_id: str, rules_sha256: str) -> GateReport:
+    """Gate after scoring: every gated pair scored under the current rules, scores and confidences in
+    [0, 1], a known category, every feature present, an explanation, batch digests recomputed from
+    the stored rows. Validated in chunks of whole batches (one stored result each)."""
+    with engine.connect() as conn:
+        pending = conn.execute(sa.text("SELECT batch_id, rows_written, sha256 FROM batches WHERE stage = 'score' "
+                                       "AND NOT validated ORDER BY created_at, seq")).all()  # fmt: skip
+        unscored = conn.execute(sa.text(UNSCORED), {"rules": rules_sha256}).scalar()
+    chunks: list[dict[str, tuple[int, str]]] = [{}]
+    for batch_id, n, digest in pending:
+        if sum(m for m, _ in chunks[-1].values()) + n > SCORE_GATE_ROWS and chunks[-1]:
+            chunks.append({})
+        chunks[-1][batch_id] = (int(n), digest)
+    report = None
+    for batches in chunks:
+        report = _score_chunk(engine, run_id, batches, unscored, rules_sha256)
+    assert report is not None
+    return report
+
+
+def _score_chunk(engine: Engine, run_id: str, batches: dict[str, tuple[int, str]], unscored: int,
+                 rules_sha256: str) -> GateReport:  # fmt: skip
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    from codepairs.classify import CATEGORIES
+    from codepairs.features import FEATURES
+    from codepairs.score import row_digest
+
+    columns = ["pair_id", "batch_id", "score", "confidence", "category", "features_complete", "explanation_len",
+               "current_rules", "row_sha256"]  # fmt: skip
+    records = []
+    with engine.connect() as conn:
+        for r in conn.execute(sa.text(SCORE_GATE_QUERY), {"b": list(batches)}).mappings():
+            records.append((
+                r["pair_id"], r["batch_id"], r["score"], r["confidence"], r["category"],
+                set(r["features"]) == set(FEATURES), len(r["explanation"]), r["rules_sha256"] == rules_sha256,
+                row_digest(r["pair_id"], r["score"], r["category"], r["confidence"], r["features"]),
+            ))  # fmt: skip
+    df = pd.DataFrame.from_records(records, columns=columns)
+    _with_batch_checks(df, batches, "pair_id", "row_sha256")
+    df["all_pairs_scored"] = unscored == 0
+    if df.empty:  # nothing new to check: the whole-state check still runs
+        df = pd.DataFrame({"all_pairs_scored": [unscored == 0]})
+        expectations = [gxe.ExpectColumnValuesToBeInSet(column="all_pairs_scored", value_set=[True])]
+    else:
+        expectations = [
+            gxe.ExpectTableRowCountToEqual(value=sum(n for n, _ in batches.values())),
+            gxe.ExpectColumnValuesToBeUnique(column="pair_id"),
+            gxe.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="confidence", min_value=0, max_value=1),
+            gxe.ExpectColumnValuesToBeInSet(column="category", value_set=list(CATEGORIES)),
+            gxe.ExpectColumnValuesToBeInSet(column="features_complete", value_set=[True]),
+            gxe.ExpectColumnValuesToBeBetween(column="explanation_len", min_value=1),
+            gxe.ExpectColumnValuesToBeInSet(column="current_rules", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="batch_digest_ok", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="all_pairs_scored", value_set=[True]),
+        ]
+    outcome = validate(df, "score_suite", expectations)
+    return _store_and_raise(engine, "score_suite", "score", run_id, list(batches), len(records), outcome)

@@ -12,9 +12,10 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from codepairs import crawl, dedup, export, extract, gates, github_crawl
+from codepairs import crawl, dedup, export, extract, gates, github_crawl, score
 from codepairs.config import PipelineConfig
 from codepairs.errors import GithubError, RateLimitWait
+from codepairs.features import load_rules
 
 
 def shard(specs: list[str], max_shards: int) -> list[list[str]]:
@@ -93,6 +94,14 @@ def process_repository(
     return state
 
 
+def score_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """Score and classify every gated pair not scored under the current rules, rank, then the score gate."""
+    rules = load_rules(config.score.rules_path())
+    result = score.score_pairs(engine, config.score, rules)
+    report = gates.validate_scores(engine, result.run_id, score.rules_digest(rules))
+    return {**result.as_dict(), "gate": report.as_dict()}
+
+
 def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
     """Dedup every gated pair not yet seen, then the dedup gate over the whole state, then the split
     gate (no train pair near-duplicates a validation pair)."""
@@ -103,6 +112,8 @@ def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
 
 
 def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.ExportResult:
-    """Dedup (gated), then export the kept pairs: what ``codepairs_build`` and ``codepairs export`` do."""
+    """Score, dedup (each gated), then export the kept, selected pairs: what ``codepairs_build`` and
+    ``codepairs export`` do."""
+    score_step(engine, config)
     dedup_step(engine, config)
     return export.write_export(engine, out_dir, config.export)

@@ -1,0 +1,288 @@
+"""Quality features of a pair, a score in [0, 1] from weights in config, and a one-line explanation.
+
+Each feature is a plain number a person can check against the pair (words named in the message
+that the diff contains, files touched, share of the change inside one directory, ...). The score is
+a logistic function of a weighted sum, so every feature's contribution (weight × value) is additive
+and the explanation lists the largest ones with their sign. Weights, vague-message patterns and
+the paths that make a file docs, tests, build or UI live in ``include/config/scoring.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codepairs import settings
+from codepairs.errors import ConfigError
+from codepairs.extract import is_test_path
+
+IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+# Code-like words in a message: snake_case, camelCase, dotted.names, paths, --flags, calls(), `ticked`.
+CODE_WORD = re.compile(
+    r"`([^`\n]{2,80})`|(--?[a-z][\w-]+)|([\w$]+(?:[./][\w$]+)+)|(\w+\(\))|(\b[a-z]+_\w+\b)|(\b[a-z]+[A-Z]\w*\b)"
+    r"|(\b[A-Z][a-z]+[A-Z]\w*\b)"
+)
+WORD = re.compile(r"[a-z][a-z0-9]+")
+CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+ISSUE_REF = re.compile(r"(?:^|[\s(])(?:[\w.-]+/[\w.-]+)?#\d+\b|/issues/\d+|/pull/\d+")
+CONVENTIONAL = re.compile(r"^(\w+)(\([^)]*\))?!?:\s*")
+DIFF_HEADER = re.compile(r"^diff --git a/(.*?) b/(.*)$")
+DIFF_SCAN_BYTES = 64_000  # identifiers and hunks: the head of a long diff says enough (and bounds the time)
+STOPWORDS = frozenset(
+    "the and for with from into when that this then than not are was were has have had but all any can use "
+    "used using make makes made also only more most some such each its it's add adds added fix fixes fixed "
+    "update updates updated remove removes removed change changes changed support allow allows new file files "
+    "code test tests when where which what while should would could will does don't doesn't now instead "
+    "after before about other issue issues case cases value values work works properly correctly".split()
+)
+
+
+@dataclass(frozen=True)
+class FileRules:
+    """Which paths are docs, tests, build/CI configuration or UI components (regexes over the path)."""
+
+    tests: tuple[str, ...]  # beyond the test-file conventions extract knows (fixtures, golden files)
+    docs: tuple[str, ...]
+    build: tuple[str, ...]
+    ui: tuple[str, ...]
+    ui_dirs: tuple[str, ...]
+
+    @cached_property
+    def _compiled(self) -> dict[str, re.Pattern[str]]:
+        return {name: re.compile("|".join(f"(?:{p})" for p in getattr(self, name)) or r"(?!)", re.IGNORECASE)
+                for name in ("tests", "docs", "build", "ui")}  # fmt: skip
+
+    def kind(self, path: str) -> str:
+        """tests | build | docs | ui | code — the first that matches, in that order."""
+        c = self._compiled
+        if is_test_path(path) or c["tests"].search(path):
+            return "tests"
+        if c["build"].search(path):
+            return "build"
+        if c["docs"].search(path):
+            return "docs"
+        if c["ui"].search(path) or any(f"/{d}/" in f"/{path.lower()}" for d in self.ui_dirs):
+            return "ui"
+        return "code"
+
+
+@dataclass(frozen=True)
+class ScoringRules:
+    weights: Mapping[str, float]
+    bias: float
+    vague: tuple[str, ...]
+    mechanical: tuple[str, ...]
+    trivial: tuple[str, ...]
+    files: FileRules
+    categories: Mapping[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def vague_re(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{p})" for p in self.vague), re.IGNORECASE)
+
+    @cached_property
+    def mechanical_re(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{p})" for p in self.mechanical), re.IGNORECASE)
+
+    @cached_property
+    def trivial_re(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{p})" for p in self.trivial), re.IGNORECASE)
+
+
+def load_rules(path: Path | None = None) -> ScoringRules:
+    """Read the weights and rules; an unknown feature name is a config error, not a silent zero."""
+    path = path or settings.PROJECT_ROOT / "include" / "config" / "scoring.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"scoring rules {path} not found") from exc
+    weights = {str(k): float(v) for k, v in (raw.get("weights") or {}).items()}
+    unknown = set(weights) - set(FEATURES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown feature weight(s) {sorted(unknown)}; known: {sorted(FEATURES)}")
+    f = raw.get("files") or {}
+    return ScoringRules(
+        weights=weights, bias=float(raw.get("bias", 0.0)), vague=tuple(raw.get("vague") or ()),
+        mechanical=tuple(raw.get("mechanical") or ()), trivial=tuple(raw.get("trivial") or ()),
+        files=FileRules(*(tuple(f.get(k) or ()) for k in ("tests", "docs", "build", "ui", "ui_dirs"))),
+        categories=raw.get("categories") or {},
+    )  # fmt: skip
+
+
+# Every feature the score may weigh, with what it means (the explanation uses these words).
+FEATURES: dict[str, str] = {
+    "vague_message": "vague or template message",
+    "mechanical_message": "release, version or dependency bump",
+    "trivial_message": "typo, whitespace or wording only",
+    "summary_words": "summary line length (words, capped at 12)",
+    "short_summary": "summary line under 4 words",
+    "body_lines": "message explains in a body",
+    "imperative": "imperative or conventional summary",
+    "issue_reference": "references an issue",
+    "named_in_diff": "names identifiers found in the diff",
+    "word_overlap": "message words found in the diff",
+    "files_log": "files touched (log)",
+    "directories_over_2": "directories touched beyond two",
+    "module_share": "share of the change inside one directory",
+    "languages_over_1": "languages beyond one",
+    "tiny_change": "two changed lines or fewer",
+    "huge_change": "over 600 changed lines",
+    "hunks_log": "hunks (log)",
+    "with_tests": "tests changed with the code",
+    "docs_only": "documentation only",
+    "build_only": "build, CI or packaging only",
+    "tests_only": "tests only",
+    "label_signal": "issue labels (bug, enhancement, ...)",
+    "author_history": "author's earlier work in the repository (log)",
+    "from_issue": "instruction is an issue or review",
+}
+
+
+def summary_line(instruction: str) -> str:
+    return instruction.strip().split("\n", 1)[0].strip()
+
+
+def _bare_summary(summary: str) -> str:
+    """The summary without a conventional prefix, a trailing PR reference and punctuation."""
+    text = CONVENTIONAL.sub("", summary)
+    text = re.sub(r"\s*\((?:[\w.-]+/[\w.-]+)?#\d+\)\s*$", "", text)
+    return text.strip().rstrip(".!").strip()
+
+
+COMMENT_START = ("#", "//", "/*", "*", "*/", '"""', "'''", "<!--", "--")
+
+
+@dataclass
+class DiffStats:
+    paths: list[str]
+    changed: Counter[str]  # changed lines per path
+    comment_only: bool  # every non-blank changed line is a comment
+    added: int
+    deleted: int
+    hunks: int
+    identifiers: set[str]
+    subwords: set[str]
+    text: str
+
+
+def diff_stats(diff: str, extra: str | None = None) -> DiffStats:
+    """One pass over the unified diff(s): files, changed lines per file, hunks, identifiers."""
+    paths: list[str] = []
+    changed: Counter[str] = Counter()
+    hunks = added = deleted = 0
+    comment_only = True
+    current = ""
+    for text in (diff, extra or ""):
+        for line in text.splitlines():
+            if line.startswith("diff --git "):
+                m = DIFF_HEADER.match(line)
+                current = m.group(2) if m else line[11:]
+                paths.append(current)
+            elif line.startswith("@@"):
+                hunks += 1
+            elif line[:1] in "+-" and not line.startswith(("+++ ", "--- ")):
+                changed[current] += 1
+                added += line[0] == "+"
+                deleted += line[0] == "-"
+                body = line[1:].strip()
+                comment_only = comment_only and (not body or body.startswith(COMMENT_START))
+    head = (diff[:DIFF_SCAN_BYTES] + "\n" + (extra or "")[:DIFF_SCAN_BYTES // 4])
+    identifiers = set(IDENTIFIER.findall(head))
+    subwords = {p.lower() for ident in identifiers for p in CAMEL_PART.findall(ident)}
+    subwords |= {i.lower() for i in identifiers}
+    return DiffStats(paths, changed, comment_only and added + deleted > 0, added, deleted, hunks, identifiers,
+                     subwords, head)
+
+
+def _language(path: str) -> str | None:
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else None
+
+
+def _directory(path: str) -> str:
+    return path.rsplit("/", 1)[0] if "/" in path else ""
+
+
+def features(pair: Mapping[str, Any], rules: ScoringRules, stats: DiffStats | None = None) -> dict[str, float]:
+    """The features of one pair. ``pair``: kind, instruction, response, tests (or None), labels
+    (issue labels or []), author_prior (earlier commits or merged PRs of its author here).
+    ``stats``: the pair's ``diff_stats``, when the caller has them already."""
+    instruction = pair["instruction"] or ""
+    summary = summary_line(instruction)
+    bare = _bare_summary(summary)
+    stats = stats or diff_stats(pair["response"] or "", pair.get("tests"))
+    kinds = Counter(rules.files.kind(p) for p in stats.paths)
+    total = sum(stats.changed.values())
+    by_dir: Counter[str] = Counter()
+    for path, n in stats.changed.items():
+        by_dir[_directory(path)] += n
+    code_langs = {_language(p) for p in stats.paths if rules.files.kind(p) in ("code", "ui")} - {None}
+    from_issue = pair["kind"] != "commit"
+    named = [next(g for g in m.groups() if g) for m in CODE_WORD.finditer(instruction)]
+    named = [n.strip("`").rstrip("()") for n in named if len(n) > 2]
+    found = sum(1 for n in named if n in stats.text or n.lstrip("-") in stats.text)
+    words = [w for w in WORD.findall(bare.lower()) if len(w) > 3 and w not in STOPWORDS]
+    hits = sum(1 for w in words if w in stats.subwords or w.rstrip("s") in stats.subwords)
+    overlap = hits / len(words) if words else 0.0
+    body = [ln for ln in instruction.strip().split("\n")[1:] if ln.strip()]
+    n_files = len(stats.paths)
+    only = kinds.most_common(1)[0][0] if len(kinds) == 1 else None
+    labels = [str(x).lower() for x in pair.get("labels") or ()]
+    return {
+        "vague_message": float(not from_issue and bool(rules.vague_re.search(bare) or not bare)),
+        "mechanical_message": float(bool(rules.mechanical_re.search(summary))),
+        "trivial_message": float(bool(rules.trivial_re.search(bare))),
+        "summary_words": min(len(bare.split()), 12) / 12,
+        "short_summary": float(len(bare.split()) < 4),
+        "body_lines": min(len(body), 6) / 6,
+        "imperative": float(bool(CONVENTIONAL.match(summary)) or (bare[:1].isupper() and not bare.endswith("."))),
+        "issue_reference": float(bool(ISSUE_REF.search(instruction))),
+        "named_in_diff": min(found, 3) / 3,
+        "word_overlap": round(overlap, 4),
+        "files_log": round(math.log1p(n_files), 4),
+        "directories_over_2": float(max(len(by_dir) - 2, 0)),
+        "module_share": round(max(by_dir.values()) / total, 4) if total else 0.0,
+        "languages_over_1": float(max(len(code_langs) - 1, 0)),
+        "tiny_change": float(total <= 2),
+        "huge_change": float(total > 600),
+        "hunks_log": round(math.log1p(stats.hunks), 4),
+        "with_tests": float(kinds["tests"] > 0 and (kinds["code"] + kinds["ui"]) > 0),
+        "docs_only": float(only == "docs"),
+        "build_only": float(all(k in ("build", "docs") for k in kinds) and kinds["build"] > 0),
+        "tests_only": float(only == "tests"),
+        "label_signal": _label_signal(labels, rules),
+        "author_history": round(math.log1p(int(pair.get("author_prior") or 0)) / math.log1p(100), 4),
+        "from_issue": float(from_issue),
+    }
+
+
+def _label_signal(labels: Sequence[str], rules: ScoringRules) -> float:
+    """+1 for a label that says what the change is (bug, feature, ...), -1 for one that says it is not
+    worth learning from (duplicate, invalid, wontfix), 0 without labels."""
+    good = rules.categories.get("label_good") or ()
+    bad = rules.categories.get("label_bad") or ()
+    if any(any(b in label for b in bad) for label in labels):
+        return -1.0
+    return 1.0 if any(any(g in label for g in good) for label in labels) else 0.0
+
+
+def score(values: Mapping[str, float], rules: ScoringRules) -> tuple[float, list[tuple[str, float]]]:
+    """The score and every non-zero contribution (feature, weight × value), largest effect first."""
+    contributions = [(name, rules.weights.get(name, 0.0) * value) for name, value in values.items()]
+    contributions = [(n, round(c, 4)) for n, c in contributions if abs(c) >= 1e-4]
+    z = rules.bias + sum(c for _, c in contributions)
+    contributions.sort(key=lambda nc: (-abs(nc[1]), nc[0]))
+    return round(1.0 / (1.0 + math.exp(-z)), 6), contributions
+
+
+def explain(contributions: Sequence[tuple[str, float]], top: int = 4) -> str:
+    """'+1.2 names identifiers found in the diff; -2.0 vague or template message; ...'"""
+    return "; ".join(f"{c:+.1f} {FEATURES[n]}" for n, c in contributions[:top]) or "no signal"
