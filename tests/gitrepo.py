@@ -37,11 +37,15 @@ class GitRepo:
         return target
 
     def commit(self, message: str | bytes, files: dict[str, str | bytes] | None = None, *,
-               author: tuple[str, str] | None = None, allow_empty: bool = False) -> str:  # fmt: skip
+               author: tuple[str, str] | None = None, allow_empty: bool = False,
+               date: str | None = None) -> str:  # fmt: skip
+        """``date``: git's date format ("2026-03-01T12:00:00Z"), for author and committer."""
         for rel, content in (files or {}).items():
             self.write(rel, content)
         self.git("add", "-A")
         self._author_env = {"GIT_AUTHOR_NAME": author[0], "GIT_AUTHOR_EMAIL": author[1]} if author else {}
+        if date:
+            self._author_env |= {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date}
         args = ["commit", "-q", "--no-verify", "-F", "-"] + (["--allow-empty"] if allow_empty else [])
         self.git(*args, input=message if isinstance(message, bytes) else message.encode())
         self._author_env = {}

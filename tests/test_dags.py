@@ -46,11 +46,11 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
     assert dag.dagrun_timeout.total_seconds() == 12 * 3600
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
-    assert set(dag.params.keys()) == {"repos", "max_commits", "batch_size"}
+    assert set(dag.params.keys()) == {"repos", "max_commits", "select", "batch_size"}
     assert sorted(dag.task_ids) == [
         "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_github",
-        "repository.crawl_repository", "repository.extract_pairs", "repository.validate_commits",
-        "repository.validate_github", "repository.validate_pairs",
+        "repository.crawl_repository", "repository.extract_pairs", "repository.select_repository",
+        "repository.validate_commits", "repository.validate_github", "repository.validate_pairs",
     ]  # fmt: skip
     assert [o.name for o in dag.get_task("publish_pairs").outlets] == ["codepairs_pairs"]
     for task in dag.tasks:
@@ -106,7 +106,7 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-u
     dag = dagbag.get_dag("codepairs_build")
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["codepairs_pairs"]
     assert sorted(dag.task_ids) == ["dedup_pairs", "export_dataset", "score_pairs", "verify_export"]
-    assert set(dag.params.keys()) == {"out_dir"}
+    assert set(dag.params.keys()) == {"min_score", "top_fraction", "out_dir"}
 
 
 def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyped-def]
@@ -129,6 +129,11 @@ def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyp
         ("max_commits", 0, False),
         ("max_commits", "many", False),
         ("batch_size", 1_000_000, False),
+        ("select", False, True),
+        ("select", "no", False),
+        ("build:min_score", 0.6, True),
+        ("build:min_score", 1.5, False),
+        ("build:top_fraction", 0, False),
     ],
 )
 def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: bool) -> None:  # type: ignore[no-untyped-def]
@@ -136,7 +141,8 @@ def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: b
 
     from airflow.sdk.exceptions import ParamValidationError
 
-    params = copy.deepcopy(dagbag.get_dag("codepairs_crawl").params)
+    dag_id, _, name = name.rpartition(":")
+    params = copy.deepcopy(dagbag.get_dag("codepairs_build" if dag_id else "codepairs_crawl").params)
     if ok:
         params[name] = value
         assert params.validate()[name] == value

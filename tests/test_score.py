@@ -24,6 +24,7 @@ PAGER_FIXED = (
 )
 PAGER_TEST = "from src.pager import paginate\n\n\ndef test_first_page():\n    assert paginate([1, 2], 0, 1) == [1]\n"
 EMPTY_TEST = "\n\ndef test_empty_list_has_no_page():\n    assert paginate([], 0, 10) == []\n"
+NEGATIVE_TEST = "\n\ndef test_negative():\n    assert paginate([1], -1, 1) == []\n"
 ALICE, BOB = ("Alice", "alice@example.com"), ("Bob", "bob@example.com")
 
 # summary line -> category, for every commit of the repository below
@@ -56,7 +57,7 @@ def repo(tmp_path: Path) -> GitRepo:
                               "scripts/run.sh": "echo run\n"}, author=BOB)  # fmt: skip
     r.commit("Document the page size limit in the guide", {"docs/guide.md": "Pages hold at most 100 items.\n"})
     r.commit("Cover paginate with a negative page number",
-             {"tests/test_pager.py": PAGER_TEST + EMPTY_TEST + "\n\ndef test_negative():\n    assert paginate([1], -1, 1) == []\n"})  # fmt: skip
+             {"tests/test_pager.py": PAGER_TEST + EMPTY_TEST + NEGATIVE_TEST})
     r.commit("Run the test suite on Python 3.13 in CI", {".github/workflows/ci.yml": "on: push\njobs: {}\n"})
     r.commit("Add a Pager component with next and previous buttons",
              {"web/components/Pager.tsx": "export function Pager() {\n  return <nav><button>prev</button>"
@@ -64,8 +65,8 @@ def repo(tmp_path: Path) -> GitRepo:
     r.commit("Refactor the page arithmetic into smaller helpers",
              {"src/pager.py": PAGER_FIXED.replace("    start = page * size\n", "    start = _start(page, size)\n")
               + "\n\ndef _start(page, size):\n    return page * size\n"}, author=ALICE)  # fmt: skip
-    r.commit("Speed up paginate by slicing instead of copying the list", {"src/fast.py": "def copy_free(items):\n"
-                                                                          "    return memoryview(items)\n"})  # fmt: skip
+    r.commit("Speed up paginate by slicing instead of copying the list",
+             {"src/fast.py": "def copy_free(items):\n    return memoryview(items)\n"})
     r.commit('Revert "Speed up paginate by slicing instead of copying the list"', {"src/fast.py": "\n"})
     r.commit("feat(pager): allow a custom default page size", {"src/pager.py": "DEFAULT_SIZE = 20\n" + PAGER_FIXED})
     r.commit("Bump version to 1.2.0", {"setup.py": "from setuptools import setup\nsetup(version='1.2.0')\n"})

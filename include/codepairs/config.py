@@ -6,7 +6,7 @@ values with ``dataclasses.replace``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,26 @@ class DedupConfig:
     batch_size: int = 5000  # pairs per transaction
 
 
+PERMISSIVE = ("MIT", "MIT-0", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "BSD-3-Clause-Clear", "ISC", "0BSD",
+              "Unlicense", "Zlib", "BSL-1.0", "CC0-1.0", "PostgreSQL", "UPL-1.0", "NCSA", "PSF-2.0", "X11")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    enabled: bool = False  # pipeline.yaml turns it on; a bare PipelineConfig() selects nothing away
+    licences: tuple[str, ...] = PERMISSIVE  # SPDX identifiers allowed
+    min_active_months: int = 6  # months with at least one commit
+    min_authors: int = 3  # distinct commit authors, bots excluded
+    max_idle_days: int = 730  # since the newest commit
+    min_test_share: float = 0.01  # test files among all files of the tree
+    require_ci: bool = False  # a CI configuration in the tree
+    min_issues_closed: int = 1  # in the last year (GitHub repositories only)
+    min_prs_merged: int = 1  # in the last year (GitHub repositories only)
+    allow_archived: bool = False
+    allow_forks: bool = False
+    force_keep: tuple[str, ...] = ()  # sources kept whatever the checks say (their failures stay on record)
+
+
 @dataclass(frozen=True)
 class ScoreConfig:
     rules_file: str = "scoring.yaml"  # weights, vague-message patterns, file kinds, category rules (include/config/)
@@ -105,6 +125,7 @@ class PipelineConfig:
     extract: ExtractConfig = ExtractConfig()
     gates: GateConfig = GateConfig()
     github: GithubConfig = GithubConfig()
+    select: SelectConfig = SelectConfig()
     score: ScoreConfig = ScoreConfig()
     dedup: DedupConfig = DedupConfig()
     export: ExportConfig = ExportConfig()
@@ -133,6 +154,15 @@ def _resolve_local(source: str) -> str:
     return source
 
 
+def _select(raw: dict[str, Any] | None) -> SelectConfig:
+    """``force_keep`` names sources as the repository list does: resolved the same way."""
+    from codepairs.crawl import resolve_source
+
+    config = _build(SelectConfig, "select", raw)
+    keep = tuple(resolve_source(_resolve_local(s)).source for s in config.force_keep)
+    return replace(config, force_keep=keep)
+
+
 def load_config(path: Path | None = None) -> PipelineConfig:
     path = path or settings.config_path()
     try:
@@ -145,6 +175,7 @@ def load_config(path: Path | None = None) -> PipelineConfig:
         extract=_build(ExtractConfig, "extract", raw.get("extract")),
         gates=_build(GateConfig, "gates", raw.get("gates")),
         github=_build(GithubConfig, "github", raw.get("github")),
+        select=_select(raw.get("select")),
         score=_build(ScoreConfig, "score", raw.get("score")),
         dedup=_build(DedupConfig, "dedup", raw.get("dedup")),
         export=_build(ExportConfig, "export", raw.get("export")),

@@ -61,7 +61,8 @@ JOIN dedup d ON d.pair_id = p.pair_id AND d.duplicate_of IS NULL  -- deduplicate
 JOIN pair_scores s ON s.pair_id = p.pair_id AND s.selected        -- scored, and selected by the ranking
 JOIN batches sb ON sb.batch_id = s.batch_id AND sb.validated
 LEFT JOIN gh_repos g ON g.repo_id = p.repo_id
-WHERE NOT p.orphaned AND b.validated
+LEFT JOIN repo_selection sel ON sel.repo_id = p.repo_id
+WHERE NOT p.orphaned AND b.validated AND COALESCE(sel.decision, 'keep') = 'keep'  -- not rejected since
 ORDER BY p.pair_id
 """
 DEDUP_FIGURES = """

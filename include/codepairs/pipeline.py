@@ -1,4 +1,5 @@
-"""One repository through crawl -> GitHub crawl -> gates -> extract -> gate: each mapped DAG group's chain.
+"""One repository through crawl -> GitHub crawl -> gates -> select -> extract -> gate: each mapped DAG
+group's chain.
 
 The DAG runs these steps as separate tasks (so a gate failure shows on its own task, and only the
 GitHub step takes a slot of the GitHub pool); the CLI runs them in a row through
@@ -12,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from codepairs import crawl, dedup, export, extract, gates, github_crawl, score
+from codepairs import crawl, dedup, export, extract, gates, github_crawl, score, selection
 from codepairs.config import PipelineConfig
 from codepairs.errors import GithubError, RateLimitWait
 from codepairs.features import load_rules
@@ -58,6 +59,18 @@ def validate_commits_step(engine: Engine, state: dict[str, Any], config: Pipelin
     return {**state, "commits_gate": report.as_dict()}
 
 
+def select_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
+    """Licence and activity checks on the crawled repository; a rejected one makes no pairs."""
+    if state["status"] == "skipped" or not config.select.enabled:
+        return state
+    chosen = selection.select_repository(engine, state["repo_id"], config.select, config.extract.bot_authors,
+                                         state.get("run_id"))  # fmt: skip
+    state = {**state, "selection": {"decision": chosen.decision, "summary": chosen.summary()}}
+    if chosen.decision == "reject":
+        return {**state, "status": "skipped", "skip_reason": "rejected_by_select", "skip_detail": chosen.summary()}
+    return state
+
+
 def extract_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
     if state["status"] == "skipped":
         return state
@@ -89,7 +102,7 @@ def process_repository(
         state = github_step(engine, state, config, token, api_url)
     except (GithubError, RateLimitWait) as err:  # the git side goes on; the next run resumes GitHub's
         state = {**state, "github_error": str(err)}
-    for step in (validate_github_step, extract_step, validate_pairs_step):
+    for step in (validate_github_step, select_step, extract_step, validate_pairs_step):
         state = step(engine, state, config)
     return state
 

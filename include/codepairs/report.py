@@ -1,7 +1,7 @@
 """The run summary people read at the end of ``make run`` and ``codepairs summary``.
 
 Reads ``runs`` (what each crawl and extract run did), ``repositories``, ``pairs``, ``skips``, the
-GitHub tables and ``exports``; writes nothing.
+GitHub tables, ``repo_selection``, ``pair_scores`` and ``exports``; writes nothing.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
             sa.text("SELECT (SELECT count(*) FROM gh_issues), (SELECT count(*) FROM gh_pulls), "
                     "(SELECT count(*) FROM gh_review_comments), (SELECT count(*) FROM gh_links)")
         ).one()  # fmt: skip
+        selection = conn.execute(
+            sa.text("SELECT r.name, s.decision, s.licence, s.reasons FROM repo_selection s "
+                    "JOIN repositories r USING (repo_id) ORDER BY r.name")
+        ).mappings().all()  # fmt: skip
+        scores = conn.execute(
+            sa.text("SELECT category, count(*), count(*) FILTER (WHERE selected), round(avg(score)::numeric, 3) "
+                    "FROM pair_scores GROUP BY category ORDER BY 2 DESC, 1")
+        ).all()  # fmt: skip
         export = conn.execute(
             sa.text("SELECT out_dir, rows, files, export_id FROM exports ORDER BY created_at DESC LIMIT 1")
         ).mappings().first()
@@ -59,8 +67,14 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
         "skipped_by_reason": dict(skipped),
         "pairs_by_kind": dict(by_kind),
         "github_stored": dict(zip(("issues", "pull_requests", "review_comments", "links"), github, strict=True)),
+        "selection": [
+            {"name": r["name"], "decision": r["decision"], "licence": r["licence"],
+             "failed": [f"{c['name']}={c['value']} (needs {c['threshold']})" for c in r["reasons"] if not c["passed"]]}
+            for r in selection
+        ],
+        "categories": {c: {"scored": n, "selected": k, "mean_score": float(m)} for c, n, k, m in scores},
         "export": dict(export) if export else None,
-    }
+    }  # fmt: skip
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -77,6 +91,15 @@ def format_summary(s: dict[str, Any]) -> str:
         "skipped by reason (all runs):",
     ]
     lines += [f"  {reason:<22} {n}" for reason, n in s["skipped_by_reason"].items()] or ["  (none)"]
+    if s["selection"]:
+        lines.append("repository selection:")
+        for r in s["selection"]:
+            why = f": {'; '.join(r['failed'])}" if r["failed"] else ""
+            lines.append(f"  {r['name']:<32} {r['decision']:<7} {r['licence'] or 'no licence'}{why}")
+    if s["categories"]:
+        lines.append("pairs scored by category (selected, mean score):")
+        lines += [f"  {c:<14} {v['scored']:>8}  selected {v['selected']:>8}  mean {v['mean_score']:.3f}"
+                  for c, v in s["categories"].items()]  # fmt: skip
     if s["export"]:
         e = s["export"]
         lines += ["", f"export folder : {e['out_dir']}", f"manifest      : {e['out_dir']}/manifest.json "

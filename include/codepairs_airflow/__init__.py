@@ -95,6 +95,11 @@ def pipeline_config(params: dict[str, Any]):  # type: ignore[no-untyped-def]
     crawl = {k: params[k] for k in ("max_commits", "batch_size") if params.get(k) is not None}
     if crawl:
         config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl))
+    if params.get("select") is not None:
+        config = dataclasses.replace(config, select=dataclasses.replace(config.select, enabled=params["select"]))
+    score = {k: params[k] for k in ("min_score", "top_fraction") if params.get(k) is not None}
+    if score:
+        config = dataclasses.replace(config, score=dataclasses.replace(config.score, **score))
     return config
 
 

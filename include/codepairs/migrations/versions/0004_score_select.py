@@ -32,7 +32,7 @@ CREATE INDEX commits_author ON commits (repo_id, author_email, author_date);
 CREATE INDEX gh_pulls_author ON gh_pulls (repo_id, (data->>'author'), merged_at);
 
 CREATE TABLE repo_selection (
-    source        text PRIMARY KEY,                -- as listed: owner/name, URL or path
+    repo_id       text PRIMARY KEY REFERENCES repositories(repo_id),
     decision      text NOT NULL,                   -- keep | reject
     reasons       jsonb NOT NULL,                  -- every check: name, passed, value, threshold
     licence       text,                            -- SPDX identifier or expression; NULL when none found

@@ -1,0 +1,204 @@
+"""Score and classify generated commit pairs from Postgres, against a plain read of the same rows.
+
+    python benchmarks/score_pairs.py [--pairs 1000000]
+
+Generates commits with code-like diffs (1-6 files of source, tests, docs or build configuration,
+1-3 hunks each, identifiers the message names or not) and messages of every kind the scorer tells
+apart (specific, vague, conventional, version bumps, multi-line), streamed by COPY into a fresh
+database as gated commit pairs whose response is the commit's diff (as extract stores most of
+them). Then, each in a child process with its own peak RSS:
+
+- baseline: the score stage's own query (pair, diff, labels, the author's earlier commits), read
+  batch by batch and thrown away: what reading the pairs costs;
+- codepairs: ``score_pairs`` (features, score, explanation, category, COPY of the results, batch
+  digests, the ranking) and the score gate.
+
+Prints pairs per second, the ratio to the baseline, and peak memory. Uses ``$CODEPAIRS_DATABASE_URL``
+if set, else an embedded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dedup_pairs import peak_rss_mib  # noqa: E402
+from scratch import fresh_database, scratch_server  # noqa: E402
+
+AUTHORS = [(f"Dev {i}", f"dev{i}@example.com") for i in range(400)]
+VERBS = ("parse", "load", "render", "read", "write", "merge", "check", "build")
+NOUNS = ("config", "token", "header", "page", "cache", "path", "value", "node", "query", "row")
+FUNCS = [f"{verb}_{noun}" for verb in VERBS for noun in NOUNS]
+CODE_DIRS = ["src/core", "src/cli", "lib/net", "pkg/store", "app/views", "web/components"]
+EXTS = [".py", ".go", ".rs", ".ts", ".tsx", ".js"]
+
+
+def message(rng: random.Random, fn: str) -> str:
+    roll = rng.random()
+    if roll < 0.15:
+        return rng.choice(["fix", "update stuff", "wip", "minor changes", "Update README.md", "cleanup"])
+    if roll < 0.22:
+        return f"Bump version to {rng.randint(0, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}"
+    if roll < 0.45:
+        kind = rng.choice(["fix", "feat", "refactor", "perf", "docs", "test", "chore"])
+        return f"{kind}({fn.split('_')[1]}): {rng.choice(['handle', 'support', 'simplify', 'speed up'])} {fn} paths"
+    summary = rng.choice([f"Fix crash in {fn} when the input is empty", f"Add a timeout option to {fn}",
+                          f"Speed up {fn} by caching parsed values", f"Refactor {fn} into smaller helpers",
+                          f"Document the return value of {fn}", f"Handle unicode paths in {fn}"])  # fmt: skip
+    if rng.random() < 0.4:
+        summary += f"\n\n{fn} failed for inputs the tests did not cover.\nThis adds them and fixes the edge case."
+    return summary
+
+
+def diff(rng: random.Random, fn: str) -> tuple[str, list[str], int, int]:
+    parts, paths, added, deleted = [], [], 0, 0
+    for _ in range(rng.choice([1, 1, 2, 2, 3, 4, 6])):
+        roll = rng.random()
+        if roll < 0.2:
+            path = f"tests/test_{fn}_{rng.randint(0, 99)}.py"
+        elif roll < 0.3:
+            path = f"docs/{fn}.md"
+        elif roll < 0.35:
+            path = rng.choice(["package.json", "Cargo.toml", ".github/workflows/ci.yml", "pyproject.toml"])
+        else:
+            path = f"{rng.choice(CODE_DIRS)}/{rng.choice(FUNCS)}{rng.choice(EXTS)}"
+        lines = [f"diff --git a/{path} b/{path}", f"--- a/{path}", f"+++ b/{path}"]
+        for h in range(rng.randint(1, 3)):
+            lines.append(f"@@ -{h * 20 + 1},6 +{h * 20 + 1},7 @@ def {rng.choice(FUNCS)}():")
+            for _ in range(rng.randint(3, 40)):
+                name = rng.choice(FUNCS + [fn])
+                op = rng.choice(" +-")
+                added += op == "+"
+                deleted += op == "-"
+                lines.append(f"{op}    {name}(value, {rng.choice(FUNCS)}(x)) + {rng.randint(0, 999)}")
+        parts.append("\n".join(lines))
+        paths.append(path)
+    return "\n".join(parts) + "\n", paths, added, deleted
+
+
+def rows(n: int, seed: int = 11) -> Iterator[tuple[tuple, tuple]]:
+    """(commit row, pair row) for each generated commit, streamed (nothing is held)."""
+    from codepairs.extract import pair_id
+
+    rng = random.Random(seed)
+    for i in range(n):
+        fn = rng.choice(FUNCS)
+        msg, (text, paths, added, deleted) = message(rng, fn), diff(rng, fn)
+        sha = hashlib.sha1(str(i).encode()).hexdigest()
+        name, email = rng.choice(AUTHORS)
+        date = f"20{15 + i * 10 // n:02d}-{1 + i % 12:02d}-{1 + i % 28:02d}T12:00:00Z"
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        files = json.dumps([{"path": p} for p in paths])
+        commit = (sha, "{}", name, email, date, name, email, date, msg, text, len(text), False, files, len(paths),
+                  added, deleted, False, True, digest, digest, "gen-c")  # fmt: skip
+        pair = (pair_id("commit", "bench", sha), "commit", "bench", sha, msg, None, json.dumps(paths), "[]", added,
+                deleted, date, None, digest, "gen-p")  # fmt: skip
+        yield commit, pair
+
+
+def load(url: str, n: int) -> None:
+    import sqlalchemy as sa
+    from codepairs import store
+    from codepairs.extract import PAIR_COLUMNS
+
+    commit_columns = ("sha", "parents", "author_name", "author_email", "author_date", "committer_name",
+                      "committer_email", "committer_date", "message", "diff", "diff_bytes", "diff_truncated", "files",
+                      "files_changed", "lines_added", "lines_deleted", "text_lossy", "patch_ok", "diff_sha256",
+                      "row_sha256", "batch_id")  # fmt: skip
+    engine = store.get_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO repositories (repo_id, source, name) VALUES ('bench', '/bench', 'bench')"))
+        conn.execute(sa.text("INSERT INTO runs (run_id, stage) VALUES ('gen', 'extract')"))
+        for batch, stage in (("gen-c", "crawl"), ("gen-p", "extract")):
+            store.open_batch(conn, batch, stage, "gen", "bench", 0, n, {"generated": True})
+        conn.execute(sa.text("UPDATE batches SET validated = true"))
+    chunk = 50_000
+    stream = rows(n)
+    for start in range(0, n, chunk):
+        part = [next(stream) for _ in range(min(chunk, n - start))]
+        with engine.begin() as conn:
+            store.copy_rows(conn, "commits", ("repo_id", *commit_columns), (("bench", *c) for c, _ in part))
+            store.copy_rows(conn, "pairs", PAIR_COLUMNS, (p for _, p in part))
+    with engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE"))
+    engine.dispose()
+
+
+def child_baseline(url: str) -> None:
+    """The score stage's reads alone: same batches, same query, nothing computed or written."""
+    import sqlalchemy as sa
+    from codepairs import store
+    from codepairs.config import ScoreConfig
+    from codepairs.score import NEXT_IDS, PENDING
+
+    engine, config = store.get_engine(url), ScoreConfig()
+    t0, after, n = time.perf_counter(), "", 0
+    while True:
+        with engine.connect() as conn:
+            ids = conn.execute(sa.text(NEXT_IDS), {"n": config.batch_size, "after": after}).scalars().all()
+            if not ids:
+                break
+            after = ids[-1]
+            n += len(conn.execute(sa.text(PENDING), {"ids": list(ids), "rules": ""}).mappings().all())
+    print(json.dumps({"seconds": time.perf_counter() - t0, "rows": n, "peak_rss_mib": peak_rss_mib()}))
+
+
+def child_codepairs(url: str) -> None:
+    from codepairs import gates, score, store
+    from codepairs.config import ScoreConfig
+    from codepairs.features import load_rules
+
+    engine, config, rules = store.get_engine(url), ScoreConfig(min_score=0.5), load_rules()
+    t0 = time.perf_counter()
+    result = score.score_pairs(engine, config, rules)
+    t1 = time.perf_counter()
+    gates.validate_scores(engine, result.run_id, score.rules_digest(rules))
+    t2 = time.perf_counter()
+    print(json.dumps({"seconds": t1 - t0, "gate_seconds": t2 - t1, "rows": result.pairs_scored,
+                      "selected": result.selected, "categories": result.categories,
+                      "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
+
+
+def run_child(args: list[str]) -> dict:
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=1_000_000)
+    parser.add_argument("--child", choices=["codepairs", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        {"codepairs": child_codepairs, "baseline": child_baseline}[args.child](args.url)
+        return 0
+    with scratch_server("cps-") as (_, admin), fresh_database(admin) as url:
+        t = time.perf_counter()
+        load(url, args.pairs)
+        print(f"generated and loaded {args.pairs} commit pairs in {time.perf_counter() - t:.0f} s")
+        base = run_child(["--child", "baseline", "--url", url])
+        ours = run_child(["--child", "codepairs", "--url", url])
+    assert base["rows"] == ours["rows"] == args.pairs, (base["rows"], ours["rows"])
+    print(f"{'':<26} {'seconds':>8} {'pairs/s':>8} {'peak RSS':>9}")
+    print(f"{'read only (baseline)':<26} {base['seconds']:>8.1f} {args.pairs / base['seconds']:>8.0f} "
+          f"{base['peak_rss_mib']:>6.0f}MiB")  # fmt: skip
+    print(f"{'score + classify + write':<26} {ours['seconds']:>8.1f} {args.pairs / ours['seconds']:>8.0f} "
+          f"{ours['peak_rss_mib']:>6.0f}MiB")  # fmt: skip
+    print(f"score gate: {ours['gate_seconds']:.1f} s; scoring costs {ours['seconds'] / base['seconds']:.2f}x the "
+          f"read; selected {ours['selected']} of {ours['rows']}; categories {json.dumps(ours['categories'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Select: licences from GitHub or the tree's licence files, SPDX expressions, activity thresholds, the
+stored decision with its reasons, and a rejected repository making no pairs and leaving the export."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from codepairs import export, pipeline
+from codepairs.config import PERMISSIVE, PipelineConfig, SelectConfig
+from codepairs.crawl import resolve_source
+from codepairs.selection import licence_allowed, licence_from_files, tree_paths
+from gitrepo import GitRepo
+from identify.vendor.licenses import LICENSES
+
+TEXTS = dict(LICENSES)  # SPDX id -> licence text (choosealicense.com's, as identify ships them)
+AUTHORS = [("Ann", "ann@example.com"), ("Ben", "ben@example.com"), ("Cy", "cy@example.com")]
+
+
+def active_repo(path: Path, licence_files: dict[str, str], months: int = 7) -> GitRepo:
+    """A repository that passes every activity check: three authors, a commit a month, tests, recent."""
+    repo = GitRepo(path)
+    start = datetime.now(UTC) - timedelta(days=31 * months)
+    repo.commit("Add the project skeleton with its licence", {**licence_files, "app/core.py": "VALUE = 0\n"},
+                author=AUTHORS[0], date=start.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    for month in range(1, months):
+        when = (start + timedelta(days=31 * month)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        repo.commit(f"Raise the core value to {month} for the monthly release", {
+            "app/core.py": f"VALUE = {month}\n", "tests/test_core.py": f"def test_value():\n    assert {month}\n"},
+            author=AUTHORS[month % 3], date=when)  # fmt: skip
+    return repo
+
+
+def with_select(config: PipelineConfig, **changes: object) -> PipelineConfig:
+    return replace(config, select=replace(SelectConfig(enabled=True), **changes))
+
+
+def decision(engine, repo_id: str) -> dict:  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.text("SELECT * FROM repo_selection WHERE repo_id = :r"), {"r": repo_id})
+                    .mappings().one())  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("expression", "allowed", "why"),
+    [
+        ("MIT", True, ""),
+        ("Apache-2.0 AND Unlicense", True, ""),
+        ("MIT OR GPL-3.0-only", True, ""),  # a choice: MIT is enough
+        ("MIT AND GPL-3.0-only", False, "MIT AND GPL-3.0-only is not on the allow-list"),
+        ("GPL-2.0", False, "GPL-2.0-only is not on the allow-list"),  # deprecated id, normalised
+        ("LGPL-3.0-or-later", False, "LGPL-3.0-or-later is not on the allow-list"),
+        (None, False, "no licence found"),
+        ("Foo-1", False, "not an SPDX expression: Unknown license key(s): Foo-1"),
+    ],
+)
+def test_licence_expressions(expression: str | None, allowed: bool, why: str) -> None:
+    assert licence_allowed(expression, PERMISSIVE) == (allowed, why)
+
+
+def test_licence_files_are_matched_against_the_spdx_texts(tmp_path: Path) -> None:
+    mit = TEXTS["MIT"].replace("[year] [fullname]", "2026 Ann Example")
+    repo = GitRepo(tmp_path / "r")
+    repo.commit("Add the licences", {"LICENSE-MIT": mit, "UNLICENSE": TEXTS["Unlicense"], "COPYING": "See the files.\n",
+                                     "docs/LICENSE": TEXTS["GPL-3.0"]})  # fmt: skip
+    mirror = repo.path / ".git"
+    paths = tree_paths(mirror, "HEAD")
+    # Root files only (docs/LICENSE is not the project's licence); an unrecognised note is listed.
+    assert licence_from_files(mirror, "HEAD", paths) == ("MIT AND Unlicense", "file:LICENSE-MIT,UNLICENSE", ["COPYING"])
+    gpl = GitRepo(tmp_path / "g")
+    gpl.commit("Add the licence", {"LICENSE": TEXTS["GPL-3.0"]})
+    assert licence_from_files(gpl.path / ".git", "HEAD", ["LICENSE"]) == ("GPL-3.0", "file:LICENSE", [])
+    # Apache-2.0 is most often shipped without its "How to apply" appendix, 10% shorter than SPDX's text.
+    bare_apache = TEXTS["Apache-2.0"].split("APPENDIX:")[0]
+    apache = GitRepo(tmp_path / "a")
+    apache.commit("Add the licence", {"LICENSE.txt": bare_apache, "LICENSE-BSD": TEXTS["BSD-2-Clause"]})
+    assert licence_from_files(apache.path / ".git", "HEAD", ["LICENSE-BSD", "LICENSE.txt"]) == (
+        "Apache-2.0 AND BSD-2-Clause", "file:LICENSE-BSD,LICENSE.txt", [])
+    none = GitRepo(tmp_path / "n")
+    none.commit("Add the readme", {"README.md": "hello\n"})
+    assert licence_from_files(none.path / ".git", "HEAD", ["README.md"]) == (None, "none", [])
+
+
+def test_an_active_permissive_repository_is_kept_and_makes_pairs(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = active_repo(tmp_path / "good", {"LICENSE": TEXTS["MIT"]})
+    state = pipeline.process_repository(engine, str(repo.path), with_select(PipelineConfig()))
+    assert state["selection"]["decision"] == "keep" and state["extract"]["pairs_new"] == 7
+    stored = decision(engine, state["repo_id"])
+    assert (stored["decision"], stored["licence"], stored["licence_from"]) == ("keep", "MIT", "file:LICENSE")
+    assert {c["name"]: c["value"] for c in stored["reasons"]} == {
+        "licence": "MIT", "active_months": 7, "authors": 3, "idle_days": stored["metrics"]["idle_days"],
+        "test_share": 0.3333, "ci": False, "archived": False, "fork": False,
+    }  # fmt: skip
+    assert all(c["passed"] for c in stored["reasons"]) and stored["metrics"]["idle_days"] <= 31
+
+
+@pytest.mark.parametrize(
+    ("licence_files", "months", "changes", "failed"),
+    [
+        ({"LICENSE": TEXTS["GPL-3.0"]}, 7, {}, {"licence": "GPL-3.0"}),
+        ({}, 7, {}, {"licence": "none"}),
+        ({"LICENSE": TEXTS["MIT"]}, 3, {}, {"active_months": 3}),
+        ({"LICENSE": TEXTS["MIT"]}, 7, {"min_authors": 4}, {"authors": 3}),
+        ({"LICENSE": TEXTS["MIT"]}, 7, {"require_ci": True}, {"ci": False}),
+        ({"LICENSE": TEXTS["MIT"]}, 7, {"min_test_share": 0.5}, {"test_share": 0.3333}),
+    ],
+)
+def test_a_rejected_repository_makes_no_pairs_and_says_why(  # type: ignore[no-untyped-def]
+    engine, mirrors, tmp_path: Path, licence_files: dict, months: int, changes: dict, failed: dict
+) -> None:
+    repo = active_repo(tmp_path / "bad", licence_files, months)
+    state = pipeline.process_repository(engine, str(repo.path), with_select(PipelineConfig(), **changes))
+    assert (state["status"], state["skip_reason"]) == ("skipped", "rejected_by_select")
+    assert "extract" not in state
+    stored = decision(engine, state["repo_id"])
+    assert stored["decision"] == "reject"
+    assert {c["name"]: c["value"] for c in stored["reasons"] if not c["passed"]} == failed
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM pairs")).scalar() == 0
+        skip = conn.execute(sa.text("SELECT reason, detail FROM skips WHERE stage = 'select'")).one()
+    assert skip[0] == "rejected_by_select" and skip[1].startswith("bad: reject: ")
+
+
+def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = active_repo(tmp_path / "vetted", {})
+    source = resolve_source(str(repo.path)).source
+    kept = pipeline.process_repository(engine, str(repo.path), with_select(PipelineConfig(), force_keep=(source,)))
+    assert kept["selection"]["summary"] == ("vetted: keep (listed in select.force_keep), despite: "
+                                            "licence=none (needs no licence found)")  # fmt: skip
+    out = tmp_path / "export"
+    assert pipeline.build(engine, out, PipelineConfig()).rows == 7
+    # Unlisted, the next run rejects it: its earlier pairs stay stored but leave the export.
+    pipeline.process_repository(engine, str(repo.path), with_select(PipelineConfig()))
+    assert decision(engine, kept["repo_id"])["decision"] == "reject"
+    assert pipeline.build(engine, out, PipelineConfig()).rows == 0
+    assert export.verify_export(out)["rows"] == 0
