@@ -82,7 +82,8 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
     from codepairs.config import load_config
 
     config = load_config()
-    config = dataclasses.replace(config, github=dataclasses.replace(config.github, enabled=False))
+    config = dataclasses.replace(config, github=dataclasses.replace(config.github, enabled=False),
+                                 select=dataclasses.replace(config.select, enabled=False))  # scores, not repositories
     engine = store.get_engine(database_url)
     repo_ids = {}
     for url, path in clones.items():

@@ -126,6 +126,10 @@ def load_rules(path: Path | None = None) -> ScoringRules:
     )  # fmt: skip
 
 
+# Part of every score's rules digest: raise it when a change here alters feature values, so that
+# stored scores are recomputed (a change of scoring.yaml does that by itself).
+FEATURES_VERSION = 2
+
 # Every feature the score may weigh, with what it means (the explanation uses these words).
 FEATURES: dict[str, str] = {
     "vague_message": "vague or template message",

@@ -24,7 +24,7 @@ from codepairs import gitlog
 from codepairs.classify import classify
 from codepairs.config import ScoreConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
-from codepairs.features import ScoringRules, diff_stats, explain, features, load_rules, score
+from codepairs.features import FEATURES_VERSION, ScoringRules, diff_stats, explain, features, load_rules, score
 from codepairs.store import close_batch, copy_rows, open_batch
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,8 @@ class ScoreResult:
 
 
 def rules_digest(rules: ScoringRules) -> str:
-    """What the scores depend on: a change of weights or rules makes every score stale."""
-    payload = {"weights": dict(rules.weights), "bias": rules.bias, "vague": rules.vague,
+    """What the scores depend on: a change of weights, rules or feature code makes every score stale."""
+    payload = {"version": FEATURES_VERSION, "weights": dict(rules.weights), "bias": rules.bias, "vague": rules.vague,
                "mechanical": rules.mechanical, "trivial": rules.trivial, "files": asdict(rules.files),
                "categories": rules.categories}  # fmt: skip
     return hashlib.sha256(gitlog.canonical_json(payload).encode()).hexdigest()
