@@ -46,6 +46,11 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
             [], type="array", items={"type": "string", "minLength": 1}, title="Repositories",
             description="Local paths, file:// or https clone URLs, or owner/name. Empty: the config's list.",
         ),
+        "search": Param(
+            None, type=["null", "string"], minLength=1, title="GitHub search",
+            description="A GitHub repository search (e.g. 'language:go license:mit pushed:>2026-01-01'); its "
+                        "first select.search_limit results join the list. Empty: the config's select.github_search.",
+        ),
         "max_commits": Param(
             None, type=["null", "integer"], minimum=1, title="Max commits",
             description="Newest N commits per branch on a first crawl (empty: whole history).",
@@ -63,11 +68,16 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
 def codepairs_crawl() -> None:
     @task
     def list_repositories() -> list[list[str]]:
-        """The repositories of this run (trigger form, else config), in at most 1024 shards."""
-        from codepairs.pipeline import shard
+        """The repositories of this run (trigger form, else config, plus a GitHub search's results), in
+        at most 1024 shards."""
+        from codepairs.pipeline import candidates, shard
+        from codepairs_airflow import github_credentials
 
         params = get_current_context()["params"]
-        return shard(list(params.get("repos") or pipeline_config(params).repositories), MAX_MAP_LENGTH)
+        config = pipeline_config(params)
+        search = params.get("search") or config.select.github_search
+        credentials = github_credentials() if search else (None, None)
+        return shard(candidates(config, params.get("repos"), search, *credentials), MAX_MAP_LENGTH)
 
     @task_group
     def repository(specs: list[str]) -> None:

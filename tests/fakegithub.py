@@ -184,6 +184,8 @@ class FakeGithub:
 
     # -- routing -------------------------------------------------------------------------------
     def route(self, path: str, query: dict[str, str], accept: str) -> tuple[int, Any, dict[str, str]]:
+        if path == "/search/repositories":
+            return self.search(query, path)
         m = re.match(r"^/repos/([^/]+/[^/]+)(/.*)?$", path)
         if not m or m[1].lower() in self.private or m[1].lower() not in self.repos:
             return 404, {"message": "Not Found"}, {}
@@ -222,6 +224,31 @@ class FakeGithub:
             item = repo.compares.get(n[1])
             return (200, item, {}) if item else (404, {"message": "Not Found"}, {})
         return 404, {"message": "Not Found"}, {}
+
+    def search(self, query: dict[str, str], path: str) -> tuple[int, Any, dict[str, str]]:
+        """GitHub's repository search, for the qualifiers ``license:``, ``topic:`` and ``archived:`` and
+        words of the full name; items in full-name order, paginated as listings are."""
+        terms = query.get("q", "").split()
+        if not terms:
+            return 422, {"message": "Validation Failed"}, {}
+
+        def matches(repo: FakeRepo) -> bool:
+            meta = repo.meta()
+            for term in terms:
+                key, _, value = term.partition(":")
+                if value and key == "license" and (repo.license or "").lower() != value.lower():
+                    return False
+                if value and key == "topic" and value not in meta["topics"]:
+                    return False
+                if value and key == "archived" and str(meta["archived"]).lower() != value.lower():
+                    return False
+                if not value and term.lower() not in repo.full_name.lower():
+                    return False
+            return True
+
+        items = [r.meta() for _, r in sorted(self.repos.items()) if matches(r)]
+        status, chunk, headers = self.listing(items, {**query, "sort": "full_name"}, path, sort=False)
+        return status, {"total_count": len(items), "incomplete_results": False, "items": chunk}, headers
 
     def listing(self, items: list[dict[str, Any]], query: dict[str, str], path: str,
                 sort: bool = True) -> tuple[int, Any, dict[str, str]]:  # fmt: skip

@@ -46,7 +46,7 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
     assert dag.dagrun_timeout.total_seconds() == 12 * 3600
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
-    assert set(dag.params.keys()) == {"repos", "max_commits", "select", "batch_size"}
+    assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size"}
     assert sorted(dag.task_ids) == [
         "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_github",
         "repository.crawl_repository", "repository.extract_pairs", "repository.select_repository",

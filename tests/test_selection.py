@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from codepairs import export, pipeline
-from codepairs.config import PERMISSIVE, PipelineConfig, SelectConfig
+from codepairs.config import PERMISSIVE, GithubConfig, PipelineConfig, SelectConfig
 from codepairs.crawl import resolve_source
 from codepairs.selection import licence_allowed, licence_from_files, tree_paths
 from gitrepo import GitRepo
@@ -137,3 +137,50 @@ def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tm
     assert decision(engine, kept["repo_id"])["decision"] == "reject"
     assert pipeline.build(engine, out, PipelineConfig()).rows == 0
     assert export.verify_export(out)["rows"] == 0
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from fakegithub import FakeGithub
+
+    server = FakeGithub().start()
+    monkeypatch.setenv("CODEPAIRS_GITHUB_API_URL", server.url)
+    yield server
+    server.stop()
+
+
+FAST = GithubConfig(backoff_seconds=0.05, seconds_between_requests=0, timeout_seconds=1, retries=2, per_page=2)
+
+
+def test_a_github_search_adds_its_results_to_the_list(fake) -> None:  # type: ignore[no-untyped-def]
+    for name, licence in [("octo/alpha", "MIT"), ("octo/beta", "GPL-3.0"), ("octo/gamma", "MIT"), ("octo/eta", "MIT"),
+                          ("octo/zeta", "MIT"), ("other/delta", "MIT"), ("octo/epsilon", "Apache-2.0")]:  # fmt: skip
+        fake.add_repo(name, license=licence)
+    config = PipelineConfig(github=FAST, select=SelectConfig(search_limit=3))
+    # Four MIT results in pages of two: the limit (3) stops after the second page; a repository already
+    # listed is not repeated.
+    found = pipeline.candidates(config, ["/srv/git/app", "OCTO/alpha"], "octo license:mit")
+    assert found == ["/srv/git/app", "OCTO/alpha", "octo/eta", "octo/gamma"]
+    assert pipeline.candidates(config, ["x"], "license:apache-2.0") == ["x", "octo/epsilon"]
+    searches = [path for path, status, _ in fake.log if path.startswith("/search") and status == 200]
+    assert len(searches) == 3  # two pages for the first query (limit 3 reached), one for the second
+
+
+def test_licence_and_tracker_activity_from_github(engine, mirrors, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ghdemo import FULL_NAME, build_demo
+
+    build_demo(fake)
+    repo = active_repo(tmp_path / "demo", {})  # no licence file: GitHub's SPDX id decides
+    spec = f"{repo.path}#github={FULL_NAME}"
+    config = replace(with_select(PipelineConfig(github=FAST)), github=FAST)
+    state = pipeline.process_repository(engine, spec, config)
+    stored = decision(engine, state["repo_id"])
+    # The demo's issues and PRs date from 2025-03: none within the last year.
+    assert (stored["decision"], stored["licence"], stored["licence_from"]) == ("reject", "MIT", "github")
+    assert {c["name"]: c["value"] for c in stored["reasons"] if not c["passed"]} == {"issues_closed": 0,
+                                                                                    "prs_merged": 0}  # fmt: skip
+    # Counted over all time: seven issues closed (1, 2, 3, 6, 7, 8, 17), six PRs merged (10-12, 14-16).
+    state = pipeline.process_repository(engine, spec, with_select(config, tracker_days=100_000))
+    stored = decision(engine, state["repo_id"])
+    assert stored["decision"] == "keep" and state["extract"]["pairs_new"] > 0
+    assert stored["metrics"]["tracker"] == {"issues_opened": 10, "issues_closed": 7, "prs_merged": 6}

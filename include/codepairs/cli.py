@@ -31,6 +31,8 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     crawl_overrides = {k: v for k, v in given.items() if v is not None}
     if crawl_overrides:
         config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl_overrides))
+    if getattr(args, "no_select", False):
+        config = dataclasses.replace(config, select=dataclasses.replace(config.select, enabled=False))
     return config
 
 
@@ -38,7 +40,7 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     config = _config(args)
     engine = store.get_engine(args.database_url)
     status = 0
-    for spec in args.repos or config.repositories:
+    for spec in pipeline.candidates(config, args.repos, args.search):
         state = pipeline.process_repository(engine, spec, config, Path.cwd())
         if state.get("github_error"):
             print(f"{state['name']}: GitHub not crawled this time: {state['github_error']}", file=sys.stderr)
@@ -118,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("repos", nargs="*", help="repositories (default: the config's list)")
     p.add_argument("--max-commits", type=int, help="newest N commits per branch on a first crawl")
     p.add_argument("--batch-size", type=int, help="commits per COPY batch")
+    p.add_argument("--search", help="also crawl what this GitHub repository search finds (select.search_limit)")
+    p.add_argument("--no-select", action="store_true", help="skip the licence and activity checks")
     p.set_defaults(func=cmd_crawl)
 
     p = sub.add_parser("score", help="score and classify the gated pairs, rank them, then the score gate",

@@ -92,11 +92,14 @@ class SelectConfig:
     max_idle_days: int = 730  # since the newest commit
     min_test_share: float = 0.01  # test files among all files of the tree
     require_ci: bool = False  # a CI configuration in the tree
-    min_issues_closed: int = 1  # in the last year (GitHub repositories only)
-    min_prs_merged: int = 1  # in the last year (GitHub repositories only)
+    min_issues_closed: int = 1  # within tracker_days (GitHub repositories only)
+    min_prs_merged: int = 1  # within tracker_days (GitHub repositories only)
+    tracker_days: int = 365
     allow_archived: bool = False
     allow_forks: bool = False
     force_keep: tuple[str, ...] = ()  # sources kept whatever the checks say (their failures stay on record)
+    github_search: str | None = None  # a GitHub search query whose results join the repository list
+    search_limit: int = 100  # of its results, the first this many (GitHub serves at most 1,000)
 
 
 @dataclass(frozen=True)

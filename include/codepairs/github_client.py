@@ -228,6 +228,20 @@ class GithubClient:
             yield Page(status, data, headers.get("etag") if first else None, next_url)
             first = False
 
+    def search_repositories(self, query: str, limit: int) -> list[str]:
+        """``owner/name`` of the first ``limit`` repositories a search query finds, in GitHub's order
+        (GitHub serves at most 1,000 results of a search)."""
+        found: list[str] = []
+        params: dict[str, Any] | None = {"q": query, "per_page": min(self.config.per_page, limit)}
+        next_url: str | None = f"{self.api_url}/search/repositories"
+        while next_url and len(found) < limit:
+            status, data, headers = self.get_json(next_url, params)
+            if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+                raise GithubError(status, next_url, "a search answer without items")
+            found += [item["full_name"] for item in data["items"]]
+            next_url, params = _next_link(headers.get("link")), None
+        return list(dict.fromkeys(found))[:limit]
+
     def get_diff(self, url: str) -> str:
         """A pull request's diff as ``git diff`` prints it (GitHub's diff media type)."""
         status, _, body = self._send(url, None, {"Accept": DIFF_MEDIA_TYPE})

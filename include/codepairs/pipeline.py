@@ -8,6 +8,7 @@ GitHub step takes a slot of the GitHub pool); the CLI runs them in a row through
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from codepairs.config import PipelineConfig
 from codepairs.errors import GithubError, RateLimitWait
 from codepairs.features import load_rules
 
+log = logging.getLogger(__name__)
+
 
 def shard(specs: list[str], max_shards: int) -> list[list[str]]:
     """Split repositories into at most ``max_shards`` contiguous groups (one each while they fit)."""
@@ -25,6 +28,23 @@ def shard(specs: list[str], max_shards: int) -> list[list[str]]:
         return []
     size = -(-len(specs) // max_shards)
     return [specs[i : i + size] for i in range(0, len(specs), size)]
+
+
+def candidates(config: PipelineConfig, repos: list[str] | None = None, search: str | None = None,
+               token: str | None = None, api_url: str | None = None) -> list[str]:
+    """The repositories of a run: the given list (else the config's), then what the GitHub search
+    query (given, else ``select.github_search``) finds, without repeats."""
+    specs = list(repos or config.repositories)
+    query = search or config.select.github_search
+    if query:
+        from codepairs.github_client import GithubClient
+
+        with GithubClient(config.github, token, api_url) as client:
+            found = client.search_repositories(query, config.select.search_limit)
+        log.info("GitHub search %r: %d repositories", query, len(found))
+        known = {s.lower() for s in specs}
+        specs += [f for f in found if f.lower() not in known]
+    return specs
 
 
 def crawl_step(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ Every repository gets a decision (keep or reject) with every check's outcome, st
   likely a third-party notice as a choice. Copyleft, unknown and missing licences are rejected.
 - activity: months with commits, distinct authors, days since the last commit (from the stored
   commits); tests present and their share of the tree, CI configuration (``git ls-tree`` of the
-  mirror: nothing is checked out or run); issues closed and PRs merged in the last year (from the
+  mirror: nothing is checked out or run); issues closed and PRs merged in the last `tracker_days` (from the
   stored GitHub records, when the repository is on GitHub); archived repositories and forks.
 
 A rejected repository is still crawled (cheap, incremental), but extract makes no pairs from it and
@@ -55,11 +55,12 @@ SELECT count(DISTINCT date_trunc('month', author_date)) AS active_months, count(
 FROM commits WHERE repo_id = :r AND NOT orphaned
 """
 TRACKER_ACTIVITY = """
-SELECT (SELECT count(*) FROM gh_issues WHERE repo_id = :r
-          AND created_at > now() - interval '365 days') AS issues_opened,
+SELECT (SELECT count(*) FROM gh_issues WHERE repo_id = :r AND created_at > now() - make_interval(days => :days))
+         AS issues_opened,
        (SELECT count(*) FROM gh_issues WHERE repo_id = :r AND state = 'closed'
-          AND updated_at > now() - interval '365 days') AS issues_closed,
-       (SELECT count(*) FROM gh_pulls WHERE repo_id = :r AND merged_at > now() - interval '365 days') AS prs_merged
+          AND closed_at > now() - make_interval(days => :days)) AS issues_closed,
+       (SELECT count(*) FROM gh_pulls WHERE repo_id = :r AND merged_at > now() - make_interval(days => :days))
+         AS prs_merged
 """
 
 
@@ -198,7 +199,8 @@ def select_repository(engine: Engine, repo_id: str, config: SelectConfig, bot_au
         gh = conn.execute(sa.text("SELECT license, archived, fork FROM gh_repos WHERE repo_id = :r"),
                           {"r": repo_id}).mappings().first()  # fmt: skip
         commits = conn.execute(sa.text(COMMIT_ACTIVITY), {"r": repo_id}).mappings().one()
-        tracker = conn.execute(sa.text(TRACKER_ACTIVITY), {"r": repo_id}).mappings().one() if gh else None
+        tracker = conn.execute(sa.text(TRACKER_ACTIVITY), {"r": repo_id, "days": config.tracker_days}
+                               ).mappings().one() if gh else None  # fmt: skip
     name, mirror, ref = repo["name"], Path(repo["mirror_path"]), repo["ref"]
     paths = tree_paths(mirror, ref) if ref else []
     if gh and (gh["license"] or "").upper() not in NO_LICENCE:
@@ -233,10 +235,10 @@ def select_repository(engine: Engine, repo_id: str, config: SelectConfig, bot_au
     ]  # fmt: skip
     if tracker is not None:
         checks += [
-            Check("issues_closed_year", tracker["issues_closed"] >= config.min_issues_closed, tracker["issues_closed"],
-                  f">= {config.min_issues_closed}"),
-            Check("prs_merged_year", tracker["prs_merged"] >= config.min_prs_merged, tracker["prs_merged"],
-                  f">= {config.min_prs_merged}"),
+            Check("issues_closed", tracker["issues_closed"] >= config.min_issues_closed, tracker["issues_closed"],
+                  f">= {config.min_issues_closed} in {config.tracker_days} days"),
+            Check("prs_merged", tracker["prs_merged"] >= config.min_prs_merged, tracker["prs_merged"],
+                  f">= {config.min_prs_merged} in {config.tracker_days} days"),
         ]  # fmt: skip
     decision = "keep" if all(c.passed for c in checks) else "reject"
     if decision == "reject" and repo["source"] in config.force_keep:
