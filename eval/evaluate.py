@@ -59,7 +59,7 @@ def category_figures(truth: Sequence[str], predicted: Sequence[str]) -> dict[str
         n_pred, n_true = sum(p == c for p in predicted), sum(t == c for t in truth)
         per[c] = {"precision": round(tp / n_pred, 3) if n_pred else None,
                   "recall": round(tp / n_true, 3) if n_true else None, "labelled": n_true, "predicted": n_pred}
-    accuracy = sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(truth)
+    accuracy = sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(truth) if truth else float("nan")
     return {"accuracy": round(accuracy, 3), "per_category": per}
 
 
@@ -96,7 +96,8 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
             "SELECT p.repo_id, p.commit_sha, s.score, s.category, s.confidence, s.category_rule, s.explanation, "
             "p.lines_added, p.lines_deleted FROM pairs p "
             "JOIN pair_scores s ON s.pair_id = p.pair_id WHERE p.kind = 'commit'")).mappings():  # fmt: skip
-            outcome[repo_ids[r["repo_id"]], r["commit_sha"]] = dict(r)
+            if r["repo_id"] in repo_ids:  # the database may hold other repositories
+                outcome[repo_ids[r["repo_id"]], r["commit_sha"]] = dict(r)
         for r in conn.execute(sa.text("SELECT repo_id, object_id, reason FROM skips WHERE stage = 'extract'")):
             if r.repo_id in repo_ids:
                 outcome.setdefault((repo_ids[r.repo_id], r.object_id), {"skipped": r.reason})

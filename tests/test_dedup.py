@@ -100,14 +100,20 @@ def test_an_incremental_batch_of_duplicates_adds_nothing_to_the_export(engine, m
     crawl(engine, repos["orig"])
     first = pipeline.build(engine, tmp_path / "out", PipelineConfig())
     data = {f.relative_to(tmp_path).as_posix(): f.read_bytes() for f in (tmp_path / "out").glob("*/*")}
-    crawl(engine, repos["fork"], repos["vendor"], repos["tweak"])  # copies of what is exported already
-    again = pipeline.dedup_step(engine, PipelineConfig())
-    assert again["pairs_in"] == 5 and again["exact_duplicates"] + again["near_duplicates"] == 5
-    assert again["kept_replaced"] == 0
-    second = pipeline.build(engine, tmp_path / "out", PipelineConfig())
-    assert second.rows == first.rows  # the shards are byte-identical; only the card's dedup figures grew
+    crawl(engine, repos["fork"])  # the same commits again: equal scores, the pairs already kept stay
+    again = pipeline.build(engine, tmp_path / "out", PipelineConfig())
+    assert again.rows == first.rows  # the shards are byte-identical; only the card's dedup figures grew
     assert {f.relative_to(tmp_path).as_posix(): f.read_bytes() for f in (tmp_path / "out").glob("*/*")} == data
-    assert "- pairs deduplicated: 8" in (tmp_path / "out" / "README.md").read_text()
+    assert "- pairs deduplicated: 6" in (tmp_path / "out" / "README.md").read_text()
+    # Copies worded differently: still no row added, and each group exports its best-scored member.
+    crawl(engine, repos["vendor"], repos["tweak"])
+    assert pipeline.build(engine, tmp_path / "out", PipelineConfig()).rows == first.rows
+    with engine.connect() as conn:
+        worse = conn.execute(sa.text(
+            "SELECT count(*) FROM pair_scores s JOIN dedup d USING (pair_id) WHERE s.selected AND EXISTS ("
+            "SELECT 1 FROM dedup o JOIN pair_scores t USING (pair_id) WHERE t.score > s.score "
+            "AND COALESCE(o.duplicate_of, o.pair_id) = COALESCE(d.duplicate_of, d.pair_id))")).scalar()  # fmt: skip
+    assert worse == 0
     assert pipeline.dedup_step(engine, PipelineConfig())["pairs_in"] == 0  # a rerun has nothing left to do
 
 
@@ -143,5 +149,6 @@ def test_near_duplicates_by_signature() -> None:
 
 
 def test_an_issue_pair_outranks_the_commit_pair_of_the_same_change() -> None:
-    assert dedup.rank("issue_pr", False, "f" * 32) < dedup.rank("commit", True, "0" * 32)
-    assert dedup.rank("commit", True, "f" * 32) < dedup.rank("commit", False, "0" * 32)  # the kept pair stays
+    assert dedup.rank(0.9, "commit", False, "f" * 32) < dedup.rank(0.8, "issue_pr", True, "0" * 32)  # score first
+    assert dedup.rank(0.8, "issue_pr", False, "f" * 32) < dedup.rank(0.8, "commit", True, "0" * 32)
+    assert dedup.rank(None, "commit", True, "f" * 32) < dedup.rank(0.0, "commit", False, "0" * 32)  # the kept stays

@@ -4,6 +4,7 @@ scores."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -120,6 +121,32 @@ def test_rerun_scores_nothing_and_changed_rules_rescore_everything(engine, mirro
     gates.validate_scores(engine, rescored.run_id, score.rules_digest(heavier))
 
 
+def test_top_fraction_is_exact_on_a_hundred_pairs(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    many = GitRepo(tmp_path / "many")
+    many.fast_import(100)  # one category, equal scores: ties go by pair id
+    pipeline.process_repository(engine, str(many.path), PipelineConfig())
+    result = pipeline.score_step(engine, PipelineConfig(score=ScoreConfig(top_fraction=0.55)))
+    assert (result["categories"], result["selected"]) == ({"feature": 100}, 55)  # 0.55 x 100 in floats is 55.000…01
+
+
+def test_the_best_scored_face_of_a_change_is_kept_and_exported(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    files = {"src/pager.py": PAGER_FIXED, "tests/test_pager.py": PAGER_TEST + EMPTY_TEST}
+    vague, specific = GitRepo(tmp_path / "vague"), GitRepo(tmp_path / "specific")
+    vague.commit("update stuff", files)
+    specific.commit("Return no page from paginate when the result list is empty", files)
+    config = load_config()
+    for repo in (vague, specific):
+        pipeline.process_repository(engine, str(repo.path), config)
+    out = tmp_path / "export"
+    assert pipeline.build(engine, out, config).rows == 1
+    rows = [json.loads(line) for f in sorted(out.rglob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert [r["instruction"] for r in rows] == ["Return no page from paginate when the result list is empty"]
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT p.instruction FROM dedup d JOIN pairs p USING (pair_id) "
+                                    "WHERE d.duplicate_of IS NULL")).scalars().all()  # fmt: skip
+    assert kept == ["Return no page from paginate when the result list is empty"]
+
+
 def test_top_fraction_keeps_the_best_of_each_category(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     pipeline.score_step(engine, PipelineConfig(score=ScoreConfig(top_fraction=0.5)))
@@ -152,10 +179,15 @@ def test_the_score_gate_stops_bad_scores(engine, mirrors, repo, tamper: str, exp
         conn.execute(sa.text(tamper))
     with pytest.raises(GateFailedError) as err:
         gates.validate_scores(engine, result.run_id, score.rules_digest(rules))
-    assert expected in str(err.value)
+    assert f"column='{expected}'" in str(err.value)
     with engine.connect() as conn:
         validated = conn.execute(sa.text("SELECT count(*) FROM batches WHERE stage = 'score' AND validated")).scalar()
     assert validated == 0  # nothing moves on to dedup and export
+    # Fixed by rescoring under changed rules: the tampered batch is resealed with what it still holds.
+    fixed = replace(rules, weights={**rules.weights, "with_tests": 2.0})
+    again = score.score_pairs(engine, ScoreConfig(), fixed)
+    assert (again.pairs_scored, again.scored_total) == (len(EXPECTED), len(EXPECTED))
+    assert gates.validate_scores(engine, again.run_id, score.rules_digest(fixed)).success
 
 
 def test_github_kinds_labels_and_unknown_weights() -> None:
@@ -167,7 +199,8 @@ def test_github_kinds_labels_and_unknown_weights() -> None:
     labelled = classify({**base, "kind": "issue_pr", "labels": ["type: enhancement"]}, rules)
     assert (labelled.name, labelled.rule) == ("feature", "label")
     assert features({**base, "kind": "issue_pr", "labels": ["duplicate"]}, rules)["label_signal"] == -1.0
-    assert features({**base, "kind": "issue_pr", "labels": ["bug"]}, rules)["label_signal"] == 1.0
+    assert features({**base, "kind": "issue_pr", "labels": ["kind/bug"]}, rules)["label_signal"] == 1.0
+    assert features({**base, "kind": "issue_pr", "labels": ["debug"]}, rules)["label_signal"] == 0.0  # not a word
     assert features({**base, "kind": "issue_pr", "labels": []}, rules)["vague_message"] == 0.0
 
 

@@ -79,6 +79,12 @@ def test_licence_files_are_matched_against_the_spdx_texts(tmp_path: Path) -> Non
     apache.commit("Add the licence", {"LICENSE.txt": bare_apache, "LICENSE-BSD": TEXTS["BSD-2-Clause"]})
     assert licence_from_files(apache.path / ".git", "HEAD", ["LICENSE-BSD", "LICENSE.txt"]) == (
         "Apache-2.0 AND BSD-2-Clause", "file:LICENSE-BSD,LICENSE.txt", [])
+    # Licence files in Latin-1 and UTF-16 (with a byte-order mark) are read too.
+    isc = TEXTS["ISC"].replace("[year] [fullname]", "2026 Ren\u00e9e M\u00fcller")
+    encoded = GitRepo(tmp_path / "e")
+    encoded.commit("Add the licences", {"LICENSE": isc.encode("latin-1"), "COPYING": TEXTS["Zlib"].encode("utf-16")})
+    assert licence_from_files(encoded.path / ".git", "HEAD", ["COPYING", "LICENSE"]) == (
+        "ISC AND Zlib", "file:COPYING,LICENSE", [])
     none = GitRepo(tmp_path / "n")
     none.commit("Add the readme", {"README.md": "hello\n"})
     assert licence_from_files(none.path / ".git", "HEAD", ["README.md"]) == (None, "none", [])
@@ -129,7 +135,7 @@ def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tm
     source = resolve_source(str(repo.path)).source
     kept = pipeline.process_repository(engine, str(repo.path), with_select(PipelineConfig(), force_keep=(source,)))
     assert kept["selection"]["summary"] == ("vetted: keep (listed in select.force_keep), despite: "
-                                            "licence=none (needs no licence found)")  # fmt: skip
+                                            "licence=none (needs an allowed licence: no licence found)")  # fmt: skip
     out = tmp_path / "export"
     assert pipeline.build(engine, out, PipelineConfig()).rows == 7
     # Unlisted, the next run rejects it: its earlier pairs stay stored but leave the export.
@@ -137,6 +143,9 @@ def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tm
     assert decision(engine, kept["repo_id"])["decision"] == "reject"
     assert pipeline.build(engine, out, PipelineConfig()).rows == 0
     assert export.verify_export(out)["rows"] == 0
+    # Select turned off for a run: no decision holds, the pairs are back.
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    assert pipeline.build(engine, out, PipelineConfig()).rows == 7
 
 
 @pytest.fixture
@@ -162,6 +171,7 @@ def test_a_github_search_adds_its_results_to_the_list(fake) -> None:  # type: ig
     found = pipeline.candidates(config, ["/srv/git/app", "OCTO/alpha"], "octo license:mit")
     assert found == ["/srv/git/app", "OCTO/alpha", "octo/eta", "octo/gamma"]
     assert pipeline.candidates(config, ["x"], "license:apache-2.0") == ["x", "octo/epsilon"]
+    fake.stop()  # the server logs a request after answering it: stopped, its log is complete
     searches = [path for path, status, _ in fake.log if path.startswith("/search") and status == 200]
     assert len(searches) == 3  # two pages for the first query (limit 3 reached), one for the second
 

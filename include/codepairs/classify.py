@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from codepairs.features import CONVENTIONAL, ScoringRules, _bare_summary, diff_stats, summary_line
+from codepairs.features import CONVENTIONAL, ScoringRules, bare_summary, diff_stats, has_label, summary_line
 
 CATEGORIES = ("bug_fix", "feature", "refactor", "ui_component", "code_review", "debugging", "docs", "tests",
               "performance", "build_ci", "other")  # fmt: skip
@@ -60,13 +60,12 @@ def classify(pair: Mapping[str, Any], rules: ScoringRules, stats: Any = None) ->
         return Category("docs", conf.get("files", 0.95), "comments")
     if code and lines["ui"] / code >= c.get("ui_share", 0.5):
         return Category("ui_component", round(0.6 + 0.35 * lines["ui"] / code, 3), "ui")
-    labels = [str(x).lower() for x in pair.get("labels") or ()]
-    for label in labels:
-        for needle, category in (c.get("labels") or {}).items():
-            if needle in label:
-                return Category(category, conf.get("label", 0.9), "label")
+    label_map = c.get("labels") or {}
+    needle = has_label([str(x).lower() for x in pair.get("labels") or ()], list(label_map))
+    if needle:
+        return Category(label_map[needle], conf.get("label", 0.9), "label")
     summary = summary_line(pair["instruction"] or "")
-    bare = _bare_summary(summary)
+    bare = bare_summary(summary)
     for category, pattern in (c.get("priority") or {}).items():
         if _keywords(((category, pattern),)).search(bare):
             return Category(category, conf.get("priority", 0.8), "priority")
@@ -74,7 +73,7 @@ def classify(pair: Mapping[str, Any], rules: ScoringRules, stats: Any = None) ->
     if prefix and prefix.group(1).lower() in (c.get("prefixes") or {}):
         return Category(c["prefixes"][prefix.group(1).lower()], conf.get("prefix", 0.85), "prefix")
     pattern = _keywords(tuple((c.get("keywords") or {}).items()))
-    hits = [(m.start(), m.lastgroup) for m in pattern.finditer(bare)]
+    hits = [(m.start(), m.lastgroup) for m in pattern.finditer(bare) if m.lastgroup and m.group()]
     if hits:
         first = min(hits)[1]
         mixed = len({name for _, name in hits}) > 1

@@ -101,6 +101,10 @@ class SelectConfig:
     github_search: str | None = None  # a GitHub search query whose results join the repository list
     search_limit: int = 100  # of its results, the first this many (GitHub serves at most 1,000)
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.search_limit <= 1000:
+            raise ConfigError(f"select.search_limit must be in [1, 1000] (GitHub's cap), got {self.search_limit}")
+
 
 @dataclass(frozen=True)
 class ScoreConfig:
@@ -108,6 +112,11 @@ class ScoreConfig:
     batch_size: int = 5000  # pairs per transaction
     min_score: float = 0.0  # the ranking selects pairs at or above this (pipeline.yaml ships 0.5) ...
     top_fraction: float = 1.0  # ... and within the best this share of their category
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_score <= 1 or not 0 < self.top_fraction <= 1 or self.batch_size < 1:
+            raise ConfigError(f"score: min_score must be in [0, 1], top_fraction in (0, 1], batch_size >= 1; got "
+                              f"{self.min_score}, {self.top_fraction}, {self.batch_size}")  # fmt: skip
 
     def rules_path(self) -> Path:
         path = Path(self.rules_file)

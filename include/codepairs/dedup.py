@@ -8,9 +8,9 @@ kept for its group, ``duplicate_of``. Its LSH bands go to ``dedup_bands``, so a 
 its candidates with one indexed lookup instead of reloading history. Candidates are confirmed by the
 signatures' estimated Jaccard similarity; groups are the connected components of confirmed edges.
 
-The pair kept for a group is the best ranked: by kind (an issue or debugging pair carries a richer
-instruction than the commit message of the same change), then the pair already kept (a fork copy
-arriving later changes nothing), then the pair id. (The quality score, once it exists, comes first.)
+The pair kept for a group is the best ranked: by score (the score stage runs first), then by kind
+(an issue or debugging pair carries a richer instruction than the commit message of the same
+change), then the pair already kept (a fork copy arriving later changes nothing), then the pair id.
 Batches are taken in pair-id order, so a rerun, or a run resumed after a kill, decides the same way.
 """
 
@@ -32,12 +32,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from codepairs.config import DedupConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
-from codepairs.store import close_batch, copy_rows, copy_text, open_batch
+from codepairs.store import close_batch, copy_rows, copy_text, keyset_pair_ids, open_batch
 
 log = logging.getLogger(__name__)
 
 KIND_RANK = {"debugging": 0, "issue_pr": 1, "review": 2, "commit": 3}
-NEXT_IDS = "SELECT pair_id FROM pairs WHERE pair_id > :after ORDER BY pair_id LIMIT :n"  # an index-only keyset scan
 PENDING = """
 SELECT p.pair_id, p.kind, p.instruction, p.response FROM pair_texts p
 JOIN batches b ON b.batch_id = p.batch_id AND b.validated
@@ -193,8 +192,10 @@ def similarity(a: bytes, b: bytes) -> float:
     return float(np.mean(np.frombuffer(a, np.uint32) == np.frombuffer(b, np.uint32)))
 
 
-def rank(kind: str, kept_before: bool, pair_id: str) -> tuple[int, int, str]:
-    return KIND_RANK.get(kind, len(KIND_RANK)), 0 if kept_before else 1, pair_id
+def rank(score: float | None, kind: str, kept_before: bool, pair_id: str) -> tuple[float, int, int, str]:
+    """The pair kept for a group ranks first: best score (pairs not scored count as 0), then kind,
+    then the pair already kept, then the id."""
+    return -(score or 0.0), KIND_RANK.get(kind, len(KIND_RANK)), 0 if kept_before else 1, pair_id
 
 
 class _Groups:
@@ -226,16 +227,10 @@ def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
     with engine.begin() as conn:
         run_id = start_run(conn, "dedup", None)
     result = DedupResult(run_id=run_id)
-    seq, after = 0, ""
-    while True:
-        # Two steps: the next ids by the primary key alone (a filtered scan of the view made the planner
-        # read every pair for every batch: 200 full scans for a million pairs), then those still to do.
+    seq = 0
+    for ids in keyset_pair_ids(engine, config.batch_size):  # then, of those ids, the ones still to do
         with engine.connect() as conn:
-            ids = conn.execute(sa.text(NEXT_IDS), {"n": config.batch_size, "after": after}).scalars().all()
-            if not ids:
-                break
-            after = ids[-1]
-            rows = conn.execute(sa.text(PENDING), {"ids": list(ids)}).all()
+            rows = conn.execute(sa.text(PENDING), {"ids": ids}).all()
         if not rows:
             continue
         batch_id = f"{run_id}-{seq:05d}"
@@ -307,8 +302,9 @@ def _rows(conn: Connection, ids: Iterable[str], column: str = "pair_id") -> dict
     return {
         r["pair_id"]: dict(r)
         for r in conn.execute(
-            sa.text(f"SELECT pair_id, key, kind, exact_hash, signature, duplicate_of, batch_id FROM dedup "
-                    f"WHERE {column} = ANY(:ids)"), {"ids": list(ids)},
+            sa.text(f"SELECT d.pair_id, d.key, d.kind, d.exact_hash, d.signature, d.duplicate_of, d.batch_id, s.score "
+                    f"FROM dedup d LEFT JOIN pair_scores s ON s.pair_id = d.pair_id "
+                    f"WHERE d.{column} = ANY(:ids)"), {"ids": list(ids)},
         ).mappings()
     }  # fmt: skip
 
@@ -321,7 +317,7 @@ def _settle(conn: Connection, components: list[list[str]], info: dict[str, dict[
     keeps, absorbed = [], []
     for component in components:
         kept_before = {p for p in component if info[p]["batch_id"] != batch_id and info[p]["duplicate_of"] is None}
-        keep = min(component, key=lambda p: rank(info[p]["kind"], p in kept_before, p))
+        keep = min(component, key=lambda p: rank(info[p]["score"], info[p]["kind"], p in kept_before, p))
         keeps.append(keep)
         absorbed.append(kept_before - {keep})
         result.groups_touched += 1

@@ -1,8 +1,9 @@
 """Export stage: pairs -> deterministic Parquet and JSONL shards, a manifest, and ``verify``.
 
 Reads the view ``pair_texts`` (pairs with their response resolved) joined to ``repositories``,
-``batches`` and ``dedup``: only pairs whose batch passed the pairs gate and that dedup kept, none of
-commits orphaned by a force-push, streamed in ``pair_id`` order with a server-side cursor so memory
+``batches``, ``dedup``, ``pair_scores`` and ``repo_selection``: only pairs whose batch passed the pairs
+gate, deduplicated, selected by the ranking (one per duplicate group), of repositories not rejected,
+none of commits orphaned by a force-push, streamed in ``pair_id`` order with a server-side cursor so memory
 does not grow with the dataset. Writes the export folder (``train/`` and ``validation/`` shards, split
 by repository; ``README.md``, the dataset card; ``manifest.json``), one row in ``exports`` and one
 ``batches`` row per file.
@@ -52,13 +53,13 @@ SELECT p.pair_id, p.kind, p.instruction, p.response, r.name AS repository,
        COALESCE(r.web_url, r.source) AS repository_url, p.commit_sha,
        to_char(p.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS author_date,
        p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage,
-       p.repo_id, g.license, s.score, s.category, s.confidence AS category_confidence,
+       p.repo_id, COALESCE(sel.licence, g.license) AS license, s.score, s.category, s.confidence AS category_confidence,
        s.explanation AS score_explanation
 FROM pair_texts p
 JOIN repositories r ON r.repo_id = p.repo_id
 JOIN batches b ON b.batch_id = p.batch_id
-JOIN dedup d ON d.pair_id = p.pair_id AND d.duplicate_of IS NULL  -- deduplicated, and kept
-JOIN pair_scores s ON s.pair_id = p.pair_id AND s.selected        -- scored, and selected by the ranking
+JOIN dedup d ON d.pair_id = p.pair_id                             -- deduplicated
+JOIN pair_scores s ON s.pair_id = p.pair_id AND s.selected        -- selected: one per duplicate group
 JOIN batches sb ON sb.batch_id = s.batch_id AND sb.validated
 LEFT JOIN gh_repos g ON g.repo_id = p.repo_id
 LEFT JOIN repo_selection sel ON sel.repo_id = p.repo_id

@@ -95,15 +95,29 @@ class ScoringRules:
 
     @cached_property
     def vague_re(self) -> re.Pattern[str]:
-        return re.compile("|".join(f"(?:{p})" for p in self.vague), re.IGNORECASE)
+        return _alternatives(self.vague)
 
     @cached_property
     def mechanical_re(self) -> re.Pattern[str]:
-        return re.compile("|".join(f"(?:{p})" for p in self.mechanical), re.IGNORECASE)
+        return _alternatives(self.mechanical)
 
     @cached_property
     def trivial_re(self) -> re.Pattern[str]:
-        return re.compile("|".join(f"(?:{p})" for p in self.trivial), re.IGNORECASE)
+        return _alternatives(self.trivial)
+
+
+def _alternatives(patterns: Sequence[str]) -> re.Pattern[str]:
+    """One regex matching any of ``patterns``; none matches nothing (an empty regex would match all)."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns) or r"(?!)", re.IGNORECASE)
+
+
+def has_label(labels: Sequence[str], needles: Sequence[str]) -> str | None:
+    """The first needle found as a whole word in a label ("type: bug" has bug; "debug" has not)."""
+    for needle in needles:
+        word = re.compile(rf"(?<![a-z0-9]){re.escape(needle.lower())}(?![a-z0-9])")
+        if any(word.search(label) for label in labels):
+            return needle
+    return None
 
 
 def load_rules(path: Path | None = None) -> ScoringRules:
@@ -125,10 +139,6 @@ def load_rules(path: Path | None = None) -> ScoringRules:
         categories=raw.get("categories") or {},
     )  # fmt: skip
 
-
-# Part of every score's rules digest: raise it when a change here alters feature values, so that
-# stored scores are recomputed (a change of scoring.yaml does that by itself).
-FEATURES_VERSION = 2
 
 # Every feature the score may weigh, with what it means (the explanation uses these words).
 FEATURES: dict[str, str] = {
@@ -163,7 +173,7 @@ def summary_line(instruction: str) -> str:
     return instruction.strip().split("\n", 1)[0].strip()
 
 
-def _bare_summary(summary: str) -> str:
+def bare_summary(summary: str) -> str:
     """The summary without a conventional prefix, a trailing PR reference and punctuation."""
     text = CONVENTIONAL.sub("", summary)
     text = re.sub(r"\s*\((?:[\w.-]+/[\w.-]+)?#\d+\)\s*$", "", text)
@@ -195,12 +205,12 @@ def diff_stats(diff: str, extra: str | None = None) -> DiffStats:
     hunks = added = deleted = 0
     for text in (diff, extra or ""):
         for section in FILE_SPLIT.split(text)[1:]:
-            header, _, body = section.partition("\n")
+            header, _, rest = section.partition("\n")
             m = DIFF_HEADER.match("diff --git " + header)
             path = m.group(2) if m else header
-            body = "\n" + body
-            plus = body.count("\n+") - body.count("\n+++ ")
-            minus = body.count("\n-") - body.count("\n--- ")
+            first_hunk = rest.find("@@") if rest.startswith("@@") else rest.find("\n@@")
+            body = "\n" + rest[first_hunk:].lstrip("\n") if first_hunk >= 0 else ""  # the ---/+++ lines left out
+            plus, minus = body.count("\n+"), body.count("\n-")
             paths.append(path)
             changed[path] += plus + minus
             added, deleted, hunks = added + plus, deleted + minus, hunks + body.count("\n@@")
@@ -226,7 +236,7 @@ def features(pair: Mapping[str, Any], rules: ScoringRules, stats: DiffStats | No
     ``stats``: the pair's ``diff_stats``, when the caller has them already."""
     instruction = pair["instruction"] or ""
     summary = summary_line(instruction)
-    bare = _bare_summary(summary)
+    bare = bare_summary(summary)
     stats = stats or diff_stats(pair["response"] or "", pair.get("tests"))
     kinds = Counter(rules.files.kind(p) for p in stats.paths)
     total = sum(stats.changed.values())
@@ -252,7 +262,7 @@ def features(pair: Mapping[str, Any], rules: ScoringRules, stats: DiffStats | No
         "summary_words": min(len(bare.split()), 12) / 12,
         "short_summary": float(len(bare.split()) < 4),
         "body_lines": min(len(body), 6) / 6,
-        "imperative": float(bool(CONVENTIONAL.match(summary)) or (bare[:1].isupper() and not bare.endswith("."))),
+        "imperative": float(bool(CONVENTIONAL.match(summary)) or (bare[:1].isupper() and not summary.endswith("."))),
         "issue_reference": float(bool(ISSUE_REF.search(instruction))),
         "named_in_diff": min(found, 3) / 3,
         "word_overlap": round(overlap, 4),
@@ -276,11 +286,9 @@ def features(pair: Mapping[str, Any], rules: ScoringRules, stats: DiffStats | No
 def _label_signal(labels: Sequence[str], rules: ScoringRules) -> float:
     """+1 for a label that says what the change is (bug, feature, ...), -1 for one that says it is not
     worth learning from (duplicate, invalid, wontfix), 0 without labels."""
-    good = rules.categories.get("label_good") or ()
-    bad = rules.categories.get("label_bad") or ()
-    if any(any(b in label for b in bad) for label in labels):
+    if has_label(labels, rules.categories.get("label_bad") or ()):
         return -1.0
-    return 1.0 if any(any(g in label for g in good) for label in labels) else 0.0
+    return 1.0 if has_label(labels, rules.categories.get("label_good") or ()) else 0.0
 
 
 def score(values: Mapping[str, float], rules: ScoringRules) -> tuple[float, list[tuple[str, float]]]:

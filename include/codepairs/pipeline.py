@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from codepairs import crawl, dedup, export, extract, gates, github_crawl, score, selection
 from codepairs.config import PipelineConfig
-from codepairs.errors import GithubError, RateLimitWait
+from codepairs.errors import GithubError, RateLimitWait, SourceError
 from codepairs.features import load_rules
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,15 @@ def candidates(config: PipelineConfig, repos: list[str] | None = None, search: s
         with GithubClient(config.github, token, api_url) as client:
             found = client.search_repositories(query, config.select.search_limit)
         log.info("GitHub search %r: %d repositories", query, len(found))
-        known = {s.lower() for s in specs}
-        specs += [f for f in found if f.lower() not in known]
-    return specs
+        specs += found
+    unique: dict[str, str] = {}
+    for spec in specs:  # one crawl per repository, however it is spelled
+        try:
+            key = crawl.resolve_source(spec).source
+        except SourceError:
+            key = spec  # the crawl step records why it cannot be crawled
+        unique.setdefault(key, spec)
+    return list(unique.values())
 
 
 def crawl_step(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None) -> dict[str, Any]:
@@ -81,7 +87,10 @@ def validate_commits_step(engine: Engine, state: dict[str, Any], config: Pipelin
 
 def select_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
     """Licence and activity checks on the crawled repository; a rejected one makes no pairs."""
-    if state["status"] == "skipped" or not config.select.enabled:
+    if state["status"] == "skipped":
+        return state
+    if not config.select.enabled:  # no decision this time: an earlier rejection no longer holds
+        selection.forget(engine, state["repo_id"])
         return state
     chosen = selection.select_repository(engine, state["repo_id"], config.select, config.extract.bot_authors,
                                          state.get("run_id"))  # fmt: skip
@@ -139,6 +148,7 @@ def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
     """Dedup every gated pair not yet seen, then the dedup gate over the whole state, then the split
     gate (no train pair near-duplicates a validation pair)."""
     result = dedup.dedup_pairs(engine, config.dedup)
+    score.rank_pairs(engine, config.score)  # groups changed: one selected member per group
     report = gates.validate_dedup(engine, result.run_id, config.dedup)
     split = gates.validate_split(engine, result.run_id, config.dedup, config.export)
     return {**result.as_dict(), "gate": report.as_dict(), "split_gate": split.as_dict()}

@@ -15,33 +15,37 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from codepairs import classify as classify_module
+from codepairs import features as features_module
 from codepairs import gitlog
 from codepairs.classify import classify
 from codepairs.config import ScoreConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
-from codepairs.features import FEATURES_VERSION, ScoringRules, diff_stats, explain, features, load_rules, score
-from codepairs.store import close_batch, copy_rows, open_batch
+from codepairs.features import ScoringRules, diff_stats, explain, features, load_rules, score
+from codepairs.store import close_batch, copy_rows, keyset_pair_ids, open_batch
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("pair_id", "score", "features", "explanation", "category", "confidence", "category_rule",
            "rules_sha256", "batch_id")  # fmt: skip
-NEXT_IDS = "SELECT pair_id FROM pairs WHERE pair_id > :after ORDER BY pair_id LIMIT :n"
-# Author history: the author's commits before this one, or the PR author's PRs merged before this one.
+# Author history: the author's commits before this one, or the PR author's PRs merged before this one,
+# counted up to AUTHOR_CAP (the feature saturates there; uncapped, a prolific author costs a count
+# over all their commits for each of their commits).
 PENDING = """
 SELECT p.pair_id, p.kind, p.instruction, COALESCE(p.response, c.diff) AS response, p.tests,
        p.lineage->'labels' AS labels,
        CASE WHEN p.kind = 'commit' THEN
-         (SELECT count(*) FROM commits e WHERE e.repo_id = c.repo_id AND e.author_email = c.author_email
-            AND e.author_date < c.author_date)
+         (SELECT count(*) FROM (SELECT 1 FROM commits e WHERE e.repo_id = c.repo_id AND e.author_email = c.author_email
+            AND e.author_date < c.author_date AND NOT e.orphaned LIMIT 100) e)
        ELSE
-         (SELECT count(*) FROM gh_pulls q WHERE q.repo_id = p.repo_id AND q.data->>'author' = g.data->>'author'
-            AND q.merged_at < g.merged_at)
+         (SELECT count(*) FROM (SELECT 1 FROM gh_pulls q WHERE q.repo_id = p.repo_id
+            AND q.data->>'author' = g.data->>'author' AND q.merged_at < g.merged_at LIMIT 100) q)
        END AS author_prior
 FROM pairs p
 JOIN batches b ON b.batch_id = p.batch_id AND b.validated
@@ -52,15 +56,32 @@ WHERE p.pair_id = ANY(:ids) AND NOT COALESCE(c.orphaned, false)
   AND (s.pair_id IS NULL OR s.rules_sha256 <> :rules)
 ORDER BY p.pair_id
 """
+# The ranking runs over what export may take: pairs of validated batches, not orphaned, of repositories
+# not rejected, one per duplicate group: its best-scored such member, on a tie the one dedup kept
+# (normally the same pair: dedup ranks by score too; another when the kept one is not exportable any
+# more, or was kept before the others were scored). Others are not selected.
 RANK = """
-WITH r AS (
+WITH eligible AS (
+  SELECT s.pair_id, s.category, s.score, COALESCE(d.duplicate_of, s.pair_id) AS grp,
+         d.pair_id IS NOT NULL AND d.duplicate_of IS NULL AS kept
+  FROM pair_scores s
+  JOIN pairs p ON p.pair_id = s.pair_id
+  JOIN batches b ON b.batch_id = p.batch_id AND b.validated
+  LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
+  LEFT JOIN repo_selection sel ON sel.repo_id = p.repo_id
+  LEFT JOIN dedup d ON d.pair_id = s.pair_id
+  WHERE NOT COALESCE(c.orphaned, false) AND COALESCE(sel.decision, 'keep') = 'keep'
+), representative AS (
+  SELECT DISTINCT ON (grp) pair_id, category, score FROM eligible ORDER BY grp, score DESC, kept DESC, pair_id
+), ranked AS (
   SELECT pair_id, score >= :min_score
          AND row_number() OVER (PARTITION BY category ORDER BY score DESC, pair_id)
-             <= ceil(:fraction * count(*) OVER (PARTITION BY category)) AS selected
-  FROM pair_scores
+             <= ceil(CAST(:fraction AS numeric) * count(*) OVER (PARTITION BY category)) AS selected
+  FROM representative
 )
-UPDATE pair_scores s SET selected = r.selected FROM r
-WHERE s.pair_id = r.pair_id AND s.selected IS DISTINCT FROM r.selected
+UPDATE pair_scores s SET selected = COALESCE(r.selected, false)
+FROM pair_scores a LEFT JOIN ranked r ON r.pair_id = a.pair_id
+WHERE s.pair_id = a.pair_id AND s.selected IS DISTINCT FROM COALESCE(r.selected, false)
 """
 
 
@@ -80,8 +101,10 @@ class ScoreResult:
 
 
 def rules_digest(rules: ScoringRules) -> str:
-    """What the scores depend on: a change of weights, rules or feature code makes every score stale."""
-    payload = {"version": FEATURES_VERSION, "weights": dict(rules.weights), "bias": rules.bias, "vague": rules.vague,
+    """What the scores depend on: a change of weights, rules, or the code of the features or the
+    classifier makes every score stale."""
+    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (features_module, classify_module)))
+    payload = {"code": code.hexdigest(), "weights": dict(rules.weights), "bias": rules.bias, "vague": rules.vague,
                "mechanical": rules.mechanical, "trivial": rules.trivial, "files": asdict(rules.files),
                "categories": rules.categories}  # fmt: skip
     return hashlib.sha256(gitlog.canonical_json(payload).encode()).hexdigest()
@@ -110,46 +133,70 @@ def score_pairs(engine: Engine, config: ScoreConfig, rules: ScoringRules | None 
     with engine.begin() as conn:
         run_id = start_run(conn, "score", None)
     result = ScoreResult(run_id=run_id)
-    seq, after = 0, ""
-    while True:
-        with engine.connect() as conn:
-            ids = conn.execute(sa.text(NEXT_IDS), {"n": config.batch_size, "after": after}).scalars().all()
-            if not ids:
-                break
-            after = ids[-1]
-            rows = conn.execute(sa.text(PENDING), {"ids": list(ids), "rules": digest}).mappings().all()
-        if not rows:
+    for seq, ids in enumerate(keyset_pair_ids(engine, config.batch_size)):
+        records = _score_batch(engine, ids, rules, digest, result)
+        if not records:
             continue
         batch_id = f"{run_id}-{seq:05d}"
         with engine.begin() as conn:
-            _write_batch(conn, batch_id, run_id, seq, rows, rules, digest, result)
+            _write_batch(conn, batch_id, run_id, seq, records, result)
         result.batches.append(batch_id)
-        seq += 1
-        log.info("score: batch %d, %d pairs scored", seq, result.pairs_scored)
+        log.info("score: %d pairs scored (batch %s)", result.pairs_scored, batch_id)
+    result.scored_total, result.selected = rank_pairs(engine, config)
     with engine.begin() as conn:
-        conn.execute(sa.text(RANK), {"min_score": config.min_score, "fraction": config.top_fraction})
-        result.scored_total, result.selected = conn.execute(
-            sa.text("SELECT count(*), count(*) FILTER (WHERE selected) FROM pair_scores")).one()  # fmt: skip
         result.seconds = round(time.monotonic() - started, 3)
         finish_run(conn, run_id, "done", result.as_dict())
     return result
 
 
-def _write_batch(conn: Connection, batch_id: str, run_id: str, seq: int, rows: Sequence[Mapping[str, Any]],
-                 rules: ScoringRules, digest: str, result: ScoreResult) -> None:  # fmt: skip
-    """One transaction: the batch record, the stale scores it replaces, its rows by COPY, its digest."""
-    open_batch(conn, batch_id, "score", run_id, None, seq, len(rows), {"first": rows[0]["pair_id"],
-                                                                       "last": rows[-1]["pair_id"]})  # fmt: skip
-    ids = [r["pair_id"] for r in rows]
-    result.rescored += conn.execute(sa.text("DELETE FROM pair_scores WHERE pair_id = ANY(:ids)"), {"ids": ids}).rowcount
-    records, digests = [], []
-    for row in rows:
-        s = score_one(row, rules)
-        records.append((row["pair_id"], s["score"], json.dumps(s["features"], sort_keys=True), s["explanation"],
-                        s["category"], s["confidence"], s["category_rule"], digest, batch_id))  # fmt: skip
-        digests.append((row["pair_id"], row_digest(row["pair_id"], s["score"], s["category"], s["confidence"],
-                                                   s["features"])))  # fmt: skip
-        result.categories[s["category"]] = result.categories.get(s["category"], 0) + 1
-    copy_rows(conn, "pair_scores", COLUMNS, records)
-    close_batch(conn, batch_id, len(records), batch_digest(digests))
+def rank_pairs(engine: Engine, config: ScoreConfig) -> tuple[int, int]:
+    """Mark ``selected`` over all scores (after scoring, and again after dedup regroups pairs);
+    returns (scored, selected)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text(RANK), {"min_score": config.min_score, "fraction": config.top_fraction})
+        scored, selected = conn.execute(
+            sa.text("SELECT count(*), count(*) FILTER (WHERE selected) FROM pair_scores")).one()  # fmt: skip
+    return int(scored), int(selected)
+
+
+def _score_batch(engine: Engine, ids: Sequence[str], rules: ScoringRules, digest: str,
+                 result: ScoreResult) -> list[tuple[Any, ...]]:  # fmt: skip
+    """Score the batch's pending pairs as they stream in (only one diff held at a time)."""
+    records = []
+    with engine.connect() as conn:
+        rows = conn.execution_options(stream_results=True, yield_per=100).execute(
+            sa.text(PENDING), {"ids": list(ids), "rules": digest}).mappings()  # fmt: skip
+        for row in rows:
+            s = score_one(row, rules)
+            check = row_digest(row["pair_id"], s["score"], s["category"], s["confidence"], s["features"])
+            records.append((row["pair_id"], s["score"], json.dumps(s["features"], sort_keys=True), s["explanation"],
+                            s["category"], s["confidence"], s["category_rule"], digest, check))  # fmt: skip
+            result.categories[s["category"]] = result.categories.get(s["category"], 0) + 1
+    return records
+
+
+def _write_batch(conn: Connection, batch_id: str, run_id: str, seq: int, records: Sequence[tuple[Any, ...]],
+                 result: ScoreResult) -> None:  # fmt: skip
+    """One transaction: the batch record, the stale scores it replaces (their batches resealed), its
+    rows by COPY, its digest."""
+    open_batch(conn, batch_id, "score", run_id, None, seq, len(records), {"first": records[0][0],
+                                                                          "last": records[-1][0]})  # fmt: skip
+    stale = conn.execute(sa.text("DELETE FROM pair_scores WHERE pair_id = ANY(:ids) RETURNING batch_id"),
+                         {"ids": [r[0] for r in records]}).scalars().all()  # fmt: skip
+    result.rescored += len(stale)
+    copy_rows(conn, "pair_scores", COLUMNS, ((*r[:-1], batch_id) for r in records))
+    close_batch(conn, batch_id, len(records), batch_digest((r[0], r[-1]) for r in records))
+    _reseal(conn, set(stale))
     result.pairs_scored += len(records)
+
+
+def _reseal(conn: Connection, batch_ids: set[str]) -> None:
+    """Batches that lost rows to a rescore: count and digest what they still hold (a batch left empty
+    goes), so their gate checks what is there, not what was."""
+    for batch_id in sorted(batch_ids):
+        rows = conn.execute(sa.text("SELECT pair_id, score, category, confidence, features FROM pair_scores "
+                                    "WHERE batch_id = :b"), {"b": batch_id}).all()  # fmt: skip
+        if not rows:
+            conn.execute(sa.text("DELETE FROM batches WHERE batch_id = :b"), {"b": batch_id})
+            continue
+        close_batch(conn, batch_id, len(rows), batch_digest((r[0], row_digest(*r)) for r in rows))

@@ -39,7 +39,7 @@ from codepairs.extract import is_bot, is_test_path
 
 log = logging.getLogger(__name__)
 
-LICENCE_FILE = re.compile(r"^(licen[cs]e|copying|unlicense)([-._][\w.-]*)?$", re.IGNORECASE)
+LICENCE_FILE = re.compile(r"(licen[cs]e|copying|unlicense)([-._][\w.-]*)?", re.IGNORECASE)  # fullmatch
 CI_FILE = re.compile(
     r"^(\.github/workflows/[^/]+\.ya?ml|\.gitlab-ci\.ya?ml|\.travis\.ya?ml|\.circleci/config\.ya?ml"
     r"|azure-pipelines\.ya?ml|jenkinsfile|\.drone\.ya?ml|appveyor\.ya?ml|\.cirrus\.ya?ml|bitbucket-pipelines\.ya?ml"
@@ -50,8 +50,8 @@ NO_LICENCE = {"NOASSERTION", "OTHER", ""}
 MAX_LICENCE_BYTES = 200_000
 COMMIT_ACTIVITY = """
 SELECT count(DISTINCT date_trunc('month', author_date)) AS active_months, count(*) AS commits,
-       max(author_date) AS last_commit, array_agg(DISTINCT lower(author_name) || ' <' || lower(author_email) || '>')
-       AS authors, EXTRACT(day FROM now() - max(author_date))::int AS idle_days
+       max(author_date) AS last_commit, array_agg(DISTINCT lower(author_email)) AS authors,
+       EXTRACT(day FROM now() - max(author_date))::int AS idle_days
 FROM commits WHERE repo_id = :r AND NOT orphaned
 """
 TRACKER_ACTIVITY = """
@@ -70,9 +70,10 @@ class Check:
     passed: bool
     value: Any
     threshold: Any
+    detail: str = ""
 
     def reason(self) -> str:
-        return f"{self.name}={self.value} (needs {self.threshold})"
+        return f"{self.name}={self.value} (needs {self.threshold}{': ' + self.detail if self.detail else ''})"
 
 
 @dataclass
@@ -105,8 +106,21 @@ def _git(mirror: Path, *args: str) -> bytes:
 
 
 def tree_paths(mirror: Path, ref: str) -> list[str]:
-    """Every file path of the tree at ``ref`` (read from the object database; nothing is checked out)."""
-    return _git(mirror, "ls-tree", "-r", "-z", "--name-only", ref).decode("utf-8", "replace").split("\0")[:-1]
+    """Every file (blob) path of the tree at ``ref``, read from the object database: nothing is checked
+    out; submodules and symlinks are left out."""
+    entries = _git(mirror, "ls-tree", "-r", "-z", ref).decode("utf-8", "replace").split("\0")[:-1]
+    return [path for meta, _, path in (e.partition("\t") for e in entries)
+            if meta.split(" ")[1] == "blob" and not meta.startswith("120000")]  # fmt: skip
+
+
+def _decode(blob: bytes) -> str:
+    """Licence files come in UTF-8, UTF-16 (with a byte-order mark) and Latin-1."""
+    if blob.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return blob.decode("utf-16", "replace")
+    try:
+        return blob.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return blob.decode("latin-1")
 
 
 def match_licence(text: bytes) -> str | None:
@@ -121,16 +135,14 @@ def match_licence(text: bytes) -> str | None:
     from identify.identify import _norm_license, license_id
     from identify.vendor.licenses import LICENSES
 
-    with tempfile.NamedTemporaryFile("wb", suffix=".txt") as f:
-        f.write(text[:MAX_LICENCE_BYTES])
+    decoded = _decode(text)
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as f:  # identify reads UTF-8 files
+        f.write(decoded)
         f.flush()
-        try:
-            found = license_id(f.name)
-        except UnicodeDecodeError:
-            return None
+        found = license_id(f.name)
     if found:
         return found
-    norm = _norm_license(text[:MAX_LICENCE_BYTES].decode("utf-8", "replace"))
+    norm = _norm_license(decoded)
     cutoff = math.ceil(0.05 * len(norm))
     best: tuple[int, str] | None = None
     for spdx, licence in LICENSES:
@@ -147,8 +159,9 @@ def licence_from_files(mirror: Path, ref: str, paths: Sequence[str]) -> tuple[st
     """(SPDX expression, where from, licence files not recognised) from the root licence files."""
     found: list[tuple[str, str]] = []
     unknown: list[str] = []
-    for path in sorted(p for p in paths if "/" not in p and LICENCE_FILE.match(p)):
-        spdx = match_licence(_git(mirror, "cat-file", "blob", f"{ref}:{path}"))
+    for path in sorted(p for p in paths if "/" not in p and LICENCE_FILE.fullmatch(p)):
+        size = int(_git(mirror, "cat-file", "-s", f"{ref}:{path}"))
+        spdx = match_licence(_git(mirror, "cat-file", "blob", f"{ref}:{path}")) if size <= MAX_LICENCE_BYTES else None
         if spdx:
             found.append((path, spdx))
         else:
@@ -219,7 +232,7 @@ def select_repository(engine: Engine, repo_id: str, config: SelectConfig, bot_au
         "tracker": dict(tracker) if tracker else None,
     }  # fmt: skip
     checks = [
-        Check("licence", allowed, licence or "none", why or "an allowed licence"),
+        Check("licence", allowed, licence or "none", "an allowed licence", why),
         Check("active_months", commits["active_months"] >= config.min_active_months, commits["active_months"],
               f">= {config.min_active_months}"),
         Check("authors", len(authors) >= config.min_authors, len(authors), f">= {config.min_authors}"),
@@ -248,6 +261,13 @@ def select_repository(engine: Engine, repo_id: str, config: SelectConfig, bot_au
     _store(engine, selection, run_id)
     log.info("select: %s", selection.summary())
     return selection
+
+
+def forget(engine: Engine, repo_id: str) -> None:
+    """Drop a repository's decision (select turned off for it): its pairs are exported again."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM skips WHERE stage = 'select' AND repo_id = :r"), {"r": repo_id})
+        conn.execute(sa.text("DELETE FROM repo_selection WHERE repo_id = :r"), {"r": repo_id})
 
 
 def _store(engine: Engine, s: Selection, run_id: str | None) -> None:

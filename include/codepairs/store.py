@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +239,20 @@ def upsert_changed(
     ).all()
     conn.execute(sa.text(f"DROP TABLE {tmp}"))
     return [tuple(r) for r in written]
+
+
+def keyset_pair_ids(engine: Engine, size: int) -> Iterator[list[str]]:
+    """Every pair id, in order, ``size`` at a time: an index-only keyset scan, one short read per
+    batch (a filtered scan of a view made the planner read every pair for every batch)."""
+    after = ""
+    while True:
+        with engine.connect() as conn:
+            ids = conn.execute(sa.text("SELECT pair_id FROM pairs WHERE pair_id > :after ORDER BY pair_id LIMIT :n"),
+                               {"after": after, "n": size}).scalars().all()  # fmt: skip
+        if not ids:
+            return
+        after = ids[-1]
+        yield list(ids)
 
 
 def open_batch(
