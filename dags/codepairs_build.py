@@ -2,7 +2,7 @@
 ### codepairs_build
 
 Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand):
-`score_pairs → dedup_pairs → export_dataset → verify_export`. Balance (later) goes after dedup.
+`score_pairs → dedup_pairs → balance_dataset → export_dataset → verify_export`.
 
 - **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push;
   `pair_scores` (a pair is scored again only when `include/config/scoring.yaml` changed);
@@ -62,7 +62,15 @@ def codepairs_build() -> None:
         return pipeline.dedup_step(engine(), pipeline_config(get_current_context()["params"]))
 
     @task
-    def export_dataset(dedup: dict) -> dict:
+    def balance_dataset(dedup: dict) -> dict:
+        """Gate on the selected pairs; per-category targets (best by score above, copies and synthetic
+        pairs below, within caps); gate on the balanced set."""
+        from codepairs import pipeline
+
+        return pipeline.balance_step(engine(), pipeline_config(get_current_context()["params"]))
+
+    @task
+    def export_dataset(balanced: dict) -> dict:
         """Deterministic shards + manifest, written to a temporary folder then swapped in."""
         from pathlib import Path
 
@@ -81,7 +89,7 @@ def codepairs_build() -> None:
 
         return export.verify_export(Path(result["out_dir"]))
 
-    verify_export(export_dataset(dedup_pairs(score_pairs())))
+    verify_export(export_dataset(balance_dataset(dedup_pairs(score_pairs()))))
 
 
 codepairs_build()

@@ -35,8 +35,10 @@ def pytest_configure(config: pytest.Config) -> None:
     shipped = (ROOT / "include" / "config" / "pipeline.yaml").read_text()
     test_config = shipped.replace("  min_score: 0.5 ", "  min_score: 0.0 ").replace(
         "select:                     # keep a repository only under a permissive licence and with real activity\n"
-        "  enabled: true", "select:\n  enabled: false")  # fmt: skip
-    assert test_config.count("0.0 ") > shipped.count("0.0 ") and "enabled: false" in test_config
+        "  enabled: true", "select:\n  enabled: false").replace(
+        "balance:                    # per-category targets for the exported set\n  enabled: true",
+        "balance:\n  enabled: false")  # fmt: skip
+    assert test_config.count("0.0 ") > shipped.count("0.0 ") and test_config.count("enabled: false") == 2
     (_TMP / "pipeline.yaml").write_text(test_config)
     os.environ["CODEPAIRS_CONFIG"] = str(_TMP / "pipeline.yaml")
     from codepairs import store

@@ -105,7 +105,7 @@ def test_a_long_rate_limit_wait_reschedules_the_task(monkeypatch: pytest.MonkeyP
 def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.get_dag("codepairs_build")
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["codepairs_pairs"]
-    assert sorted(dag.task_ids) == ["dedup_pairs", "export_dataset", "score_pairs", "verify_export"]
+    assert sorted(dag.task_ids) == ["balance_dataset", "dedup_pairs", "export_dataset", "score_pairs", "verify_export"]
     assert set(dag.params.keys()) == {"min_score", "top_fraction", "out_dir"}
 
 

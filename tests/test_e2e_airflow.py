@@ -57,8 +57,9 @@ def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Pa
     assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
     out = tmp_path / "export"
     assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
-    # gates: commits, pairs, score, dedup, split; validated batches: crawl, extract, score, dedup
-    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 4, "gates_passed": 5}
+    # gates: commits, pairs, score, dedup, split, balance input, balance; validated batches: crawl,
+    # extract, score, dedup, balance
+    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 5, "gates_passed": 7}
     assert export.verify_export(out)["rows"] == 3
     first_manifest = (out / "manifest.json").read_bytes()
 

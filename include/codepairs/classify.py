@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from codepairs.config import CATEGORIES  # noqa: F401 (the categories classify may answer)
 from codepairs.features import CONVENTIONAL, ScoringRules, bare_summary, diff_stats, has_label, summary_line
 
-CATEGORIES = ("bug_fix", "feature", "refactor", "ui_component", "code_review", "debugging", "docs", "tests",
-              "performance", "build_ci", "other")  # fmt: skip
 ONLY_KIND = {"docs": "docs", "tests": "tests", "build": "build_ci", "data": "other"}
 
 

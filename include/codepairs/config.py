@@ -6,7 +6,7 @@ values with ``dataclasses.replace``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,35 @@ class ScoreConfig:
         return path if path.is_absolute() else settings.PROJECT_ROOT / "include" / "config" / path
 
 
+CATEGORIES = ("bug_fix", "feature", "refactor", "ui_component", "code_review", "debugging", "docs", "tests",
+              "performance", "build_ci", "other")  # fmt: skip
+DEFAULT_SHARES = {"bug_fix": 0.2, "feature": 0.18, "refactor": 0.1, "ui_component": 0.12, "code_review": 0.08,
+                  "debugging": 0.07, "tests": 0.07, "docs": 0.06, "performance": 0.04, "build_ci": 0.04,
+                  "other": 0.04}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BalanceConfig:
+    enabled: bool = False  # pipeline.yaml turns it on; off, every selected pair is exported once
+    total: int | None = None  # pairs in the balanced set; None: as many as were selected
+    shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))  # a category not listed: 0
+    tolerance: float = 0.02  # the gate's allowed distance between a category's share and its target share
+    max_copies: int = 2  # upsampling: copies of any one pair, at most
+    max_synthetic_share: float = 0.3  # of a category's target, at most
+    max_near_duplicate_rate: float = 0.0  # the gate before balance: near-duplicate pairs among those selected
+    ui_components: bool = True  # synthesise UI pairs from real component files
+    llm_url: str | None = None  # an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); None: off
+    llm_model: str | None = None
+    llm_api_key_env: str = "CODEPAIRS_LLM_API_KEY"  # the key is read from this environment variable
+    llm_max_tokens: int = 2000
+
+    def __post_init__(self) -> None:
+        unknown = set(self.shares) - set(CATEGORIES)
+        if unknown or any(v < 0 for v in self.shares.values()) or self.max_copies < 1:
+            raise ConfigError(f"balance: shares need known categories {sorted(CATEGORIES)} and shares >= 0, "
+                              f"max_copies >= 1 (unknown: {sorted(unknown)})")  # fmt: skip
+
+
 @dataclass(frozen=True)
 class ExportConfig:
     shard_rows: int = 50_000
@@ -140,6 +169,7 @@ class PipelineConfig:
     select: SelectConfig = SelectConfig()
     score: ScoreConfig = ScoreConfig()
     dedup: DedupConfig = DedupConfig()
+    balance: BalanceConfig = BalanceConfig()
     export: ExportConfig = ExportConfig()
 
 
@@ -190,5 +220,6 @@ def load_config(path: Path | None = None) -> PipelineConfig:
         select=_select(raw.get("select")),
         score=_build(ScoreConfig, "score", raw.get("score")),
         dedup=_build(DedupConfig, "dedup", raw.get("dedup")),
+        balance=_build(BalanceConfig, "balance", raw.get("balance")),
         export=_build(ExportConfig, "export", raw.get("export")),
     )

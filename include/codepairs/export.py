@@ -38,33 +38,50 @@ from codepairs.errors import ExportVerificationError
 MANIFEST = "manifest.json"
 CARD = "README.md"
 SPLITS = ("train", "validation")
-FORMAT_VERSION = 4  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card;
-# 4: score, category and explanation columns; only pairs the ranking selected
+FORMAT_VERSION = 5  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card;
+# 4: score, category and explanation columns; only pairs the ranking selected; 5: the balanced set
+# (copy, synthetic, synthesis_method, source_pair_id)
 SCHEMA = pa.schema([
     ("pair_id", pa.string()), ("kind", pa.string()), ("instruction", pa.string()), ("response", pa.string()),
     ("repository", pa.string()), ("repository_url", pa.string()), ("commit_sha", pa.string()),
     ("author_date", pa.string()), ("url", pa.string()), ("files", pa.list_(pa.string())),
     ("lines_added", pa.int64()), ("lines_deleted", pa.int64()), ("response_sha256", pa.string()),
     ("tests", pa.string()), ("lineage", pa.string()), ("score", pa.float64()), ("category", pa.string()),
-    ("category_confidence", pa.float64()), ("score_explanation", pa.string()),
+    ("category_confidence", pa.float64()), ("score_explanation", pa.string()), ("copy", pa.int64()),
+    ("synthetic", pa.bool_()), ("synthesis_method", pa.string()), ("source_pair_id", pa.string()),
 ])  # fmt: skip
+# The balanced set (``balanced``: the selected pairs, their upsampled copies and the synthetic pairs),
+# each slot with its pair's text, repository and score; a synthetic pair under its source's repository.
 QUERY = """
-SELECT p.pair_id, p.kind, p.instruction, p.response, r.name AS repository,
+SELECT bl.pair_id, bl.copy, bl.synthetic, p.kind, p.instruction, p.response, r.name AS repository,
        COALESCE(r.web_url, r.source) AS repository_url, p.commit_sha,
        to_char(p.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS author_date,
        p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage,
        p.repo_id, COALESCE(sel.licence, g.license) AS license, s.score, s.category, s.confidence AS category_confidence,
-       s.explanation AS score_explanation
-FROM pair_texts p
+       s.explanation AS score_explanation, NULL AS synthesis_method, NULL AS source_pair_id
+FROM balanced bl
+JOIN pair_texts p ON p.pair_id = bl.pair_id
+JOIN pair_scores s ON s.pair_id = bl.pair_id
 JOIN repositories r ON r.repo_id = p.repo_id
-JOIN batches b ON b.batch_id = p.batch_id
-JOIN dedup d ON d.pair_id = p.pair_id                             -- deduplicated
-JOIN pair_scores s ON s.pair_id = p.pair_id AND s.selected        -- selected: one per duplicate group
-JOIN batches sb ON sb.batch_id = s.batch_id AND sb.validated
 LEFT JOIN gh_repos g ON g.repo_id = p.repo_id
 LEFT JOIN repo_selection sel ON sel.repo_id = p.repo_id
-WHERE NOT p.orphaned AND b.validated AND COALESCE(sel.decision, 'keep') = 'keep'  -- not rejected since
-ORDER BY p.pair_id
+WHERE NOT bl.synthetic
+UNION ALL
+SELECT bl.pair_id, bl.copy, bl.synthetic, 'synthetic', sp.instruction, sp.response, r.name,
+       COALESCE(r.web_url, r.source), src.commit_sha,
+       to_char(src.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+       NULL, CASE WHEN sp.detail ? 'path' THEN jsonb_build_array(sp.detail->>'path') ELSE '[]'::jsonb END,
+       0, 0, sp.response_sha256, NULL, sp.detail::text,
+       sp.repo_id, COALESCE(sel.licence, g.license), NULL, sp.category, 1.0, 'synthetic: ' || sp.method,
+       sp.method, sp.source_pair_id
+FROM balanced bl
+JOIN synthetic_pairs sp ON sp.pair_id = bl.pair_id
+JOIN pairs src ON src.pair_id = sp.source_pair_id
+JOIN repositories r ON r.repo_id = sp.repo_id
+LEFT JOIN gh_repos g ON g.repo_id = sp.repo_id
+LEFT JOIN repo_selection sel ON sel.repo_id = sp.repo_id
+WHERE bl.synthetic
+ORDER BY 1, 2
 """
 DEDUP_FIGURES = """
 SELECT count(*), count(*) FILTER (WHERE duplicate_of IS NULL), count(*) FILTER (WHERE reason = 'exact'),
@@ -92,9 +109,15 @@ class _Stats:
 
     kinds: Counter[tuple[str, str]] = field(default_factory=Counter)  # (split, kind)
     repositories: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (name, url) -> [split, licence, n]
+    categories: Counter[tuple[str, str]] = field(default_factory=Counter)  # (category, real | copy | synthetic)
+    scores: Counter[int] = field(default_factory=Counter)  # tenth of the score range -> pairs
 
     def add(self, split: str, row: dict[str, Any]) -> None:
         self.kinds[split, row["kind"]] += 1
+        origin = "synthetic" if row["synthetic"] else "copy" if row["copy"] > 1 else "real"
+        self.categories[row["category"], origin] += 1
+        if row["score"] is not None:
+            self.scores[min(int(row["score"] * 10), 9)] += 1
         entry = self.repositories.setdefault((row["repository"], row["repository_url"]), [split, row["license"], 0])
         entry[2] += 1
 
@@ -167,7 +190,10 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
                   for split in SPLITS}  # fmt: skip
         with engine.connect() as conn:
             dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
-        (tmp / CARD).write_text(dataset_card(counts, stats, dedup_figures, config), encoding="utf-8")
+            plan = conn.execute(sa.text("SELECT stats->'categories' FROM runs WHERE stage = 'balance' "
+                                        "AND status = 'done' ORDER BY finished_at DESC LIMIT 1")).scalar()  # fmt: skip
+        card = dataset_card(counts, stats, dedup_figures, plan or {}, config)
+        (tmp / CARD).write_text(card, encoding="utf-8")
         files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))
         manifest = {
             "format_version": FORMAT_VERSION, "rows": sum(counts.values()), "splits": counts,
@@ -195,7 +221,7 @@ def _record(engine: Engine, result: ExportResult, files: list[dict[str, Any]], m
                     "VALUES (:b, 'export', :r, :seq, :n, :n, :d, CAST(:mf AS jsonb))"
                 ),
                 {"b": f"{result.run_id}-{f['path']}", "r": result.run_id, "seq": seq, "n": f["rows"], "d": f["sha256"],
-                 "mf": json.dumps({"query": "kept pairs of non-orphaned commits, by pair_id", "file": f["path"],
+                 "mf": json.dumps({"query": "the balanced set, by pair_id and copy", "file": f["path"],
                                    "split": f["split"]})},
             )  # fmt: skip
         conn.execute(
@@ -210,7 +236,8 @@ def _record(engine: Engine, result: ExportResult, files: list[dict[str, Any]], m
         finish_run(conn, result.run_id, "done", result.as_dict())
 
 
-def dataset_card(counts: dict[str, int], stats: _Stats, dedup_figures: Any, config: ExportConfig) -> str:
+def dataset_card(counts: dict[str, int], stats: _Stats, dedup_figures: Any, plan: dict[str, dict[str, int]],
+                 config: ExportConfig) -> str:  # fmt: skip
     """The export's README.md: how to load it and what is in it (no timestamps: byte-identical reruns)."""
     present = [split for split in SPLITS if counts[split]]
     front = ["---", "configs:", "- config_name: default", "  data_files:"]
@@ -238,15 +265,30 @@ def dataset_card(counts: dict[str, int], stats: _Stats, dedup_figures: Any, conf
         f"- pairs deduplicated: {dedup_figures[0]}", f"- kept: {dedup_figures[1]}",
         f"- exact duplicates removed: {dedup_figures[2]}", f"- near duplicates removed: {dedup_figures[3]}",
         f"- duplicate groups: {dedup_figures[4]}", "",
-        "## Not in this version", "",
-        "- quality scores and categories (and so per-category targets and balance): not computed yet;",
-        "- synthetic pairs: none (synthetic share 0%).", "",
+        *_balance_section(stats, plan, total),
+        "## Scores", "", "Quality score of the real pairs (synthetic pairs have none):", "",
+        "| score | pairs |", "|---|---|",
+        *(f"| {b / 10:.1f}–{(b + 1) / 10:.1f} | {stats.scores[b]} |" for b in range(10) if stats.scores[b]), "",
         "## Repositories", "", "| repository | licence | split | pairs |", "|---|---|---|---|",
         *(f"| [{name}]({url}) | {licence or 'unknown'} | {split} | {n} |"
           for (name, url), (split, licence, n) in sorted(stats.repositories.items())),  # fmt: skip
         "",
     ]  # fmt: skip
     return "\n".join(front + lines)
+
+
+def _balance_section(stats: _Stats, plan: dict[str, dict[str, int]], total: int) -> list[str]:
+    """Pairs per category against their targets, and the synthetic share."""
+    synthetic = sum(n for (_, origin), n in stats.categories.items() if origin == "synthetic")
+    lines = ["## Categories", "", "| category | target | pairs | real | copies | synthetic | short |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for category in sorted({c for c, _ in stats.categories} | set(plan)):
+        real, copies, synth = (stats.categories[category, o] for o in ("real", "copy", "synthetic"))
+        target = plan.get(category, {}).get("target", "")
+        short = plan.get(category, {}).get("shortfall", "")
+        lines.append(f"| {category} | {target} | {real + copies + synth} | {real} | {copies} | {synth} | {short} |")
+    share = synthetic / total if total else 0.0
+    return [*lines, "", f"Synthetic share: {share:.1%} ({synthetic} of {total} pairs).", ""]
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from codepairs import gitlog
-from codepairs.config import DedupConfig, ExportConfig, ExtractConfig, GateConfig
+from codepairs.config import CATEGORIES, BalanceConfig, DedupConfig, ExportConfig, ExtractConfig, GateConfig
 from codepairs.crawl import batch_digest
 from codepairs.errors import GateFailedError
 
@@ -400,7 +402,6 @@ def _score_chunk(engine: Engine, run_id: str, batches: dict[str, tuple[int, str]
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    from codepairs.classify import CATEGORIES
     from codepairs.features import FEATURES
     from codepairs.score import row_digest
 
@@ -435,3 +436,109 @@ def _score_chunk(engine: Engine, run_id: str, batches: dict[str, tuple[int, str]
         ]
     outcome = validate(df, "score_suite", expectations)
     return _store_and_raise(engine, "score_suite", "score", run_id, list(batches), len(records), outcome)
+
+
+BALANCE_INPUT_QUERY = """
+SELECT s.pair_id, s.score, d.exact_hash, length(trim(p.instruction)) AS instruction_len,
+       length(trim(COALESCE(p.response, c.diff, ''))) AS response_len
+FROM pair_scores s JOIN pairs p ON p.pair_id = s.pair_id
+JOIN dedup d ON d.pair_id = s.pair_id
+LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
+WHERE s.selected
+"""
+SELECTED_CANDIDATES = """
+SELECT DISTINCT da.signature AS sig_a, db.signature AS sig_b, da.pair_id AS a, db.pair_id AS b
+FROM dedup_bands ba
+JOIN dedup_bands bb ON bb.bucket = ba.bucket AND bb.key > ba.key
+JOIN dedup da ON da.key = ba.key JOIN pair_scores sa ON sa.pair_id = da.pair_id AND sa.selected
+JOIN dedup db ON db.key = bb.key JOIN pair_scores sb ON sb.pair_id = db.pair_id AND sb.selected
+"""
+
+
+def validate_balance_input(engine: Engine, run_id: str, dedup_config: DedupConfig,
+                           balance_config: BalanceConfig) -> GateReport:  # fmt: skip
+    """Gate before balance, over the selected pairs: no two equal once normalised, near duplicates
+    among them at most ``balance.max_near_duplicate_rate``, no empty instruction or response, scores
+    in [0, 1]."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    from codepairs.dedup import similarity
+
+    with engine.connect() as conn:
+        df = pd.DataFrame.from_records(conn.execute(sa.text(BALANCE_INPUT_QUERY)).mappings().all(),
+                                       columns=["pair_id", "score", "exact_hash", "instruction_len", "response_len"])
+        near = sum(similarity(r.sig_a, r.sig_b) >= dedup_config.threshold
+                   for r in conn.execute(sa.text(SELECTED_CANDIDATES)))  # fmt: skip
+    df["near_duplicate_rate"] = near / len(df) if len(df) else 0.0
+    expectations = [
+        gxe.ExpectColumnValuesToBeUnique(column="pair_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="exact_hash"),
+        gxe.ExpectColumnValuesToBeBetween(column="near_duplicate_rate",
+                                          max_value=balance_config.max_near_duplicate_rate),
+        gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1),
+    ]  # fmt: skip
+    outcome = validate(df, "balance_input_suite", expectations)
+    return _store_and_raise(engine, "balance_input_suite", "balance", run_id, [], len(df), outcome)
+
+
+BALANCED_QUERY = """
+SELECT bl.pair_id, bl.copy, bl.category, bl.synthetic, bl.batch_id, s.score, s.selected,
+       length(trim(COALESCE(p.instruction, sp.instruction, ''))) AS instruction_len,
+       length(trim(COALESCE(p.response, c.diff, sp.response, ''))) AS response_len
+FROM balanced bl
+LEFT JOIN pair_scores s ON s.pair_id = bl.pair_id AND NOT bl.synthetic
+LEFT JOIN pairs p ON p.pair_id = bl.pair_id AND NOT bl.synthetic
+LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
+LEFT JOIN synthetic_pairs sp ON sp.pair_id = bl.pair_id AND bl.synthetic
+"""
+
+
+def validate_balance(engine: Engine, run_id: str, result: Mapping[str, Any], config: BalanceConfig) -> GateReport:
+    """Gate before export, over the balanced set: each category's share within ``balance.tolerance`` of
+    its target share (or short only where every real pair is used ``max_copies`` times), no category
+    over its target, synthetic pairs within their cap, copies within ``max_copies``, every slot a real
+    selected pair or a stored synthetic one with a non-empty instruction and response, scores in
+    [0, 1], and the balance batch's checksum recomputed from the table."""
+    import great_expectations.expectations as gxe
+    import pandas as pd
+
+    with engine.connect() as conn:
+        df = pd.DataFrame.from_records(conn.execute(sa.text(BALANCED_QUERY)).mappings().all(), columns=[
+            "pair_id", "copy", "category", "synthetic", "batch_id", "score", "selected", "instruction_len",
+            "response_len"])  # fmt: skip
+        batch = conn.execute(sa.text("SELECT batch_id, rows_written, sha256 FROM batches WHERE batch_id = :b"),
+                             {"b": result["batch_id"]}).one()  # fmt: skip
+    digest = hashlib.sha256()
+    for r in df.sort_values(["pair_id", "copy"]).itertuples():
+        digest.update(f"{r.pair_id}:{r.copy}:{r.category}:{int(r.synthetic)}\n".encode())
+    total, total_target = len(df), max(result["total_target"], 1)
+    per: dict[str, bool] = {}
+    for category, plan in result["categories"].items():
+        rows = df[df["category"] == category]
+        # Shares of the total target: a category short of data does not shift the others' shares.
+        share, target_share = len(rows) / total_target, plan["target"] / total_target
+        exhausted = len(rows[~rows["synthetic"]]) >= plan["available"] * (config.max_copies if config.enabled else 1)
+        within = abs(share - target_share) <= config.tolerance or (len(rows) < plan["target"] and exhausted)
+        capped = rows["synthetic"].sum() <= math.floor(config.max_synthetic_share * plan["target"])
+        per[category] = bool(within and capped and len(rows) <= plan["target"])
+    df["category_ok"] = df["category"].map(per).fillna(False).astype(bool) if len(df) else df["category"].astype(bool)
+    df["slot_ok"] = df["synthetic"] | df["selected"].fillna(False).astype(bool)
+    df["batch_ok"] = (df["batch_id"] == batch.batch_id) & (batch.rows_written == total) & (
+        batch.sha256 == digest.hexdigest())  # fmt: skip
+    df["slot"] = df["pair_id"] + ":" + df["copy"].astype(str)
+    expectations = [
+        gxe.ExpectColumnValuesToBeUnique(column="slot"),
+        gxe.ExpectColumnValuesToBeInSet(column="category_ok", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="slot_ok", value_set=[True]),
+        gxe.ExpectColumnValuesToBeInSet(column="batch_ok", value_set=[True]),
+        gxe.ExpectColumnValuesToBeBetween(column="copy", min_value=1,
+                                          max_value=config.max_copies if config.enabled else 1),
+        gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
+        gxe.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1),  # real pairs (synthetic: null)
+    ]
+    outcome = validate(df, "balance_suite", expectations)
+    return _store_and_raise(engine, "balance_suite", "balance", run_id, [result["batch_id"]], len(df), outcome)

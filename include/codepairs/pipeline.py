@@ -9,12 +9,13 @@ GitHub step takes a slot of the GitHub pool); the CLI runs them in a row through
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from codepairs import crawl, dedup, export, extract, gates, github_crawl, score, selection
+from codepairs import balance, crawl, dedup, export, extract, gates, github_crawl, score, selection, spotcheck
 from codepairs.config import PipelineConfig
 from codepairs.errors import GithubError, RateLimitWait, SourceError
 from codepairs.features import load_rules
@@ -104,7 +105,9 @@ def extract_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) 
     if state["status"] == "skipped":
         return state
     github = bool(state.get("github")) and config.github.enabled and not state.get("github_error")
-    return {**state, "extract": extract.extract_repository(engine, state["repo_id"], config.extract, github).as_dict()}
+    result = extract.extract_repository(engine, state["repo_id"], config.extract, github)
+    spotcheck.save(engine, "extract", result.run_id)
+    return {**state, "extract": result.as_dict()}
 
 
 def validate_pairs_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
@@ -140,6 +143,7 @@ def score_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
     """Score and classify every gated pair not scored under the current rules, rank, then the score gate."""
     rules = load_rules(config.score.rules_path())
     result = score.score_pairs(engine, config.score, rules)
+    spotcheck.save(engine, "score", result.run_id)
     report = gates.validate_scores(engine, result.run_id, score.rules_digest(rules))
     return {**result.as_dict(), "gate": report.as_dict()}
 
@@ -148,15 +152,36 @@ def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
     """Dedup every gated pair not yet seen, then the dedup gate over the whole state, then the split
     gate (no train pair near-duplicates a validation pair)."""
     result = dedup.dedup_pairs(engine, config.dedup)
+    spotcheck.save(engine, "dedup", result.run_id)
     score.rank_pairs(engine, config.score)  # groups changed: one selected member per group
     report = gates.validate_dedup(engine, result.run_id, config.dedup)
     split = gates.validate_split(engine, result.run_id, config.dedup, config.export)
     return {**result.as_dict(), "gate": report.as_dict(), "split_gate": split.as_dict()}
 
 
+def balance_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """The gate on the selected pairs, the balance to the category targets (synthesising where short),
+    then the gate on the balanced set."""
+    b = config.balance
+    with engine.begin() as conn:
+        gate_run = crawl.start_run(conn, "balance_gates", None)
+    gates.validate_balance_input(engine, gate_run, config.dedup, b)
+    client = None
+    if b.enabled and b.llm_url and b.llm_model:
+        import openai
+
+        client = openai.OpenAI(base_url=b.llm_url, api_key=os.environ.get(b.llm_api_key_env) or "unused",
+                               max_retries=3, timeout=120)  # fmt: skip
+    result = balance.balance_pairs(engine, b, client).as_dict()
+    spotcheck.save(engine, "balance", result["run_id"])
+    report = gates.validate_balance(engine, result["run_id"], result, b)
+    return {**result, "gate": report.as_dict()}
+
+
 def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.ExportResult:
-    """Score, dedup (each gated), then export the kept, selected pairs: what ``codepairs_build`` and
+    """Score, dedup, balance (each gated), then export the balanced set: what ``codepairs_build`` and
     ``codepairs export`` do."""
     score_step(engine, config)
     dedup_step(engine, config)
+    balance_step(engine, config)
     return export.write_export(engine, out_dir, config.export)

@@ -41,10 +41,47 @@ CREATE TABLE repo_selection (
     run_id        text,
     decided_at    timestamptz NOT NULL DEFAULT now()
 );
+
+-- Pairs made where real data falls short of a category's target: how, and from which real pair.
+CREATE TABLE synthetic_pairs (
+    pair_id         text PRIMARY KEY,               -- sha256 of the method and its source, first 32 hex
+    method          text NOT NULL,                  -- ui_component | llm:<model>
+    source_pair_id  text NOT NULL REFERENCES pairs(pair_id),
+    repo_id         text NOT NULL REFERENCES repositories(repo_id),
+    category        text NOT NULL,
+    instruction     text NOT NULL,
+    response        text NOT NULL,
+    response_sha256 text NOT NULL,
+    detail          jsonb NOT NULL,                 -- the component file and commit, or the model
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+
+-- The balanced set: one row per exported slot, rewritten whole by each balance run.
+CREATE TABLE balanced (
+    pair_id   text NOT NULL,                        -- a pair, or a synthetic pair
+    copy      integer NOT NULL,                     -- 1, or 2.. for upsampled copies
+    category  text NOT NULL,
+    synthetic boolean NOT NULL,
+    reason    text NOT NULL,                        -- selected | upsampled | synthetic
+    run_id    text NOT NULL,
+    batch_id  text REFERENCES batches(batch_id),
+    PRIMARY KEY (pair_id, copy)
+);
+
+-- A few random pairs of each stage run, with their features and decisions, for a person to read.
+CREATE TABLE spot_checks (
+    stage      text NOT NULL,
+    run_id     text NOT NULL,
+    pair_id    text NOT NULL,
+    sample     jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stage, run_id, pair_id)
+);
 """
 
 DOWNGRADE = """
-DROP TABLE repo_selection; DROP INDEX gh_pulls_author; DROP INDEX commits_author; DROP TABLE pair_scores;
+DROP TABLE spot_checks; DROP TABLE balanced; DROP TABLE synthetic_pairs; DROP TABLE repo_selection;
+DROP INDEX gh_pulls_author; DROP INDEX commits_author; DROP TABLE pair_scores;
 """
 
 

@@ -1,0 +1,260 @@
+"""Balance stage: the exported set meets explicit per-category targets.
+
+Input: the pairs the ranking selected (one per duplicate group, exportable, scored). Targets: a total
+(``balance.total``, else as many as were selected) split by ``balance.shares`` (largest remainders,
+so they add up exactly). For each category, in score order:
+
+- above its target: the best ``target`` pairs;
+- below: every pair, then copies of the best pairs (copy 2 of each, then copy 3 …, at most
+  ``max_copies`` of any one pair), then synthetic pairs (``synthesis.py``), at most
+  ``max_synthetic_share`` of the target; what is still missing is reported as a shortfall.
+
+The result is the table ``balanced`` (one row per exported slot: the pair, its copy number, why it
+is there), rewritten whole by each run in one transaction and recorded as a checksummed batch. The
+selection of real pairs is one SQL statement, so memory does not grow with the number of pairs.
+With ``balance.enabled`` off, every selected pair is taken once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from codepairs import gitlog, synthesis
+from codepairs.config import BalanceConfig
+from codepairs.crawl import finish_run, start_run
+from codepairs.store import close_batch, open_batch
+
+log = logging.getLogger(__name__)
+
+AVAILABLE = "SELECT category, count(*) FROM pair_scores WHERE selected GROUP BY category"
+# Real slots: per category, the ``target`` best (copy 1), and below target copies 2..max_copies of the
+# best pairs, copy k of the pair ranked r filling slot (k - 1) * available + r.
+REAL_SLOTS = """
+INSERT INTO balanced (pair_id, copy, category, synthetic, reason, run_id)
+SELECT r.pair_id, k.copy, r.category, false,
+       CASE WHEN k.copy = 1 THEN 'selected' ELSE 'upsampled' END, :run
+FROM (
+  SELECT s.pair_id, s.category, row_number() OVER (PARTITION BY s.category ORDER BY s.score DESC, s.pair_id) AS r,
+         count(*) OVER (PARTITION BY s.category) AS n
+  FROM pair_scores s WHERE s.selected
+) r
+JOIN jsonb_each_text(CAST(:targets AS jsonb)) t(category, target) ON t.category = r.category
+CROSS JOIN generate_series(1, :max_copies) AS k(copy)
+WHERE (k.copy - 1) * r.n + r.r <= t.target::bigint
+"""
+# Component files of selected UI pairs, newest version of each (repository, path) first.
+UI_SOURCES = """
+SELECT DISTINCT ON (p.repo_id, f.path) p.pair_id, p.repo_id, p.commit_sha, f.path, r.mirror_path
+FROM pair_scores s
+JOIN pairs p ON p.pair_id = s.pair_id
+JOIN repositories r ON r.repo_id = p.repo_id
+CROSS JOIN LATERAL jsonb_array_elements_text(p.files) AS f(path)
+WHERE s.selected AND s.category = 'ui_component' AND f.path ~* '\\.(tsx|jsx)$' AND r.mirror_path IS NOT NULL
+ORDER BY p.repo_id, f.path, p.author_date DESC, p.pair_id
+"""
+SYNTHETIC_COLUMNS = ("pair_id", "method", "source_pair_id", "repo_id", "category", "instruction", "response",
+                     "response_sha256", "detail")  # fmt: skip
+
+
+@dataclass
+class CategoryPlan:
+    target: int
+    available: int
+    selected: int = 0
+    upsampled: int = 0
+    synthetic: int = 0
+
+    @property
+    def filled(self) -> int:
+        return self.selected + self.upsampled + self.synthetic
+
+    @property
+    def shortfall(self) -> int:
+        return max(self.target - self.filled, 0)
+
+
+@dataclass
+class BalanceResult:
+    run_id: str
+    total_target: int = 0
+    rows: int = 0
+    categories: dict[str, dict[str, int]] = field(default_factory=dict)
+    batch_id: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def targets(total: int, shares: Mapping[str, float]) -> dict[str, int]:
+    """``total`` split by ``shares`` (normalised), rounded by largest remainders: they add up to ``total``."""
+    weight = sum(shares.values())
+    if total <= 0 or weight <= 0:
+        return dict.fromkeys(shares, 0)
+    exact = {c: total * s / weight for c, s in shares.items()}
+    out = {c: math.floor(v) for c, v in exact.items()}
+    for c in sorted(exact, key=lambda c: (out[c] - exact[c], c))[: total - sum(out.values())]:
+        out[c] += 1
+    return out
+
+
+def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None) -> BalanceResult:
+    """Rewrite ``balanced`` from the selected pairs and the targets; synthesise where short."""
+    started = time.monotonic()
+    with engine.begin() as conn:
+        run_id = start_run(conn, "balance", None)
+    result = BalanceResult(run_id=run_id)
+    with engine.connect() as conn:
+        available = {c: int(n) for c, n in conn.execute(sa.text(AVAILABLE)).all()}
+    if config.enabled:
+        total = config.total if config.total is not None else sum(available.values())
+        goal = targets(total, config.shares)
+        max_copies = config.max_copies
+    else:  # every selected pair, once
+        goal, max_copies = dict(available), 1
+    plans = {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
+    result.total_target = sum(p.target for p in plans.values())
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM balanced"))
+        conn.execute(sa.text(REAL_SLOTS), {"run": run_id, "max_copies": max_copies,
+                                           "targets": gitlog.canonical_json({c: p.target for c, p in plans.items()})})
+        for category, copy, n in conn.execute(sa.text(
+                "SELECT category, copy = 1, count(*) FROM balanced GROUP BY 1, 2")).all():  # fmt: skip
+            if copy:
+                plans[category].selected = int(n)
+            else:
+                plans[category].upsampled = int(n)
+    if config.enabled:
+        for category, plan in plans.items():
+            budget = min(plan.shortfall, math.floor(config.max_synthetic_share * plan.target))
+            if budget:
+                plan.synthetic = _synthesise(engine, category, budget, run_id, config, llm_client)
+    with engine.begin() as conn:
+        result.rows, result.batch_id = _seal(conn, run_id)
+        result.categories = {c: {**asdict(p), "shortfall": p.shortfall} for c, p in plans.items()}
+        result.seconds = round(time.monotonic() - started, 3)
+        finish_run(conn, run_id, "done", result.as_dict())
+    short = {c: p.shortfall for c, p in plans.items() if p.shortfall}
+    log.info("balance: %d slots for a target of %d; short: %s", result.rows, result.total_target, short or "none")
+    return result
+
+
+def _seal(conn: Connection, run_id: str) -> tuple[int, str]:
+    """The balanced set as one batch: its row count and a sha256 over its slots."""
+    rows = conn.execute(sa.text("SELECT pair_id, copy, category, synthetic FROM balanced ORDER BY pair_id, copy"))
+    digest, n = hashlib.sha256(), 0
+    for pair_id, copy, category, synthetic in rows:
+        digest.update(f"{pair_id}:{copy}:{category}:{int(synthetic)}\n".encode())
+        n += 1
+    batch_id = f"{run_id}-00000"
+    open_batch(conn, batch_id, "balance", run_id, None, 0, n, {"table": "balanced"})
+    close_batch(conn, batch_id, n, digest.hexdigest())
+    conn.execute(sa.text("UPDATE balanced SET batch_id = :b"), {"b": batch_id})
+    return n, batch_id
+
+
+def _synthesise(engine: Engine, category: str, budget: int, run_id: str, config: BalanceConfig,
+                llm_client: Any) -> int:  # fmt: skip
+    """Up to ``budget`` synthetic slots for ``category``: UI components from real component files
+    first, then (when configured) the LLM synthesiser. Synthetic pairs are stored once and reused."""
+    made: list[str] = []
+    if category == "ui_component" and config.ui_components:
+        made += _ui_components(engine, budget)
+    if len(made) < budget and llm_client is not None and config.llm_model:
+        made += _llm_pairs(engine, category, budget - len(made), config, llm_client)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO balanced (pair_id, copy, category, synthetic, reason, run_id) "
+                    "SELECT unnest(CAST(:ids AS text[])), 1, :c, true, 'synthetic', :run"),
+            {"ids": made, "c": category, "run": run_id},
+        )  # fmt: skip
+    return len(made)
+
+
+def _store_synthetic(engine: Engine, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(f"INSERT INTO synthetic_pairs ({', '.join(SYNTHETIC_COLUMNS)}) VALUES "
+                        f"({', '.join(':' + c for c in SYNTHETIC_COLUMNS)}) ON CONFLICT (pair_id) DO NOTHING"),
+                [dict(zip(SYNTHETIC_COLUMNS, r, strict=True)) for r in rows],
+            )  # fmt: skip
+
+
+def _ui_components(engine: Engine, budget: int) -> list[str]:
+    """Synthetic UI pairs from component files, in a fixed order (repository, path), one per file."""
+    ids: list[str] = []
+    new: list[tuple[Any, ...]] = []
+    with engine.connect() as conn:
+        sources = conn.execute(sa.text(UI_SOURCES)).mappings().all()
+        stored = set(conn.execute(sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = 'ui_component'"))
+                     .scalars())  # fmt: skip
+    for src in sources:
+        if len(ids) == budget:
+            break
+        pair_id = synthesis.synthetic_id("ui_component", src["repo_id"], src["commit_sha"], src["path"])
+        if pair_id in stored:
+            ids.append(pair_id)
+            continue
+        blob = _blob(Path(src["mirror_path"]), src["commit_sha"], src["path"])
+        made = synthesis.component_pair(blob, src["path"]) if blob is not None else None
+        if made is None:
+            continue
+        instruction, response = made
+        new.append((pair_id, "ui_component", src["pair_id"], src["repo_id"], "ui_component", instruction, response,
+                    hashlib.sha256(response.encode()).hexdigest(),
+                    gitlog.canonical_json({"path": src["path"], "commit": src["commit_sha"]})))  # fmt: skip
+        ids.append(pair_id)
+    _store_synthetic(engine, new)
+    return ids
+
+
+def _blob(mirror: Path, commit: str, path: str) -> bytes | None:
+    """A file as of a commit, from the mirror's object database (nothing checked out or run)."""
+    command = ["git", *gitlog.GIT_SAFE, f"--git-dir={mirror}", "cat-file", "blob", f"{commit}:{path}"]
+    out = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL,
+                         env={**os.environ, **gitlog.GIT_LOG_ENV})  # fmt: skip
+    return out.stdout if out.returncode == 0 else None
+
+
+def _llm_pairs(engine: Engine, category: str, budget: int, config: BalanceConfig, client: Any) -> list[str]:
+    """Synthetic pairs of ``category`` written by the configured model after the best real pairs."""
+    with engine.connect() as conn:
+        seeds = conn.execute(sa.text(
+            "SELECT p.pair_id, p.repo_id, p.instruction, COALESCE(p.response, c.diff) AS response "
+            "FROM pair_scores s JOIN pairs p ON p.pair_id = s.pair_id "
+            "LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha "
+            "WHERE s.selected AND s.category = :c ORDER BY s.score DESC, s.pair_id LIMIT :n"),
+            {"c": category, "n": budget}).mappings().all()  # fmt: skip
+        stored = set(conn.execute(sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = :m"),
+                                  {"m": f"llm:{config.llm_model}"}).scalars())  # fmt: skip
+    ids: list[str] = []
+    new: list[tuple[Any, ...]] = []
+    method = f"llm:{config.llm_model}"
+    for seq, seed in enumerate(seeds):
+        pair_id = synthesis.synthetic_id(method, seed["pair_id"], category)
+        if pair_id in stored:
+            ids.append(pair_id)
+            continue
+        made = synthesis.llm_pair(client, config.llm_model, seed, category, seed=seq, max_tokens=config.llm_max_tokens)
+        if made is None:
+            log.warning("balance: the model's answer for %s was not the JSON asked for; skipped", seed["pair_id"])
+            continue
+        instruction, response = made
+        new.append((pair_id, method, seed["pair_id"], seed["repo_id"], category, instruction, response,
+                    hashlib.sha256(response.encode()).hexdigest(), gitlog.canonical_json({"model": config.llm_model})))
+        ids.append(pair_id)
+    _store_synthetic(engine, new)
+    return ids

@@ -1,0 +1,239 @@
+"""Balance: known shortfalls and surpluses against targets, upsampling caps, UI components
+synthesised from real component files, the optional synthesiser against a local OpenAI-compatible
+server, the gates stopping bad data, and builds that give the same bytes (twice, and after a kill)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from codepairs import balance, export, gates, pipeline, store
+from codepairs.config import BalanceConfig, PipelineConfig
+from codepairs.errors import GateFailedError
+from gitrepo import GitRepo
+
+PAGER = ("import { useState } from \"react\";\n\nexport function Pager({ page, total, onChange }) {\n"
+         "  const [open, setOpen] = useState(false);\n  return (\n    <nav className=\"pager\">\n"
+         "      <button onClick={() => onChange(page - 1)}>prev</button>\n      <span>{page} of {total}</span>\n"
+         "    </nav>\n  );\n}\n")  # fmt: skip
+BADGE = "export const Badge = ({ label, tone }) => <span className={tone}>{label}</span>;\n"
+FIXES = [("Fix crash in parse_header when the header line is empty", "src/header.py", "def parse_header(line):\n"
+          "    if not line:\n        return None\n    return line.split(':')\n"),
+         ("Fix off-by-one in paginate when the list is empty", "src/pager.py", "def paginate(items):\n"
+          "    return items[: max(len(items) - 1, 0)]\n"),
+         ("Fix wrong exit code of the cli when a file is missing", "src/cli.py", "import sys\n\ndef main():\n"
+          "    sys.exit(2)\n"),
+         ("Fix the retry loop that never stopped on HTTP 500", "src/retry.py", "def retry(call):\n"
+          "    for _ in range(5):\n        call()\n")]  # fmt: skip
+SHARES = {"bug_fix": 1.0, "feature": 1.0, "ui_component": 1.0}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> GitRepo:
+    r = GitRepo(tmp_path / "shop")
+    for message, path, text in FIXES:
+        r.commit(message, {path: text})
+    r.commit("Add a timeout option to the HTTP client",
+             {"src/client.py": "def get(url, timeout=10):\n    return url\n"})
+    r.commit("Add the Pager and Badge components to the storefront",
+             {"web/components/Pager.jsx": PAGER, "web/components/Badge.jsx": BADGE})  # fmt: skip
+    return r
+
+
+def config(**changes: Any) -> PipelineConfig:
+    return PipelineConfig(balance=BalanceConfig(enabled=True, **{"shares": SHARES, "total": 12,
+                                                                 "max_synthetic_share": 0.5, **changes}))
+
+
+def slots(engine) -> dict[str, list[tuple[str, int, str]]]:  # type: ignore[no-untyped-def]
+    """category -> [(instruction, copy, reason)] of the balanced set."""
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT b.category, COALESCE(p.instruction, sp.instruction), b.copy, b.reason FROM balanced b "
+            "LEFT JOIN pairs p ON p.pair_id = b.pair_id LEFT JOIN synthetic_pairs sp ON sp.pair_id = b.pair_id "
+            "ORDER BY 1, 2, 3")).all()  # fmt: skip
+    out: dict[str, list[tuple[str, int, str]]] = {}
+    for category, instruction, copy, reason in rows:
+        out.setdefault(category, []).append((instruction.split("\n")[0][:60], copy, reason))
+    return out
+
+
+def test_targets_add_up_by_largest_remainders() -> None:
+    assert balance.targets(12, SHARES) == {"bug_fix": 4, "feature": 4, "ui_component": 4}
+    assert balance.targets(7, {"a": 1, "b": 1, "c": 1}) == {"a": 3, "b": 2, "c": 2}
+    assert balance.targets(10, {"a": 0.5, "b": 0.3, "c": 0.2}) == {"a": 5, "b": 3, "c": 2}
+    assert balance.targets(0, {"a": 1}) == {"a": 0}
+
+
+def test_known_shortfalls_are_upsampled_then_synthesised_within_caps(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+    pipeline.process_repository(engine, str(repo.path), config())
+    pipeline.score_step(engine, config())
+    pipeline.dedup_step(engine, config())
+    result = pipeline.balance_step(engine, config())
+    got = slots(engine)
+    # bug_fix: four real pairs for a target of four. feature: one pair, two copies at most, no
+    # synthesiser for features (the LLM one is off): short by two. ui_component: one pair, its copy,
+    # and two synthetic pairs made from its two component files (the cap is half the target).
+    assert [(c, r) for _, c, r in got["bug_fix"]] == [(1, "selected")] * 4
+    assert got["feature"] == [("Add a timeout option to the HTTP client", 1, "selected"),
+                              ("Add a timeout option to the HTTP client", 2, "upsampled")]  # fmt: skip
+    assert got["ui_component"] == [
+        ("Add the Pager and Badge components to the storefront", 1, "selected"),
+        ("Add the Pager and Badge components to the storefront", 2, "upsampled"),
+        ("Write a React function component `Badge` in JavaScript (JSX)", 1, "synthetic"),
+        ("Write a React function component `Pager` in JavaScript (JSX)", 1, "synthetic"),
+    ]
+    assert result["categories"]["feature"]["shortfall"] == 2 and result["gate"]["success"]
+    with engine.connect() as conn:
+        pager = conn.execute(sa.text("SELECT instruction, response, method, source_pair_id IS NOT NULL "
+                                     "FROM synthetic_pairs WHERE response LIKE '%Pager%'")).one()  # fmt: skip
+    assert pager[0] == ("Write a React function component `Pager` in JavaScript (JSX), in the file `Pager.jsx`. "
+                        "It takes the props `page`, `total` and `onChange`. It keeps `open` in state. It uses the "
+                        "hooks `useState`. It renders `nav`, `button` and `span` elements.")  # fmt: skip
+    assert pager[1:] == (PAGER, "ui_component", True)
+
+
+def test_above_target_the_best_scored_are_kept(engine, mirrors, repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = config(total=3, shares={"bug_fix": 1.0})
+    out = tmp_path / "export"
+    pipeline.process_repository(engine, str(repo.path), cfg)
+    assert pipeline.build(engine, out, cfg).rows == 3
+    with engine.connect() as conn:
+        best = conn.execute(sa.text("SELECT p.instruction FROM pair_scores s JOIN pairs p USING (pair_id) "
+                                    "WHERE s.category = 'bug_fix' ORDER BY s.score DESC, s.pair_id LIMIT 3")
+                            ).scalars().all()  # fmt: skip
+    rows = [json.loads(line) for f in sorted(out.rglob("*.jsonl")) for line in f.read_text().splitlines()]
+    assert sorted(r["instruction"] for r in rows) == sorted(best)
+    card = (out / "README.md").read_text()
+    assert "| bug_fix | 3 | 3 | 3 | 0 | 0 | 0 |" in card and "Synthetic share: 0.0% (0 of 3 pairs)." in card
+
+
+class _FakeModel(ThreadingHTTPServer):
+    """An OpenAI-compatible chat endpoint answering from a script, recording the prompts it got."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers, self.prompts = answers, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.prompts.append(body)
+                content = server.answers[min(len(server.prompts), len(server.answers)) - 1]
+                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                   "choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant", "content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture
+def model() -> Iterator[_FakeModel]:
+    answer = {"instruction": "Add a retry option to the HTTP client", "response": "diff --git a/src/client.py b/src"
+              "/client.py\n--- a/src/client.py\n+++ b/src/client.py\n@@ -1 +1 @@\n-def get(url, timeout=10):\n"
+              "+def get(url, timeout=10, retries=3):\n"}  # fmt: skip
+    server = _FakeModel([json.dumps(answer), "Sorry, I cannot help with that."])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_optional_synthesiser_fills_a_shortfall_from_a_local_endpoint(  # type: ignore[no-untyped-def]
+    engine, mirrors, repo, model, monkeypatch
+) -> None:
+    monkeypatch.setenv("CODEPAIRS_LLM_API_KEY", "sk-local-test-key")
+    cfg = config(llm_url=f"http://127.0.0.1:{model.server_address[1]}/v1", llm_model="tiny-coder")
+    pipeline.process_repository(engine, str(repo.path), cfg)
+    pipeline.score_step(engine, cfg)
+    pipeline.dedup_step(engine, cfg)
+    result = pipeline.balance_step(engine, cfg)
+    # feature: one real pair and its copy; the model is asked once (one real feature pair to learn
+    # from) and its answer becomes a synthetic pair marked with its method and source.
+    assert [p["model"] for p in model.prompts] == ["tiny-coder"]
+    assert "Add a timeout option to the HTTP client" in model.prompts[0]["messages"][0]["content"]
+    assert result["categories"]["feature"]["synthetic"] == 1 and result["categories"]["feature"]["shortfall"] == 1
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT s.instruction, s.method, p.instruction FROM synthetic_pairs s "
+                                   "JOIN pairs p ON p.pair_id = s.source_pair_id WHERE s.category = 'feature'")).one()
+    assert tuple(row) == ("Add a retry option to the HTTP client", "llm:tiny-coder",
+                          "Add a timeout option to the HTTP client")  # fmt: skip
+    # Stored once: a rerun asks nothing.
+    pipeline.balance_step(engine, cfg)
+    assert len(model.prompts) == 1
+
+
+def test_the_balance_gate_stops_bad_data(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+    pipeline.process_repository(engine, str(repo.path), config())
+    pipeline.score_step(engine, config())
+    pipeline.dedup_step(engine, config())
+    result = balance.balance_pairs(engine, config().balance)
+    for tamper, expected in [
+        ("INSERT INTO balanced SELECT pair_id, 3, category, false, 'upsampled', run_id, batch_id FROM balanced "
+         "WHERE category = 'feature' AND copy = 1", "column='copy'"),
+        ("UPDATE balanced SET category = 'bug_fix' WHERE category = 'feature'", "column='category_ok'"),
+        ("UPDATE balanced SET batch_id = NULL WHERE copy = 2", "column='batch_ok'"),
+    ]:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE keep AS SELECT * FROM balanced"))
+            conn.execute(sa.text(tamper))
+        with pytest.raises(GateFailedError) as err:
+            gates.validate_balance(engine, result.run_id, result.as_dict(), config().balance)
+        assert expected in str(err.value)
+        with engine.begin() as conn:  # put the balanced set back
+            conn.execute(sa.text("DELETE FROM balanced; INSERT INTO balanced SELECT * FROM keep; DROP TABLE keep"))
+    gates.validate_balance(engine, result.run_id, result.as_dict(), config().balance)  # untouched: passes
+
+
+def test_the_input_gate_stops_duplicates_among_the_selected(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+    pipeline.process_repository(engine, str(repo.path), config())
+    pipeline.score_step(engine, config())
+    pipeline.dedup_step(engine, config())
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE dedup SET exact_hash = 'same' WHERE pair_id IN "
+                             "(SELECT pair_id FROM pair_scores WHERE selected ORDER BY pair_id LIMIT 2)"))
+    with pytest.raises(GateFailedError, match="column='exact_hash'"):
+        pipeline.balance_step(engine, config())
+
+
+def test_builds_give_the_same_bytes_twice_and_after_a_kill(  # type: ignore[no-untyped-def]
+    new_database, mirrors, repo, tmp_path: Path, monkeypatch
+) -> None:
+    def files(folder: Path) -> dict[str, bytes]:
+        return {f.relative_to(folder).as_posix(): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+
+    clean = store.get_engine(new_database())
+    pipeline.process_repository(clean, str(repo.path), config())
+    pipeline.build(clean, tmp_path / "a", config())
+    pipeline.build(clean, tmp_path / "b", config())
+    assert files(tmp_path / "a") == files(tmp_path / "b")
+    assert export.verify_export(tmp_path / "a")["rows"] == 10
+
+    killed = store.get_engine(new_database())
+    pipeline.process_repository(killed, str(repo.path), config())
+    original = balance._synthesise
+
+    def die(*args: Any, **kwargs: Any) -> int:  # the process dies in the middle of the balance
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(balance, "_synthesise", die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.build(killed, tmp_path / "c", config())
+    monkeypatch.setattr(balance, "_synthesise", original)
+    pipeline.build(killed, tmp_path / "c", config())
+    assert files(tmp_path / "c") == files(tmp_path / "a")
