@@ -137,17 +137,15 @@ def child_baseline(url: str) -> None:
     import sqlalchemy as sa
     from codepairs import store
     from codepairs.config import ScoreConfig
-    from codepairs.score import NEXT_IDS, PENDING
+    from codepairs.score import PENDING
 
     engine, config = store.get_engine(url), ScoreConfig()
-    t0, after, n = time.perf_counter(), "", 0
-    while True:
+    t0, n = time.perf_counter(), 0
+    for ids in store.keyset_pair_ids(engine, config.batch_size):
         with engine.connect() as conn:
-            ids = conn.execute(sa.text(NEXT_IDS), {"n": config.batch_size, "after": after}).scalars().all()
-            if not ids:
-                break
-            after = ids[-1]
-            n += len(conn.execute(sa.text(PENDING), {"ids": list(ids), "rules": ""}).mappings().all())
+            rows = conn.execution_options(stream_results=True, yield_per=100).execute(
+                sa.text(PENDING), {"ids": ids, "rules": ""}).mappings()  # fmt: skip
+            n += sum(1 for _ in rows)
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": n, "peak_rss_mib": peak_rss_mib()}))
 
 

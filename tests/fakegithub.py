@@ -311,13 +311,14 @@ class FakeGithub:
                 pass
 
             def send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+                # Logged before the answer goes out: a client that has its answer finds it in the log.
+                fake.log.append((self.path, status, self.headers.get("Authorization")))
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                fake.log.append((self.path, status, self.headers.get("Authorization")))
 
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 parts = urlsplit(self.path)

@@ -95,6 +95,17 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from codepairs import dashboard
+
+    engine = store.get_engine(args.database_url)
+    print(f"codepairs dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
+    uvicorn.run(dashboard.create_app(lambda: engine), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "stop":
         print("stopped" if store.stop_embedded() else "the embedded server was not running")
@@ -138,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "deterministically.")  # fmt: skip
     p.add_argument("--out", help="export folder (default: .data/export)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("dashboard", help="the dataset dashboard in a browser, without Airflow",
+                       description="Serve the dashboard (funnel, categories, scores, gates, spot checks) that "
+                       "Airflow shows at /codepairs.")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("verify", help="re-check an export against its manifest",
                        description="Fail on any changed, missing or extra file of an export.")
