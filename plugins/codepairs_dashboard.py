@@ -7,13 +7,23 @@ through the same connection as the tasks (``codepairs_db``, else the embedded de
 
 from __future__ import annotations
 
+import functools
+
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from airflow.plugins_manager import AirflowPlugin
 from codepairs.dashboard import create_app
-from codepairs_airflow import engine
 from fastapi import Depends
+from sqlalchemy.engine import Engine
 
 URL_PREFIX = "/codepairs"
+
+
+@functools.cache
+def engine() -> Engine:
+    """One engine for the API server's lifetime (per request would open a pool, and migrate, each time)."""
+    from codepairs_airflow import engine as pipeline_engine
+
+    return pipeline_engine()
 
 
 class CodepairsDashboardPlugin(AirflowPlugin):

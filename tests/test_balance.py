@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from codepairs import balance, export, gates, pipeline, store
 from codepairs.config import BalanceConfig, PipelineConfig
-from codepairs.errors import GateFailedError
+from codepairs.errors import CodepairsError, GateFailedError
 from gitrepo import GitRepo
 
 PAGER = ("import { useState } from \"react\";\n\nexport function Pager({ page, total, onChange }) {\n"
@@ -146,7 +146,7 @@ def model() -> Iterator[_FakeModel]:
     answer = {"instruction": "Add a retry option to the HTTP client", "response": "diff --git a/src/client.py b/src"
               "/client.py\n--- a/src/client.py\n+++ b/src/client.py\n@@ -1 +1 @@\n-def get(url, timeout=10):\n"
               "+def get(url, timeout=10, retries=3):\n"}  # fmt: skip
-    server = _FakeModel([json.dumps(answer), "Sorry, I cannot help with that."])
+    server = _FakeModel([json.dumps(answer)])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -176,6 +176,26 @@ def test_the_optional_synthesiser_fills_a_shortfall_from_a_local_endpoint(  # ty
     # Stored once: a rerun asks nothing.
     pipeline.balance_step(engine, cfg)
     assert len(model.prompts) == 1
+    with engine.connect() as conn:  # the key went to the endpoint only
+        stored = conn.execute(sa.text("SELECT (SELECT string_agg(t::text, '') FROM synthetic_pairs t) || "
+                                      "(SELECT string_agg(r::text, '') FROM runs r)")).scalar()  # fmt: skip
+    assert "sk-local-test-key" not in stored
+
+
+def test_an_answer_that_is_not_the_json_asked_for_is_skipped(engine, mirrors, repo, caplog) -> None:  # type: ignore[no-untyped-def]
+    server = _FakeModel(["Sorry, I cannot help with that."])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = config(llm_url=f"http://127.0.0.1:{server.server_address[1]}/v1", llm_model="tiny-coder")
+        pipeline.process_repository(engine, str(repo.path), cfg)
+        pipeline.score_step(engine, cfg)
+        pipeline.dedup_step(engine, cfg)
+        result = pipeline.balance_step(engine, cfg)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result["categories"]["feature"]["synthetic"] == 0 and result["categories"]["feature"]["shortfall"] == 2
+    assert "was not the JSON asked for" in caplog.text
 
 
 def test_the_balance_gate_stops_bad_data(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
@@ -186,7 +206,9 @@ def test_the_balance_gate_stops_bad_data(engine, mirrors, repo) -> None:  # type
     for tamper, expected in [
         ("INSERT INTO balanced SELECT pair_id, 3, category, false, 'upsampled', run_id, batch_id FROM balanced "
          "WHERE category = 'feature' AND copy = 1", "column='copy'"),
-        ("UPDATE balanced SET category = 'bug_fix' WHERE category = 'feature'", "column='category_ok'"),
+        ("UPDATE balanced SET category = 'bug_fix' WHERE category = 'feature'", "column='failing_categories'"),
+        ("DELETE FROM balanced WHERE category = 'ui_component'", "column='failing_categories'"),  # a category gone
+        ("UPDATE balanced SET synthetic = true WHERE category = 'bug_fix' AND copy = 1", "column='slot_ok'"),
         ("UPDATE balanced SET batch_id = NULL WHERE copy = 2", "column='batch_ok'"),
     ]:
         with engine.begin() as conn:
@@ -234,6 +256,8 @@ def test_builds_give_the_same_bytes_twice_and_after_a_kill(  # type: ignore[no-u
     monkeypatch.setattr(balance, "_synthesise", die)
     with pytest.raises(KeyboardInterrupt):
         pipeline.build(killed, tmp_path / "c", config())
+    with pytest.raises(CodepairsError, match="not sealed"):  # the half-built set is not exported
+        export.write_export(killed, tmp_path / "c", config().export)
     monkeypatch.setattr(balance, "_synthesise", original)
     pipeline.build(killed, tmp_path / "c", config())
     assert files(tmp_path / "c") == files(tmp_path / "a")

@@ -59,4 +59,18 @@ def test_the_airflow_plugin_mounts_the_app_behind_the_login() -> None:
     plugin = module.CodepairsDashboardPlugin
     (app,) = plugin.fastapi_apps
     assert app["url_prefix"] == "/codepairs" and plugin.external_views[0]["href"] == "/codepairs/"
-    assert TestClient(app["app"]).get("/api/summary").status_code == 401  # no Airflow token, no data
+    client = TestClient(app["app"])
+    for path in ("/", "/spot-checks", "/api/summary", "/static/plotly.min.js"):
+        assert client.get(path).status_code == 401, path  # no Airflow token, nothing shown
+    assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
+
+
+def test_text_from_the_database_is_escaped(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    repo = GitRepo(tmp_path / "evil")
+    repo.commit('Fix the <script>alert("x")</script> escaping of titles', {"a.py": "<img src=x onerror=alert(1)>\n"})
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    pipeline.score_step(engine, PipelineConfig())
+    client = TestClient(dashboard.create_app(lambda: engine))
+    page = client.get("/spot-checks", params={"stage": "score"}).text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page

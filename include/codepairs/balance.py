@@ -38,7 +38,15 @@ from codepairs.store import close_batch, open_batch
 
 log = logging.getLogger(__name__)
 
-AVAILABLE = "SELECT category, count(*) FROM pair_scores WHERE selected GROUP BY category"
+# Selected pairs that dedup has seen (a pair extracted after dedup waits for the next build).
+AVAILABLE = """
+SELECT s.category, count(*) FROM pair_scores s JOIN dedup d ON d.pair_id = s.pair_id WHERE s.selected
+GROUP BY s.category
+"""
+# The plan of the run that wrote the balanced set now in the table (card and dashboard show it).
+CURRENT_PLAN = """
+SELECT stats->'categories' FROM runs WHERE run_id = (SELECT run_id FROM balanced LIMIT 1)
+"""
 # Real slots: per category, the ``target`` best (copy 1), and below target copies 2..max_copies of the
 # best pairs, copy k of the pair ranked r filling slot (k - 1) * available + r.
 REAL_SLOTS = """
@@ -48,7 +56,7 @@ SELECT r.pair_id, k.copy, r.category, false,
 FROM (
   SELECT s.pair_id, s.category, row_number() OVER (PARTITION BY s.category ORDER BY s.score DESC, s.pair_id) AS r,
          count(*) OVER (PARTITION BY s.category) AS n
-  FROM pair_scores s WHERE s.selected
+  FROM pair_scores s JOIN dedup d ON d.pair_id = s.pair_id WHERE s.selected
 ) r
 JOIN jsonb_each_text(CAST(:targets AS jsonb)) t(category, target) ON t.category = r.category
 CROSS JOIN generate_series(1, :max_copies) AS k(copy)
@@ -58,6 +66,7 @@ WHERE (k.copy - 1) * r.n + r.r <= t.target::bigint
 UI_SOURCES = """
 SELECT DISTINCT ON (p.repo_id, f.path) p.pair_id, p.repo_id, p.commit_sha, f.path, r.mirror_path
 FROM pair_scores s
+JOIN dedup d ON d.pair_id = s.pair_id
 JOIN pairs p ON p.pair_id = s.pair_id
 JOIN repositories r ON r.repo_id = p.repo_id
 CROSS JOIN LATERAL jsonb_array_elements_text(p.files) AS f(path)
@@ -126,6 +135,25 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
         goal, max_copies = dict(available), 1
     plans = {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
     result.total_target = sum(p.target for p in plans.values())
+    try:
+        _fill(engine, plans, run_id, max_copies, config, llm_client)
+    except BaseException:
+        with engine.begin() as conn:
+            finish_run(conn, run_id, "failed", result.as_dict())
+        raise
+    with engine.begin() as conn:
+        result.rows, result.batch_id = _seal(conn, run_id)
+        result.categories = {c: {**asdict(p), "shortfall": p.shortfall} for c, p in plans.items()}
+        result.seconds = round(time.monotonic() - started, 3)
+        finish_run(conn, run_id, "done", result.as_dict())
+    short = {c: p.shortfall for c, p in plans.items() if p.shortfall}
+    log.info("balance: %d slots for a target of %d; short: %s", result.rows, result.total_target, short or "none")
+    return result
+
+
+def _fill(engine: Engine, plans: dict[str, CategoryPlan], run_id: str, max_copies: int, config: BalanceConfig,
+          llm_client: Any) -> None:  # fmt: skip
+    """The real slots (one statement), then synthetic ones where a category is short."""
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM balanced"))
         conn.execute(sa.text(REAL_SLOTS), {"run": run_id, "max_copies": max_copies,
@@ -139,28 +167,28 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
     if config.enabled:
         for category, plan in plans.items():
             budget = min(plan.shortfall, math.floor(config.max_synthetic_share * plan.target))
-            if budget:
+            if budget > 0:
                 plan.synthetic = _synthesise(engine, category, budget, run_id, config, llm_client)
-    with engine.begin() as conn:
-        result.rows, result.batch_id = _seal(conn, run_id)
-        result.categories = {c: {**asdict(p), "shortfall": p.shortfall} for c, p in plans.items()}
-        result.seconds = round(time.monotonic() - started, 3)
-        finish_run(conn, run_id, "done", result.as_dict())
-    short = {c: p.shortfall for c, p in plans.items() if p.shortfall}
-    log.info("balance: %d slots for a target of %d; short: %s", result.rows, result.total_target, short or "none")
-    return result
 
 
-def _seal(conn: Connection, run_id: str) -> tuple[int, str]:
-    """The balanced set as one batch: its row count and a sha256 over its slots."""
-    rows = conn.execute(sa.text("SELECT pair_id, copy, category, synthetic FROM balanced ORDER BY pair_id, copy"))
+def slots_digest(conn: Connection) -> tuple[int, str]:
+    """(rows, sha256) of the balanced set, streamed in slot order: the batch record and the gate both
+    compute it this way."""
+    rows = conn.execute(sa.text("SELECT pair_id, copy, category, synthetic FROM balanced ORDER BY pair_id, copy"),
+                        execution_options={"stream_results": True, "yield_per": 10_000})  # this statement only
     digest, n = hashlib.sha256(), 0
     for pair_id, copy, category, synthetic in rows:
         digest.update(f"{pair_id}:{copy}:{category}:{int(synthetic)}\n".encode())
         n += 1
+    return n, digest.hexdigest()
+
+
+def _seal(conn: Connection, run_id: str) -> tuple[int, str]:
+    """The balanced set as one batch: its row count and a sha256 over its slots."""
+    n, digest = slots_digest(conn)
     batch_id = f"{run_id}-00000"
     open_batch(conn, batch_id, "balance", run_id, None, 0, n, {"table": "balanced"})
-    close_batch(conn, batch_id, n, digest.hexdigest())
+    close_batch(conn, batch_id, n, digest)
     conn.execute(sa.text("UPDATE balanced SET batch_id = :b"), {"b": batch_id})
     return n, batch_id
 
@@ -198,34 +226,49 @@ def _ui_components(engine: Engine, budget: int) -> list[str]:
     ids: list[str] = []
     new: list[tuple[Any, ...]] = []
     with engine.connect() as conn:
-        sources = conn.execute(sa.text(UI_SOURCES)).mappings().all()
         stored = set(conn.execute(sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = 'ui_component'"))
                      .scalars())  # fmt: skip
-    for src in sources:
-        if len(ids) == budget:
-            break
-        pair_id = synthesis.synthetic_id("ui_component", src["repo_id"], src["commit_sha"], src["path"])
-        if pair_id in stored:
-            ids.append(pair_id)
-            continue
-        blob = _blob(Path(src["mirror_path"]), src["commit_sha"], src["path"])
-        made = synthesis.component_pair(blob, src["path"]) if blob is not None else None
-        if made is None:
-            continue
-        instruction, response = made
-        new.append((pair_id, "ui_component", src["pair_id"], src["repo_id"], "ui_component", instruction, response,
-                    hashlib.sha256(response.encode()).hexdigest(),
-                    gitlog.canonical_json({"path": src["path"], "commit": src["commit_sha"]})))  # fmt: skip
-        ids.append(pair_id)
+        sources = conn.execute(sa.text(UI_SOURCES), execution_options={"stream_results": True,
+                                                                       "yield_per": 200}).mappings()  # fmt: skip
+        for src in sources:
+            if len(ids) >= budget:
+                break
+            made = _ui_component(src, stored)
+            if made is not None:
+                ids.append(made[0])
+                if made[0] not in stored:
+                    new.append(made)
     _store_synthetic(engine, new)
     return ids
 
 
+def _ui_component(src: Mapping[str, Any], stored: set[str]) -> tuple[Any, ...] | None:
+    """The synthetic pair of one component file (its id alone when stored already), or None."""
+    pair_id = synthesis.synthetic_id("ui_component", src["repo_id"], src["commit_sha"], src["path"])
+    if pair_id in stored:
+        return (pair_id,)
+    blob = _blob(Path(src["mirror_path"]), src["commit_sha"], src["path"])
+    made = synthesis.component_pair(blob, src["path"]) if blob is not None else None
+    if made is None:
+        return None
+    instruction, response = made
+    return (pair_id, "ui_component", src["pair_id"], src["repo_id"], "ui_component", instruction, response,
+            hashlib.sha256(response.encode()).hexdigest(),
+            gitlog.canonical_json({"path": src["path"], "commit": src["commit_sha"]}))  # fmt: skip
+
+
 def _blob(mirror: Path, commit: str, path: str) -> bytes | None:
-    """A file as of a commit, from the mirror's object database (nothing checked out or run)."""
-    command = ["git", *gitlog.GIT_SAFE, f"--git-dir={mirror}", "cat-file", "blob", f"{commit}:{path}"]
-    out = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL,
-                         env={**os.environ, **gitlog.GIT_LOG_ENV})  # fmt: skip
+    """A file as of a commit, from the mirror's object database (nothing checked out or run); None when
+    it is missing or larger than a component file may be."""
+    def git(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["git", *gitlog.GIT_SAFE, f"--git-dir={mirror}", *args], capture_output=True,
+                              stdin=subprocess.DEVNULL, env={**os.environ, **gitlog.GIT_LOG_ENV},
+                              timeout=60)  # fmt: skip
+
+    size = git("cat-file", "-s", f"{commit}:{path}")
+    if size.returncode != 0 or int(size.stdout) > synthesis.MAX_COMPONENT_BYTES:
+        return None
+    out = git("cat-file", "blob", f"{commit}:{path}")
     return out.stdout if out.returncode == 0 else None
 
 
@@ -234,27 +277,27 @@ def _llm_pairs(engine: Engine, category: str, budget: int, config: BalanceConfig
     with engine.connect() as conn:
         seeds = conn.execute(sa.text(
             "SELECT p.pair_id, p.repo_id, p.instruction, COALESCE(p.response, c.diff) AS response "
-            "FROM pair_scores s JOIN pairs p ON p.pair_id = s.pair_id "
+            "FROM pair_scores s JOIN dedup d ON d.pair_id = s.pair_id JOIN pairs p ON p.pair_id = s.pair_id "
             "LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha "
             "WHERE s.selected AND s.category = :c ORDER BY s.score DESC, s.pair_id LIMIT :n"),
             {"c": category, "n": budget}).mappings().all()  # fmt: skip
         stored = set(conn.execute(sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = :m"),
                                   {"m": f"llm:{config.llm_model}"}).scalars())  # fmt: skip
     ids: list[str] = []
-    new: list[tuple[Any, ...]] = []
     method = f"llm:{config.llm_model}"
-    for seq, seed in enumerate(seeds):
+    for seed in seeds:
         pair_id = synthesis.synthetic_id(method, seed["pair_id"], category)
         if pair_id in stored:
             ids.append(pair_id)
             continue
-        made = synthesis.llm_pair(client, config.llm_model, seed, category, seed=seq, max_tokens=config.llm_max_tokens)
+        # The request's seed comes from the source pair: the same question gets the same seed every run.
+        made = synthesis.llm_pair(client, config.llm_model, seed, category, seed=int(seed["pair_id"][:8], 16),
+                                  max_tokens=config.llm_max_tokens)  # fmt: skip
         if made is None:
-            log.warning("balance: the model's answer for %s was not the JSON asked for; skipped", seed["pair_id"])
             continue
         instruction, response = made
-        new.append((pair_id, method, seed["pair_id"], seed["repo_id"], category, instruction, response,
-                    hashlib.sha256(response.encode()).hexdigest(), gitlog.canonical_json({"model": config.llm_model})))
+        _store_synthetic(engine, [(pair_id, method, seed["pair_id"], seed["repo_id"], category, instruction, response,
+                                   hashlib.sha256(response.encode()).hexdigest(),
+                                   gitlog.canonical_json({"model": config.llm_model}))])  # stored as it comes
         ids.append(pair_id)
-    _store_synthetic(engine, new)
     return ids

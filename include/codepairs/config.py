@@ -147,9 +147,12 @@ class BalanceConfig:
 
     def __post_init__(self) -> None:
         unknown = set(self.shares) - set(CATEGORIES)
-        if unknown or any(v < 0 for v in self.shares.values()) or self.max_copies < 1:
-            raise ConfigError(f"balance: shares need known categories {sorted(CATEGORIES)} and shares >= 0, "
-                              f"max_copies >= 1 (unknown: {sorted(unknown)})")  # fmt: skip
+        if unknown or any(v < 0 for v in self.shares.values()) or (self.enabled and not sum(self.shares.values())):
+            raise ConfigError(f"balance.shares: known categories {sorted(CATEGORIES)}, shares >= 0, not all 0 "
+                              f"(unknown: {sorted(unknown)})")  # fmt: skip
+        if self.max_copies < 1 or not 0 <= self.max_synthetic_share <= 1 or self.tolerance < 0 or (
+                self.total is not None and self.total < 0):  # fmt: skip
+            raise ConfigError("balance: max_copies >= 1, max_synthetic_share in [0, 1], tolerance >= 0, total >= 0")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy.engine import Engine
 
+from codepairs.balance import CURRENT_PLAN
+from codepairs.config import CATEGORIES
+
 FUNNEL = """
 SELECT (SELECT count(*) FROM repositories) AS repositories,
        (SELECT count(*) FROM repo_selection WHERE decision = 'keep') AS repositories_kept,
@@ -40,13 +43,10 @@ SELECT (SELECT count(*) FROM repositories) AS repositories,
        (SELECT rows FROM exports ORDER BY created_at DESC LIMIT 1) AS exported
 """
 SKIPS = "SELECT stage, reason, count(*) AS n FROM skips GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2"
-CATEGORIES = """
+CATEGORY_SLOTS = """
 SELECT category, count(*) FILTER (WHERE NOT synthetic AND copy = 1) AS real,
        count(*) FILTER (WHERE copy > 1) AS copies, count(*) FILTER (WHERE synthetic) AS synthetic
 FROM balanced GROUP BY 1 ORDER BY 1
-"""
-PLAN = """
-SELECT stats->'categories' FROM runs WHERE stage = 'balance' AND status = 'done' ORDER BY finished_at DESC LIMIT 1
 """
 SCORES = """
 SELECT least(floor(score * 20)::int, 19) AS bin, count(*) AS n, count(*) FILTER (WHERE selected) AS selected
@@ -57,7 +57,9 @@ SELECT r.name, r.status, sel.decision, (SELECT count(*) FROM commits c WHERE c.r
        (SELECT count(*) FROM pairs p WHERE p.repo_id = r.repo_id) AS pairs,
        (SELECT count(*) FROM pairs p JOIN pair_scores s USING (pair_id) WHERE p.repo_id = r.repo_id AND s.selected)
          AS selected,
-       (SELECT count(*) FROM balanced b JOIN pairs p USING (pair_id) WHERE p.repo_id = r.repo_id) AS balanced
+       (SELECT count(*) FROM balanced b LEFT JOIN pairs p ON p.pair_id = b.pair_id
+          LEFT JOIN synthetic_pairs sp ON sp.pair_id = b.pair_id
+        WHERE COALESCE(p.repo_id, sp.repo_id) = r.repo_id) AS balanced
 FROM repositories r LEFT JOIN repo_selection sel USING (repo_id) ORDER BY r.name
 """
 DEDUP = """
@@ -87,9 +89,9 @@ def summary(engine: Engine) -> dict[str, Any]:
     """Every figure the dashboard shows, read in one connection."""
     with engine.connect() as conn:
         funnel = dict(conn.execute(sa.text(FUNNEL)).mappings().one())
-        plan = conn.execute(sa.text(PLAN)).scalar() or {}
+        plan = conn.execute(sa.text(CURRENT_PLAN)).scalar() or {}
         categories = {r["category"]: {**dict(r), "target": plan.get(r["category"], {}).get("target")}
-                      for r in conn.execute(sa.text(CATEGORIES)).mappings()}  # fmt: skip
+                      for r in conn.execute(sa.text(CATEGORY_SLOTS)).mappings()}  # fmt: skip
         for category, p in plan.items():
             categories.setdefault(category, {"category": category, "real": 0, "copies": 0, "synthetic": 0,
                                              "target": p.get("target")})  # fmt: skip
@@ -239,11 +241,13 @@ def create_app(engine: Callable[[], Engine], dependencies: Sequence[Any] = ()) -
     """The dashboard app; ``engine`` is called per request (the Airflow connection may change)."""
     import plotly
 
-    app = FastAPI(title="codepairs dashboard", dependencies=list(dependencies))
+    # No /docs or /openapi.json: FastAPI serves them outside the app's dependencies (Airflow's login).
+    app = FastAPI(title="codepairs dashboard", dependencies=list(dependencies), docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
     def base(request: Request) -> str:
-        return str(request.scope.get("root_path", "")).rstrip("/") + "/"
+        return html.escape(str(request.scope.get("root_path", "")).rstrip("/") + "/", quote=True)
 
     @app.get("/", response_class=HTMLResponse)
     def overview(request: Request) -> str:
@@ -253,8 +257,6 @@ def create_app(engine: Callable[[], Engine], dependencies: Sequence[Any] = ()) -
     def spot(request: Request, stage: str = Query("score"), category: str = Query("")) -> str:
         if stage not in STAGES:
             stage = "score"
-        from codepairs.config import CATEGORIES
-
         return spot_checks_html(spot_checks(engine(), stage, category), stage, category, CATEGORIES, base(request))
 
     @app.get("/api/summary")

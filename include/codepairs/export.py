@@ -1,12 +1,12 @@
 """Export stage: pairs -> deterministic Parquet and JSONL shards, a manifest, and ``verify``.
 
-Reads the view ``pair_texts`` (pairs with their response resolved) joined to ``repositories``,
-``batches``, ``dedup``, ``pair_scores`` and ``repo_selection``: only pairs whose batch passed the pairs
-gate, deduplicated, selected by the ranking (one per duplicate group), of repositories not rejected,
-none of commits orphaned by a force-push, streamed in ``pair_id`` order with a server-side cursor so memory
-does not grow with the dataset. Writes the export folder (``train/`` and ``validation/`` shards, split
-by repository; ``README.md``, the dataset card; ``manifest.json``), one row in ``exports`` and one
-``batches`` row per file.
+Reads ``balanced`` (the slots the balance stage chose among the selected pairs: gated, deduplicated,
+one per duplicate group, of repositories not rejected, none of orphaned commits; with their copies
+and the synthetic pairs), sealed by a balance run whose gate passed, with the pairs' texts
+(``pair_texts``, ``synthetic_pairs``), repositories and scores, streamed in ``pair_id`` and copy
+order with a server-side cursor so memory does not grow with the dataset. Writes the export folder
+(``train/`` and ``validation/`` shards, split by repository; ``README.md``, the dataset card;
+``manifest.json``), one row in ``exports`` and one ``batches`` row per file.
 
 Determinism: rows in ``pair_id`` order, fixed schema, fixed shard size, no timestamps in any file,
 so the same database content gives byte-identical files. Atomicity: the export is built in a
@@ -31,9 +31,10 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from codepairs.balance import CURRENT_PLAN
 from codepairs.config import ExportConfig
 from codepairs.crawl import finish_run, start_run
-from codepairs.errors import ExportVerificationError
+from codepairs.errors import CodepairsError, ExportVerificationError
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -60,6 +61,7 @@ SELECT bl.pair_id, bl.copy, bl.synthetic, p.kind, p.instruction, p.response, r.n
        p.repo_id, COALESCE(sel.licence, g.license) AS license, s.score, s.category, s.confidence AS category_confidence,
        s.explanation AS score_explanation, NULL AS synthesis_method, NULL AS source_pair_id
 FROM balanced bl
+JOIN batches bb ON bb.batch_id = bl.batch_id AND bb.validated  -- sealed, and passed the balance gate
 JOIN pair_texts p ON p.pair_id = bl.pair_id
 JOIN pair_scores s ON s.pair_id = bl.pair_id
 JOIN repositories r ON r.repo_id = p.repo_id
@@ -75,6 +77,7 @@ SELECT bl.pair_id, bl.copy, bl.synthetic, 'synthetic', sp.instruction, sp.respon
        sp.repo_id, COALESCE(sel.licence, g.license), NULL, sp.category, 1.0, 'synthetic: ' || sp.method,
        sp.method, sp.source_pair_id
 FROM balanced bl
+JOIN batches bb ON bb.batch_id = bl.batch_id AND bb.validated
 JOIN synthetic_pairs sp ON sp.pair_id = bl.pair_id
 JOIN pairs src ON src.pair_id = sp.source_pair_id
 JOIN repositories r ON r.repo_id = sp.repo_id
@@ -116,7 +119,7 @@ class _Stats:
         self.kinds[split, row["kind"]] += 1
         origin = "synthetic" if row["synthetic"] else "copy" if row["copy"] > 1 else "real"
         self.categories[row["category"], origin] += 1
-        if row["score"] is not None:
+        if origin == "real" and row["score"] is not None:
             self.scores[min(int(row["score"] * 10), 9)] += 1
         entry = self.repositories.setdefault((row["repository"], row["repository_url"]), [split, row["license"], 0])
         entry[2] += 1
@@ -163,9 +166,20 @@ def _write_shard(root: Path, split: str, index: int, rows: list[dict[str, Any]])
     return [_file_entry(root, p, fmt, len(rows), split) for p, fmt in ((parquet, "parquet"), (jsonl, "jsonl"))]
 
 
+UNSEALED = """
+SELECT count(*) FROM balanced bl LEFT JOIN batches b ON b.batch_id = bl.batch_id WHERE b.validated IS NOT TRUE
+"""
+
+
 def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportResult:
-    """Export every kept pair to ``out_dir`` (replaced atomically if it exists): train and validation
-    shards split by repository, a dataset card, and the manifest."""
+    """Export the balanced set to ``out_dir`` (replaced atomically if it exists): train and validation
+    shards split by repository, a dataset card, and the manifest. Refuses a balanced set that was not
+    sealed or did not pass its gate (a build killed during balance): the build must run again."""
+    with engine.connect() as conn:
+        unsealed = conn.execute(sa.text(UNSEALED)).scalar()
+    if unsealed:
+        raise CodepairsError(f"{unsealed} balanced slot(s) were not sealed by a balance run that passed its gate "
+                             "(a build stopped mid-way?): run the build again")  # fmt: skip
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with engine.begin() as conn:
@@ -190,8 +204,7 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
                   for split in SPLITS}  # fmt: skip
         with engine.connect() as conn:
             dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
-            plan = conn.execute(sa.text("SELECT stats->'categories' FROM runs WHERE stage = 'balance' "
-                                        "AND status = 'done' ORDER BY finished_at DESC LIMIT 1")).scalar()  # fmt: skip
+            plan = conn.execute(sa.text(CURRENT_PLAN)).scalar()
         card = dataset_card(counts, stats, dedup_figures, plan or {}, config)
         (tmp / CARD).write_text(card, encoding="utf-8")
         files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))

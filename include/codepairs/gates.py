@@ -446,12 +446,16 @@ JOIN dedup d ON d.pair_id = s.pair_id
 LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
 WHERE s.selected
 """
+# Pairs of selected pairs sharing an LSH bucket: the bands of selected pairs only, then their signatures.
 SELECTED_CANDIDATES = """
-SELECT DISTINCT da.signature AS sig_a, db.signature AS sig_b, da.pair_id AS a, db.pair_id AS b
-FROM dedup_bands ba
-JOIN dedup_bands bb ON bb.bucket = ba.bucket AND bb.key > ba.key
-JOIN dedup da ON da.key = ba.key JOIN pair_scores sa ON sa.pair_id = da.pair_id AND sa.selected
-JOIN dedup db ON db.key = bb.key JOIN pair_scores sb ON sb.pair_id = db.pair_id AND sb.selected
+WITH chosen AS (
+  SELECT b.bucket, b.key FROM dedup_bands b JOIN dedup d ON d.key = b.key
+  JOIN pair_scores s ON s.pair_id = d.pair_id AND s.selected
+), edges AS (
+  SELECT DISTINCT x.key AS a, y.key AS b FROM chosen x JOIN chosen y ON y.bucket = x.bucket AND y.key > x.key
+)
+SELECT da.signature AS sig_a, db.signature AS sig_b FROM edges e
+JOIN dedup da ON da.key = e.a JOIN dedup db ON db.key = e.b
 """
 
 
@@ -468,8 +472,9 @@ def validate_balance_input(engine: Engine, run_id: str, dedup_config: DedupConfi
     with engine.connect() as conn:
         df = pd.DataFrame.from_records(conn.execute(sa.text(BALANCE_INPUT_QUERY)).mappings().all(),
                                        columns=["pair_id", "score", "exact_hash", "instruction_len", "response_len"])
-        near = sum(similarity(r.sig_a, r.sig_b) >= dedup_config.threshold
-                   for r in conn.execute(sa.text(SELECTED_CANDIDATES)))  # fmt: skip
+        candidates = conn.execute(sa.text(SELECTED_CANDIDATES),
+                                  execution_options={"stream_results": True, "yield_per": 5000})  # fmt: skip
+        near = sum(similarity(r.sig_a, r.sig_b) >= dedup_config.threshold for r in candidates)
     df["near_duplicate_rate"] = near / len(df) if len(df) else 0.0
     expectations = [
         gxe.ExpectColumnValuesToBeUnique(column="pair_id"),
@@ -486,6 +491,7 @@ def validate_balance_input(engine: Engine, run_id: str, dedup_config: DedupConfi
 
 BALANCED_QUERY = """
 SELECT bl.pair_id, bl.copy, bl.category, bl.synthetic, bl.batch_id, s.score, s.selected,
+       sp.category AS synthetic_category,
        length(trim(COALESCE(p.instruction, sp.instruction, ''))) AS instruction_len,
        length(trim(COALESCE(p.response, c.diff, sp.response, ''))) AS response_len
 FROM balanced bl
@@ -497,48 +503,56 @@ LEFT JOIN synthetic_pairs sp ON sp.pair_id = bl.pair_id AND bl.synthetic
 
 
 def validate_balance(engine: Engine, run_id: str, result: Mapping[str, Any], config: BalanceConfig) -> GateReport:
-    """Gate before export, over the balanced set: each category's share within ``balance.tolerance`` of
-    its target share (or short only where every real pair is used ``max_copies`` times), no category
-    over its target, synthetic pairs within their cap, copies within ``max_copies``, every slot a real
-    selected pair or a stored synthetic one with a non-empty instruction and response, scores in
-    [0, 1], and the balance batch's checksum recomputed from the table."""
+    """Gate before export, over the balanced set, against targets recomputed from the config and the
+    selected pairs (not taken from the balance run): each planned category within ``balance.tolerance``
+    (of the total target) of its target, or short only where every real pair is used ``max_copies``
+    times; none over its target; synthetic pairs within their cap, each a stored pair of its slot's
+    category; copies within ``max_copies``; every real slot a selected pair; no empty instruction or
+    response; scores in [0, 1]; the balance batch's checksum recomputed from the table."""
     import great_expectations.expectations as gxe
     import pandas as pd
 
+    from codepairs.balance import AVAILABLE, slots_digest, targets
+
     with engine.connect() as conn:
         df = pd.DataFrame.from_records(conn.execute(sa.text(BALANCED_QUERY)).mappings().all(), columns=[
-            "pair_id", "copy", "category", "synthetic", "batch_id", "score", "selected", "instruction_len",
-            "response_len"])  # fmt: skip
+            "pair_id", "copy", "category", "synthetic", "batch_id", "score", "selected", "synthetic_category",
+            "instruction_len", "response_len"])  # fmt: skip
+        available = {c: int(n) for c, n in conn.execute(sa.text(AVAILABLE)).all()}
+        rows, digest = slots_digest(conn)
         batch = conn.execute(sa.text("SELECT batch_id, rows_written, sha256 FROM batches WHERE batch_id = :b"),
                              {"b": result["batch_id"]}).one()  # fmt: skip
-    digest = hashlib.sha256()
-    for r in df.sort_values(["pair_id", "copy"]).itertuples():
-        digest.update(f"{r.pair_id}:{r.copy}:{r.category}:{int(r.synthetic)}\n".encode())
-    total, total_target = len(df), max(result["total_target"], 1)
-    per: dict[str, bool] = {}
-    for category, plan in result["categories"].items():
-        rows = df[df["category"] == category]
-        # Shares of the total target: a category short of data does not shift the others' shares.
-        share, target_share = len(rows) / total_target, plan["target"] / total_target
-        exhausted = len(rows[~rows["synthetic"]]) >= plan["available"] * (config.max_copies if config.enabled else 1)
-        within = abs(share - target_share) <= config.tolerance or (len(rows) < plan["target"] and exhausted)
-        capped = rows["synthetic"].sum() <= math.floor(config.max_synthetic_share * plan["target"])
-        per[category] = bool(within and capped and len(rows) <= plan["target"])
-    df["category_ok"] = df["category"].map(per).fillna(False).astype(bool) if len(df) else df["category"].astype(bool)
-    df["slot_ok"] = df["synthetic"] | df["selected"].fillna(False).astype(bool)
-    df["batch_ok"] = (df["batch_id"] == batch.batch_id) & (batch.rows_written == total) & (
-        batch.sha256 == digest.hexdigest())  # fmt: skip
+    copies = config.max_copies if config.enabled else 1
+    goal = targets(config.total if config.total is not None else sum(available.values()), config.shares) \
+        if config.enabled else available  # fmt: skip
+    total_target = max(sum(goal.values()), 1)
+    failing = []
+    for category in sorted(set(goal) | set(available) | set(df["category"])):
+        target, real_pairs = goal.get(category, 0), available.get(category, 0)
+        mine = df[df["category"] == category]
+        filled, synthetic = len(mine), int(mine["synthetic"].sum())
+        exhausted = filled - synthetic >= min(target, real_pairs * copies)
+        within = abs(filled - target) <= config.tolerance * total_target or (filled < target and exhausted)
+        if not within or filled > target or synthetic > math.floor(config.max_synthetic_share * target):
+            failing.append(f"{category}: {filled} of {target} ({synthetic} synthetic)")
+    df["failing_categories"] = "; ".join(failing)
+    df["slot_ok"] = (df["synthetic"] & (df["synthetic_category"] == df["category"])) | (
+        ~df["synthetic"] & df["selected"].fillna(False).astype(bool))  # fmt: skip
+    df["batch_ok"] = (df["batch_id"] == batch.batch_id) & (batch.rows_written == rows) & (batch.sha256 == digest)
     df["slot"] = df["pair_id"] + ":" + df["copy"].astype(str)
-    expectations = [
-        gxe.ExpectColumnValuesToBeUnique(column="slot"),
-        gxe.ExpectColumnValuesToBeInSet(column="category_ok", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="slot_ok", value_set=[True]),
-        gxe.ExpectColumnValuesToBeInSet(column="batch_ok", value_set=[True]),
-        gxe.ExpectColumnValuesToBeBetween(column="copy", min_value=1,
-                                          max_value=config.max_copies if config.enabled else 1),
-        gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=1),
-        gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
-        gxe.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1),  # real pairs (synthetic: null)
-    ]
+    if df.empty:  # nothing balanced: the category check still runs
+        df = pd.DataFrame({"failing_categories": ["; ".join(failing)]})
+        expectations = [gxe.ExpectColumnValuesToBeInSet(column="failing_categories", value_set=[""])]
+    else:
+        expectations = [
+            gxe.ExpectColumnValuesToBeUnique(column="slot"),
+            gxe.ExpectColumnValuesToBeInSet(column="failing_categories", value_set=[""]),
+            gxe.ExpectColumnValuesToBeInSet(column="slot_ok", value_set=[True]),
+            gxe.ExpectColumnValuesToBeInSet(column="batch_ok", value_set=[True]),
+            gxe.ExpectColumnValuesToBeBetween(column="copy", min_value=1, max_value=copies),
+            gxe.ExpectColumnValuesToBeBetween(column="instruction_len", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="response_len", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="score", min_value=0, max_value=1),  # real pairs (synthetic: null)
+        ]
     outcome = validate(df, "balance_suite", expectations)
     return _store_and_raise(engine, "balance_suite", "balance", run_id, [result["batch_id"]], len(df), outcome)

@@ -15,7 +15,19 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from codepairs import balance, crawl, dedup, export, extract, gates, github_crawl, score, selection, spotcheck
+from codepairs import (
+    balance,
+    crawl,
+    dedup,
+    export,
+    extract,
+    gates,
+    github_crawl,
+    score,
+    selection,
+    spotcheck,
+    synthesis,
+)
 from codepairs.config import PipelineConfig
 from codepairs.errors import GithubError, RateLimitWait, SourceError
 from codepairs.features import load_rules
@@ -164,14 +176,13 @@ def balance_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
     then the gate on the balanced set."""
     b = config.balance
     with engine.begin() as conn:
-        gate_run = crawl.start_run(conn, "balance_gates", None)
-    gates.validate_balance_input(engine, gate_run, config.dedup, b)
+        gate_run = crawl.start_run(conn, "balance_input", None)
+    report = gates.validate_balance_input(engine, gate_run, config.dedup, b)
+    with engine.begin() as conn:
+        crawl.finish_run(conn, gate_run, "done", report.as_dict())
     client = None
     if b.enabled and b.llm_url and b.llm_model:
-        import openai
-
-        client = openai.OpenAI(base_url=b.llm_url, api_key=os.environ.get(b.llm_api_key_env) or "unused",
-                               max_retries=3, timeout=120)  # fmt: skip
+        client = synthesis.make_client(b.llm_url, os.environ.get(b.llm_api_key_env))
     result = balance.balance_pairs(engine, b, client).as_dict()
     spotcheck.save(engine, "balance", result["run_id"])
     report = gates.validate_balance(engine, result["run_id"], result, b)

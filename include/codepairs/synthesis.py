@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 COMPONENT_FILE = re.compile(r"\.(tsx|jsx)$", re.IGNORECASE)
 MAX_COMPONENT_BYTES = 20_000  # a component file above this is a page, not an example
@@ -190,26 +193,41 @@ def component_pair(source: bytes, path: str) -> tuple[str, str] | None:
     return (instruction, text) if instruction else None
 
 
+def make_client(url: str, api_key: str | None) -> Any:
+    """An OpenAI-compatible client for ``url`` (the key from the environment, never from config)."""
+    import openai
+
+    return openai.OpenAI(base_url=url, api_key=api_key or "unused", max_retries=3, timeout=120)
+
+
 def llm_pair(client: Any, model: str, example: Mapping[str, Any], category: str, seed: int,
              max_tokens: int) -> tuple[str, str] | None:  # fmt: skip
     """A new (instruction, response) of ``category`` from an OpenAI-compatible endpoint, written after
-    a real example; None when the answer is not the JSON asked for."""
+    a real example; None (logged) when the call fails or the answer is not the JSON asked for."""
+    import openai
+
     prompt = (
         f"Here is a real {category.replace('_', ' ')} task from a code repository and the change that solved it.\n\n"
         f"Task:\n{example['instruction'][:2000]}\n\nChange:\n{(example['response'] or '')[:6000]}\n\n"
         "Write one new, different task of the same kind for the same codebase, and its solution as a unified "
         'diff. Answer with JSON only: {"instruction": "...", "response": "..."}'
     )
-    answer = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": prompt}], temperature=0, seed=seed, max_tokens=max_tokens,
-    )  # fmt: skip
-    content = (answer.choices[0].message.content or "").strip()
+    try:
+        answer = client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": prompt}], temperature=0, seed=seed,
+            max_tokens=max_tokens,
+        )  # fmt: skip
+        content = (answer.choices[0].message.content or "").strip() if answer.choices else ""
+    except openai.OpenAIError as err:
+        log.warning("synthesis: the model failed for %s: %s", example["pair_id"], type(err).__name__)
+        return None
     content = re.sub(r"^```(?:json)?\s*|\s*```$", "", content)
     try:
         data = json.loads(content)
     except ValueError:
-        return None
+        data = None
     if not isinstance(data, dict) or not str(data.get("instruction", "")).strip() or not str(
             data.get("response", "")).strip():  # fmt: skip
+        log.warning("synthesis: the model's answer for %s was not the JSON asked for; skipped", example["pair_id"])
         return None
     return str(data["instruction"]).strip(), str(data["response"])
