@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from codepairs.config import CATEGORIES  # noqa: F401 (the categories classify may answer)
 from codepairs.features import CONVENTIONAL, ScoringRules, bare_summary, diff_stats, has_label, summary_line
 
 ONLY_KIND = {"docs": "docs", "tests": "tests", "build": "build_ci", "data": "other"}
