@@ -24,26 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
-import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch import fresh_database, scratch_server  # noqa: E402
+from scratch import fresh_database, peak_rss_mib, run_child, scratch_server  # noqa: E402
 
 TOKENS = 240
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory since its exec (``ru_maxrss`` would include the parent's peak,
-    inherited across fork and exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def generate(n: int, exact: float, near: float, seed: int = 7) -> tuple[list[str], list[int]]:
@@ -163,13 +152,6 @@ def scores(pairs: list[tuple[int, int]], family: list[int], near_copies: set[int
     return recall, precision
 
 
-def run_child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=1_000_000)
@@ -197,8 +179,9 @@ def main() -> int:
         print(f"generated and loaded {args.pairs} pairs ({len(exact_copies)} exact copies, {len(near_copies)} "
               f"near copies) in {time.perf_counter() - t:.0f} s")  # fmt: skip
         del texts
-        ours = run_child(["--child", "codepairs", "--url", url, "--data", str(work / f"export-{uuid.uuid4().hex}")])
-        base = run_child(["--child", "baseline", "--data", str(work / "texts.json")])
+        export_dir = str(work / f"export-{uuid.uuid4().hex}")
+        ours = run_child(__file__, ["--child", "codepairs", "--url", url, "--data", export_dir])
+        base = run_child(__file__, ["--child", "baseline", "--data", str(work / "texts.json")])
         ours_pairs = [(index[a], index[b]) for a, b, reason in ours["decisions"]]
         ours_near = [(index[a], index[b]) for a, b, reason in ours["decisions"] if reason == "near"]
         ours_recall = scores(ours_pairs, family, near_copies)[0]

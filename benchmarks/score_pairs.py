@@ -23,15 +23,13 @@ import argparse
 import hashlib
 import json
 import random
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from dedup_pairs import peak_rss_mib  # noqa: E402
-from scratch import fresh_database, scratch_server  # noqa: E402
+from scratch import fresh_database, peak_rss_mib, run_child, scratch_server  # noqa: E402
 
 AUTHORS = [(f"Dev {i}", f"dev{i}@example.com") for i in range(400)]
 VERBS = ("parse", "load", "render", "read", "write", "merge", "check", "build")
@@ -166,13 +164,6 @@ def child_codepairs(url: str) -> None:
                       "peak_rss_mib": scoring_peak, "peak_rss_with_gate_mib": peak_rss_mib()}))  # fmt: skip
 
 
-def run_child(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=1_000_000)
@@ -186,8 +177,8 @@ def main() -> int:
         t = time.perf_counter()
         load(url, args.pairs)
         print(f"generated and loaded {args.pairs} commit pairs in {time.perf_counter() - t:.0f} s")
-        base = run_child(["--child", "baseline", "--url", url])
-        ours = run_child(["--child", "codepairs", "--url", url])
+        base = run_child(__file__, ["--child", "baseline", "--url", url])
+        ours = run_child(__file__, ["--child", "codepairs", "--url", url])
     assert base["rows"] == ours["rows"] == args.pairs, (base["rows"], ours["rows"])
     print(f"{'':<26} {'seconds':>8} {'pairs/s':>8} {'peak RSS':>9}")
     print(f"{'read only (baseline)':<26} {base['seconds']:>8.1f} {args.pairs / base['seconds']:>8.0f} "
