@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 REPOS  ?=
 OUT    ?=
+PORT   ?= 8080
 
 .PHONY: venv run test up stop bench clean
 
@@ -24,9 +25,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-## make up: the Airflow web UI on http://localhost:8080 with the DAGs, on the same embedded database
+## make up [PORT=8080]: the Airflow web UI on http://localhost:PORT with the DAGs, on the same embedded database
 up: $(STAMP)
-	@$(BIN)/python scripts/airflow_local.py up
+	@$(BIN)/python scripts/airflow_local.py up --port $(PORT)
 
 ## make stop: stop the embedded Postgres server (it is left running between commands)
 stop: $(STAMP)

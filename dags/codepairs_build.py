@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
+from codepairs.config import CATEGORIES
 from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_config
 
 
@@ -39,6 +40,22 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
             None, type=["null", "number"], exclusiveMinimum=0, maximum=1, title="Top fraction per category",
             description="... and within the best this share of their category (empty: score.top_fraction).",
         ),
+        "total": Param(
+            None, type=["null", "integer"], minimum=1, title="Balanced set size",
+            description="Pairs in the balanced set; setting it or the shares turns balancing on (empty: the config's "
+                        "balance.total, else as many as were selected).",
+        ),
+        "shares": Param(
+            None, type=["null", "object"], title="Category shares",
+            description="Target share per category, e.g. {\"bug_fix\": 3, \"feature\": 2, \"ui_component\": 1} "
+                        "(normalised; a category not listed gets none). Empty: the config's balance.shares.",
+            properties={c: {"type": "number", "minimum": 0} for c in CATEGORIES}, additionalProperties=False,
+            minProperties=1,
+        ),
+        "max_synthetic_share": Param(
+            None, type=["null", "number"], minimum=0, maximum=1, title="Synthetic share cap",
+            description="At most this share of a category's target may be synthetic pairs (empty: the config's).",
+        ),
         "out_dir": Param(
             None, type=["null", "string"], minLength=1, title="Export folder",
             description="Where the dataset is written (empty: .data/export, or $CODEPAIRS_EXPORT_DIR).",
@@ -48,30 +65,64 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
 def codepairs_build() -> None:
     @task
     def score_pairs() -> dict:
-        """Features, score, explanation and category of every gated pair not scored under the current
-        rules; the ranking; then the score gate."""
+        """
+        #### score_pairs
+        Features, score, explanation and category of every gated pair not scored under the current
+        rules (`include/config/scoring.yaml` and the code of `features.py`, `classify.py`); the ranking
+        (`min_score`, `top_fraction`); then the GX gate `score_suite`.
+
+        - **Reads**: `pairs` whose batch passed the pairs gate; `pair_scores`; authors' history.
+        - **Writes**: `pair_scores`, `batches`, `gate_results`, `spot_checks`. Progress lines.
+        - **Rerun**: safe: a pair is scored once per rules digest; a failed gate fails at once.
+        """
         from codepairs import pipeline
 
         return pipeline.score_step(engine(), pipeline_config(get_current_context()["params"]))
 
     @task
     def dedup_pairs(scores: dict) -> dict:
-        """Exact and near duplicates of the new pairs, against each other and all before; then its gate."""
+        """
+        #### dedup_pairs
+        Exact (normalised hash) and near (MinHash + LSH) duplicates of the new pairs, against each
+        other and everything before through the band index; the best-ranked pair of a group is kept.
+        Then the GX gates `dedup_suite` and `split_suite`.
+
+        - **Reads**: gated `pairs`, `pair_scores`, `dedup`, `dedup_bands`.
+        - **Writes**: `dedup`, `dedup_bands`, `batches`, `gate_results`, `spot_checks`. Progress lines.
+        - **Rerun**: safe: batches in pair-id order, each pair deduplicated once.
+        """
         from codepairs import pipeline
 
         return pipeline.dedup_step(engine(), pipeline_config(get_current_context()["params"]))
 
     @task
     def balance_dataset(dedup: dict) -> dict:
-        """Gate on the selected pairs; per-category targets (best by score above, copies and synthetic
-        pairs below, within caps); gate on the balanced set."""
+        """
+        #### balance_dataset
+        GX gate `balance_input_suite` on the selected pairs; per-category targets (Params `total`,
+        `shares`, `max_synthetic_share`, else `balance` in `pipeline.yaml`): the best by score above
+        target, copies then synthetic pairs below, within caps; then the gate `balance_suite`.
+
+        - **Reads**: kept and selected pairs, `synthetic_pairs`, the mirrors (UI component files).
+        - **Writes**: `balanced` (rewritten whole, one checksummed batch), `synthetic_pairs`,
+          `gate_results`, `spot_checks`.
+        - **Rerun**: safe: the same inputs give the same set; synthetic pairs are made once.
+        """
         from codepairs import pipeline
 
         return pipeline.balance_step(engine(), pipeline_config(get_current_context()["params"]))
 
     @task
     def export_dataset(balanced: dict) -> dict:
-        """Deterministic shards + manifest, written to a temporary folder then swapped in."""
+        """
+        #### export_dataset
+        Deterministic Parquet and JSONL shards split by repository, the dataset card and
+        `manifest.json`, written to a temporary folder then swapped in.
+
+        - **Reads**: `balanced` (its batch must have passed `balance_suite`), pairs and scores.
+        - **Writes**: the export folder (Param `out_dir`), `exports`, one `batches` row per file.
+        - **Rerun**: safe: same database, same bytes; a killed export leaves the previous one intact.
+        """
         from pathlib import Path
 
         from codepairs import export, settings
@@ -82,7 +133,14 @@ def codepairs_build() -> None:
 
     @task
     def verify_export(result: dict) -> dict:
-        """Re-read every file and check it against the manifest."""
+        """
+        #### verify_export
+        Re-reads every file of the export and checks rows and sha256 against the manifest; fails on
+        a changed, missing or extra file.
+
+        - **Reads**: the export folder. **Writes**: nothing.
+        - **Rerun**: safe; `codepairs verify DIR` does the same from the command line.
+        """
         from pathlib import Path
 
         from codepairs import export

@@ -43,7 +43,7 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
     doc_md=__doc__,
     params={
         "repos": Param(
-            [], type="array", items={"type": "string", "minLength": 1}, title="Repositories",
+            [], type="array", items={"type": "string", "pattern": r"^\S(.*\S)?$"}, title="Repositories",
             description="Local paths, file:// or https clone URLs, or owner/name. Empty: the config's list.",
         ),
         "search": Param(
@@ -63,27 +63,53 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
             None, type=["null", "integer"], minimum=1, maximum=100000, title="Batch size",
             description="Commits per COPY batch and checksum (empty: config value).",
         ),
+        "dry_run": Param(
+            False, type="boolean", title="Dry run",
+            description="Only list what would be crawled (each repository: first crawl, incremental, or why "
+                        "it cannot be read) in list_repositories' log; clone, fetch and write nothing.",
+        ),
     },
 )  # fmt: skip
 def codepairs_crawl() -> None:
     @task
     def list_repositories() -> list[list[str]]:
-        """The repositories of this run (trigger form, else config, plus a GitHub search's results), in
-        at most 1024 shards."""
-        from codepairs.pipeline import candidates, shard
+        """
+        #### list_repositories
+        The repositories of this run: the trigger form's list, else the config's, plus what the GitHub
+        search finds, one entry per repository however it is spelled; in at most 1024 shards.
+
+        - **Reads**: Params `repos`, `search`; `include/config/pipeline.yaml`; GitHub's search API.
+        - **Writes**: nothing (the shards go to XCom). With `dry_run`, the plan goes to this log.
+        - **Rerun**: safe; it only lists.
+        """
+        from codepairs import pipeline
         from codepairs_airflow import github_credentials
 
         params = get_current_context()["params"]
         config = pipeline_config(params)
         search = params.get("search") or config.select.github_search
         credentials = github_credentials() if search else (None, None)
-        return shard(candidates(config, params.get("repos"), search, *credentials), MAX_MAP_LENGTH)
+        specs = pipeline.candidates(config, params.get("repos"), search, *credentials)
+        if params.get("dry_run"):
+            pipeline.dry_run(engine(), specs)
+            return []
+        return pipeline.shard(specs, MAX_MAP_LENGTH)
 
     @task_group
     def repository(specs: list[str]) -> None:
         @task(map_index_template="{{ repo_label }}")
         def crawl_repository(specs: list[str]) -> list[dict]:
-            """Mirror each repository of the shard and store its new commits in checksummed batches."""
+            """
+            #### crawl_repository
+            Mirrors each repository of the shard (bare clone, then fetch; never checked out, hooks off)
+            and stores the commits new since its watermark in checksummed COPY batches.
+
+            - **Reads**: the repository; `crawl_state` (the last crawled commit of each branch).
+            - **Writes**: `repositories`, `commits`, `batches`, `crawl_state`, `skips`, `runs`; the mirror
+              under `.data/mirrors`. Progress lines: commits done of the total, rate, time left.
+            - **Rerun**: safe: commits are keyed by sha and inserted once; a killed run resumes from the
+              watermark.
+            """
             from codepairs import pipeline
 
             context = get_current_context()
@@ -93,7 +119,18 @@ def codepairs_crawl() -> None:
 
         @task(pool=GITHUB_POOL)
         def crawl_github(states: list[dict]) -> list[dict]:
-            """Issues, pull requests and review comments of the repositories hosted on GitHub; links."""
+            """
+            #### crawl_github
+            Issues, pull requests, review comments and timelines of the repositories hosted on GitHub,
+            from the stored cursors with ETags (an unchanged night costs four 304s), and the links
+            between issues, PRs and commits. Runs in the pool `github_api`.
+
+            - **Reads**: GitHub's REST API (connection `github_default`); `gh_cursors`.
+            - **Writes**: `gh_repos`, `gh_issues`, `gh_pulls`, `gh_pull_details`, `gh_review_comments`,
+              `gh_compares`, `gh_links`, `gh_cursors`, `batches`, `skips`.
+            - **Rerun**: safe: records are upserted by id and checksum; a rate limit with a distant reset
+              reschedules the task for the reset.
+            """
             from codepairs_airflow import github_step
 
             params = get_current_context()["params"]
@@ -101,7 +138,15 @@ def codepairs_crawl() -> None:
 
         @task
         def validate_github(states: list[dict]) -> list[dict]:
-            """GX gate on the GitHub records not yet validated (checksums, states, dates, merges)."""
+            """
+            #### validate_github
+            GX gate `github_suite` on the GitHub records not yet validated: checksums recomputed, states,
+            dates, URLs, merge commits, batch digests and row counts.
+
+            - **Reads**: the GitHub tables and their `batches`.
+            - **Writes**: `gate_results`; marks the batches validated.
+            - **Rerun**: fails at once when the data is bad (no retries): fix the data, then clear the task.
+            """
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
@@ -109,7 +154,15 @@ def codepairs_crawl() -> None:
 
         @task
         def validate_commits(states: list[dict]) -> list[dict]:
-            """GX gate on the commits not yet validated for each repository."""
+            """
+            #### validate_commits
+            GX gate `commits_suite` on the commits not yet validated: shas, dates in range, checksums of
+            rows and batches.
+
+            - **Reads**: `commits`, `batches`.
+            - **Writes**: `gate_results`; marks the batches validated.
+            - **Rerun**: fails at once when the data is bad (no retries): fix the data, then clear the task.
+            """
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
@@ -117,7 +170,16 @@ def codepairs_crawl() -> None:
 
         @task
         def select_repository(states: list[dict]) -> list[dict]:
-            """Licence and activity checks; the decision and its reasons stored and logged in one line."""
+            """
+            #### select_repository
+            Keeps a repository only under a permissive licence and with real activity (thresholds:
+            `select` in `pipeline.yaml`; Param `select` turns it off).
+
+            - **Reads**: the mirror's root licence files and tree, `commits`, the GitHub tables.
+            - **Writes**: `repo_selection` (the decision and every check's value and threshold), one log
+              line.
+            - **Rerun**: safe; the decision is recomputed and replaced.
+            """
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
@@ -125,7 +187,14 @@ def codepairs_crawl() -> None:
 
         @task
         def extract_pairs(states: list[dict]) -> list[dict]:
-            """Commit, issue → PR, debugging and review pairs; everything skipped recorded with its reason."""
+            """
+            #### extract_pairs
+            Commit, issue → PR, debugging and review pairs from the gated, not yet extracted batches.
+
+            - **Reads**: `commits`, the GitHub tables, `repo_selection`.
+            - **Writes**: `pairs`, `skips` (every reason something gave no pair), `batches`. Progress lines.
+            - **Rerun**: safe: one transaction per crawl batch, pairs keyed by content identity.
+            """
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
@@ -133,7 +202,15 @@ def codepairs_crawl() -> None:
 
         @task
         def validate_pairs(states: list[dict]) -> list[dict]:
-            """GX gate on the new pairs (only gated pairs are exported); then fails if GitHub did."""
+            """
+            #### validate_pairs
+            GX gate `pairs_suite` on the new pairs (only gated pairs go on to the build); then fails the
+            chain if the GitHub crawl failed, after the git side's pairs are safe.
+
+            - **Reads**: `pairs`, `batches`.
+            - **Writes**: `gate_results`; marks the batches validated.
+            - **Rerun**: fails at once when the data is bad (no retries): fix the data, then clear the task.
+            """
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
@@ -146,15 +223,31 @@ def codepairs_crawl() -> None:
 
     @task(outlets=[PAIRS_ASSET], trigger_rule="all_done")
     def publish_pairs() -> dict:
-        """One Asset event for the whole run, whatever each repository's outcome."""
+        """
+        #### publish_pairs
+        One `codepairs_pairs` Asset event for the whole run, whatever each repository's outcome: it
+        schedules `codepairs_build`. Skipped on a dry run.
+
+        - **Reads**: the pipeline database's counts. **Writes**: the Asset event.
+        - **Rerun**: safe; a second event only builds again, which adds nothing.
+        """
+        from airflow.sdk.exceptions import AirflowSkipException
         from codepairs import report
 
+        if get_current_context()["params"].get("dry_run"):
+            raise AirflowSkipException("dry run: nothing was crawled, so no Asset event")
         summary = report.summary(engine())
         return {k: summary[k] for k in ("commits_stored", "pairs_stored", "skipped_by_reason")}
 
     @task(trigger_rule="one_failed", retries=0)
     def fail_if_a_repository_failed() -> None:
-        """Makes the run red when any chain failed (a gate, a database outage), after the others published."""
+        """
+        #### fail_if_a_repository_failed
+        Makes the run red when any repository's chain failed (a gate, a database outage), after the
+        others were published. The red task's log ends with its reason in one line.
+
+        - **Reads**, **writes**: nothing. **Rerun**: clear the failed chain instead.
+        """
         raise RuntimeError("a repository chain failed: open the red task for its one-line reason")
 
     repository.expand(specs=list_repositories()) >> [publish_pairs(), fail_if_a_repository_failed()]

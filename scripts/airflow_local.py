@@ -3,7 +3,7 @@
 ``run``  migrates Airflow's metadata (kept in the same embedded Postgres, database ``airflow``),
          runs ``codepairs_crawl`` then ``codepairs_build`` through Airflow (``dag.test``) and prints
          the summary.
-``up``   starts ``airflow standalone`` (api-server on :8080, scheduler, dag-processor, triggerer)
+``up``   starts ``airflow standalone`` (api-server on :8080 or ``--port``, scheduler, dag-processor, triggerer)
          with the project's DAGs and plugins, and prints the login.
 ``env``  prints the environment both use, as shell ``export`` lines.
 
@@ -125,12 +125,14 @@ def _quiet(log_path: Path) -> Iterator[Callable[[str], None]]:
             terminal.close()
 
 
-def up() -> int:
+def up(port: int) -> int:
     env = airflow_env()
+    env["AIRFLOW__API__PORT"] = str(port)
+    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{port}/execution/"  # workers report here
     password = admin_password(Path(env["AIRFLOW_HOME"]))
     os.environ.update(env)
     migrate_airflow()  # standalone would migrate too, but the pools must exist before the scheduler runs
-    print(f"Airflow UI: http://localhost:8080  user: admin  password: {password}", flush=True)
+    print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
     os.execvp("airflow", ["airflow", "standalone"])
     return 0
 
@@ -142,13 +144,14 @@ def main() -> int:
     p = sub.add_parser("run")
     p.add_argument("--repos", default="", help="comma-separated repositories (default: the config's)")
     p.add_argument("--out", default=None, help="export folder")
-    sub.add_parser("up")
+    p = sub.add_parser("up")
+    p.add_argument("--port", type=int, default=8080, help="the API server's (and UI's) port")
     sub.add_parser("env")
     args = parser.parse_args()
     if args.command == "run":
         return run([r for r in args.repos.split(",") if r.strip()], args.out)
     if args.command == "up":
-        return up()
+        return up(args.port)
     for key, value in airflow_env().items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

@@ -46,7 +46,7 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
     assert dag.dagrun_timeout.total_seconds() == 12 * 3600
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
-    assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size"}
+    assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size", "dry_run"}
     assert sorted(dag.task_ids) == [
         "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_github",
         "repository.crawl_repository", "repository.extract_pairs", "repository.select_repository",
@@ -106,7 +106,8 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-u
     dag = dagbag.get_dag("codepairs_build")
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["codepairs_pairs"]
     assert sorted(dag.task_ids) == ["balance_dataset", "dedup_pairs", "export_dataset", "score_pairs", "verify_export"]
-    assert set(dag.params.keys()) == {"min_score", "top_fraction", "out_dir"}
+    assert set(dag.params.keys()) == {"min_score", "top_fraction", "total", "shares", "max_synthetic_share",
+                                      "out_dir"}
 
 
 def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyped-def]
@@ -124,6 +125,8 @@ def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyp
     [
         ("repos", ["octo/repo", "/srv/git/app"], True),
         ("repos", [""], False),
+        ("repos", ["/srv/git/app", "   "], False),  # a blank line in the form's text area
+        ("repos", [" octo/repo"], False),
         ("repos", "octo/repo", False),
         ("max_commits", 500, True),
         ("max_commits", 0, False),
@@ -134,6 +137,16 @@ def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyp
         ("build:min_score", 0.6, True),
         ("build:min_score", 1.5, False),
         ("build:top_fraction", 0, False),
+        ("dry_run", True, True),
+        ("dry_run", "yes", False),
+        ("build:total", 5000, True),
+        ("build:total", 0, False),
+        ("build:shares", {"bug_fix": 3, "ui_component": 1}, True),
+        ("build:shares", {"bug_fixes": 1}, False),  # not a category
+        ("build:shares", {"feature": -1}, False),
+        ("build:shares", {}, False),
+        ("build:max_synthetic_share", 0.2, True),
+        ("build:max_synthetic_share", 2, False),
     ],
 )
 def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: bool) -> None:  # type: ignore[no-untyped-def]
@@ -150,6 +163,35 @@ def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: b
         with pytest.raises(ParamValidationError):
             params[name] = value
             params.validate()
+
+
+@pytest.mark.parametrize("dag_id", ["codepairs_crawl", "codepairs_build"])
+def test_every_task_says_what_it_reads_writes_and_how_to_rerun(dagbag, dag_id: str) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.get_dag(dag_id)
+    assert all(k in dag.doc_md for k in ("**Reads**", "**Writes**", "**Rerun**"))
+    for task in dag.tasks:
+        assert task.doc_md and f"#### {task.task_id.rpartition('.')[2]}" in task.doc_md, task.task_id
+        assert all(k in task.doc_md for k in ("**Reads**", "**Rerun**")), task.task_id
+        assert task.on_failure_callback, task.task_id
+
+
+def test_a_task_failed_for_good_ends_its_log_with_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    from codepairs.errors import GateFailedError
+    from codepairs_airflow import say_why_it_failed
+
+    error = GateFailedError("pairs_suite", "run r1", ["expect_a\nsecond line", "expect_b"])
+    ti = SimpleNamespace(task_id="repository.validate_pairs", map_index=3)
+    with caplog.at_level("ERROR", logger="codepairs_airflow"):
+        say_why_it_failed({"ti": ti, "exception": error})
+        leak = RuntimeError("clone of https://bot:s3cret@git.example/a.git failed")
+        say_why_it_failed({"ti": SimpleNamespace(task_id="export_dataset", map_index=-1), "exception": leak})
+    assert caplog.messages == [
+        "codepairs: repository.validate_pairs[3] failed for good: GateFailedError: "
+        "gate pairs_suite refused run r1: 2 expectation(s) failed: expect_a",
+        "codepairs: export_dataset failed for good: RuntimeError: clone of https://***@git.example/a.git failed",
+    ]
 
 
 def test_repositories_are_sharded_within_the_mapping_cap() -> None:

@@ -81,7 +81,7 @@ def test_several_repositories_and_a_bad_one(airflow_pipeline, engine, tmp_path: 
 
 
 def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(  # type: ignore[no-untyped-def]
-    airflow_pipeline, engine, tmp_path, monkeypatch
+    airflow_pipeline, engine, tmp_path, monkeypatch, caplog
 ) -> None:
     repo = _repo(tmp_path / "r", 2)
     strict = tmp_path / "strict.yaml"  # a gate that refuses every commit of this century
@@ -89,6 +89,9 @@ def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(  # type: ig
         'commit_dates_to: "9999-12-31"', 'commit_dates_to: "2000-01-01"'))  # fmt: skip
     monkeypatch.setenv("CODEPAIRS_CONFIG", str(strict))
     assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "failed"
+    # The failed task's log ends with its reason in one line (no retry: the policy refuses one for a gate).
+    assert any(m.startswith("codepairs: repository.validate_commits[0] failed for good: GateFailedError: gate "
+                            "commits_suite refused") for m in caplog.messages)  # fmt: skip
     with engine.connect() as conn:
         failed = conn.execute(sa.text("SELECT suite, failed FROM gate_results WHERE NOT success")).one()
     assert failed[0] == "commits_suite" and any("author_epoch" in f for f in failed[1])
@@ -142,3 +145,24 @@ def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monk
         assert (out / "manifest.json").read_bytes() == manifest
     finally:
         fake.stop()
+
+
+def test_a_dry_run_crawls_and_publishes_nothing(airflow_pipeline, engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    repo = _repo(tmp_path / "r", 2)
+    run = airflow_pipeline.get_dag("codepairs_crawl").test(run_conf={"repos": [str(repo.path)], "dry_run": True})
+    assert str(run.state) == "success"
+    assert str(run.get_task_instance("publish_pairs").state) == "skipped"  # no Asset event, so no build
+    assert _stored(engine) == {"commits": 0, "pairs": 0, "validated_batches": 0, "gates_passed": 0}
+    assert not mirrors.exists()
+
+
+def test_the_build_form_sets_the_targets(airflow_pipeline, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Targets given in the form turn balancing on (the test config has it off)."""
+    repo = _repo(tmp_path / "r", 3)
+    assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
+    conf = {"out_dir": str(tmp_path / "export"), "total": 4, "shares": {"feature": 1}, "max_synthetic_share": 0}
+    assert _run(airflow_pipeline, "codepairs_build", conf) == "success"
+    with engine.connect() as conn:
+        slots = conn.execute(sa.text("SELECT category, count(*), count(*) FILTER (WHERE copy > 1) FROM balanced "
+                                     "GROUP BY category")).all()  # fmt: skip
+    assert [tuple(r) for r in slots] == [("feature", 4, 1)]  # 3 real pairs and one copy, no synthetic pair

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from codepairs import gitlog, settings
 from codepairs.config import CrawlConfig
 from codepairs.errors import SourceError
+from codepairs.progress import Progress
 from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, copy_rows, insert_new, open_batch
 
 log = logging.getLogger(__name__)
@@ -201,15 +202,20 @@ def _first_line(stderr: bytes | str | None) -> str:
     return lines[-1][:300] if lines else "git failed without a message"
 
 
-def ensure_mirror(repo: RepoSource, config: CrawlConfig) -> Path:
-    """Clone a bare mirror on first use, fetch on later ones; never a working tree."""
-    mirror = settings.mirrors_dir() / f"{re.sub(r'[^A-Za-z0-9._-]', '_', repo.name)}-{repo.repo_id}.git"
+def check_local_path(repo: RepoSource) -> None:
+    """A local source must be a git repository (a remote one is checked by cloning it)."""
     if repo.web_url is None and "://" not in repo.source:
         path = Path(repo.source)
         if not path.exists():
             raise SourceError(repo.source, RepoSkipReason.NOT_FOUND, "no such path")
         if not _is_git_dir(path):
             raise SourceError(repo.source, RepoSkipReason.NOT_A_REPOSITORY, "the path is not a git repository")
+
+
+def ensure_mirror(repo: RepoSource, config: CrawlConfig) -> Path:
+    """Clone a bare mirror on first use, fetch on later ones; never a working tree."""
+    mirror = settings.mirrors_dir() / f"{re.sub(r'[^A-Za-z0-9._-]', '_', repo.name)}-{repo.repo_id}.git"
+    check_local_path(repo)
     timeout = config.git_timeout_seconds
     try:
         if mirror.exists():
@@ -415,11 +421,9 @@ def mark_orphans(engine: Engine, mirror: Path, repo_id: str, run_id: str) -> int
     return len(orphaned)
 
 
-def _count_batch(result: CrawlResult, name: str, batch_id: str, written: int) -> None:
+def _count_batch(result: CrawlResult, batch_id: str, written: int) -> None:
     result.batches.append(batch_id)
     result.commits_new += written
-    log.info("%s: batch %d written, %d commits read, %d new", name, len(result.batches), result.commits_read,
-             result.commits_new)  # fmt: skip
 
 
 def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path | None = None) -> CrawlResult:
@@ -449,22 +453,26 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
             .all()
         )
     seq = 0
+    ranges: dict[str, tuple[list[str], int | None]] = {}
     for branch, tip in tips.items():
         revisions, forced = revisions_since(mirror, tip, state.get(branch))
         result.force_push = result.force_push or forced
         if forced:
             log.warning("%s: branch %s was force-pushed (last crawled %s is no longer on it)", repo.name, branch,
                         state[branch])  # fmt: skip
-        if not revisions:
-            continue
-        stream = gitlog.stream_commits(
-            mirror, revisions, max_diff_bytes=config.max_diff_bytes,
-            max_count=config.max_commits if branch not in state else None,
-        )  # fmt: skip
+        if revisions:
+            ranges[branch] = revisions, config.max_commits if branch not in state else None
+    # Branches share history: the total counts a shared commit once per branch, the log reads it once.
+    progress = Progress(log, f"crawl {repo.name}", sum(gitlog.count_commits(mirror, *r) for r in ranges.values()),
+                        "commits")  # fmt: skip
+    for revisions, max_count in ranges.values():
+        stream = gitlog.stream_commits(mirror, revisions, max_diff_bytes=config.max_diff_bytes, max_count=max_count)
         for commits in _batched(stream, config.batch_size, config.batch_bytes):
             result.commits_read += len(commits)
-            _count_batch(result, repo.name, *write_commit_batch(engine, repo.repo_id, run_id, seq, commits))
+            _count_batch(result, *write_commit_batch(engine, repo.repo_id, run_id, seq, commits))
+            progress.advance(len(commits))
             seq += 1
+    progress.finish()
     if result.force_push:
         result.orphaned = mark_orphans(engine, mirror, repo.repo_id, run_id)
     default_branch = next(iter(tips)) if not config.branches else None

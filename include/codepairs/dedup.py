@@ -32,7 +32,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from codepairs.config import DedupConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
-from codepairs.store import close_batch, copy_rows, copy_text, keyset_pair_ids, open_batch
+from codepairs.progress import Progress
+from codepairs.store import close_batch, copy_rows, copy_text, count_pairs, keyset_pair_ids, open_batch
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +229,11 @@ def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
         run_id = start_run(conn, "dedup", None)
     result = DedupResult(run_id=run_id)
     seq = 0
+    progress = Progress(log, "dedup", count_pairs(engine), "pairs examined")
     for ids in keyset_pair_ids(engine, config.batch_size):  # then, of those ids, the ones still to do
         with engine.connect() as conn:
             rows = conn.execute(sa.text(PENDING), {"ids": ids}).all()
+        progress.advance(len(ids))
         if not rows:
             continue
         batch_id = f"{run_id}-{seq:05d}"
@@ -239,8 +242,9 @@ def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
         result.batches.append(batch_id)
         result.pairs_in += len(rows)
         seq += 1
-        log.info("dedup: batch %d, %d pairs in, %d exact and %d near duplicates so far", seq, result.pairs_in,
-                 result.exact_duplicates, result.near_duplicates)  # fmt: skip
+    progress.finish()
+    log.info("dedup: %d pairs in, %d exact and %d near duplicates", result.pairs_in, result.exact_duplicates,
+             result.near_duplicates)  # fmt: skip
     with engine.begin() as conn:
         result.pairs_kept = conn.execute(sa.text("SELECT count(*) FROM dedup WHERE duplicate_of IS NULL")).scalar()
         result.seconds = round(time.monotonic() - started, 3)

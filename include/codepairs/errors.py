@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 
@@ -71,3 +72,17 @@ class RateLimitWait(CodepairsError):
         self.resume_at = resume_at
         self.detail = detail
         super().__init__(f"GitHub rate limit: {detail}; resume at {resume_at.isoformat(timespec='seconds')}")
+
+
+_CREDENTIALS = re.compile(r"(?<=://)[^/\s@:]*(:[^/\s@]*)?@")  # user:password@ in a URL
+
+
+def one_line(error: BaseException | None, limit: int = 300) -> str:
+    """The reason a task failed, as the last line of its log: the error's kind and the first line of its
+    message, credentials in URLs removed, cut at ``limit`` characters (a gate's message lists every
+    failed expectation; the line only has to say which gate and the first of them)."""
+    if error is None:
+        return "unknown error (no exception recorded)"
+    message = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    text = _CREDENTIALS.sub("***@", f"{type(error).__name__}: {message}" if message else type(error).__name__)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

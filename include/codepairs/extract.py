@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -27,7 +28,10 @@ from sqlalchemy.engine import Engine
 from codepairs import gitlog
 from codepairs.config import ExtractConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
+from codepairs.progress import Progress
 from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, insert_new, open_batch
+
+log = logging.getLogger(__name__)
 
 
 class SkipReason(StrEnum):
@@ -257,20 +261,23 @@ def extract_repository(engine: Engine, repo_id: str, config: ExtractConfig, gith
         web_url = conn.execute(sa.text("SELECT web_url FROM repositories WHERE repo_id = :r"), {"r": repo_id}).scalar()
         sources = conn.execute(
             sa.text(
-                "SELECT batch_id FROM batches WHERE stage = 'crawl' AND repo_id = :r AND validated AND NOT extracted "
-                "ORDER BY created_at, seq"
+                "SELECT batch_id, rows_written FROM batches WHERE stage = 'crawl' AND repo_id = :r AND validated "
+                "AND NOT extracted ORDER BY created_at, seq"
             ),
             {"r": repo_id},
-        ).scalars().all()
+        ).all()
     result = ExtractResult(repo_id=repo_id, run_id=run_id)
     skipped: Counter[str] = Counter()
-    for seq, source in enumerate(sources):
+    progress = Progress(log, f"extract {repo_id}", sum(n for _, n in sources), "commits")
+    for seq, (source, _) in enumerate(sources):
         batch_id = f"{run_id}-{seq:05d}"
         rows = _read_commits(engine, source)
         inserted = _extract_batch(engine, repo_id, run_id, seq, source, batch_id, rows, web_url, config, skipped)
         result.batches.append(batch_id)
         result.commits_in += len(rows)
         result.pairs_new += len(inserted)
+        progress.advance(len(rows))
+    progress.finish()
     result.skipped = dict(skipped)
     if github:
         from codepairs.github_pairs import extract_github_pairs

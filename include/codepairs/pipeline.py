@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from codepairs import (
@@ -64,6 +65,30 @@ def candidates(config: PipelineConfig, repos: list[str] | None = None, search: s
             key = spec  # the crawl step records why it cannot be crawled
         unique.setdefault(key, spec)
     return list(unique.values())
+
+
+def dry_run(engine: Engine, specs: list[str]) -> list[dict[str, Any]]:
+    """What a crawl of these repositories would do, without cloning, fetching or writing anything: each
+    one's resolved source, and whether it is new (whole history) or crawled before (only what is new
+    since its watermarks) or cannot be read (its reason). One log line each."""
+    with engine.connect() as conn:
+        known = dict(conn.execute(sa.text(
+            "SELECT r.repo_id, count(s.branch) FROM repositories r LEFT JOIN crawl_state s USING (repo_id) "
+            "GROUP BY r.repo_id")).all())  # fmt: skip
+    plan = []
+    for spec in specs:
+        try:
+            repo = crawl.resolve_source(spec)  # its source carries no credential
+            crawl.check_local_path(repo)
+        except SourceError as err:
+            shown = crawl.split_credentials(err.source)[0]
+            plan.append({"repository": shown, "action": "skip", "reason": str(err.reason)})
+        else:
+            branches = known.get(repo.repo_id, 0)
+            action = f"incremental ({branches} branch watermarks)" if branches else "first crawl"
+            plan.append({"repository": repo.source, "repo_id": repo.repo_id, "action": action})
+        log.info("dry run: %s", ", ".join(f"{k} {v}" for k, v in plan[-1].items()))
+    return plan
 
 
 def crawl_step(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None) -> dict[str, Any]:

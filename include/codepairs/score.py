@@ -28,7 +28,8 @@ from codepairs.classify import classify
 from codepairs.config import ScoreConfig
 from codepairs.crawl import batch_digest, finish_run, start_run
 from codepairs.features import ScoringRules, diff_stats, explain, features, load_rules, score
-from codepairs.store import close_batch, copy_rows, keyset_pair_ids, open_batch
+from codepairs.progress import Progress
+from codepairs.store import close_batch, copy_rows, count_pairs, keyset_pair_ids, open_batch
 
 log = logging.getLogger(__name__)
 
@@ -133,15 +134,18 @@ def score_pairs(engine: Engine, config: ScoreConfig, rules: ScoringRules | None 
     with engine.begin() as conn:
         run_id = start_run(conn, "score", None)
     result = ScoreResult(run_id=run_id)
+    progress = Progress(log, "score", count_pairs(engine), "pairs examined")
     for seq, ids in enumerate(keyset_pair_ids(engine, config.batch_size)):
         records = _score_batch(engine, ids, rules, digest, result)
+        progress.advance(len(ids))
         if not records:
             continue
         batch_id = f"{run_id}-{seq:05d}"
         with engine.begin() as conn:
             _write_batch(conn, batch_id, run_id, seq, records, result)
         result.batches.append(batch_id)
-        log.info("score: %d pairs scored (batch %s)", result.pairs_scored, batch_id)
+    progress.finish()
+    log.info("score: %d pairs scored in %d batches", result.pairs_scored, len(result.batches))
     result.scored_total, result.selected = rank_pairs(engine, config)
     with engine.begin() as conn:
         result.seconds = round(time.monotonic() - started, 3)

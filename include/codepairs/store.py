@@ -241,6 +241,12 @@ def upsert_changed(
     return [tuple(r) for r in written]
 
 
+def count_pairs(engine: Engine) -> int:
+    """The number of pairs ``keyset_pair_ids`` walks: the total of a stage's progress lines."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM pairs")).scalar_one())
+
+
 def keyset_pair_ids(engine: Engine, size: int) -> Iterator[list[str]]:
     """Every pair id, in order, ``size`` at a time: an index-only keyset scan, one short read per
     batch (a filtered scan of a view made the planner read every pair for every batch)."""

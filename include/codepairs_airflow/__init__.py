@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+from codepairs.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ NO_RETRY_ON_BAD_DATA = ExceptionRetryPolicy(
     ]
 )  # fmt: skip
 
+def say_why_it_failed(context: Any) -> None:
+    """``on_failure_callback``: Airflow calls it only once a task has failed for good (no retry left, or
+    the retry policy refused one), in the task's own process, so this is the last line of its log: the
+    task and the reason in one line, for whoever opens the red square."""
+    ti = context["ti"]
+    where = f"{ti.task_id}[{ti.map_index}]" if getattr(ti, "map_index", -1) >= 0 else ti.task_id
+    log.error("codepairs: %s failed for good: %s", where, one_line(context.get("exception")))
+
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "codepairs",
     "retries": 3,
@@ -46,6 +56,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "retry_policy": NO_RETRY_ON_BAD_DATA,
+    "on_failure_callback": say_why_it_failed,
 }
 
 
@@ -100,6 +111,11 @@ def pipeline_config(params: dict[str, Any]):  # type: ignore[no-untyped-def]
     score = {k: params[k] for k in ("min_score", "top_fraction") if params.get(k) is not None}
     if score:
         config = dataclasses.replace(config, score=dataclasses.replace(config.score, **score))
+    balance = {k: params[k] for k in ("total", "shares", "max_synthetic_share") if params.get(k) is not None}
+    if "total" in balance or "shares" in balance:  # targets asked for in the form: balance to them
+        balance["enabled"] = True
+    if balance:  # BalanceConfig checks the values again (the categories, shares not all 0)
+        config = dataclasses.replace(config, balance=dataclasses.replace(config.balance, **balance))
     return config
 
 
