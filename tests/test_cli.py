@@ -48,13 +48,20 @@ def test_an_unreachable_database_is_a_clear_error_without_its_password(capsys) -
     assert "s3cr3t-pw" not in err
 
 
-def test_docker_compose_describes_airflow3_and_postgres() -> None:
+def test_docker_compose_describes_airflow3_celery_and_postgres() -> None:
     import yaml
 
     compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
     services = compose["services"]
-    assert {"postgres", "airflow-init", "api-server", "scheduler", "dag-processor", "triggerer"} <= set(services)
+    airflow = {"airflow-init", "api-server", "scheduler", "dag-processor", "triggerer", "airflow-worker"}
+    assert set(services) == airflow | {"postgres", "pipeline-db", "redis"}
     assert "apache/airflow:3.3." in services["scheduler"]["build"]["dockerfile_inline"]
     env = services["scheduler"]["environment"]
+    assert all(services[name]["environment"] == env for name in airflow)  # one configuration, one JWT secret
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/codepairs/dags" and env["PYTHONPATH"] == "/opt/codepairs/include"
-    assert env["AIRFLOW_CONN_CODEPAIRS_DB"].endswith("@postgres:5432/codepairs")
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql") and env["AIRFLOW__API_AUTH__JWT_SECRET"]
+    assert env["AIRFLOW_CONN_CODEPAIRS_DB"].endswith("@pipeline-db:5432/codepairs")
+    worker = services["airflow-worker"]
+    assert worker["command"] == "celery worker" and worker["deploy"]["replicas"] >= 2
+    assert "codepairs-data:/opt/codepairs-data" in worker["volumes"]  # mirrors shared by every worker

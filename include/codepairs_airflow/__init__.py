@@ -40,6 +40,17 @@ NO_RETRY_ON_BAD_DATA = ExceptionRetryPolicy(
     ]
 )  # fmt: skip
 
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` for several Celery workers on one machine: the worker's name
+    (``CODEPAIRS_WORKER_NAME``, set per worker) before the machine's, so each task instance records
+    which worker ran it."""
+    import os
+    import socket
+
+    name = os.environ.get("CODEPAIRS_WORKER_NAME")
+    return f"{name}@{socket.getfqdn()}" if name else socket.getfqdn()
+
+
 def say_why_it_failed(context: Any) -> None:
     """``on_failure_callback``: Airflow calls it only once a task has failed for good (no retry left, or
     the retry policy refused one), in the task's own process, so this is the last line of its log: the

@@ -1,0 +1,165 @@
+"""Airflow as separate processes, started the way a user starts it, for the browser and Celery tests
+and the scale-out benchmark.
+
+``scripts/airflow_local.py up`` (standalone, LocalExecutor) or ``... celery`` (CeleryExecutor and its
+workers) runs on a free port in a session of its own, with Airflow's metadata and the pipeline's data
+in two fresh databases of the given server (the pipeline's reached through the connection
+``codepairs_db``), and a config whose nightly list is one small repository: unpausing a DAG creates
+its latest missed nightly run, which must not crawl this checkout (the shipped default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from gitrepo import GitRepo
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Airflow:
+    """A running Airflow: its URL, admin password, home, and the pipeline database's URL."""
+
+    def __init__(self, base: str, home: Path, pipeline_url: str, log: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.base, self.home, self.pipeline_url, self.log, self.proc = base, home, pipeline_url, log, proc
+        self.password = ""
+        self.token = ""
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.load(answer)
+
+    def status(self, path: str) -> int:
+        try:
+            self.call("GET", path)
+            return 200
+        except urllib.error.HTTPError as err:
+            return err.code
+        except OSError:
+            return 0
+
+    def wait(self, what: str, ready: Any, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"airflow exited while waiting for {what}: {self.log.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {what} after {timeout} s; logs in {self.home}")
+            time.sleep(2)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+
+    def finished_runs(self, dag_id: str, timeout: float = 900) -> list[dict[str, Any]]:
+        """Every run of the DAG, once none is queued or running."""
+        runs: list[dict[str, Any]] = []
+
+        def done() -> bool:
+            nonlocal runs
+            runs = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+            return bool(runs) and all(r["state"] in ("success", "failed") for r in runs)
+
+        self.wait(f"finished runs of {dag_id}", done, timeout)
+        return runs
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+
+
+def database_url(server_url: str, name: str) -> str:
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def connection_json(url: str) -> str:
+    """``AIRFLOW_CONN_CODEPAIRS_DB`` for a database URL (a Unix-socket folder goes in ``host``)."""
+    u = make_url(url)
+    conn = {"conn_type": "postgres", "host": u.query.get("host") or u.host, "port": u.port, "login": u.username,
+            "password": u.password, "schema": u.database}  # fmt: skip
+    return json.dumps({k: v for k, v in conn.items() if v})
+
+
+@contextlib.contextmanager
+def airflow(
+    command: list[str], server_url: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> Iterator[Airflow]:
+    """``scripts/airflow_local.py COMMAND --port P``, healthy and with ``codepairs_crawl`` parsed; stopped
+    and its databases dropped afterwards."""
+    from codepairs import store
+
+    names = {k: f"cpt_{k}_{uuid.uuid4().hex[:10]}" for k in ("af", "cp")}
+    for name in names.values():
+        store.ensure_database(server_url, name)
+    meta, pipeline = database_url(server_url, names["af"]), database_url(server_url, names["cp"])
+    nightly = GitRepo(tmp_path / "nightly")
+    nightly.commit("Add the nightly report generator", {"report.py": "REPORT = 1\n"})
+    config = tmp_path / "pipeline.yaml"
+    shipped = Path(os.environ["CODEPAIRS_CONFIG"]).read_text()
+    config.write_text(shipped.replace('repositories:\n  - "."', f'repositories:\n  - "{nightly.path}"', 1))
+    assert config.read_text() != shipped
+    port, data = free_port(), tmp_path / "data"
+    child_env = {
+        **os.environ, "CODEPAIRS_DATA_DIR": str(data), "CODEPAIRS_CONFIG": str(config),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta.replace("+psycopg:", "+psycopg2:", 1),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": meta, "AIRFLOW_CONN_CODEPAIRS_DB": connection_json(pipeline),
+        **(env or {}),
+    }  # fmt: skip
+    for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__UNIT_TEST_MODE", "CODEPAIRS_MIRRORS_DIR"):  # the suite's own
+        child_env.pop(key, None)
+    log = tmp_path / "airflow.log"
+    with log.open("wb") as out:
+        launcher = [sys.executable, str(ROOT / "scripts" / "airflow_local.py"), *command, "--port", str(port)]
+        proc = subprocess.Popen(launcher, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                cwd=tmp_path)  # fmt: skip
+    running = Airflow(f"http://127.0.0.1:{port}", data / "airflow", pipeline, log, proc)
+    try:
+        running.wait("healthy API server", lambda: running.status("/api/v2/monitor/health") == 200)
+        running.password = json.loads((running.home / "passwords.json").read_text())["admin"]
+        running.token = running.call("POST", "/auth/token", {"username": "admin", "password": running.password})[
+            "access_token"]  # fmt: skip
+        running.wait("parsed codepairs_crawl", lambda: running.status("/api/v2/dags/codepairs_crawl") == 200)
+        yield running
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # anything the launcher left behind
+            os.killpg(proc.pid, signal.SIGKILL)
+        engine = store._engines.pop(pipeline, None)
+        if engine is not None:
+            engine.dispose()
+        admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+        with admin.connect() as conn:
+            for name in names.values():
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
