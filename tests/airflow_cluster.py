@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import yaml
 from gitrepo import GitRepo
 from sqlalchemy.engine import make_url
 
@@ -120,9 +121,8 @@ def airflow(
     nightly = GitRepo(tmp_path / "nightly")
     nightly.commit("Add the nightly report generator", {"report.py": "REPORT = 1\n"})
     config = tmp_path / "pipeline.yaml"
-    shipped = Path(os.environ["CODEPAIRS_CONFIG"]).read_text()
-    config.write_text(shipped.replace('repositories:\n  - "."', f'repositories:\n  - "{nightly.path}"', 1))
-    assert config.read_text() != shipped
+    raw = yaml.safe_load(Path(os.environ["CODEPAIRS_CONFIG"]).read_text())
+    config.write_text(yaml.safe_dump({**raw, "repositories": [str(nightly.path)]}))
     port, data = free_port(), tmp_path / "data"
     child_env = {
         **os.environ, "CODEPAIRS_DATA_DIR": str(data), "CODEPAIRS_CONFIG": str(config),
