@@ -30,6 +30,7 @@ from codepairs.crawl import batch_digest, finish_run, start_run
 from codepairs.errors import GithubError
 from codepairs.github_client import GithubClient, GithubGone
 from codepairs.gitlog import canonical_json
+from codepairs.progress import Progress
 from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, drop_batch, insert_new, open_batch, upsert_changed
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ class GithubCrawler:
             updated_to, etag = None, None
         floor = max(d for d in (updated_to, parse_ts(self.since)) if d) if (updated_to or self.since) else None
         newest, first_etag = None, None
+        progress = Progress(log, f"github {self.full_name} {resource}", None, "records")  # GitHub gives no total
         try:
             for i, page in enumerate(self.client.pages(url, {"sort": "updated", "direction": "desc", **params}, etag)):
                 if page.status == 304:
@@ -297,11 +299,13 @@ class GithubCrawler:
                 if items:
                     newest = newest or parse_ts(items[0]["updated_at"])  # newest first: the first item seen
                     write_page(items)
+                    progress.advance(len(items))
                 if len(items) < len(page.items):  # reached what the last complete listing stored
                     break
         except GithubGone as gone:  # e.g. 410 for /issues when the repository has issues turned off
             self.skip(resource, gone.reason, f"HTTP {gone.status}: {gone.detail}")
             return
+        progress.finish()
         self._save_cursor(resource, newest, first_etag, full)
 
     def issues(self) -> None:
@@ -348,6 +352,7 @@ class GithubCrawler:
             self.write_batch("pull_details", "gh_pull_details", DETAIL_COLUMNS, ("repo_id", "number"), rows)
             rows.clear()
 
+        progress = Progress(log, f"github {self.full_name} pull details", len(todo), "pull requests")
         try:
             for number, head, merge in todo:
                 row = self._details_row(number, head, merge)
@@ -355,6 +360,7 @@ class GithubCrawler:
                     rows.append(row)
                 if len(rows) == DETAILS_PER_BATCH:
                     write()
+                progress.advance(1)
         except BaseException:  # a deferral or a failure: keep what was fetched, then let it propagate
             if rows:
                 try:
@@ -364,6 +370,7 @@ class GithubCrawler:
             raise
         if rows:
             write()
+        progress.finish()
 
     def _details_row(self, number: int, head: str, merge: str | None) -> tuple[Any, ...] | None:
         """The details row of one PR; None after a persistent HTTP error (the next run asks again).
