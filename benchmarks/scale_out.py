@@ -29,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from airflow_cluster import airflow, database_url  # noqa: E402
+from airflow_cluster import airflow, database_url, drop_databases  # noqa: E402
 
 
 def config_without_select(folder: Path) -> Path:
@@ -48,15 +48,18 @@ def in_process(server: str, repos: list[str], max_commits: int, config_path: Pat
     os.environ["CODEPAIRS_MIRRORS_DIR"] = str(folder / "mirrors-inprocess")
     name = f"bench_inproc_{uuid.uuid4().hex[:8]}"
     store.ensure_database(server, name)
-    engine = store.get_engine(database_url(server, name))
-    config = load_config(config_path)
-    config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, max_commits=max_commits))
-    started = time.monotonic()
-    for spec in repos:
-        pipeline.process_repository(engine, spec, config)
-    seconds = time.monotonic() - started
-    with engine.connect() as conn:
-        return seconds, conn.execute(sa.text("SELECT count(*) FROM pairs")).scalar_one()
+    try:
+        engine = store.get_engine(database_url(server, name))
+        config = load_config(config_path)
+        config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, max_commits=max_commits))
+        started = time.monotonic()
+        for spec in repos:
+            pipeline.process_repository(engine, spec, config)
+        seconds = time.monotonic() - started
+        with engine.connect() as conn:
+            return seconds, conn.execute(sa.text("SELECT count(*) FROM pairs")).scalar_one()
+    finally:
+        drop_databases(server, [name])
 
 
 def on_celery(server: str, repos: list[str], max_commits: int, workers: int, slots: int,

@@ -50,7 +50,7 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
             description="Target share per category, e.g. {\"bug_fix\": 3, \"feature\": 2, \"ui_component\": 1} "
                         "(normalised; a category not listed gets none). Empty: the config's balance.shares.",
             properties={c: {"type": "number", "minimum": 0} for c in CATEGORIES}, additionalProperties=False,
-            minProperties=1,
+            anyOf=[{"required": [c], "properties": {c: {"exclusiveMinimum": 0}}} for c in CATEGORIES],  # one > 0
         ),
         "max_synthetic_share": Param(
             None, type=["null", "number"], minimum=0, maximum=1, title="Synthetic share cap",

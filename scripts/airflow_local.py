@@ -127,10 +127,13 @@ def _quiet(log_path: Path) -> Iterator[Callable[[str], None]]:
             terminal.close()
 
 
+def port_env(port: int) -> dict[str, str]:
+    """The API server's port, and the execution API's URL on it that task processes report to."""
+    return {"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"}
+
+
 def up(port: int) -> int:
-    env = airflow_env()
-    env["AIRFLOW__API__PORT"] = str(port)
-    env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] = f"http://localhost:{port}/execution/"  # workers report here
+    env = {**airflow_env(), **port_env(port)}
     password = admin_password(Path(env["AIRFLOW_HOME"]))
     os.environ.update(env)
     migrate_airflow()  # standalone would migrate too, but the pools must exist before the scheduler runs
@@ -145,24 +148,25 @@ def shared_secret(home: Path, name: str) -> str:
     token' on the first task)."""
     path = home / name
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
-        path.chmod(0o600)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(32))
     return path.read_text()
 
 
-def celery_env(port: int, workers_queue: str) -> dict[str, str]:
+def celery_env(port: int, workers: int, concurrency: int, queue: str) -> dict[str, str]:
     """CeleryExecutor on this machine: Redis as the broker (``AIRFLOW__CELERY__BROKER_URL``, else the
-    local one), results in Airflow's metadata database, tasks on ``workers_queue``."""
+    local one), results in Airflow's metadata database, tasks on ``queue``, and as many task instances
+    at once as the workers have slots."""
     env = airflow_env()
     home = Path(env["AIRFLOW_HOME"])
     meta = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
     env.update({
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(workers * concurrency),
         "AIRFLOW__CELERY__BROKER_URL": os.environ.get("AIRFLOW__CELERY__BROKER_URL", "redis://127.0.0.1:6379/0"),
         "AIRFLOW__CELERY__RESULT_BACKEND": os.environ.get("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{meta}"),
-        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": workers_queue,
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+        **port_env(port),
         # Several workers on one machine: each names itself, so the UI shows which one ran a task.
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "codepairs_airflow.worker_hostname",
         "AIRFLOW__API_AUTH__JWT_SECRET": shared_secret(home, "jwt_secret"),
@@ -171,39 +175,38 @@ def celery_env(port: int, workers_queue: str) -> dict[str, str]:
     return env
 
 
+def stop_process_trees(pids: list[int], timeout: float = 30) -> None:
+    """SIGTERM to each process and everything under it, SIGKILL to what is left after ``timeout``.
+
+    Airflow starts each running task in a process group of its own, and Celery its pool processes,
+    so signalling the components (or their group) alone would leave those behind."""
+    import psutil
+
+    tree: list[psutil.Process] = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            parent = psutil.Process(pid)
+            tree += [parent, *parent.children(recursive=True)]
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+
+
 def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
     """The distributed deployment's processes on one machine: api-server, scheduler, dag-processor,
     triggerer and ``workers`` Celery workers, each a process of its own, logs under AIRFLOW_HOME.
-    It stops them all when it is stopped (SIGTERM or Ctrl-C)."""
+    It stops them all, with everything they started, when it is stopped (SIGTERM or Ctrl-C)."""
     import signal
     import subprocess
 
-    env = celery_env(port, queue)
+    env = celery_env(port, workers, concurrency, queue)
     password = admin_password(Path(env["AIRFLOW_HOME"]))
     os.environ.update(env)
     env = dict(os.environ)  # what the children get: this environment with the settings above
-    migrate_airflow()
-    home = Path(env["AIRFLOW_HOME"])
-    commands = {
-        "api-server": ["api-server", "--port", str(port)], "scheduler": ["scheduler"],
-        "dag-processor": ["dag-processor"], "triggerer": ["triggerer"],
-    }  # fmt: skip
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    for name, args in commands.items():
-        with (home / f"{name}.log").open("ab") as out:
-            procs[name] = subprocess.Popen(["airflow", *args], env=env, stdout=out, stderr=subprocess.STDOUT)
-    for i in range(1, workers + 1):
-        name = f"worker-{i}"
-        worker_env = {**env, "CODEPAIRS_WORKER_NAME": name,
-                      "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(8793 + 10 * i)}  # fmt: skip
-        with (home / f"{name}.log").open("ab") as out:
-            procs[name] = subprocess.Popen(
-                ["airflow", "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", str(concurrency),
-                 "--queues", queue, "--without-gossip", "--without-mingle"],
-                env=worker_env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-    print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
-    print(f"CeleryExecutor, {workers} workers x {concurrency} on queue {queue!r}; logs: {home}/*.log", flush=True)
     stopping = False
 
     def stop(*_: object) -> None:
@@ -212,17 +215,32 @@ def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    while not stopping and all(p.poll() is None for p in procs.values()):
-        time.sleep(1)
-    failed = [name for name, p in procs.items() if p.poll() not in (None, 0)]
-    for p in procs.values():
-        if p.poll() is None:
-            p.terminate()
-    for p in procs.values():
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    migrate_airflow()
+    home = Path(env["AIRFLOW_HOME"])
+    commands = {
+        "api-server": ["api-server", "--port", str(port)], "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"], "triggerer": ["triggerer"],
+    }  # fmt: skip
+    for i in range(1, workers + 1):  # the first serves task logs; the others share its log folder
+        commands[f"worker-{i}"] = ["celery", "worker", "--celery-hostname", f"worker-{i}@%h", "--concurrency",
+                                   str(concurrency), "--queues", queue, "--without-gossip", "--without-mingle",
+                                   *(["--skip-serve-logs"] if i > 1 else [])]  # fmt: skip
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, args in commands.items():
+            if stopping:
+                break
+            worker = {"CODEPAIRS_WORKER_NAME": name} if name.startswith("worker-") else {}
+            with (home / f"{name}.log").open("ab") as out:
+                procs[name] = subprocess.Popen(["airflow", *args], env={**env, **worker}, stdout=out,
+                                               stderr=subprocess.STDOUT)  # fmt: skip
+        print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
+        print(f"CeleryExecutor, {workers} workers x {concurrency} on queue {queue!r}; logs: {home}/*.log", flush=True)
+        while not stopping and all(p.poll() is None for p in procs.values()):
+            time.sleep(1)
+    finally:
+        stop_process_trees([p.pid for p in procs.values()])
+    failed = [name for name, p in procs.items() if p.returncode not in (0, -15) and not stopping]
     if failed:
         print(f"stopped because {', '.join(failed)} exited; see {home}/<name>.log", flush=True)
     return 1 if failed else 0

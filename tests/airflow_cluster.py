@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from gitrepo import GitRepo
 from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from airflow_local import stop_process_trees  # noqa: E402
 
 
 def free_port() -> int:
@@ -78,20 +79,28 @@ class Airflow:
         self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
-    def finished_runs(self, dag_id: str, timeout: float = 900) -> list[dict[str, Any]]:
-        """Every run of the DAG, once none is queued or running."""
+    def finished_runs(self, dag_id: str, expected: int = 2, timeout: float = 900) -> list[dict[str, Any]]:
+        """The DAG's runs, once there are ``expected`` (a triggered one and the nightly one that unpausing
+        creates) and none is queued or running."""
         runs: list[dict[str, Any]] = []
 
         def done() -> bool:
             nonlocal runs
             runs = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
-            return bool(runs) and all(r["state"] in ("success", "failed") for r in runs)
+            return len(runs) >= expected and all(r["state"] in ("success", "failed") for r in runs)
 
         self.wait(f"finished runs of {dag_id}", done, timeout)
         return runs
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")["task_instances"]
+        """All of the run's task instances, page by page (the API answers at most 100 at a time)."""
+        found: list[dict[str, Any]] = []
+        while True:
+            path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100&offset={len(found)}"
+            page = self.call("GET", path)
+            found += page["task_instances"]
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
 
 
 def database_url(server_url: str, name: str) -> str:
@@ -146,20 +155,21 @@ def airflow(
         running.wait("parsed codepairs_crawl", lambda: running.status("/api/v2/dags/codepairs_crawl") == 200)
         yield running
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        with contextlib.suppress(ProcessLookupError):  # anything the launcher left behind
-            os.killpg(proc.pid, signal.SIGKILL)
-        engine = store._engines.pop(pipeline, None)
+        stop_process_trees([proc.pid], timeout=60)  # the launcher, its components, their tasks
+        proc.wait()
+        drop_databases(server_url, list(names.values()))
+
+
+def drop_databases(server_url: str, names: list[str]) -> None:
+    """Drop the databases (and the pipeline's cached engines on them)."""
+    from codepairs import store
+
+    for name in names:
+        engine = store._engines.pop(database_url(server_url, name), None)
         if engine is not None:
             engine.dispose()
-        admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-        with admin.connect() as conn:
-            for name in names.values():
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        for name in names:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -14,12 +14,11 @@ import os
 import socket
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from airflow_cluster import airflow, database_url
+from airflow_cluster import airflow
 from gitrepo import GitRepo
 
 REDIS = ("127.0.0.1", 6379)
@@ -58,24 +57,6 @@ def services() -> str:
     return url
 
 
-@pytest.fixture
-def in_process_url(services: str) -> Iterator[str]:
-    """A database of the same server for the in-process run."""
-    from codepairs import store
-
-    name = f"cpt_inproc_{uuid.uuid4().hex[:10]}"
-    store.ensure_database(services, name)
-    url = database_url(services, name)
-    yield url
-    engine = store._engines.pop(url, None)
-    if engine is not None:
-        engine.dispose()
-    admin = sa.create_engine(services, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 # What must be equal between the distributed and the in-process runs: content, not run or batch ids.
 STORED = {
     "repositories": "SELECT repo_id, name, status FROM repositories",
@@ -92,7 +73,8 @@ def _stored(engine) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
         return {k: sorted(tuple(r) for r in conn.execute(sa.text(q)).all()) for k, q in STORED.items()}
 
 
-def test_mapped_crawl_tasks_run_on_two_celery_workers(services: str, in_process_url: str, mirrors: Path,
+@pytest.mark.parametrize("server_url", [POSTGRES], ids=["pg"], indirect=True)  # new_database's server
+def test_mapped_crawl_tasks_run_on_two_celery_workers(services: str, new_database, mirrors: Path,  # type: ignore[no-untyped-def]
                                                        tmp_path: Path) -> None:  # fmt: skip
     from codepairs import pipeline, store
     from codepairs.config import load_config
@@ -119,7 +101,7 @@ def test_mapped_crawl_tasks_run_on_two_celery_workers(services: str, in_process_
     assert set(workers) == {"worker-1", "worker-2"}, workers  # mapped chains landed on both workers
 
     # The same repositories (the nightly one the scheduled run crawled, then the four) in this process.
-    engine = store.get_engine(in_process_url)
+    engine = store.get_engine(new_database())
     config = load_config(tmp_path / "pipeline.yaml")
     for spec in [*config.repositories, *repos]:
         pipeline.process_repository(engine, spec, config)

@@ -145,6 +145,7 @@ def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyp
         ("build:shares", {"bug_fixes": 1}, False),  # not a category
         ("build:shares", {"feature": -1}, False),
         ("build:shares", {}, False),
+        ("build:shares", {"feature": 0, "docs": 0}, False),  # all zero: nothing to balance to
         ("build:max_synthetic_share", 0.2, True),
         ("build:max_synthetic_share", 2, False),
     ],
@@ -185,12 +186,12 @@ def test_a_task_failed_for_good_ends_its_log_with_one_line(caplog: pytest.LogCap
     ti = SimpleNamespace(task_id="repository.validate_pairs", map_index=3)
     with caplog.at_level("ERROR", logger="codepairs_airflow"):
         say_why_it_failed({"ti": ti, "exception": error})
-        leak = RuntimeError("clone of https://bot:s3cret@git.example/a.git failed")
+        leak = RuntimeError("clone of https://bot:s3c@ret@git.example/a.git?token=t0k failed")
         say_why_it_failed({"ti": SimpleNamespace(task_id="export_dataset", map_index=-1), "exception": leak})
     assert caplog.messages == [
         "codepairs: repository.validate_pairs[3] failed for good: GateFailedError: "
         "gate pairs_suite refused run r1: 2 expectation(s) failed: expect_a",
-        "codepairs: export_dataset failed for good: RuntimeError: clone of https://***@git.example/a.git failed",
+        "codepairs: export_dataset failed for good: RuntimeError: clone of https://***@git.example/a.git?*** failed",
     ]
 
 

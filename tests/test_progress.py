@@ -90,4 +90,4 @@ def test_a_dry_run_lists_and_writes_nothing(engine, mirrors, tmp_path: Path, cap
     assert lines[2] == f"dry run: repository {url}, repo_id {plan[2]['repo_id']}, action first crawl"
     with engine.connect() as conn:
         after = conn.execute(sa.text("SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM runs)")).one()
-    assert after == before and not (mirrors / "new").exists()
+    assert after == before and sorted(m.name.partition("-")[0] for m in mirrors.iterdir()) == ["old"]

@@ -462,9 +462,10 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
                         state[branch])  # fmt: skip
         if revisions:
             ranges[branch] = revisions, config.max_commits if branch not in state else None
-    # Branches share history: the total counts a shared commit once per branch, the log reads it once.
-    progress = Progress(log, f"crawl {repo.name}", sum(gitlog.count_commits(mirror, *r) for r in ranges.values()),
-                        "commits")  # fmt: skip
+    # Each branch's log is read on its own (a commit two branches share is read twice, stored once),
+    # so the total counts it twice too.
+    total = sum(gitlog.count_commits(mirror, *r, timeout=config.git_timeout_seconds) for r in ranges.values())
+    progress = Progress(log, f"crawl {repo.name}", total, "commits")
     for revisions, max_count in ranges.values():
         stream = gitlog.stream_commits(mirror, revisions, max_diff_bytes=config.max_diff_bytes, max_count=max_count)
         for commits in _batched(stream, config.batch_size, config.batch_bytes):

@@ -74,7 +74,8 @@ class RateLimitWait(CodepairsError):
         super().__init__(f"GitHub rate limit: {detail}; resume at {resume_at.isoformat(timespec='seconds')}")
 
 
-_CREDENTIALS = re.compile(r"(?<=://)[^/\s@:]*(:[^/\s@]*)?@")  # user:password@ in a URL
+_CREDENTIALS = re.compile(r"(?<=://)[^/\s]*@")  # user:password@ in a URL, up to its last @ (a password may hold one)
+_QUERY = re.compile(r"(://[^\s?#]*)[?#]\S*")  # a URL's query string may carry a token too
 
 
 def one_line(error: BaseException | None, limit: int = 300) -> str:
@@ -84,5 +85,6 @@ def one_line(error: BaseException | None, limit: int = 300) -> str:
     if error is None:
         return "unknown error (no exception recorded)"
     message = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
-    text = _CREDENTIALS.sub("***@", f"{type(error).__name__}: {message}" if message else type(error).__name__)
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    text = _QUERY.sub(r"\1?***", _CREDENTIALS.sub("***@", text))
     return text if len(text) <= limit else text[: limit - 1] + "…"

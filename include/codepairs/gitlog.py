@@ -142,14 +142,15 @@ def log_command(git_dir: Path, revisions: Sequence[str], sentinel: bytes, max_co
     return [*cmd, *revisions, "--"]
 
 
-def count_commits(git_dir: Path, revisions: Sequence[str], max_count: int | None = None) -> int:
+def count_commits(git_dir: Path, revisions: Sequence[str], max_count: int | None = None,
+                  timeout: float | None = None) -> int:  # fmt: skip
     """How many commits ``stream_commits`` will yield for these revisions: the total that progress lines
     count against (``rev-list --count`` walks the graph without reading a diff: milliseconds)."""
     cmd = ["git", *GIT_SAFE, "--git-dir", str(git_dir), "rev-list", "--count"]
     if max_count:
         cmd.append(f"--max-count={max_count}")
     out = subprocess.run([*cmd, *revisions, "--"], capture_output=True, stdin=subprocess.DEVNULL, check=True,
-                         env={**os.environ, **GIT_LOG_ENV})  # fmt: skip
+                         env={**os.environ, **GIT_LOG_ENV}, timeout=timeout)  # fmt: skip
     return int(out.stdout)
 
 
