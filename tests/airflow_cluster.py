@@ -76,20 +76,32 @@ class Airflow:
             time.sleep(2)
 
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
-        self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
-    def finished_runs(self, dag_id: str, expected: int = 2, timeout: float = 900) -> list[dict[str, Any]]:
-        """The DAG's runs, once there are ``expected`` (a triggered one and the nightly one that unpausing
-        creates) and none is queued or running."""
-        runs: list[dict[str, Any]] = []
+    def runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+
+    def queued_events(self, dag_id: str) -> int:
+        """Asset events waiting to start a run of the DAG (the API answers 404 when there is none)."""
+        try:
+            return self.call("GET", f"/api/v2/dags/{dag_id}/assets/queuedEvents")["total_entries"]
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return 0
+            raise
+
+    def settled(self, timeout: float = 900) -> dict[str, list[dict[str, Any]]]:
+        """Both DAGs' runs, once everything has finished: the triggered crawl and the nightly one that
+        the DAG's first parse created, then the builds their Asset events started (none left queued)."""
+        runs: dict[str, list[dict[str, Any]]] = {}
 
         def done() -> bool:
-            nonlocal runs
-            runs = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
-            return len(runs) >= expected and all(r["state"] in ("success", "failed") for r in runs)
+            runs.update((d, self.runs(d)) for d in ("codepairs_crawl", "codepairs_build"))
+            queued = self.queued_events("codepairs_build") if runs["codepairs_build"] else 1
+            finished = all(r["state"] in ("success", "failed") for rs in runs.values() for r in rs)
+            return len(runs["codepairs_crawl"]) >= 2 and not queued and finished
 
-        self.wait(f"finished runs of {dag_id}", done, timeout)
+        self.wait("every run to finish", done, timeout)
         return runs
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:

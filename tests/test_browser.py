@@ -6,7 +6,8 @@ triggerer; LocalExecutor) with the project's DAGs and plugin on a free port, its
 database of the suite's embedded server and the pipeline's in another, through the connection
 ``codepairs_db``. Headless Chromium (Debian's, driven by Playwright; no browser download) logs in,
 is refused a bad value in the trigger form, triggers ``codepairs_crawl`` with a parameter, waits for
-the run to succeed, and opens the dashboard, whose numbers must be the database's. Screenshots go
+it, the nightly run and the builds their Asset events start to succeed, and opens the dashboard,
+whose numbers must be the database's. Screenshots go
 to ``.data/screenshots/test_browser/`` (``CODEPAIRS_SCREENSHOTS`` overrides it).
 """
 
@@ -82,12 +83,14 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
             page.screenshot(path=SHOTS / "03-form.png", full_page=True)
             page.get_by_test_id("trigger-dag-submit").press("Enter")  # the refusal's toast covers the button
             expect(dialog).to_be_hidden()
-            runs = airflow_ui.finished_runs("codepairs_crawl")
+            runs = airflow_ui.settled()  # the two crawls, then the builds their Asset events started
             page.reload()
             page.screenshot(path=SHOTS / "04-runs.png")
-            assert {r["run_type"]: r["state"] for r in runs} == {"manual": "success", "scheduled": "success"}, (
-                f"{runs}; see {airflow_ui.log}")  # fmt: skip
-            (manual,) = [r for r in runs if r["run_type"] == "manual"]
+            crawls, builds = runs["codepairs_crawl"], runs["codepairs_build"]
+            assert {r["run_type"]: r["state"] for r in crawls} == {"manual": "success", "scheduled": "success"}, (
+                f"{crawls}; see {airflow_ui.log}")  # fmt: skip
+            assert {(r["run_type"], r["state"]) for r in builds} == {("asset_triggered", "success")}, builds
+            (manual,) = [r for r in crawls if r["run_type"] == "manual"]
             assert manual["conf"]["repos"] == [str(repo.path)] and manual["conf"]["max_commits"] == 2
 
             page.goto(f"{base}/codepairs/")
@@ -104,9 +107,12 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
 
     engine = store.get_engine(airflow_ui.pipeline_url)
     with engine.connect() as conn:
-        stored = conn.execute(sa.text("SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM commits), "
-                                      "(SELECT count(*) FROM pairs)")).one()  # fmt: skip
-    # The form's repository with max_commits=2 (the newest two of its three commits), and the nightly one.
-    assert tuple(stored) == (2, 3, 3)
-    assert (shown["repositories"], shown["commits"], shown["pairs"], shown["pairs_gated"]) == ("2", "3", "3", "3")
-    assert shown["exported"] in ("", "None")  # nothing built yet: the build DAG stays paused
+        stored = conn.execute(sa.text(
+            "SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM commits), "
+            "(SELECT count(*) FROM pairs), (SELECT count(*) FROM pair_scores), "
+            "(SELECT rows FROM exports ORDER BY created_at DESC LIMIT 1)")).one()  # fmt: skip
+    # The form's repository with max_commits=2 (the newest two of its three commits), and the nightly one;
+    # the build scored and exported all three (balance is off in the test config, every score passes).
+    assert tuple(stored) == (2, 3, 3, 3, 3)
+    assert {k: shown[k] for k in ("repositories", "commits", "pairs", "pairs_gated", "scored", "exported")} == {
+        "repositories": "2", "commits": "3", "pairs": "3", "pairs_gated": "3", "scored": "3", "exported": "3"}

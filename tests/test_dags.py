@@ -44,6 +44,7 @@ def test_dag_files_parse_fast_and_touch_no_database(monkeypatch: pytest.MonkeyPa
 def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.get_dag("codepairs_crawl")
     assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
+    assert dag.is_paused_upon_creation is False  # the nightly refresh is on by default
     assert dag.dagrun_timeout.total_seconds() == 12 * 3600
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
     assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size", "dry_run"}
@@ -105,6 +106,7 @@ def test_a_long_rate_limit_wait_reschedules_the_task(monkeypatch: pytest.MonkeyP
 def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.get_dag("codepairs_build")
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["codepairs_pairs"]
+    assert dag.is_paused_upon_creation is False
     assert sorted(dag.task_ids) == ["balance_dataset", "dedup_pairs", "export_dataset", "score_pairs", "verify_export"]
     assert set(dag.params.keys()) == {"min_score", "top_fraction", "total", "shares", "max_synthetic_share",
                                       "out_dir"}
