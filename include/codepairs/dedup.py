@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import cache
+from functools import reduce as functools_reduce
 from itertools import chain, combinations
 from typing import Any
 
@@ -37,6 +39,7 @@ from codepairs.store import close_batch, copy_int64, copy_rows, keyset_pair_ids,
 
 log = logging.getLogger(__name__)
 
+HASH_CHUNK = 5000  # pairs hashed at a time (numpy's arrays for 5,000 240-token responses: ~100 MB)
 KIND_RANK = {"debugging": 0, "issue_pr": 1, "review": 2, "commit": 3}
 # The pairs of a keyset range still to do (a range, not a list of ids: one parameter however big the batch).
 PENDING = """
@@ -120,7 +123,78 @@ def _mix(h: np.ndarray, seed: int) -> np.ndarray:
 
 
 def signatures(texts: Sequence[str], config: DedupConfig) -> np.ndarray:
-    return token_signatures([t.split() for t in texts], config)
+    return text_hashes([""] * len(texts), texts, config)[1]
+
+
+def text_hashes(instructions: Sequence[str], responses: Sequence[str], config: DedupConfig,
+                ) -> tuple[list[str], np.ndarray]:  # fmt: skip
+    """Each pair's exact hash and its response's signature: the same values as ``exact_hash`` and
+    ``token_signatures`` of the split responses, from the responses' UTF-8 bytes in numpy when their
+    whitespace is all ASCII (else through ``str.split``)."""
+    found = _byte_tokens(responses, config.shingle_tokens)
+    if found is None:
+        tokens = [r.split() for r in responses]
+        return [_exact_hash(i, t) for i, t in zip(instructions, tokens, strict=True)], token_signatures(tokens, config)
+    ids, counts, normalised = found
+    hashes = [hashlib.sha256(normalise(i).encode() + b"\x00" + r).hexdigest()
+              for i, r in zip(instructions, normalised, strict=True)]  # fmt: skip
+    return hashes, _signatures(ids, counts, config)
+
+
+# What str.split() splits on: these bytes in ASCII, and beyond it these characters (then the bytes path is not taken).
+_ASCII_SPACE = np.zeros(256, dtype=bool)
+_ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_WIDE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
+_CRC_TABLE = np.array([functools_reduce(lambda c, _: (c >> 1) ^ (0xEDB88320 if c & 1 else 0), range(8), n)
+                       for n in range(256)], dtype=np.uint32)  # zlib's CRC-32, one byte at a time  # fmt: skip
+_LONG_TOKEN = 64  # longer tokens (rare) are hashed by zlib one by one: the byte loop runs to the longest
+
+
+def _byte_tokens(texts: Sequence[str], size: int) -> tuple[np.ndarray, np.ndarray, list[bytes]] | None:
+    """``_token_ids`` of the split texts, and each text's normalised form (its tokens joined by one space)
+    as UTF-8, computed on the texts' bytes: token bounds by a byte table, CRC-32 of all tokens at
+    once, byte position by byte position. Written by hand for speed: splitting and hashing token by
+    token in Python cost 0.25 s per 5,000 240-token texts, this ~0.05 s. None when a text holds
+    whitespace beyond ASCII (its UTF-8 bytes would not show it)."""
+    if any(not t.isascii() and _WIDE_SPACE.search(t) for t in texts):  # isascii() reads a flag
+        return None
+    encoded = [t.encode() for t in texts]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    buf = np.frombuffer(b"\n".join(encoded) + b"\n", dtype=np.uint8)  # a separator after each text
+    doc_start = np.concatenate(([0], np.cumsum(lengths + 1)[:-1]))
+    sep = _ASCII_SPACE[buf]
+    starts = np.flatnonzero(~sep & np.concatenate(([True], sep[:-1])))
+    ends = np.flatnonzero(~sep & np.concatenate((sep[1:], [True]))) + 1
+    doc = np.searchsorted(doc_start, starts, "right") - 1
+    counts = np.bincount(doc, minlength=len(texts))
+    # CRC-32 of every token: short ones together, longest first (the ones still going are a prefix).
+    width = ends - starts
+    crc = np.zeros(len(starts), dtype=np.uint32)
+    short = np.flatnonzero(width <= _LONG_TOKEN)
+    order = short[np.argsort((_LONG_TOKEN - width[short]).astype(np.uint8), kind="stable")]  # a radix sort
+    at = starts[order]
+    longer = len(order) - np.cumsum(np.bincount(width[short], minlength=_LONG_TOKEN + 1))  # tokens longer than j
+    c = np.full(len(order), 0xFFFFFFFF, dtype=np.uint32)
+    for j, k in enumerate(longer[longer > 0].tolist()):
+        c[:k] = _CRC_TABLE[(c[:k] ^ buf[at[:k] + j]) & 0xFF] ^ (c[:k] >> 8)
+    crc[order] = c ^ 0xFFFFFFFF
+    for t in np.flatnonzero(width > _LONG_TOKEN).tolist():
+        crc[t] = zlib.crc32(buf[starts[t] : ends[t]].tobytes())
+    ids, padded = crc.astype(np.uint64), np.maximum(counts, size)
+    if (counts < size).any():  # a shorter text is padded with zero tokens, as _token_ids does
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))
+        out = np.zeros(int(padded.sum()), dtype=np.uint64)
+        out[np.concatenate(([0], np.cumsum(padded)[:-1]))[doc] + np.arange(len(ids)) - first[doc]] = ids
+        ids = out
+    # Normalised texts: the token bytes, one space after each token followed by another of its text.
+    norm = buf.copy()
+    keep = ~sep
+    joined = ends[:-1][doc[1:] == doc[:-1]]
+    norm[joined], keep[joined] = 32, True
+    compact = norm[keep]
+    kept_before = np.concatenate(([0], np.cumsum(keep)))
+    lo, hi = kept_before[doc_start].tolist(), kept_before[doc_start + lengths].tolist()
+    return ids, padded, [compact[a:b].tobytes() for a, b in zip(lo, hi, strict=True)]
 
 
 def token_signatures(documents: Sequence[list[str]], config: DedupConfig) -> np.ndarray:
@@ -136,8 +210,12 @@ def token_signatures(documents: Sequence[list[str]], config: DedupConfig) -> np.
     240-token document here); this hashes each distinct token once (CRC-32) and does the rest for the
     whole batch in a few vector operations (benchmarks/dedup_pairs.py gives the figures).
     """
+    return _signatures(*_token_ids(documents, config.shingle_tokens), config)
+
+
+def _signatures(ids: np.ndarray, counts: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """``token_signatures`` from the documents' token hashes end to end and each one's (padded) count."""
     size, bins = config.shingle_tokens, config.num_perm
-    ids, counts = _token_ids(documents, size)
     n = len(ids) - size + 1
     h = np.zeros(max(n, 0), dtype=np.uint64)
     for j in range(size):
@@ -147,17 +225,17 @@ def token_signatures(documents: Sequence[list[str]], config: DedupConfig) -> np.
     for k in range(1, size):
         keep[(ends - k)[ends - k < n]] = False
     h = _mix(h[keep], config.seed)
-    doc = np.repeat(np.arange(len(documents)), counts - size + 1)
+    doc = np.repeat(np.arange(len(counts)), counts - size + 1)
     empty = np.uint64(1 << 32)
-    table = np.full(len(documents) * bins, empty, dtype=np.uint64)
+    table = np.full(len(counts) * bins, empty, dtype=np.uint64)
     np.minimum.at(table, doc * bins + ((h >> _SHIFT) % np.uint64(bins)).astype(np.int64), h & _LOW32)
-    table = table.reshape(len(documents), bins)
+    table = table.reshape(len(counts), bins)
     # Densify: an empty bin takes the next non-empty bin to its right (circularly), plus a shift per
     # step so that borrowed values differ from the donor's own.
     twice = np.concatenate((table, table), axis=1)
     position = np.where(twice != empty, np.arange(2 * bins), 2 * bins)
     donor = np.minimum.accumulate(position[:, ::-1], axis=1)[:, ::-1][:, :bins]
-    rows = np.arange(len(documents))[:, None]
+    rows = np.arange(len(counts))[:, None]
     distance = (donor - np.arange(bins)).astype(np.uint64)
     dense = twice[rows, donor] + distance * np.uint64(0x9E3779B1)
     return (dense & _LOW32).astype(np.uint32)
@@ -279,12 +357,17 @@ def _prepare(engine: Engine, first: str, last: str, config: DedupConfig) -> _Bat
         rows = conn.execute(sa.text(PENDING), {"first": first, "last": last}).all()
     if not rows:
         return None
-    tokens = [(response or "").split() for _, _, _, response, _ in rows]  # split once: hash and signature
-    sigs = token_signatures(tokens, config)
+    hashes, sigs = [], []
+    for start in range(0, len(rows), HASH_CHUNK):
+        chunk = rows[start : start + HASH_CHUNK]
+        chunk_hashes, chunk_sigs = text_hashes([r[2] for r in chunk], [r[3] or "" for r in chunk], config)
+        hashes += chunk_hashes
+        sigs.append(chunk_sigs)
+    signatures = np.concatenate(sigs)
     return _Batch(
-        ids=[r[0] for r in rows], kinds=[r[1] for r in rows], scores=[r[4] for r in rows],
-        hashes=[_exact_hash(r[2], t) for r, t in zip(rows, tokens, strict=True)], sigs=sigs,
-        keys=np.array([pair_key(r[0]) for r in rows], dtype=np.int64), buckets=band_buckets(sigs, config),
+        ids=[r[0] for r in rows], kinds=[r[1] for r in rows], scores=[r[4] for r in rows], hashes=hashes,
+        sigs=signatures, keys=np.array([pair_key(r[0]) for r in rows], dtype=np.int64),
+        buckets=band_buckets(signatures, config),
     )  # fmt: skip
 
 
@@ -357,7 +440,8 @@ def _dedup_batch(
     records = [(p, int(batch.keys[i]), batch.kinds[i], batch.hashes[i], batch.sigs[i].tobytes(),
                 *decided.pop(p, (None, None, None)), batch_id) for i, p in enumerate(ids)]  # fmt: skip
     copy_rows(conn, "dedup", ("pair_id", "key", "kind", "exact_hash", "signature", "duplicate_of", "reason",
-                              "similarity", "batch_id"), records)  # fmt: skip
+                              "similarity", "batch_id"), records,
+              types=("text", "int8", "text", "text", "bytea", "text", "text", "float4", "text"))  # fmt: skip
     copy_int64(conn, "dedup_bands", ("bucket", "key"), np.column_stack((bucket, batch.keys[owner])))
     close_batch(conn, batch_id, n, batch_digest((r[0], hashlib.sha256(r[3].encode() + r[4]).hexdigest())
                                                 for r in records))  # fmt: skip
