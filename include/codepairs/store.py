@@ -141,8 +141,8 @@ def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterab
 
 def copy_int64(conn: Connection, table: str, columns: Sequence[str], values: Any) -> None:
     """COPY an integer array (rows x columns) as int8 columns, in Postgres' binary format built by numpy in
-    one go. Written by hand because psycopg formats row by row: the text block this replaces cost
-    0.49 s of Python for the 180,000 band rows of 20,000 pairs; this costs about 5 ms."""
+    one go. Written by hand because psycopg formats row by row (0.49 s of Python for the 180,000 band
+    rows of 20,000 pairs) and the text block this replaces still took 0.15 s; this takes 2 ms."""
     import numpy as np
 
     values = np.asarray(values, dtype=np.int64)
