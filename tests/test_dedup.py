@@ -152,3 +152,25 @@ def test_an_issue_pair_outranks_the_commit_pair_of_the_same_change() -> None:
     assert dedup.rank(0.9, "commit", False, "f" * 32) < dedup.rank(0.8, "issue_pr", True, "0" * 32)  # score first
     assert dedup.rank(0.8, "issue_pr", False, "f" * 32) < dedup.rank(0.8, "commit", True, "0" * 32)
     assert dedup.rank(None, "commit", True, "f" * 32) < dedup.rank(0.0, "commit", False, "0" * 32)  # the kept stays
+
+
+def test_hashes_from_bytes_equal_those_from_split_tokens() -> None:
+    """The numpy path over the responses' bytes gives what str.split() and zlib give, whitespace of every
+    kind, short texts, non-ASCII tokens and tokens past the long-token cut included."""
+    import random
+
+    rng = random.Random(5)
+    parts = ["a", "b", "é", "日本", "\t", "\n", "\r\n", " ", "  ", "\x0b", "\x0c", "\x1c", "\x1f", "x" * 70, "y" * 64,
+             "=", "e\u0301", "\u2003", "\xa0"]  # fmt: skip
+    texts = ["", " ", "a", "a b c d", "a b c d e", "\n\n x \n", "z" * 200, TOKENIZER, PARSER] + [
+        "".join(rng.choice(parts) for _ in range(rng.randrange(60))) for _ in range(300)
+    ]
+    config = DedupConfig()
+    ascii_space = [t for t in texts if "\u2003" not in t and "\xa0" not in t]
+    assert dedup._byte_tokens(ascii_space, config.shingle_tokens) is not None
+    assert dedup._byte_tokens(texts, config.shingle_tokens) is None  # wide whitespace: through str.split
+    for group in (ascii_space, texts):
+        instructions = [rng.choice(["Fix  the\tparser", "Añadir   tests"]) for _ in group]
+        hashes, sigs = dedup.text_hashes(instructions, group, config)
+        assert hashes == [dedup.exact_hash(i, t) for i, t in zip(instructions, group, strict=True)]
+        assert (sigs == dedup.token_signatures([t.split() for t in group], config)).all()

@@ -76,7 +76,7 @@ class DedupConfig:
     num_perm: int = 128  # MinHash permutations
     shingle_tokens: int = 5  # tokens per shingle
     seed: int = 1
-    batch_size: int = 5000  # pairs per transaction
+    batch_size: int = 50000  # pairs per transaction: each batch's band lookups sweep the index in order
 
 
 PERMISSIVE = ("MIT", "MIT-0", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "BSD-3-Clause-Clear", "ISC", "0BSD",
