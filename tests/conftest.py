@@ -98,27 +98,18 @@ def server_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def new_database(server_url: str) -> Iterator[Callable[[], str]]:
     """Make fresh databases on the server under test; every one is dropped after the test."""
-    import sqlalchemy as sa
+    from airflow_cluster import database_url, drop_databases
     from codepairs import store
-    from sqlalchemy.engine import make_url
 
     made: list[str] = []
 
     def make() -> str:
-        name = f"cpt_{uuid.uuid4().hex[:12]}"
-        store.ensure_database(server_url, name)
-        made.append(make_url(server_url).set(database=name).render_as_string(hide_password=False))
-        return made[-1]
+        made.append(f"cpt_{uuid.uuid4().hex[:12]}")
+        store.ensure_database(server_url, made[-1])
+        return database_url(server_url, made[-1])
 
     yield make
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    with admin.connect() as conn:
-        for url in made:
-            engine = store._engines.pop(url, None)
-            if engine is not None:
-                engine.dispose()
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
+    drop_databases(server_url, made)
 
 
 @pytest.fixture
