@@ -54,12 +54,17 @@ def airflow_env() -> dict[str, str]:
     return env
 
 
-def admin_password(home: Path) -> str:
-    path = home / "passwords.json"
+def private_file(path: Path, text: str) -> str:
+    """Write ``text`` to ``path`` unless it exists, readable by its owner only from the moment it is
+    created; the file's text either way."""
     if not path.exists():
-        path.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}))
-        path.chmod(0o600)
-    return json.loads(path.read_text())["admin"]
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(text)
+    return path.read_text()
+
+
+def admin_password(home: Path) -> str:
+    return json.loads(private_file(home / "passwords.json", json.dumps({"admin": secrets.token_urlsafe(12)})))["admin"]
 
 
 def migrate_airflow() -> None:
@@ -146,11 +151,7 @@ def shared_secret(home: Path, name: str) -> str:
     """A random secret kept in AIRFLOW_HOME: every component must sign and check the execution API's
     tokens with the same one (separate processes that each draw their own fail with 'Invalid auth
     token' on the first task)."""
-    path = home / name
-    if not path.exists():
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-            out.write(secrets.token_urlsafe(32))
-    return path.read_text()
+    return private_file(home / name, secrets.token_urlsafe(32))
 
 
 def celery_env(port: int, workers: int, concurrency: int, queue: str) -> dict[str, str]:
