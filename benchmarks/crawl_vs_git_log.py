@@ -26,8 +26,10 @@ from scratch import fresh_database, scratch_server
 
 
 def child(spec: str, max_commits: int | None, url: str) -> None:
-    from codepairs import crawl, extract, store
+    from codepairs import store
     from codepairs.config import CrawlConfig, ExtractConfig
+    from codepairs.pairs import extract
+    from codepairs.sources import crawl
 
     engine = store.get_engine(url)
     t0 = time.perf_counter()
@@ -59,10 +61,10 @@ def baseline(mirror: Path, max_commits: int | None) -> tuple[float, int]:
 
 def measure(args: argparse.Namespace, admin: str) -> None:
     """Each history size: the baseline, then codepairs in a child on a fresh database, repeated."""
-    from codepairs import crawl
     from codepairs.config import CrawlConfig
+    from codepairs.sources import crawl, identity
 
-    mirror = crawl.ensure_mirror(crawl.resolve_source(args.repo), CrawlConfig())  # clone once, outside the timings
+    mirror = crawl.ensure_mirror(identity.resolve_source(args.repo), CrawlConfig())  # clone once, outside the timings
     head = crawl.git(["rev-parse", "HEAD"], mirror)
     print(f"repository {args.repo} at {head[:12]}, git {crawl.git(['--version'])}, {os.cpu_count()} cores")
     print(f"{'commits':>8} {'git log -p':>11} {'codepairs':>10} {'(crawl':>8} {'extract)':>9} {'ratio':>6} "

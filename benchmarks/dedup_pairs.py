@@ -66,7 +66,7 @@ def load(url: str, texts: list[str]) -> list[str]:
     import hashlib
 
     from codepairs import store
-    from codepairs.extract import PAIR_COLUMNS, pair_id
+    from codepairs.pairs.commits import PAIR_COLUMNS, pair_id
 
     engine = store.get_engine(url)
     ids = [pair_id("commit", "bench", str(i)) for i in range(len(texts))]
@@ -86,8 +86,12 @@ def load(url: str, texts: list[str]) -> list[str]:
 
 
 def child_codepairs(url: str, out: str) -> None:
-    from codepairs import balance, dedup, export, gates, score, store
+    from codepairs import gates, store
+    from codepairs.balance import targets as balance
     from codepairs.config import BalanceConfig, PipelineConfig
+    from codepairs.dedup import deduplicate as dedup
+    from codepairs.export import dataset as export
+    from codepairs.quality import score
 
     # Balance to the shipped category shares, as many pairs as the ranking selects.
     config = PipelineConfig(balance=BalanceConfig(enabled=True))
@@ -123,7 +127,7 @@ def child_codepairs(url: str, out: str) -> None:
 
 def child_baseline(texts_path: str) -> None:
     from codepairs.config import DedupConfig
-    from codepairs.dedup import shingles
+    from codepairs.dedup.deduplicate import shingles
     from datasketch import MinHash, MinHashLSH
 
     config = DedupConfig()

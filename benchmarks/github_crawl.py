@@ -80,11 +80,11 @@ def generate(fake: FakeGithub, issues: int, pulls: int, per_page: int) -> tuple[
 
 
 def crawl(engine, fake: FakeGithub, config) -> tuple[int, Counter[int], float, dict]:  # type: ignore[no-untyped-def]
-    from codepairs import crawl as git_crawl
-    from codepairs import github_crawl
-    from codepairs.github_client import GithubClient
+    from codepairs.sources import crawl as git_crawl
+    from codepairs.sources import github_crawl, identity
+    from codepairs.sources.github_client import GithubClient
 
-    repo = git_crawl.resolve_source("bench/project")
+    repo = identity.resolve_source("bench/project")
     with engine.begin() as conn:
         git_crawl.upsert_repository(conn, repo)
     fake.log.clear()

@@ -84,7 +84,7 @@ def diff(rng: random.Random, fn: str) -> tuple[str, list[str], int, int]:
 
 def rows(n: int, seed: int = 11) -> Iterator[tuple[tuple, tuple]]:
     """(commit row, pair row) for each generated commit, streamed (nothing is held)."""
-    from codepairs.extract import pair_id
+    from codepairs.pairs.commits import pair_id
 
     rng = random.Random(seed)
     for i in range(n):
@@ -105,7 +105,7 @@ def rows(n: int, seed: int = 11) -> Iterator[tuple[tuple, tuple]]:
 def load(url: str, n: int) -> None:
     import sqlalchemy as sa
     from codepairs import store
-    from codepairs.extract import PAIR_COLUMNS
+    from codepairs.pairs.commits import PAIR_COLUMNS
 
     commit_columns = ("sha", "parents", "author_name", "author_email", "author_date", "committer_name",
                       "committer_email", "committer_date", "message", "diff", "diff_bytes", "diff_truncated", "files",
@@ -135,7 +135,7 @@ def child_baseline(url: str) -> None:
     import sqlalchemy as sa
     from codepairs import store
     from codepairs.config import ScoreConfig
-    from codepairs.score import PENDING
+    from codepairs.quality.score import PENDING
 
     engine, config = store.get_engine(url), ScoreConfig()
     t0, n = time.perf_counter(), 0
@@ -148,9 +148,10 @@ def child_baseline(url: str) -> None:
 
 
 def child_codepairs(url: str) -> None:
-    from codepairs import gates, score, store
+    from codepairs import gates, store
     from codepairs.config import ScoreConfig
-    from codepairs.features import load_rules
+    from codepairs.quality import score
+    from codepairs.quality.features import load_rules
 
     engine, config, rules = store.get_engine(url), ScoreConfig(min_score=0.5), load_rules()
     t0 = time.perf_counter()

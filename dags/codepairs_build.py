@@ -125,7 +125,8 @@ def codepairs_build() -> None:
         """
         from pathlib import Path
 
-        from codepairs import export, settings
+        from codepairs import settings
+        from codepairs.export import dataset as export
 
         params = get_current_context()["params"]
         out = Path(params["out_dir"]) if params.get("out_dir") else settings.default_export_dir()
@@ -143,7 +144,7 @@ def codepairs_build() -> None:
         """
         from pathlib import Path
 
-        from codepairs import export
+        from codepairs.export import dataset as export
 
         return export.verify_export(Path(result["out_dir"]))
 

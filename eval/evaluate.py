@@ -78,8 +78,9 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
     import dataclasses
 
     import sqlalchemy as sa
-    from codepairs import pipeline, score, store
+    from codepairs import pipeline, store
     from codepairs.config import load_config
+    from codepairs.quality import score
 
     config = load_config()
     config = dataclasses.replace(config, github=dataclasses.replace(config.github, enabled=False),

@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from codepairs import balance, export, gates, pipeline, store
+from codepairs import gates, pipeline, store
+from codepairs.balance import targets as balance
 from codepairs.config import BalanceConfig, PipelineConfig
 from codepairs.errors import CodepairsError, GateFailedError
+from codepairs.export import dataset as export
 from gitrepo import GitRepo
 
 PAGER = ("import { useState } from \"react\";\n\nexport function Pager({ page, total, onChange }) {\n"

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import crawl, pipeline
+from codepairs import pipeline
 from codepairs.config import CrawlConfig, PipelineConfig
+from codepairs.sources import crawl, identity
 from gitrepo import GitRepo
 
 
@@ -27,9 +28,9 @@ def _linear_repo(path: Path, n: int) -> GitRepo:
 
 
 def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> None:
-    local = crawl.resolve_source(str(tmp_path))
+    local = identity.resolve_source(str(tmp_path))
     assert (local.source, local.web_url) == (str(tmp_path), None)
-    gh = crawl.resolve_source("octo/hello-world")
+    gh = identity.resolve_source("octo/hello-world")
     assert (gh.source, gh.clone_url, gh.name, gh.web_url) == (
         "https://github.com/octo/hello-world", "https://github.com/octo/hello-world.git", "octo/hello-world",
         "https://github.com/octo/hello-world",
@@ -37,14 +38,14 @@ def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> Non
     assert gh.commit_url("abc") == "https://github.com/octo/hello-world/commit/abc"
     spellings = ("Octo/Hello-World", "https://github.com/octo/hello-world.git", "https://GITHUB.com/octo/hello-world/",
                  "git@github.com:Octo/Hello-World.git", "ssh://git@github.com/octo/hello-world")  # fmt: skip
-    assert {crawl.resolve_source(s).repo_id for s in spellings} == {gh.repo_id}
+    assert {identity.resolve_source(s).repo_id for s in spellings} == {gh.repo_id}
     scp = "git@github.com:Octo/Hello-World.git"
-    assert crawl.resolve_source(scp).clone_url == scp
-    v6 = crawl.resolve_source("https://user:pw@[::1]:8443/team/r.git")
+    assert identity.resolve_source(scp).clone_url == scp
+    v6 = identity.resolve_source("https://user:pw@[::1]:8443/team/r.git")
     assert (v6.source, v6.clone_url, v6.name) == ("https://[::1]:8443/team/r.git", "https://[::1]:8443/team/r.git", "r")
     odd_port = "https://git.example.com:notaport/r.git"
-    assert crawl.resolve_source(odd_port).source == odd_port
-    assert crawl.resolve_source(f"file://{tmp_path}").source == f"file://{tmp_path}"
+    assert identity.resolve_source(odd_port).source == odd_port
+    assert identity.resolve_source(f"file://{tmp_path}").source == f"file://{tmp_path}"
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> Non
      "ssh://git:s3cr3t@git.example.com/octo/repo.git"],
 )  # fmt: skip
 def test_credentials_never_reach_the_source_name_or_clone_url(url: str) -> None:
-    repo = crawl.resolve_source(url)
+    repo = identity.resolve_source(url)
     assert "s3cr3t" not in f"{repo.source} {repo.clone_url} {repo.name} {repo.web_url} {repo!r}"
 
 

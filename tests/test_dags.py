@@ -32,7 +32,7 @@ def test_dag_files_parse_fast_and_touch_no_database(monkeypatch: pytest.MonkeyPa
         "import sys, time; t = time.monotonic(); "
         "from airflow.dag_processing.dagbag import DagBag; "
         f"b = DagBag(dag_folder={str(ROOT / 'dags')!r}); assert not b.import_errors, b.import_errors; "
-        "heavy = [m for m in ('great_expectations', 'codepairs.crawl', 'codepairs.gates', 'pandas', 'pyarrow') "
+        "heavy = [m for m in ('great_expectations', 'codepairs.sources.crawl', 'codepairs.gates', 'pandas', 'pyarrow') "
         "if m in sys.modules]; print(heavy)"
     )
     env = {**os.environ, "CODEPAIRS_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none"}

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import dedup, gates, pipeline
+from codepairs import gates, pipeline
 from codepairs.config import DedupConfig, PipelineConfig
+from codepairs.dedup import deduplicate as dedup
 from codepairs.errors import GateFailedError
 from gitrepo import GitRepo
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import export
+from codepairs.export import dataset as export
 from gitrepo import GitRepo
 from sqlalchemy.engine import make_url
 

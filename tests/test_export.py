@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from codepairs import export, pipeline
+from codepairs import pipeline
 from codepairs.config import ExportConfig, PipelineConfig
 from codepairs.errors import ExportVerificationError
+from codepairs.export import dataset as export
 from gitrepo import GitRepo
 
 

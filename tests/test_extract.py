@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import extract, pipeline
+from codepairs import pipeline
 from codepairs.config import ExtractConfig, PipelineConfig
+from codepairs.pairs import commits, extract
 from kinds import build_known_repo
 
 
@@ -118,12 +119,12 @@ def test_decide_names_each_skip_reason(overrides, reason) -> None:  # type: igno
     row = _row(**overrides)
     if row["files"] and row["files"][0].get("new_mode") == "120000":
         row["files"][0]["kind"] = "symlink"
-    decision = extract.decide(row, ExtractConfig())
+    decision = commits.decide(row, ExtractConfig())
     assert decision.reason is not None and decision.reason.value == reason
 
 
 def test_decide_keeps_a_clean_commit_with_trailers_stripped_and_its_whole_diff_by_reference() -> None:
-    d = extract.decide(_row(message="Handle empty pages\n\nSigned-off-by: Ann <ann@example.com>\n"), ExtractConfig())
+    d = commits.decide(_row(message="Handle empty pages\n\nSigned-off-by: Ann <ann@example.com>\n"), ExtractConfig())
     assert d.reason is None and d.instruction == "Handle empty pages" and d.files == ("src/a.py",)
     assert d.response is None and d.response_sha256 == hashlib.sha256(DIFF.encode()).hexdigest()
     assert (d.added, d.deleted, d.dropped, d.needs_diff) == (1, 0, (), False)
@@ -131,16 +132,16 @@ def test_decide_keeps_a_clean_commit_with_trailers_stripped_and_its_whole_diff_b
 
 def test_decide_cuts_dropped_files_out_of_the_diff_and_asks_for_it_only_then() -> None:
     row = _row(files=[_file(), _file("package-lock.json", deleted=1)], diff_bytes=len(DIFF + LOCK))
-    assert extract.decide(row, ExtractConfig()).needs_diff is True
-    d = extract.decide(row | {"diff": DIFF + LOCK}, ExtractConfig())
+    assert commits.decide(row, ExtractConfig()).needs_diff is True
+    d = commits.decide(row | {"diff": DIFF + LOCK}, ExtractConfig())
     assert d.reason is None and d.response == DIFF and d.dropped == (("package-lock.json", "lock_file"),)
     assert d.response_sha256 == hashlib.sha256(DIFF.encode()).hexdigest() and (d.added, d.deleted) == (1, 0)
 
 
 def test_pair_id_is_a_stable_hash_of_kind_repo_and_commit() -> None:
-    assert extract.pair_id("commit", "r1", "abc") == hashlib.sha256(b"commit\x00r1\x00abc").hexdigest()[:32]
-    assert extract.pair_id("commit", "r1", "abc") != extract.pair_id("commit", "r2", "abc")
-    assert len(extract.pair_id("commit", "r1", "abc")) == 32
+    assert commits.pair_id("commit", "r1", "abc") == hashlib.sha256(b"commit\x00r1\x00abc").hexdigest()[:32]
+    assert commits.pair_id("commit", "r1", "abc") != commits.pair_id("commit", "r2", "abc")
+    assert len(commits.pair_id("commit", "r1", "abc")) == 32
 
 
 def test_no_repository_is_checked_out_and_no_hook_runs(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import crawl, extract, gates, pipeline
+from codepairs import gates, pipeline
 from codepairs.config import CrawlConfig, GateConfig, PipelineConfig
 from codepairs.errors import GateFailedError
+from codepairs.pairs import extract
+from codepairs.sources import crawl
 from gitrepo import GitRepo
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import gates, github_crawl, pipeline
+from codepairs import gates, pipeline
 from codepairs.config import GithubConfig, PipelineConfig
 from codepairs.errors import GateFailedError, GithubError, RateLimitWait
-from codepairs.github_client import GithubClient
+from codepairs.sources import github_crawl
+from codepairs.sources.github_client import GithubClient
 from fakegithub import FakeGithub, Fault, sha, ts
 from ghdemo import FULL_NAME, build_demo
 from gitrepo import GitRepo

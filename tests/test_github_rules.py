@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from codepairs import github_links, github_pairs, gitlog
-from codepairs.extract import is_test_path
+from codepairs.filerules import is_test_path
+from codepairs.pairs import github as github_pairs
+from codepairs.sources import github_links, gitlog
 
 REPO = {"octo/demo"}
 HOST = "github.com"

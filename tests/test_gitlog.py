@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from codepairs import gitlog
+from codepairs.sources import gitlog
 from gitrepo import GitRepo
 
 

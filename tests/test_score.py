@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import gates, pipeline, score
-from codepairs.classify import classify
+from codepairs import gates, pipeline
 from codepairs.config import PipelineConfig, ScoreConfig, load_config
 from codepairs.errors import ConfigError, GateFailedError
-from codepairs.features import features, load_rules
+from codepairs.quality import score
+from codepairs.quality.classify import classify
+from codepairs.quality.features import features, load_rules
 from gitrepo import GitRepo
 
 PAGER = "def paginate(items, page, size):\n    start = page * size\n    return items[start:start + size]\n"

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import export, pipeline
+from codepairs import pipeline
 from codepairs.config import PERMISSIVE, GithubConfig, PipelineConfig, SelectConfig
-from codepairs.crawl import resolve_source
-from codepairs.selection import licence_allowed, licence_from_files, tree_paths
+from codepairs.export import dataset as export
+from codepairs.sources.identity import resolve_source
+from codepairs.sources.selection import licence_allowed, licence_from_files, tree_paths
 from gitrepo import GitRepo
 from identify.vendor.licenses import LICENSES
 

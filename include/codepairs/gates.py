@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import gitlog
+from codepairs import ledger
 from codepairs.config import CATEGORIES, BalanceConfig, DedupConfig, ExportConfig, ExtractConfig, GateConfig
-from codepairs.crawl import batch_digest
 from codepairs.errors import GateFailedError
+from codepairs.ledger import digest as batch_digest
+from codepairs.sources import gitlog
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -179,7 +180,7 @@ def validate_commits(engine: Engine, repo_id: str, run_id: str, config: GateConf
         ).mappings()
         records = []
         for r in rows:  # recompute each row's checksum, then keep only the small columns
-            files_json = gitlog.canonical_json(json.loads(r["files"]))
+            files_json = ledger.canonical_json(json.loads(r["files"]))
             diff_sha = hashlib.sha256(r["diff"].encode()).hexdigest() if r["diff"] is not None else None
             row_sha = gitlog.row_digest(r["sha"], r["message"], diff_sha, files_json)
             ok = diff_sha == r["diff_sha256"] and row_sha == r["row_sha256"]
@@ -252,7 +253,7 @@ WHERE batch_id = ANY(:b)
 def _github_record(r: Any) -> dict[str, Any]:
     """One GitHub record's gate columns: checksums recomputed, dates as epochs (PR details have none),
     merge facts."""
-    from codepairs.github_crawl import parse_ts, record_digest
+    from codepairs.sources.github_crawl import parse_ts, record_digest
 
     data, pull = r["data"], r["key"].startswith("pulls/")
     created, updated = parse_ts(data.get("created_at")), parse_ts(data.get("updated_at"))
@@ -347,8 +348,8 @@ def validate_split(engine: Engine, run_id: str, dedup_config: DedupConfig, expor
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    from codepairs.dedup import similarity
-    from codepairs.export import split_of
+    from codepairs.dedup.deduplicate import similarity
+    from codepairs.export.dataset import split_of
 
     with engine.connect() as conn:
         rows = conn.execute(sa.text(CROSS_REPOSITORY_CANDIDATES)).mappings().all()
@@ -402,8 +403,8 @@ def _score_chunk(engine: Engine, run_id: str, batches: dict[str, tuple[int, str]
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    from codepairs.features import FEATURES
-    from codepairs.score import row_digest
+    from codepairs.quality.features import FEATURES
+    from codepairs.quality.score import row_digest
 
     columns = ["pair_id", "batch_id", "score", "confidence", "category", "features_complete", "explanation_len",
                "current_rules", "row_sha256"]  # fmt: skip
@@ -467,7 +468,7 @@ def validate_balance_input(engine: Engine, run_id: str, dedup_config: DedupConfi
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    from codepairs.dedup import similarity
+    from codepairs.dedup.deduplicate import similarity
 
     with engine.connect() as conn:
         df = pd.DataFrame.from_records(conn.execute(sa.text(BALANCE_INPUT_QUERY)).mappings().all(),
@@ -512,7 +513,7 @@ def validate_balance(engine: Engine, run_id: str, result: Mapping[str, Any], con
     import great_expectations.expectations as gxe
     import pandas as pd
 
-    from codepairs.balance import AVAILABLE, slots_digest, targets
+    from codepairs.balance.targets import AVAILABLE, slots_digest, targets
 
     with engine.connect() as conn:
         df = pd.DataFrame.from_records(conn.execute(sa.text(BALANCED_QUERY)).mappings().all(), columns=[

@@ -16,22 +16,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import (
-    balance,
-    crawl,
-    dedup,
-    export,
-    extract,
-    gates,
-    github_crawl,
-    score,
-    selection,
-    spotcheck,
-    synthesis,
-)
+from codepairs import gates, ledger, spotcheck
+from codepairs.balance import synthesis
+from codepairs.balance import targets as balance
 from codepairs.config import PipelineConfig
+from codepairs.dedup import deduplicate as dedup
 from codepairs.errors import GithubError, RateLimitWait, SourceError
-from codepairs.features import load_rules
+from codepairs.export import dataset as export
+from codepairs.pairs import extract
+from codepairs.quality import score
+from codepairs.quality.features import load_rules
+from codepairs.sources import crawl, github_crawl, identity, selection
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +46,7 @@ def candidates(config: PipelineConfig, repos: list[str] | None = None, search: s
     specs = list(repos or config.repositories)
     query = search or config.select.github_search
     if query:
-        from codepairs.github_client import GithubClient
+        from codepairs.sources.github_client import GithubClient
 
         with GithubClient(config.github, token, api_url) as client:
             found = client.search_repositories(query, config.select.search_limit)
@@ -60,7 +55,7 @@ def candidates(config: PipelineConfig, repos: list[str] | None = None, search: s
     unique: dict[str, str] = {}
     for spec in specs:  # one crawl per repository, however it is spelled
         try:
-            key = crawl.resolve_source(spec).source
+            key = identity.resolve_source(spec).source
         except SourceError:
             key = spec  # the crawl step records why it cannot be crawled
         unique.setdefault(key, spec)
@@ -78,10 +73,10 @@ def dry_run(engine: Engine, specs: list[str]) -> list[dict[str, Any]]:
     plan = []
     for spec in specs:
         try:
-            repo = crawl.resolve_source(spec)  # its source carries no credential
+            repo = identity.resolve_source(spec)  # its source carries no credential
             crawl.check_local_path(repo)
         except SourceError as err:
-            shown = crawl.split_credentials(err.source)[0]
+            shown = identity.split_credentials(err.source)[0]
             plan.append({"repository": shown, "action": "skip", "reason": str(err.reason)})
         else:
             branches = known.get(repo.repo_id, 0)
@@ -101,7 +96,7 @@ def github_step(
     """Issues, PRs and reviews of a repository known on GitHub; raises ``RateLimitWait`` to defer."""
     if state["status"] == "skipped" or not state.get("github") or not config.github.enabled:
         return state
-    from codepairs.github_client import GithubClient
+    from codepairs.sources.github_client import GithubClient
 
     with GithubClient(config.github, token, api_url) as client:
         result = github_crawl.crawl_github(engine, state["repo_id"], state["github"], client, config.github,
@@ -200,11 +195,8 @@ def balance_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
     """The gate on the selected pairs, the balance to the category targets (synthesising where short),
     then the gate on the balanced set."""
     b = config.balance
-    with engine.begin() as conn:
-        gate_run = crawl.start_run(conn, "balance_input", None)
-    report = gates.validate_balance_input(engine, gate_run, config.dedup, b)
-    with engine.begin() as conn:
-        crawl.finish_run(conn, gate_run, "done", report.as_dict())
+    with ledger.stage_run(engine, "balance_input") as run:
+        run.report(gates.validate_balance_input(engine, run.run_id, config.dedup, b))
     client = None
     if b.enabled and b.llm_url and b.llm_model:
         client = synthesis.make_client(b.llm_url, os.environ.get(b.llm_api_key_env))

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import gitlog, settings
+from codepairs import ledger, settings
 
 SIZE = 12  # pairs per stage run
 RESPONSE_LINES = 60  # of each response, in the Markdown file
@@ -61,7 +61,7 @@ def save(engine: Engine, stage: str, run_id: str, size: int = SIZE) -> Path | No
             sa.text("INSERT INTO spot_checks (stage, run_id, pair_id, sample) VALUES (:s, :r, :p, CAST(:j AS jsonb)) "
                     "ON CONFLICT DO NOTHING"),
             [{"s": stage, "r": run_id, "p": f"{r['pair_id']}:{r.get('copy', 1)}",
-              "j": gitlog.canonical_json({k: v for k, v in r.items() if k != "response"})} for r in rows],
+              "j": ledger.canonical_json({k: v for k, v in r.items() if k != "response"})} for r in rows],
         )  # fmt: skip
     path = folder() / stage / f"{run_id}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +75,7 @@ def render(stage: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
         decided = {k: v for k, v in r.items() if k not in ("pair_id", "instruction", "response", "features")}
         lines += [f"## {i}. `{r['pair_id']}`", "", "- " + "\n- ".join(f"**{k}**: {v}" for k, v in decided.items()), ""]
         if r.get("features"):
-            lines += ["<details><summary>features</summary>", "", gitlog.canonical_json(r["features"]), "",
+            lines += ["<details><summary>features</summary>", "", ledger.canonical_json(r["features"]), "",
                       "</details>", ""]  # fmt: skip
         response = (r.get("response") or "").splitlines()
         more = f"\n… {len(response) - RESPONSE_LINES} more lines" if len(response) > RESPONSE_LINES else ""

@@ -33,9 +33,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import gitlog
+from codepairs import ledger
 from codepairs.config import SelectConfig
-from codepairs.extract import is_bot, is_test_path
+from codepairs.filerules import is_bot, is_test_path
+from codepairs.sources import gitlog
 
 log = logging.getLogger(__name__)
 
@@ -266,28 +267,27 @@ def select_repository(engine: Engine, repo_id: str, config: SelectConfig, bot_au
 def forget(engine: Engine, repo_id: str) -> None:
     """Drop a repository's decision (select turned off for it): its pairs are exported again."""
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM skips WHERE stage = 'select' AND repo_id = :r"), {"r": repo_id})
+        ledger.clear_skips(conn, "select", repo_id)
         conn.execute(sa.text("DELETE FROM repo_selection WHERE repo_id = :r"), {"r": repo_id})
+
+
+STORE_DECISION = """
+INSERT INTO repo_selection (repo_id, decision, reasons, licence, licence_from, metrics, run_id)
+VALUES (:r, :d, CAST(:reasons AS jsonb), :l, :lf, CAST(:m AS jsonb), :run)
+ON CONFLICT (repo_id) DO UPDATE SET decision = EXCLUDED.decision, reasons = EXCLUDED.reasons,
+  licence = EXCLUDED.licence, licence_from = EXCLUDED.licence_from, metrics = EXCLUDED.metrics,
+  run_id = EXCLUDED.run_id, decided_at = now()
+"""
 
 
 def _store(engine: Engine, s: Selection, run_id: str | None) -> None:
     """The decision, and for a rejection a skip row (a kept repository's earlier skip row goes)."""
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM skips WHERE stage = 'select' AND repo_id = :r"), {"r": s.repo_id})
+        ledger.clear_skips(conn, "select", s.repo_id)
         if s.decision == "reject":
-            conn.execute(
-                sa.text("INSERT INTO skips (stage, repo_id, object_id, reason, detail, run_id) "
-                        "VALUES ('select', :r, '', 'rejected_by_select', :d, :run)"),
-                {"r": s.repo_id, "d": s.summary(), "run": run_id},
-            )  # fmt: skip
+            ledger.replace_skip(conn, "select", s.repo_id, "", "rejected_by_select", s.summary(), run_id)
         conn.execute(
-            sa.text(
-                "INSERT INTO repo_selection (repo_id, decision, reasons, licence, licence_from, metrics, run_id) "
-                "VALUES (:r, :d, CAST(:reasons AS jsonb), :l, :lf, CAST(:m AS jsonb), :run) "
-                "ON CONFLICT (repo_id) DO UPDATE SET decision = EXCLUDED.decision, reasons = EXCLUDED.reasons, "
-                "licence = EXCLUDED.licence, licence_from = EXCLUDED.licence_from, metrics = EXCLUDED.metrics, "
-                "run_id = EXCLUDED.run_id, decided_at = now()"
-            ),
-            {"r": s.repo_id, "d": s.decision, "reasons": gitlog.canonical_json([asdict(c) for c in s.checks]),
-             "l": s.licence, "lf": s.licence_from, "m": gitlog.canonical_json(s.metrics), "run": run_id},
+            sa.text(STORE_DECISION),
+            {"r": s.repo_id, "d": s.decision, "reasons": ledger.canonical_json([asdict(c) for c in s.checks]),
+             "l": s.licence, "lf": s.licence_from, "m": ledger.canonical_json(s.metrics), "run": run_id},
         )  # fmt: skip

@@ -14,42 +14,33 @@ from the old watermark and adds exactly what is missing.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-import time
-import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from codepairs import gitlog, settings
+from codepairs import ledger, settings
 from codepairs.config import CrawlConfig
 from codepairs.errors import SourceError
 from codepairs.progress import Progress
-from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, copy_rows, insert_new, open_batch
+from codepairs.sources import gitlog
+from codepairs.sources.identity import RepoSkipReason, RepoSource, resolve_source
+from codepairs.store import copy_rows, insert_new
 
 log = logging.getLogger(__name__)
 
 
 
-def github_web() -> str:
-    """GitHub's web root (GitHub Enterprise: its host), read when needed so tests can point it elsewhere."""
-    return os.environ.get("CODEPAIRS_GITHUB_WEB_URL", "https://github.com").rstrip("/")
-
-
-OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
 COMMIT_COLUMNS = (
     "repo_id", "sha", "parents", "author_name", "author_email", "author_date", "committer_name",
     "committer_email", "committer_date", "message", "diff", "diff_bytes", "diff_truncated", "files",
@@ -58,44 +49,16 @@ COMMIT_COLUMNS = (
 )  # fmt: skip
 
 
-class RepoSkipReason(StrEnum):
-    NOT_FOUND = "not_found"
-    NOT_A_REPOSITORY = "not_a_repository"
-    UNREACHABLE = "unreachable"
-    EMPTY_REPOSITORY = "empty_repository"
-    BRANCH_NOT_FOUND = "branch_not_found"
-
-
 class CommitSkipReason(StrEnum):
     ORPHANED_BY_FORCE_PUSH = "orphaned_by_force_push"
 
 
-@dataclass(frozen=True)
-class RepoSource:
-    """A repository as the user named it, made canonical (no credentials) and identified."""
-
-    source: str  # canonical: absolute path or URL without credentials
-    clone_url: str  # what git clones (no credentials either)
-    name: str
-    web_url: str | None
-    auth: str | None = field(default=None, repr=False)  # HTTP Basic credential, for git's environment only
-    github: str | None = None  # owner/name on GitHub, whose issues and pull requests are crawled too
-
-    @property
-    def repo_id(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
-
-    def commit_url(self, sha: str) -> str | None:
-        return f"{self.web_url}/commit/{sha}" if self.web_url else None
-
-
-@dataclass
-class CrawlResult:
+@dataclass(kw_only=True)
+class CrawlResult(ledger.StageResult):
     repo_id: str
     name: str
     source: str
     status: str  # crawled | skipped
-    run_id: str
     skip_reason: str | None = None
     skip_detail: str | None = None
     github: str | None = None  # owner/name: the GitHub stage crawls its issues and pull requests
@@ -105,81 +68,6 @@ class CrawlResult:
     batches: list[str] = field(default_factory=list)
     force_push: bool = False
     orphaned: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def split_credentials(url: str) -> tuple[str, str | None]:
-    """(the URL with no secret in it, an HTTP Basic credential or None).
-
-    Secrets never reach git's command line, the mirror's config, the database or a log: the URL
-    loses its password and query string, and an https credential travels to git as an
-    ``http.extraHeader`` through the environment (``GIT_CONFIG_*``) of the clone or fetch only.
-    Host and port are kept verbatim (IPv6 brackets, odd ports).
-    """
-    parts = urlsplit(url)
-    if not parts.scheme or parts.scheme == "file":
-        return url, None
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    auth = None
-    netloc = hostport
-    if parts.scheme in ("http", "https"):
-        if at:
-            auth = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode()
-    elif user:
-        netloc = f"{user}@{hostport}"  # an ssh user name is no secret; its password is
-    return urlunsplit((parts.scheme, netloc, parts.path, "", "")), auth
-
-
-def _github_path(spec: str) -> str | None:
-    """``owner/name`` of a GitHub clone URL in any form (https, ssh://, scp-like git@), else None."""
-    host = urlsplit(github_web()).netloc.lower()
-    scp = re.match(rf"^[\w.-]+@{re.escape(host)}:(?P<path>[^/].*)$", spec, re.IGNORECASE)
-    if scp:
-        path = scp["path"]
-    else:
-        parts = urlsplit(spec)
-        if parts.netloc.rpartition("@")[2].lower() != host:
-            return None
-        path = parts.path
-    path = path.strip("/").removesuffix(".git").lower()
-    return path if OWNER_NAME.match(path) else None
-
-
-def resolve_source(spec: str, cwd: Path | None = None) -> RepoSource:
-    """``owner/name``, a clone URL (https, ssh, file://) or a local path -> RepoSource.
-
-    A GitHub repository has one identity whatever its spelling: ``Octo/Repo``, ``octo/repo``,
-    ``https://github.com/octo/repo.git`` and ``git@github.com:Octo/Repo.git`` are one repository
-    (cloned the way it was named, so ssh keys still work).
-    """
-    spec, _, fragment = spec.strip().partition("#github=")
-    if fragment:  # a mirror or clone elsewhere of a GitHub repository: "PATH_OR_URL#github=owner/name"
-        if not OWNER_NAME.match(fragment.strip()):
-            raise SourceError(spec, RepoSkipReason.NOT_FOUND, f"#github= wants owner/name, not {fragment!r}")
-        repo = resolve_source(spec, cwd)
-        web = f"{github_web()}/{fragment.strip().lower()}"
-        return replace(repo, github=fragment.strip().lower(), web_url=repo.web_url or web)
-    if not spec:
-        raise SourceError(spec, RepoSkipReason.NOT_FOUND, "empty repository name")
-    local = (cwd or Path.cwd()) / spec
-    if OWNER_NAME.match(spec) and not local.exists():
-        spec = f"{github_web()}/{spec}.git"
-    if "://" in spec or spec.startswith("git@"):
-        clean, auth = split_credentials(spec)
-        clean = clean.rstrip("/")
-        github = _github_path(clean)
-        if github:
-            web = f"{github_web()}/{github}"
-            clone = web + ".git" if clean.lower().startswith(("http://", "https://")) else clean
-            return RepoSource(source=web, clone_url=clone, name=github, web_url=web, auth=auth, github=github)
-        name = clean.removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-        return RepoSource(source=clean, clone_url=clean, name=name, web_url=None, auth=auth)
-    path = local.resolve()
-    return RepoSource(source=str(path), clone_url=str(path), name=path.name, web_url=None)
 
 
 def git(
@@ -324,134 +212,106 @@ def _commit_row(repo_id: str, c: gitlog.Commit, batch_id: str) -> tuple[Any, ...
     )  # fmt: skip
 
 
-def batch_digest(rows: Iterable[tuple[str, str]]) -> str:
-    """sha256 over ``sha:row_sha256`` lines in SHA order: recomputable from Postgres by the gate."""
-    h = hashlib.sha256()
-    for sha, row_sha in sorted(rows):
-        h.update(f"{sha}:{row_sha}\n".encode())
-    return h.hexdigest()
-
-
-def start_run(conn: Connection, stage: str, repo_id: str | None) -> str:
-    run_id = f"{stage}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
-    conn.execute(
-        sa.text("INSERT INTO runs (run_id, stage, repo_id) VALUES (:r, :s, :repo)"),
-        {"r": run_id, "s": stage, "repo": repo_id},
-    )
-    return run_id
-
-
-def finish_run(conn: Connection, run_id: str, status: str, stats: dict[str, Any]) -> None:
-    conn.execute(
-        sa.text("UPDATE runs SET finished_at = now(), status = :st, stats = CAST(:stats AS jsonb) WHERE run_id = :r"),
-        {"r": run_id, "st": status, "stats": gitlog.canonical_json(stats)},
-    )
-
-
-def write_commit_batch(
-    engine: Engine, repo_id: str, run_id: str, seq: int, commits: list[gitlog.Commit]
-) -> tuple[str, int]:
+def write_commit_batch(engine: Engine, run: ledger.StageRun, seq: int, commits: list[gitlog.Commit]) -> tuple[str, int]:
     """One transaction: the batch record, its commits (COPY), its checksum. Returns (id, rows written)."""
-    batch_id = f"{run_id}-{seq:05d}"
-    rows = [_commit_row(repo_id, c, batch_id) for c in commits]
+    repo_id = run.repo_id or ""
+    rows = [_commit_row(repo_id, c, run.batch_id(seq)) for c in commits]
     with engine.begin() as conn:
-        open_batch(conn, batch_id, "crawl", run_id, repo_id, seq, len(rows),
-                   {"first": commits[0].sha, "last": commits[-1].sha})  # fmt: skip
+        batch = ledger.open_batch(conn, run, seq, len(rows), {"first": commits[0].sha, "last": commits[-1].sha})
         inserted = insert_new(conn, "commits", COMMIT_COLUMNS, rows, ("repo_id", "sha"))
-        close_batch(conn, batch_id, len(inserted), batch_digest((r[1], r[18]) for r in inserted))
-    return batch_id, len(inserted)
+        batch.seal(len(inserted), ledger.digest((r[1], r[18]) for r in inserted))
+    return batch.batch_id, len(inserted)
+
+
+UPSERT_REPOSITORY = """
+INSERT INTO repositories (repo_id, source, name, web_url, github) VALUES (:id, :src, :name, :web, :gh)
+ON CONFLICT (repo_id) DO UPDATE SET github = EXCLUDED.github, web_url = EXCLUDED.web_url
+"""
 
 
 def upsert_repository(conn: Connection, repo: RepoSource) -> None:
-    conn.execute(
-        sa.text(
-            "INSERT INTO repositories (repo_id, source, name, web_url, github) VALUES (:id, :src, :name, :web, :gh) "
-            "ON CONFLICT (repo_id) DO UPDATE SET github = EXCLUDED.github, web_url = EXCLUDED.web_url"
-        ),
-        {"id": repo.repo_id, "src": repo.source, "name": repo.name, "web": repo.web_url, "gh": repo.github},
-    )
+    conn.execute(sa.text(UPSERT_REPOSITORY),
+                 {"id": repo.repo_id, "src": repo.source, "name": repo.name, "web": repo.web_url, "gh": repo.github})  # fmt: skip
+
+
+SKIPPED_REPOSITORY = "UPDATE repositories SET status = 'skipped', skip_reason = :r, skip_detail = :d WHERE repo_id = :id"
 
 
 def record_repo_skip(engine: Engine, repo: RepoSource, run_id: str, reason: str, detail: str) -> None:
     with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "UPDATE repositories SET status = 'skipped', skip_reason = :r, skip_detail = :d WHERE repo_id = :id"
-            ),
-            {"r": reason, "d": detail, "id": repo.repo_id},
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO skips (stage, repo_id, object_id, reason, detail, run_id) "
-                "VALUES ('crawl', :id, '', :r, :d, :run) "
-                "ON CONFLICT (stage, repo_id, object_id) DO UPDATE SET reason = EXCLUDED.reason, "
-                "detail = EXCLUDED.detail, run_id = EXCLUDED.run_id, created_at = now()"
-            ),
-            {"id": repo.repo_id, "r": reason, "d": detail, "run": run_id},
-        )
+        conn.execute(sa.text(SKIPPED_REPOSITORY), {"r": reason, "d": detail, "id": repo.repo_id})
+        ledger.replace_skip(conn, "crawl", repo.repo_id, "", reason, detail, run_id)
 
 
-def mark_orphans(engine: Engine, mirror: Path, repo_id: str, run_id: str) -> int:
+ORPHAN_FLAGS = """
+WITH now_orphaned AS (
+  SELECT c.sha, NOT EXISTS (SELECT 1 FROM _reachable r WHERE r.sha = c.sha) AS o, c.orphaned AS was
+  FROM commits c WHERE c.repo_id = :id
+)
+UPDATE commits c SET orphaned = n.o FROM now_orphaned n
+WHERE c.repo_id = :id AND c.sha = n.sha AND c.orphaned IS DISTINCT FROM n.o
+RETURNING c.sha, c.orphaned, c.batch_id
+"""
+
+
+def mark_orphans(engine: Engine, mirror: Path, run: ledger.StageRun) -> int:
     """After a force-push: flag stored commits no branch of the repository reaches any more (kept,
     not exported); commits a branch reaches again lose the flag."""
+    repo_id = run.repo_id or ""
     reachable = git(["rev-list", "--branches"], mirror).split()
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE _reachable (sha text PRIMARY KEY) ON COMMIT DROP"))
         copy_rows(conn, "_reachable", ["sha"], ((s,) for s in reachable))
-        changed = conn.execute(
-            sa.text(
-                "WITH now_orphaned AS (SELECT c.sha, NOT EXISTS (SELECT 1 FROM _reachable r WHERE r.sha = c.sha) AS o, "
-                "c.orphaned AS was FROM commits c WHERE c.repo_id = :id) "
-                "UPDATE commits c SET orphaned = n.o FROM now_orphaned n "
-                "WHERE c.repo_id = :id AND c.sha = n.sha AND c.orphaned IS DISTINCT FROM n.o "
-                "RETURNING c.sha, c.orphaned, c.batch_id"
-            ),
-            {"id": repo_id},
-        ).all()
+        changed = conn.execute(sa.text(ORPHAN_FLAGS), {"id": repo_id}).all()
         orphaned = [sha for sha, now, _ in changed if now]
         # Reachable again (the force-push was undone): let extract read their batches once more;
         # what it already wrote is skipped, what it left out for being orphaned is added.
-        revived = sorted({batch for _, now, batch in changed if not now})
-        conn.execute(sa.text("UPDATE batches SET extracted = false WHERE batch_id = ANY(:b)"), {"b": revived})
-        conn.execute(sa.text("DELETE FROM skips WHERE stage = 'crawl' AND repo_id = :id AND object_id = ANY(:s)"),
-                     {"id": repo_id, "s": [sha for sha, now, _ in changed if not now]})  # fmt: skip
+        ledger.mark_extracted(conn, sorted({batch for _, now, batch in changed if not now}), False)
+        ledger.clear_skips(conn, "crawl", repo_id, [sha for sha, now, _ in changed if not now])
         reason = CommitSkipReason.ORPHANED_BY_FORCE_PUSH.value
-        skips = [("crawl", repo_id, sha, reason, "no branch reaches it after a force-push", run_id) for sha in orphaned]
-        insert_new(conn, "skips", SKIP_COLUMNS, skips, SKIP_KEY)
+        ledger.write_skips(conn, [ledger.skip_row("crawl", repo_id, sha, reason, "no branch reaches it after a force-push",
+                                                  run.run_id) for sha in orphaned])  # fmt: skip
     return len(orphaned)
 
 
-def _count_batch(result: CrawlResult, batch_id: str, written: int) -> None:
-    result.batches.append(batch_id)
-    result.commits_new += written
+WATERMARKS = "SELECT branch, last_sha FROM crawl_state WHERE repo_id = :id"
+SAVE_WATERMARK = """
+INSERT INTO crawl_state (repo_id, branch, last_sha) VALUES (:id, :b, :sha)
+ON CONFLICT (repo_id, branch) DO UPDATE SET last_sha = EXCLUDED.last_sha, updated_at = now()
+"""
+CRAWLED_REPOSITORY = """
+UPDATE repositories SET status = 'crawled', skip_reason = NULL, skip_detail = NULL, mirror_path = :m,
+       last_crawled_at = now(), default_branch = COALESCE(:db, default_branch)
+WHERE repo_id = :id
+"""
 
 
 def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path | None = None) -> CrawlResult:
     """Crawl one repository: mirror it, stream the commits new since the watermark, store them."""
-    started = time.monotonic()
     repo = resolve_source(spec, cwd)
     with engine.begin() as conn:
         upsert_repository(conn, repo)
-        run_id = start_run(conn, "crawl", repo.repo_id)
-    result = CrawlResult(repo_id=repo.repo_id, name=repo.name, source=repo.source, status="crawled", run_id=run_id,
-                         github=repo.github, web_url=repo.web_url)  # fmt: skip
-    try:
-        mirror = ensure_mirror(repo, config)
-        tips = branches_to_crawl(mirror, config)
-    except SourceError as err:
-        log.warning("skipping %s: %s (%s)", repo.source, err.reason, err.detail)
-        record_repo_skip(engine, repo, run_id, str(err.reason), err.detail)
-        result.status, result.skip_reason, result.skip_detail = "skipped", str(err.reason), err.detail
-        with engine.begin() as conn:
-            finish_run(conn, run_id, "done", result.as_dict())
-        return result
+    with ledger.stage_run(engine, "crawl", repo.repo_id) as run:
+        result = CrawlResult(repo_id=repo.repo_id, name=repo.name, source=repo.source, status="crawled",
+                             run_id=run.run_id, github=repo.github, web_url=repo.web_url)  # fmt: skip
+        run.report(result)
+        try:
+            mirror = ensure_mirror(repo, config)
+            tips = branches_to_crawl(mirror, config)
+        except SourceError as err:
+            log.warning("skipping %s: %s (%s)", repo.source, err.reason, err.detail)
+            record_repo_skip(engine, repo, run.run_id, str(err.reason), err.detail)
+            result.status, result.skip_reason, result.skip_detail = "skipped", str(err.reason), err.detail
+            return result
+        _crawl_branches(engine, run, repo, mirror, tips, config, result)
+    return result
 
+
+def _crawl_branches(engine: Engine, run: ledger.StageRun, repo: RepoSource, mirror: Path, tips: dict[str, str],
+                    config: CrawlConfig, result: CrawlResult) -> None:  # fmt: skip
+    """Every branch's commits new since its watermark, then the watermarks moved (after every batch)."""
     with engine.connect() as conn:
-        state = dict(
-            conn.execute(sa.text("SELECT branch, last_sha FROM crawl_state WHERE repo_id = :id"), {"id": repo.repo_id})
-            
-            .all()
-        )
+        state = dict(conn.execute(sa.text(WATERMARKS), {"id": repo.repo_id}).all())
     seq = 0
     ranges: dict[str, tuple[list[str], int | None]] = {}
     for branch, tip in tips.items():
@@ -470,32 +330,17 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
         stream = gitlog.stream_commits(mirror, revisions, max_diff_bytes=config.max_diff_bytes, max_count=max_count)
         for commits in _batched(stream, config.batch_size, config.batch_bytes):
             result.commits_read += len(commits)
-            _count_batch(result, *write_commit_batch(engine, repo.repo_id, run_id, seq, commits))
+            batch_id, written = write_commit_batch(engine, run, seq, commits)
+            result.batches.append(batch_id)
+            result.commits_new += written
             progress.advance(len(commits))
             seq += 1
     progress.finish()
     if result.force_push:
-        result.orphaned = mark_orphans(engine, mirror, repo.repo_id, run_id)
+        result.orphaned = mark_orphans(engine, mirror, run)
     default_branch = next(iter(tips)) if not config.branches else None
     with engine.begin() as conn:
         for branch, tip in tips.items():
-            conn.execute(
-                sa.text(
-                    "INSERT INTO crawl_state (repo_id, branch, last_sha) VALUES (:id, :b, :sha) "
-                    "ON CONFLICT (repo_id, branch) DO UPDATE SET last_sha = EXCLUDED.last_sha, updated_at = now()"
-                ),
-                {"id": repo.repo_id, "b": branch, "sha": tip},
-            )
-        conn.execute(
-            sa.text(
-                "UPDATE repositories SET status = 'crawled', skip_reason = NULL, skip_detail = NULL, "
-                "mirror_path = :m, last_crawled_at = now(), default_branch = COALESCE(:db, default_branch) "
-                "WHERE repo_id = :id"
-            ),
-            {"m": str(mirror), "db": default_branch, "id": repo.repo_id},
-        )
-        conn.execute(sa.text("DELETE FROM skips WHERE stage = 'crawl' AND repo_id = :id AND object_id = ''"),
-                     {"id": repo.repo_id})  # fmt: skip
-        result.seconds = round(time.monotonic() - started, 3)
-        finish_run(conn, run_id, "done", result.as_dict())
-    return result
+            conn.execute(sa.text(SAVE_WATERMARK), {"id": repo.repo_id, "b": branch, "sha": tip})
+        conn.execute(sa.text(CRAWLED_REPOSITORY), {"m": str(mirror), "db": default_branch, "id": repo.repo_id})
+        ledger.clear_skips(conn, "crawl", repo.repo_id, [""])

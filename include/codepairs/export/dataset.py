@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,9 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs.balance import CURRENT_PLAN
+from codepairs import ledger
+from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import ExportConfig
-from codepairs.crawl import finish_run, start_run
 from codepairs.errors import CodepairsError, ExportVerificationError
 
 MANIFEST = "manifest.json"
@@ -93,17 +93,13 @@ FROM dedup
 """
 
 
-@dataclass
-class ExportResult:
+@dataclass(kw_only=True)
+class ExportResult(ledger.StageResult):
     out_dir: str
     rows: int
     files: int
     manifest_sha256: str
-    run_id: str
     splits: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -182,8 +178,13 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
                              "(a build stopped mid-way?): run the build again")  # fmt: skip
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with engine.begin() as conn:
-        run_id = start_run(conn, "export", None)
+    with ledger.stage_run(engine, "export") as run:
+        result = _write(engine, out_dir, config, run)
+        run.report(result)
+    return result
+
+
+def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.StageRun) -> ExportResult:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
         files: list[dict[str, Any]] = []
@@ -219,24 +220,20 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     manifest_sha = hashlib.sha256(text.encode()).hexdigest()
-    result = ExportResult(str(out_dir), manifest["rows"], len(files), manifest_sha, run_id, counts)
-    _record(engine, result, files, text)
+    result = ExportResult(out_dir=str(out_dir), rows=manifest["rows"], files=len(files), manifest_sha256=manifest_sha,
+                          run_id=run.run_id, splits=counts)  # fmt: skip
+    _record(engine, run, result, files, text)
     return result
 
 
-def _record(engine: Engine, result: ExportResult, files: list[dict[str, Any]], manifest: str) -> None:
-    """Each file as an export batch (sha256, rows, what it was made from), the export, the run."""
+def _record(engine: Engine, run: ledger.StageRun, result: ExportResult, files: list[dict[str, Any]],
+            manifest: str) -> None:  # fmt: skip
+    """Each file as an export batch (sha256, rows, what it was made from), and the export."""
     with engine.begin() as conn:
         for seq, f in enumerate(files):
-            conn.execute(
-                sa.text(
-                    "INSERT INTO batches (batch_id, stage, run_id, seq, rows_in, rows_written, sha256, made_from) "
-                    "VALUES (:b, 'export', :r, :seq, :n, :n, :d, CAST(:mf AS jsonb))"
-                ),
-                {"b": f"{result.run_id}-{f['path']}", "r": result.run_id, "seq": seq, "n": f["rows"], "d": f["sha256"],
-                 "mf": json.dumps({"query": "the balanced set, by pair_id and copy", "file": f["path"],
-                                   "split": f["split"]})},
-            )  # fmt: skip
+            made_from = {"query": "the balanced set, by pair_id and copy", "file": f["path"], "split": f["split"]}
+            batch = ledger.open_batch(conn, run, seq, f["rows"], made_from, batch=f"{run.run_id}-{f['path']}")
+            batch.seal(f["rows"], f["sha256"])
         conn.execute(
             sa.text(
                 "INSERT INTO exports (export_id, out_dir, rows, files, manifest, run_id) "
@@ -246,7 +243,6 @@ def _record(engine: Engine, result: ExportResult, files: list[dict[str, Any]], m
             {"id": result.manifest_sha256, "o": result.out_dir, "n": result.rows, "f": result.files, "m": manifest,
              "r": result.run_id},
         )  # fmt: skip
-        finish_run(conn, result.run_id, "done", result.as_dict())
 
 
 def dataset_card(counts: dict[str, int], stats: _Stats, dedup_figures: Any, plan: dict[str, dict[str, int]],

@@ -11,7 +11,6 @@ whatever a single commit weighs (a 50 MB file, thousands of touched files).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
 import re
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+from codepairs.ledger import canonical_json
 
 # Each commit starts with NUL NUL "CPC" + a random nonce drawn per git process + NUL: a commit
 # message cannot hold NUL, and a file's content (git shows a file with NULs past its first 8 kB as
@@ -114,10 +115,6 @@ class Commit:
     def files_json(self) -> str:
         return canonical_json([f.as_json() for f in self.files])
 
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def row_digest(sha: str, message: str, diff_sha256: str | None, files_json: str) -> str:

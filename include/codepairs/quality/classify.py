@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from codepairs.features import CONVENTIONAL, ScoringRules, bare_summary, diff_stats, has_label, summary_line
+from codepairs.quality.features import CONVENTIONAL, ScoringRules, bare_summary, diff_stats, has_label, summary_line
 
 ONLY_KIND = {"docs": "docs", "tests": "tests", "build": "build_ci", "data": "other"}
 

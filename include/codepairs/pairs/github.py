@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -28,12 +27,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import gitlog
+from codepairs import ledger
 from codepairs.config import ExtractConfig
-from codepairs.crawl import batch_digest
-from codepairs.extract import TRAILER, ExtractResult, classify_file, is_bot, is_test_path, pair_id
-from codepairs.github_links import KEYWORD
-from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, drop_batch, insert_new, open_batch
+from codepairs.filerules import classify_file, is_bot, is_test_path
+from codepairs.pairs.commits import TRAILER, ExtractResult, pair_id
+from codepairs.sources import gitlog
+from codepairs.sources.github_links import KEYWORD
+from codepairs.store import insert_new
 
 STAGE = "extract"
 PAIR_COLUMNS = (
@@ -213,8 +213,9 @@ class GithubPairs:
     """One extract run of one repository's GitHub records: links and review threads not yet paired
     are read as a stream and written in batches; each run judges again what it could not pair."""
 
-    def __init__(self, engine: Engine, repo_id: str, run_id: str, config: ExtractConfig, seq: int) -> None:
-        self.engine, self.repo_id, self.run_id, self.config, self.seq = engine, repo_id, run_id, config, seq
+    def __init__(self, engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int) -> None:
+        self.engine, self.run, self.config, self.seq = engine, run, config, seq
+        self.repo_id, self.run_id = run.repo_id or "", run.run_id
         self.skipped: Counter[str] = Counter()
         self.skips: list[tuple[Any, ...]] = []
         self.pairs: list[tuple[Any, ...]] = []
@@ -222,7 +223,7 @@ class GithubPairs:
         self.written = 0
 
     def skip(self, object_id: str, reason: GithubSkip, detail: str) -> None:
-        self.skips.append((STAGE, self.repo_id, object_id, reason.value, detail, self.run_id))
+        self.skips.append(ledger.skip_row(STAGE, self.repo_id, object_id, reason.value, detail, self.run_id))
 
     def add(self, kind: str, object_id: str, instruction: str, response: Response, commit_sha: str,
             author_date: Any, url: str | None, lineage: Mapping[str, Any]) -> None:  # fmt: skip
@@ -232,7 +233,7 @@ class GithubPairs:
             pair_id("github", self.repo_id, object_id), kind, self.repo_id, commit_sha, instruction, response.text,
             json.dumps(list(response.files)), json.dumps([{"path": p, "reason": r} for p, r in response.dropped]),
             response.added, response.deleted, author_date, url, _digest(response.text), None,
-            gitlog.canonical_json(lineage), response.tests,
+            ledger.canonical_json(lineage), response.tests,
         ))  # fmt: skip
         if len(self.pairs) >= PAIRS_PER_BATCH:
             self.flush()
@@ -326,16 +327,16 @@ class GithubPairs:
         """One transaction: a batch of new pairs with its checksum."""
         if not self.pairs:
             return
-        batch_id = f"{self.run_id}-{self.seq:05d}"
+        batch_id = self.run.batch_id(self.seq)
         pairs = [(*p[:13], batch_id, *p[14:]) for p in self.pairs]
         self.pairs = []
         with self.engine.begin() as conn:
-            open_batch(conn, batch_id, STAGE, self.run_id, self.repo_id, self.seq, len(pairs), {"source": "github"})
+            batch = ledger.open_batch(conn, self.run, self.seq, len(pairs), {"source": "github"})
             inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
             if not inserted:
-                drop_batch(conn, batch_id)
+                batch.drop()
                 return
-            close_batch(conn, batch_id, len(inserted), batch_digest((p[0], p[12]) for p in inserted))
+            batch.seal(len(inserted), ledger.digest((p[0], p[12]) for p in inserted))
         self.seq += 1
         self.batches.append(batch_id)
         self.written += len(inserted)
@@ -344,23 +345,15 @@ class GithubPairs:
         """Links and reviews are judged again each run: a PR merged since, or a reason that changed,
         replaces the old skip; one that is now a pair, or no longer a link, loses it."""
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "DELETE FROM skips WHERE stage = :s AND repo_id = :r AND (object_id LIKE 'issue/%' "
-                    "OR object_id LIKE 'review/%') AND (object_id, reason) NOT IN "
-                    "(SELECT * FROM unnest(CAST(:o AS text[]), CAST(:re AS text[])))"
-                ),
-                {"s": STAGE, "r": self.repo_id, "o": [s[2] for s in self.skips], "re": [s[3] for s in self.skips]},
-            )
-            for s in insert_new(conn, "skips", SKIP_COLUMNS, self.skips, SKIP_KEY):
+            ledger.retire_skips(conn, STAGE, self.repo_id, ("issue/", "review/"), self.skips)
+            for s in ledger.write_skips(conn, self.skips):
                 self.skipped[s[3]] += 1
 
 
-def extract_github_pairs(engine: Engine, repo_id: str, run_id: str, config: ExtractConfig, seq: int,
+def extract_github_pairs(engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int,
                          result: ExtractResult) -> None:  # fmt: skip
     """Issue, debugging and review pairs of one repository, added to the extract run's result."""
-    started = time.monotonic()
-    builder = GithubPairs(engine, repo_id, run_id, config, seq)
+    builder = GithubPairs(engine, run, config, seq)
     considered = builder.issue_pairs() + builder.review_pairs()
     builder.flush()
     builder.write_skips()
@@ -369,4 +362,3 @@ def extract_github_pairs(engine: Engine, repo_id: str, run_id: str, config: Extr
     result.pairs_new += builder.written
     for reason, n in builder.skipped.items():
         result.skipped[reason] = result.skipped.get(reason, 0) + n
-    result.seconds += round(time.monotonic() - started, 3)

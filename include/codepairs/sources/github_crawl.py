@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from codepairs import github_links, gitlog
+from codepairs import ledger
 from codepairs.config import GithubConfig
-from codepairs.crawl import batch_digest, finish_run, start_run
 from codepairs.errors import GithubError
-from codepairs.github_client import GithubClient, GithubGone
-from codepairs.gitlog import canonical_json
+from codepairs.ledger import canonical_json
 from codepairs.progress import Progress
-from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, drop_batch, insert_new, open_batch, upsert_changed
+from codepairs.sources import github_links, gitlog
+from codepairs.sources.github_client import GithubClient, GithubGone
+from codepairs.store import insert_new, upsert_changed
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,10 @@ COMMENT_COLUMNS = ("repo_id", "comment_id", "pull_number", "created_at", "update
                    "batch_id")  # fmt: skip
 
 
-@dataclass
-class GithubCrawlResult:
+@dataclass(kw_only=True)
+class GithubCrawlResult(ledger.StageResult):
     repo_id: str
     full_name: str
-    run_id: str
     status: str = "crawled"  # crawled | skipped
     skip_reason: str | None = None
     written: dict[str, int] = field(default_factory=dict)  # resource -> records new or changed
@@ -61,10 +59,6 @@ class GithubCrawlResult:
     errors: dict[str, str] = field(default_factory=dict)  # what kept failing; asked for again next run
     batches: list[str] = field(default_factory=list)
     requests: dict[str, int] = field(default_factory=dict)  # HTTP status -> count
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def record_digest(record: dict[str, Any]) -> str:
@@ -134,23 +128,23 @@ def parse_ts(value: str | None) -> datetime | None:
 class GithubCrawler:
     """One crawl of one repository; each method is one resource."""
 
-    def __init__(self, engine: Engine, repo_id: str, full_name: str, client: GithubClient, config: GithubConfig,
-                 web_url: str) -> None:  # fmt: skip
-        self.engine, self.repo_id, self.full_name = engine, repo_id, full_name
+    def __init__(self, engine: Engine, run: ledger.StageRun, full_name: str, client: GithubClient,
+                 config: GithubConfig, web_url: str) -> None:  # fmt: skip
+        self.engine, self.run, self.full_name = engine, run, full_name
+        self.repo_id, self.run_id = run.repo_id or "", run.run_id
         self.names = {full_name.lower()}  # the names references may use: as configured, and GitHub's own
         self.client, self.config, self.web_host = client, config, github_links.web_host(web_url)
         self.base = f"/repos/{full_name}"
         self.since = f"{config.since}T00:00:00Z" if config.since else None
-        with engine.begin() as conn:
-            self.run_id = start_run(conn, STAGE, repo_id)
-        self.result = GithubCrawlResult(repo_id=repo_id, full_name=full_name, run_id=self.run_id)
+        self.result = GithubCrawlResult(repo_id=self.repo_id, full_name=full_name, run_id=self.run_id)
+        run.report(self.result)
         self.seq = 0
 
     # -- bookkeeping -------------------------------------------------------------------------
     def skip(self, object_id: str, reason: str, detail: str) -> None:
-        row = (STAGE, self.repo_id, object_id, reason, detail, self.run_id)
+        row = ledger.skip_row(STAGE, self.repo_id, object_id, reason, detail, self.run_id)
         with self.engine.begin() as conn:
-            new = insert_new(conn, "skips", SKIP_COLUMNS, [row], SKIP_KEY)
+            new = ledger.write_skips(conn, [row])
         if new:
             self.result.skipped[reason] = self.result.skipped.get(reason, 0) + 1
         log.info("%s: %s skipped: %s (%s)", self.full_name, object_id or "repository", reason, detail)
@@ -163,10 +157,7 @@ class GithubCrawler:
 
     def _skipped_objects(self, prefix: str) -> set[str]:
         with self.engine.connect() as conn:
-            return set(conn.execute(
-                sa.text("SELECT object_id FROM skips WHERE stage = :s AND repo_id = :r AND object_id LIKE :p"),
-                {"s": STAGE, "r": self.repo_id, "p": prefix + "%"},
-            ).scalars())  # fmt: skip
+            return ledger.skipped_objects(conn, STAGE, self.repo_id, prefix)
 
     def _cursor(self, resource: str) -> tuple[datetime | None, str | None, datetime | None]:
         with self.engine.connect() as conn:
@@ -198,28 +189,28 @@ class GithubCrawler:
         that stopped before its gate) is sealed again over the rows it still holds, so its record
         keeps matching what the gate will recompute.
         """
-        batch_id = f"{self.run_id}-{self.seq:05d}"
+        batch_id = self.run.batch_id(self.seq)
         # The last column is the batch id; of an item a page repeats, the last copy counts.
         rows = list({row[1]: (*row[:-1], batch_id) for row in rows}.values())
         sha_at, id_col = columns.index("row_sha256"), key[1]
         with self.engine.begin() as conn:
-            open_batch(conn, batch_id, STAGE, self.run_id, self.repo_id, self.seq, len(rows),
-                       {"resource": resource, "repository": self.full_name})  # fmt: skip
+            batch = ledger.open_batch(conn, self.run, self.seq, len(rows),
+                                      {"resource": resource, "repository": self.full_name})  # fmt: skip
             left = conn.execute(
                 sa.text(f"SELECT DISTINCT t.batch_id FROM {table} t JOIN batches b ON b.batch_id = t.batch_id "
                         f"AND NOT b.validated WHERE t.repo_id = :r AND t.{id_col} = ANY(:ids)"),
                 {"r": self.repo_id, "ids": [row[1] for row in rows]},
             ).scalars().all()  # fmt: skip
             # Only a batch that still matches its record is re-sealed: one already damaged stays so.
-            left = [b for b in left if self._seal(conn, table, resource, id_col, b) == self._record(conn, b)]
+            left = [b for b in left if self._seal(conn, table, resource, id_col, b) == ledger.batch_record(conn, b)]
             written = {k[-1] for k in upsert_changed(conn, table, columns, rows, key)}
             if not written:
-                drop_batch(conn, batch_id)
+                batch.drop()
                 return 0
-            digest = batch_digest((f"{resource}/{row[1]}", row[sha_at]) for row in rows if row[1] in written)
-            close_batch(conn, batch_id, len(written), digest)
+            batch.seal(len(written), ledger.digest((f"{resource}/{row[1]}", row[sha_at]) for row in rows
+                                                   if row[1] in written))  # fmt: skip
             for old in left:
-                close_batch(conn, old, *self._seal(conn, table, resource, id_col, old))
+                ledger.reseal(conn, old, *self._seal(conn, table, resource, id_col, old))
         self.seq += 1
         self.result.batches.append(batch_id)
         self.result.written[resource] = self.result.written.get(resource, 0) + len(written)
@@ -230,13 +221,7 @@ class GithubCrawler:
         """(rows, digest) of a batch as its rows stand now."""
         rows = conn.execute(sa.text(f"SELECT {id_col}, row_sha256 FROM {table} WHERE batch_id = :b"),
                             {"b": batch_id}).all()  # fmt: skip
-        return len(rows), batch_digest((f"{resource}/{i}", sha) for i, sha in rows)
-
-    @staticmethod
-    def _record(conn: Connection, batch_id: str) -> tuple[int, str]:
-        row = conn.execute(sa.text("SELECT rows_written, sha256 FROM batches WHERE batch_id = :b"),
-                           {"b": batch_id}).one()  # fmt: skip
-        return int(row[0]), row[1]
+        return len(rows), ledger.digest((f"{resource}/{i}", sha) for i, sha in rows)
 
     # -- resources ---------------------------------------------------------------------------
     def repository(self) -> dict[str, Any] | None:
@@ -566,30 +551,25 @@ class GithubCrawler:
                 insert_new(conn, "gh_compares", ("repo_id", "base_sha", "head_sha", "data"), [row],
                            ("repo_id", "base_sha", "head_sha"))  # fmt: skip
 
-    def finish(self, started: float, status: str = "done") -> GithubCrawlResult:
+    def count_requests(self) -> None:
         self.result.requests = {str(k): v for k, v in sorted(self.client.requests.items())}
-        self.result.seconds = round(time.monotonic() - started, 3)
-        with self.engine.begin() as conn:
-            finish_run(conn, self.run_id, status, self.result.as_dict())
-        return self.result
 
 
 def crawl_github(
     engine: Engine, repo_id: str, full_name: str, client: GithubClient, config: GithubConfig, web_url: str
 ) -> GithubCrawlResult:
-    """Crawl one repository's issues, PRs and reviews; link issues to the PRs that closed them."""
-    started = time.monotonic()
-    crawler = GithubCrawler(engine, repo_id, full_name, client, config, web_url)
-    try:
-        if crawler.repository() is None:
-            return crawler.finish(started)
-        for step in (crawler.issues, crawler.pulls, crawler.pull_details, crawler.review_comments,
-                     crawler.link_keywords, crawler.timelines, crawler.compares):  # fmt: skip
-            step()
-    except Exception:
-        crawler.finish(started, "failed")  # what was written stays: the next run resumes from the cursors
-        raise
-    result = crawler.finish(started)
+    """Crawl one repository's issues, PRs and reviews; link issues to the PRs that closed them. A run
+    that fails keeps what it wrote: the next run resumes from the cursors."""
+    with ledger.stage_run(engine, STAGE, repo_id) as run:
+        crawler = GithubCrawler(engine, run, full_name, client, config, web_url)
+        try:
+            if crawler.repository() is not None:
+                for step in (crawler.issues, crawler.pulls, crawler.pull_details, crawler.review_comments,
+                             crawler.link_keywords, crawler.timelines, crawler.compares):  # fmt: skip
+                    step()
+        finally:
+            crawler.count_requests()
+    result = crawler.result
     log.info("%s: GitHub %s written, %d new links, %s not modified, requests %s", full_name, result.written,
              result.links_new, result.not_modified, result.requests)  # fmt: skip
     return result

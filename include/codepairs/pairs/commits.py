@@ -14,10 +14,9 @@ import hashlib
 import json
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -25,11 +24,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import gitlog
+from codepairs import ledger
 from codepairs.config import ExtractConfig
-from codepairs.crawl import batch_digest, finish_run, start_run
+from codepairs.filerules import FileDrop, classify_file, is_bot
 from codepairs.progress import Progress
-from codepairs.store import SKIP_COLUMNS, SKIP_KEY, close_batch, insert_new, open_batch
+from codepairs.sources import gitlog
+from codepairs.store import insert_new
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +54,6 @@ class SkipReason(StrEnum):
     NO_CONTENT_CHANGE = "no_content_change"  # mode-only, pure renames, submodule pointers, symlinks
 
 
-class FileDrop(StrEnum):
-    """Why one file of an otherwise kept commit is left out of the response."""
-
-    BINARY = "binary"
-    LOCK_FILE = "lock_file"
-    GENERATED = "generated"
-    VENDORED = "vendored"
-    MINIFIED = "minified"
-    NO_CONTENT = "no_content"
-
-
 ONLY = {
     FileDrop.BINARY: SkipReason.BINARY_ONLY,
     FileDrop.LOCK_FILE: SkipReason.LOCK_FILES_ONLY,
@@ -73,20 +62,6 @@ ONLY = {
     FileDrop.MINIFIED: SkipReason.MINIFIED_ONLY,
     FileDrop.NO_CONTENT: SkipReason.NO_CONTENT_CHANGE,
 }
-LOCK_FILES = frozenset({
-    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb", "cargo.lock",
-    "poetry.lock", "pipfile.lock", "pdm.lock", "uv.lock", "composer.lock", "gemfile.lock", "go.sum",
-    "mix.lock", "pubspec.lock", "podfile.lock", "packages.lock.json", "flake.lock", "gradle.lockfile",
-    "conda-lock.yml", "requirements.lock",
-})  # fmt: skip
-VENDOR_DIRS = frozenset({"vendor", "vendors", "third_party", "third-party", "thirdparty", "node_modules",
-                         "bower_components", "_vendor", "external_libs"})  # fmt: skip
-GENERATED_NAME = re.compile(
-    r"(\.pb\.go|_pb2(_grpc)?\.pyi?|\.pb\.(cc|h)|_generated\.\w+|\.generated\.\w+|\.g\.dart|\.freezed\.dart"
-    r"|\.designer\.cs|\.min\.(js|css)\.map|\.js\.map|\.css\.map|\.snap)$",
-    re.IGNORECASE,
-)
-MINIFIED_NAME = re.compile(r"[.-]min\.(js|css|mjs)$", re.IGNORECASE)
 TRAILER = re.compile(
     r"^(signed-off-by|co-authored-by|reviewed-by|acked-by|tested-by|reported-by|suggested-by|cc|change-id"
     r"|reviewed-on|git-svn-id):.*$",
@@ -96,25 +71,24 @@ COMMIT_FIELDS = (
     "sha, parents, author_name, author_email, author_date, message, diff_bytes, diff_sha256, files, text_lossy, "
     "patch_ok"
 )
+UNREAD_CRAWL_BATCHES = """
+SELECT batch_id, rows_written FROM batches WHERE stage = 'crawl' AND repo_id = :r AND validated AND NOT extracted
+ORDER BY created_at, seq
+"""
 PAIR_COLUMNS = (
     "pair_id", "kind", "repo_id", "commit_sha", "instruction", "response", "files", "dropped_files",
     "lines_added", "lines_deleted", "author_date", "url", "response_sha256", "batch_id",
 )  # fmt: skip
 
 
-@dataclass
-class ExtractResult:
+@dataclass(kw_only=True)
+class ExtractResult(ledger.StageResult):
     repo_id: str
-    run_id: str
     commits_in: int = 0
     github_in: int = 0  # issue -> PR links and review comments considered
     pairs_new: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     batches: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def pair_id(kind: str, repo_id: str, object_id: str) -> str:
@@ -125,48 +99,6 @@ def clean_message(message: str) -> str:
     """The instruction: the message without trailers (sign-offs, co-authors, review metadata)."""
     text = TRAILER.sub("", message.replace("\r\n", "\n"))
     return re.sub(r"\n{3,}", "\n\n", text).strip()
-
-
-TEST_DIRS = frozenset({"test", "tests", "testing", "__tests__", "spec", "specs", "__snapshots__", "e2e"})
-TEST_NAME = re.compile(
-    r"^(?:test_.*\.py|.*_test\.(?:py|go|rb|exs?|dart)|conftest\.py|.*\.(?:test|spec)\.[cm]?[jt]sx?"
-    r"|.*Tests?\.(?:java|kt|cs|swift|scala)|.*_spec\.rb|.*Test\.php)$"
-)
-
-
-def is_test_path(path: str) -> bool:
-    """A test file by the conventions of the common languages (directory or file name)."""
-    *dirs, name = path.split("/")
-    return any(d.lower() in TEST_DIRS for d in dirs) or TEST_NAME.match(name) is not None
-
-
-def is_bot(name: str, email: str, patterns: tuple[str, ...]) -> bool:
-    who = f"{name} {email}".lower()
-    return any(p.lower() in who for p in patterns)
-
-
-def classify_file(change: Mapping[str, Any]) -> FileDrop | None:
-    """Why this file does not belong in a training response, or None if it does.
-
-    Decided from the file list alone: the parser recorded what needs the patch bytes (binary,
-    line counts, generated marker, very long lines), so extract does not read diffs back.
-    """
-    *dirs, name = change["path"].split("/")  # plain str ops: PurePosixPath cost 15% of extract
-    if change["binary"]:
-        return FileDrop.BINARY
-    if change["kind"] != "file" or change["added"] + change["deleted"] == 0:
-        return FileDrop.NO_CONTENT
-    if name.lower() in LOCK_FILES:
-        return FileDrop.LOCK_FILE
-    if any(part.lower() in VENDOR_DIRS for part in dirs):
-        return FileDrop.VENDORED
-    if MINIFIED_NAME.search(name):
-        return FileDrop.MINIFIED
-    if GENERATED_NAME.search(name) or change.get("generated_marker"):
-        return FileDrop.GENERATED
-    if change.get("long_line"):
-        return FileDrop.MINIFIED
-    return None
 
 
 @dataclass(frozen=True)
@@ -248,46 +180,26 @@ def _pair_row(repo_id: str, row: Any, d: Decision, web_url: str | None, batch_id
     )  # fmt: skip
 
 
-def extract_repository(engine: Engine, repo_id: str, config: ExtractConfig, github: bool = False) -> ExtractResult:
-    """Turn every gated, not yet extracted crawl batch of one repository into pairs and skips;
-    with ``github``, also its gated GitHub records (issue, debugging and review pairs).
-
-    One transaction per crawl batch: its pairs, its skips, the extract batch record and the mark
-    that the crawl batch was read, so a killed run resumes at the first unread batch.
-    """
-    started = time.monotonic()
-    with engine.begin() as conn:
-        run_id = start_run(conn, "extract", repo_id)
+def extract_commits(engine: Engine, run: ledger.StageRun, config: ExtractConfig, result: ExtractResult) -> int:
+    """Pairs and skips from every gated, not yet extracted crawl batch of the run's repository, one
+    transaction per crawl batch (its pairs, its skips, the extract batch record and the mark that the
+    crawl batch was read), so a killed run resumes at the first unread batch. Returns the batches read."""
+    repo_id = run.repo_id
+    with engine.connect() as conn:
         web_url = conn.execute(sa.text("SELECT web_url FROM repositories WHERE repo_id = :r"), {"r": repo_id}).scalar()
-        sources = conn.execute(
-            sa.text(
-                "SELECT batch_id, rows_written FROM batches WHERE stage = 'crawl' AND repo_id = :r AND validated "
-                "AND NOT extracted ORDER BY created_at, seq"
-            ),
-            {"r": repo_id},
-        ).all()
-    result = ExtractResult(repo_id=repo_id, run_id=run_id)
+        sources = conn.execute(sa.text(UNREAD_CRAWL_BATCHES), {"r": repo_id}).all()
     skipped: Counter[str] = Counter()
     progress = Progress(log, f"extract {repo_id}", sum(n for _, n in sources), "commits")
     for seq, (source, _) in enumerate(sources):
-        batch_id = f"{run_id}-{seq:05d}"
         rows = _read_commits(engine, source)
-        inserted = _extract_batch(engine, repo_id, run_id, seq, source, batch_id, rows, web_url, config, skipped)
+        batch_id, inserted = _extract_batch(engine, run, seq, source, rows, web_url, config, skipped)
         result.batches.append(batch_id)
         result.commits_in += len(rows)
         result.pairs_new += len(inserted)
         progress.advance(len(rows))
     progress.finish()
     result.skipped = dict(skipped)
-    if github:
-        from codepairs.github_pairs import extract_github_pairs
-
-        extract_github_pairs(engine, repo_id, run_id, config, len(sources), result)
-    result.skipped = dict(sorted(result.skipped.items()))
-    result.seconds = round(time.monotonic() - started, 3)
-    with engine.begin() as conn:
-        finish_run(conn, run_id, "done", result.as_dict())
-    return result
+    return len(sources)
 
 
 def _read_commits(engine: Engine, crawl_batch: str) -> list[Any]:
@@ -299,11 +211,12 @@ def _read_commits(engine: Engine, crawl_batch: str) -> list[Any]:
 
 
 def _extract_batch(
-    engine: Engine, repo_id: str, run_id: str, seq: int, source: str, batch_id: str, rows: list[Any],
-    web_url: str | None, config: ExtractConfig, skipped: Counter[str],
-) -> list[Sequence[Any]]:
+    engine: Engine, run: ledger.StageRun, seq: int, source: str, rows: list[Any], web_url: str | None,
+    config: ExtractConfig, skipped: Counter[str],
+) -> tuple[str, list[Sequence[Any]]]:
     """One transaction: pairs, skips, the extract batch record, and the crawl batch marked read."""
     window = config.date_window()
+    repo_id, batch_id = run.repo_id or "", run.batch_id(seq)
     with engine.begin() as conn:
         decisions = [decide(row, config, window) for row in rows]
         partial = [row["sha"] for row, d in zip(rows, decisions, strict=True) if d.needs_diff]
@@ -318,11 +231,10 @@ def _extract_batch(
                 pairs.append(_pair_row(repo_id, row, d, web_url, batch_id))
             else:
                 skipped[d.reason.value] += 1
-                skips.append(("extract", repo_id, row["sha"], d.reason.value, d.detail, run_id))
-        open_batch(conn, batch_id, "extract", run_id, repo_id, seq, len(rows),
-                   {"crawl_batch": source, "skipped": len(skips)})  # fmt: skip
+                skips.append(ledger.skip_row("extract", repo_id, row["sha"], d.reason.value, d.detail, run.run_id))
+        batch = ledger.open_batch(conn, run, seq, len(rows), {"crawl_batch": source, "skipped": len(skips)})
         inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
-        insert_new(conn, "skips", SKIP_COLUMNS, skips, SKIP_KEY)
-        close_batch(conn, batch_id, len(inserted), batch_digest((p[0], p[12]) for p in inserted))
-        conn.execute(sa.text("UPDATE batches SET extracted = true WHERE batch_id = :b"), {"b": source})
-    return inserted
+        ledger.write_skips(conn, skips)
+        batch.seal(len(inserted), ledger.digest((p[0], p[12]) for p in inserted))
+        ledger.mark_extracted(conn, [source])
+    return batch_id, inserted

@@ -19,11 +19,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import time
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cache
 from functools import reduce as functools_reduce
 from itertools import chain, combinations
@@ -33,10 +32,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from codepairs import ledger
 from codepairs.config import DedupConfig
-from codepairs.crawl import batch_digest, finish_run, start_run
 from codepairs.progress import Progress
-from codepairs.store import close_batch, copy_int64, copy_rows, keyset_pair_ids, open_batch
+from codepairs.store import copy_int64, copy_rows, keyset_pair_ids
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +53,8 @@ ORDER BY p.pair_id
 """
 
 
-@dataclass
-class DedupResult:
-    run_id: str
+@dataclass(kw_only=True)
+class DedupResult(ledger.StageResult):
     pairs_in: int = 0
     exact_duplicates: int = 0  # pairs of this run found equal (normalised) to another
     near_duplicates: int = 0  # pairs of this run found similar, not equal, to another
@@ -64,10 +62,6 @@ class DedupResult:
     kept_replaced: int = 0  # groups whose kept pair changed (a better-ranked pair arrived)
     pairs_kept: int = 0  # kept pairs in all, after this run
     batches: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def normalise(text: str) -> str:
@@ -321,27 +315,22 @@ class _Batch:
 
 def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
     """Deduplicate every gated pair not yet seen, batch by batch, against everything before it."""
-    started = time.monotonic()
-    with engine.begin() as conn:
-        run_id = start_run(conn, "dedup", None)
-    result = DedupResult(run_id=run_id)
-    with engine.connect() as conn:  # an upper bound: pairs not yet gated are counted but not done
-        todo = conn.execute(sa.text(TODO)).scalar_one()
-    progress = Progress(log, "dedup", todo, "new pairs")
-    for seq, batch in enumerate(_prepared(engine, config)):
-        batch_id = f"{run_id}-{seq:05d}"
-        with engine.begin() as conn:
-            _dedup_batch(conn, batch_id, run_id, seq, batch, config, result)
-        result.batches.append(batch_id)
-        result.pairs_in += len(batch.ids)
-        progress.advance(len(batch.ids))
-    progress.finish()
-    log.info("dedup: %d pairs in, %d exact and %d near duplicates", result.pairs_in, result.exact_duplicates,
-             result.near_duplicates)  # fmt: skip
-    with engine.begin() as conn:
-        result.pairs_kept = conn.execute(sa.text("SELECT count(*) FROM dedup WHERE duplicate_of IS NULL")).scalar()
-        result.seconds = round(time.monotonic() - started, 3)
-        finish_run(conn, run_id, "done", result.as_dict())
+    with ledger.stage_run(engine, "dedup") as run:
+        result = DedupResult(run_id=run.run_id)
+        run.report(result)
+        with engine.connect() as conn:  # an upper bound: pairs not yet gated are counted but not done
+            todo = conn.execute(sa.text(TODO)).scalar_one()
+        progress = Progress(log, "dedup", todo, "new pairs")
+        for seq, batch in enumerate(_prepared(engine, config)):
+            with engine.begin() as conn:
+                result.batches.append(_dedup_batch(conn, run, seq, batch, config, result))
+            result.pairs_in += len(batch.ids)
+            progress.advance(len(batch.ids))
+        progress.finish()
+        log.info("dedup: %d pairs in, %d exact and %d near duplicates", result.pairs_in, result.exact_duplicates,
+                 result.near_duplicates)  # fmt: skip
+        with engine.connect() as conn:
+            result.pairs_kept = conn.execute(sa.text("SELECT count(*) FROM dedup WHERE duplicate_of IS NULL")).scalar()
     return result
 
 
@@ -390,15 +379,16 @@ def _literal(values: Iterable[Any]) -> str:
 
 
 def _dedup_batch(
-    conn: Connection, batch_id: str, run_id: str, seq: int, batch: _Batch, config: DedupConfig, result: DedupResult,
-) -> None:
+    conn: Connection, run: ledger.StageRun, seq: int, batch: _Batch, config: DedupConfig, result: DedupResult,
+) -> str:
     """One transaction. History is asked first, before the batch's own rows exist, so every answer is a
     real neighbour: the stored exact twins and the stored band neighbours (one indexed lookup each);
     the batch's edges to itself are found in memory. Then the groups are settled and the batch's rows
     are written once, with their decisions; only history rows whose decision changes are updated."""
     conn.execute(sa.text("SET LOCAL jit = off"))  # JIT compiled these index lookups for 0.2 s each, for nothing
     n, ids = len(batch.ids), batch.ids
-    open_batch(conn, batch_id, "dedup", run_id, None, seq, n, {"first": ids[0], "last": ids[-1]})
+    record = ledger.open_batch(conn, run, seq, n, {"first": ids[0], "last": ids[-1]})
+    batch_id = record.batch_id
     groups = _Groups()
     # Exact: each pair joins the first of its batch with its hash, and that one every stored twin.
     first: dict[str, int] = {}
@@ -455,8 +445,7 @@ def _dedup_batch(
                               "similarity", "batch_id"), records,
               types=("text", "int8", "text", "text", "bytea", "text", "text", "float4", "text"))  # fmt: skip
     copy_int64(conn, "dedup_bands", ("bucket", "key"), np.column_stack((bucket, batch.keys[owner])))
-    close_batch(conn, batch_id, n, batch_digest((r[0], hashlib.sha256(r[3].encode() + r[4]).hexdigest())
-                                                for r in records))  # fmt: skip
+    record.seal(n, ledger.digest((r[0], hashlib.sha256(r[3].encode() + r[4]).hexdigest()) for r in records))
     if decided:  # stored rows whose decision changed: a better-ranked pair arrived for their group
         conn.execute(
             sa.text("UPDATE dedup d SET duplicate_of = u.keep, reason = u.reason, similarity = u.sim "
@@ -465,6 +454,7 @@ def _dedup_batch(
             {"p": list(decided), "k": [u[0] for u in decided.values()], "r": [u[1] for u in decided.values()],
              "s": [u[2] for u in decided.values()]},
         )  # fmt: skip
+    return batch_id
 
 
 def _similar(a: np.ndarray, b: np.ndarray, config: DedupConfig) -> np.ndarray:

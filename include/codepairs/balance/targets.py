@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import subprocess
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,10 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from codepairs import gitlog, synthesis
+from codepairs import ledger
+from codepairs.balance import synthesis
 from codepairs.config import BalanceConfig
-from codepairs.crawl import finish_run, start_run
-from codepairs.store import close_batch, open_batch
+from codepairs.sources import gitlog
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +93,12 @@ class CategoryPlan:
         return max(self.target - self.filled, 0)
 
 
-@dataclass
-class BalanceResult:
-    run_id: str
+@dataclass(kw_only=True)
+class BalanceResult(ledger.StageResult):
     total_target: int = 0
     rows: int = 0
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     batch_id: str = ""
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def targets(total: int, shares: Mapping[str, float]) -> dict[str, int]:
@@ -121,34 +115,28 @@ def targets(total: int, shares: Mapping[str, float]) -> dict[str, int]:
 
 def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None) -> BalanceResult:
     """Rewrite ``balanced`` from the selected pairs and the targets; synthesise where short."""
-    started = time.monotonic()
-    with engine.begin() as conn:
-        run_id = start_run(conn, "balance", None)
-    result = BalanceResult(run_id=run_id)
-    with engine.connect() as conn:
-        available = {c: int(n) for c, n in conn.execute(sa.text(AVAILABLE)).all()}
-    if config.enabled:
-        total = config.total if config.total is not None else sum(available.values())
-        goal = targets(total, config.shares)
-        max_copies = config.max_copies
-    else:  # every selected pair, once
-        goal, max_copies = dict(available), 1
-    plans = {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
-    result.total_target = sum(p.target for p in plans.values())
-    try:
-        _fill(engine, plans, run_id, max_copies, config, llm_client)
-    except BaseException:
+    with ledger.stage_run(engine, "balance") as run:
+        result = BalanceResult(run_id=run.run_id)
+        run.report(result)
+        plans = _plan(engine, config)
+        result.total_target = sum(p.target for p in plans.values())
+        _fill(engine, plans, run.run_id, config.max_copies if config.enabled else 1, config, llm_client)
         with engine.begin() as conn:
-            finish_run(conn, run_id, "failed", result.as_dict())
-        raise
-    with engine.begin() as conn:
-        result.rows, result.batch_id = _seal(conn, run_id)
+            result.rows, result.batch_id = _seal(conn, run)
         result.categories = {c: {**asdict(p), "shortfall": p.shortfall} for c, p in plans.items()}
-        result.seconds = round(time.monotonic() - started, 3)
-        finish_run(conn, run_id, "done", result.as_dict())
     short = {c: p.shortfall for c, p in plans.items() if p.shortfall}
     log.info("balance: %d slots for a target of %d; short: %s", result.rows, result.total_target, short or "none")
     return result
+
+
+def _plan(engine: Engine, config: BalanceConfig) -> dict[str, CategoryPlan]:
+    """Each category's target (from the config's total and shares; balance off: what was selected) and
+    the selected pairs available for it."""
+    with engine.connect() as conn:
+        available = {c: int(n) for c, n in conn.execute(sa.text(AVAILABLE)).all()}
+    goal = targets(config.total if config.total is not None else sum(available.values()), config.shares) \
+        if config.enabled else dict(available)  # fmt: skip
+    return {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
 
 
 def _fill(engine: Engine, plans: dict[str, CategoryPlan], run_id: str, max_copies: int, config: BalanceConfig,
@@ -157,7 +145,7 @@ def _fill(engine: Engine, plans: dict[str, CategoryPlan], run_id: str, max_copie
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM balanced"))
         conn.execute(sa.text(REAL_SLOTS), {"run": run_id, "max_copies": max_copies,
-                                           "targets": gitlog.canonical_json({c: p.target for c, p in plans.items()})})
+                                           "targets": ledger.canonical_json({c: p.target for c, p in plans.items()})})
         for category, copy, n in conn.execute(sa.text(
                 "SELECT category, copy = 1, count(*) FROM balanced GROUP BY 1, 2")).all():  # fmt: skip
             if copy:
@@ -183,14 +171,13 @@ def slots_digest(conn: Connection) -> tuple[int, str]:
     return n, digest.hexdigest()
 
 
-def _seal(conn: Connection, run_id: str) -> tuple[int, str]:
+def _seal(conn: Connection, run: ledger.StageRun) -> tuple[int, str]:
     """The balanced set as one batch: its row count and a sha256 over its slots."""
     n, digest = slots_digest(conn)
-    batch_id = f"{run_id}-00000"
-    open_batch(conn, batch_id, "balance", run_id, None, 0, n, {"table": "balanced"})
-    close_batch(conn, batch_id, n, digest)
-    conn.execute(sa.text("UPDATE balanced SET batch_id = :b"), {"b": batch_id})
-    return n, batch_id
+    batch = ledger.open_batch(conn, run, 0, n, {"table": "balanced"})
+    batch.seal(n, digest)
+    conn.execute(sa.text("UPDATE balanced SET batch_id = :b"), {"b": batch.batch_id})
+    return n, batch.batch_id
 
 
 def _synthesise(engine: Engine, category: str, budget: int, run_id: str, config: BalanceConfig,
@@ -254,7 +241,7 @@ def _ui_component(src: Mapping[str, Any], stored: set[str]) -> tuple[Any, ...] |
     instruction, response = made
     return (pair_id, "ui_component", src["pair_id"], src["repo_id"], "ui_component", instruction, response,
             hashlib.sha256(response.encode()).hexdigest(),
-            gitlog.canonical_json({"path": src["path"], "commit": src["commit_sha"]}))  # fmt: skip
+            ledger.canonical_json({"path": src["path"], "commit": src["commit_sha"]}))  # fmt: skip
 
 
 def _blob(mirror: Path, commit: str, path: str) -> bytes | None:
@@ -298,6 +285,6 @@ def _llm_pairs(engine: Engine, category: str, budget: int, config: BalanceConfig
         instruction, response = made
         _store_synthetic(engine, [(pair_id, method, seed["pair_id"], seed["repo_id"], category, instruction, response,
                                    hashlib.sha256(response.encode()).hexdigest(),
-                                   gitlog.canonical_json({"model": config.llm_model}))])  # stored as it comes
+                                   ledger.canonical_json({"model": config.llm_model}))])  # stored as it comes
         ids.append(pair_id)
     return ids

@@ -22,7 +22,7 @@ import yaml
 
 from codepairs import settings
 from codepairs.errors import ConfigError
-from codepairs.extract import is_test_path
+from codepairs.filerules import is_test_path
 
 # Code-like words in a message: snake_case, camelCase, dotted.names, paths, --flags, calls(), `ticked`.
 CODE_WORD = re.compile(

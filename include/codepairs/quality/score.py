@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,15 +20,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from codepairs import classify as classify_module
-from codepairs import features as features_module
-from codepairs import gitlog
-from codepairs.classify import classify
+from codepairs import ledger
 from codepairs.config import ScoreConfig
-from codepairs.crawl import batch_digest, finish_run, start_run
-from codepairs.features import ScoringRules, diff_stats, explain, features, load_rules, score
 from codepairs.progress import Progress
-from codepairs.store import close_batch, copy_rows, count_pairs, keyset_pair_ids, open_batch
+from codepairs.quality import classify as classify_module
+from codepairs.quality import features as features_module
+from codepairs.quality.classify import classify
+from codepairs.quality.features import ScoringRules, diff_stats, explain, features, load_rules, score
+from codepairs.store import copy_rows, count_pairs, keyset_pair_ids
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +84,14 @@ WHERE s.pair_id = a.pair_id AND s.selected IS DISTINCT FROM COALESCE(r.selected,
 """
 
 
-@dataclass
-class ScoreResult:
-    run_id: str
+@dataclass(kw_only=True)
+class ScoreResult(ledger.StageResult):
     pairs_scored: int = 0
     rescored: int = 0  # pairs scored before under other rules
     categories: dict[str, int] = field(default_factory=dict)  # of the pairs scored in this run
     selected: int = 0  # after ranking, of all scored pairs
     scored_total: int = 0
     batches: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def rules_digest(rules: ScoringRules) -> str:
@@ -108,12 +101,12 @@ def rules_digest(rules: ScoringRules) -> str:
     payload = {"code": code.hexdigest(), "weights": dict(rules.weights), "bias": rules.bias, "vague": rules.vague,
                "mechanical": rules.mechanical, "trivial": rules.trivial, "files": asdict(rules.files),
                "categories": rules.categories}  # fmt: skip
-    return hashlib.sha256(gitlog.canonical_json(payload).encode()).hexdigest()
+    return hashlib.sha256(ledger.canonical_json(payload).encode()).hexdigest()
 
 
 def row_digest(pair_id: str, value: float, category: str, confidence: float, feats: Mapping[str, Any]) -> str:
     """sha256 of a score row as stored: recomputable by the gate from what it reads back."""
-    return hashlib.sha256(gitlog.canonical_json([pair_id, value, category, confidence, feats]).encode()).hexdigest()
+    return hashlib.sha256(ledger.canonical_json([pair_id, value, category, confidence, feats]).encode()).hexdigest()
 
 
 def score_one(pair: Mapping[str, Any], rules: ScoringRules) -> dict[str, Any]:
@@ -128,28 +121,22 @@ def score_one(pair: Mapping[str, Any], rules: ScoringRules) -> dict[str, Any]:
 
 def score_pairs(engine: Engine, config: ScoreConfig, rules: ScoringRules | None = None) -> ScoreResult:
     """Score every gated pair not scored under the current rules, then rank all of them."""
-    started = time.monotonic()
     rules = rules or load_rules(config.rules_path())
     digest = rules_digest(rules)
-    with engine.begin() as conn:
-        run_id = start_run(conn, "score", None)
-    result = ScoreResult(run_id=run_id)
-    progress = Progress(log, "score", count_pairs(engine), "pairs examined")
-    for seq, ids in enumerate(keyset_pair_ids(engine, config.batch_size)):
-        records = _score_batch(engine, ids, rules, digest, result)
-        progress.advance(len(ids))
-        if not records:
-            continue
-        batch_id = f"{run_id}-{seq:05d}"
-        with engine.begin() as conn:
-            _write_batch(conn, batch_id, run_id, seq, records, result)
-        result.batches.append(batch_id)
-    progress.finish()
-    log.info("score: %d pairs scored in %d batches", result.pairs_scored, len(result.batches))
-    result.scored_total, result.selected = rank_pairs(engine, config)
-    with engine.begin() as conn:
-        result.seconds = round(time.monotonic() - started, 3)
-        finish_run(conn, run_id, "done", result.as_dict())
+    with ledger.stage_run(engine, "score") as run:
+        result = ScoreResult(run_id=run.run_id)
+        run.report(result)
+        progress = Progress(log, "score", count_pairs(engine), "pairs examined")
+        for seq, ids in enumerate(keyset_pair_ids(engine, config.batch_size)):
+            records = _score_batch(engine, ids, rules, digest, result)
+            progress.advance(len(ids))
+            if not records:
+                continue
+            with engine.begin() as conn:
+                result.batches.append(_write_batch(conn, run, seq, records, result))
+        progress.finish()
+        log.info("score: %d pairs scored in %d batches", result.pairs_scored, len(result.batches))
+        result.scored_total, result.selected = rank_pairs(engine, config)
     return result
 
 
@@ -179,19 +166,19 @@ def _score_batch(engine: Engine, ids: Sequence[str], rules: ScoringRules, digest
     return records
 
 
-def _write_batch(conn: Connection, batch_id: str, run_id: str, seq: int, records: Sequence[tuple[Any, ...]],
-                 result: ScoreResult) -> None:  # fmt: skip
+def _write_batch(conn: Connection, run: ledger.StageRun, seq: int, records: Sequence[tuple[Any, ...]],
+                 result: ScoreResult) -> str:  # fmt: skip
     """One transaction: the batch record, the stale scores it replaces (their batches resealed), its
     rows by COPY, its digest."""
-    open_batch(conn, batch_id, "score", run_id, None, seq, len(records), {"first": records[0][0],
-                                                                          "last": records[-1][0]})  # fmt: skip
+    batch = ledger.open_batch(conn, run, seq, len(records), {"first": records[0][0], "last": records[-1][0]})
     stale = conn.execute(sa.text("DELETE FROM pair_scores WHERE pair_id = ANY(:ids) RETURNING batch_id"),
                          {"ids": [r[0] for r in records]}).scalars().all()  # fmt: skip
     result.rescored += len(stale)
-    copy_rows(conn, "pair_scores", COLUMNS, ((*r[:-1], batch_id) for r in records))
-    close_batch(conn, batch_id, len(records), batch_digest((r[0], r[-1]) for r in records))
+    copy_rows(conn, "pair_scores", COLUMNS, ((*r[:-1], batch.batch_id) for r in records))
+    batch.seal(len(records), ledger.digest((r[0], r[-1]) for r in records))
     _reseal(conn, set(stale))
     result.pairs_scored += len(records)
+    return batch.batch_id
 
 
 def _reseal(conn: Connection, batch_ids: set[str]) -> None:
@@ -201,6 +188,6 @@ def _reseal(conn: Connection, batch_ids: set[str]) -> None:
         rows = conn.execute(sa.text("SELECT pair_id, score, category, confidence, features FROM pair_scores "
                                     "WHERE batch_id = :b"), {"b": batch_id}).all()  # fmt: skip
         if not rows:
-            conn.execute(sa.text("DELETE FROM batches WHERE batch_id = :b"), {"b": batch_id})
+            ledger.delete_batch(conn, batch_id)
             continue
-        close_batch(conn, batch_id, len(rows), batch_digest((r[0], row_digest(*r)) for r in rows))
+        ledger.reseal(conn, batch_id, len(rows), ledger.digest((r[0], row_digest(*r)) for r in rows))

@@ -1,0 +1,1 @@
+"""Per-category targets for the exported set, and synthesis where real pairs fall short."""

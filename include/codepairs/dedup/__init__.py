@@ -1,0 +1,1 @@
+"""Exact and near-duplicate detection over the pairs."""

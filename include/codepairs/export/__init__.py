@@ -1,0 +1,1 @@
+"""The dataset on disk: shards, card, manifest, and their verification."""

@@ -1,0 +1,1 @@
+"""Instruction -> response pairs made from crawled commits and GitHub records."""

@@ -1,0 +1,1 @@
+"""Features, score and category of every pair, and the ranking."""
