@@ -43,8 +43,17 @@ def child(spec: str, max_commits: int | None, url: str) -> None:
     ex = extract.extract_repository(engine, result.repo_id, ExtractConfig())
     t2 = time.perf_counter()
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"commits": result.commits_read, "pairs": ex.pairs_new, "crawl_s": t1 - t0,
-                      "extract_s": t2 - t1, "peak_rss_mib": peak_kib / 1024}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "commits": result.commits_read,
+                "pairs": ex.pairs_new,
+                "crawl_s": t1 - t0,
+                "extract_s": t2 - t1,
+                "peak_rss_mib": peak_kib / 1024,
+            }
+        )
+    )
 
 
 def baseline(mirror: Path, max_commits: int | None) -> tuple[float, int]:
@@ -67,8 +76,10 @@ def measure(args: argparse.Namespace, admin: str) -> None:
     mirror = crawl.ensure_mirror(identity.resolve_source(args.repo), CrawlConfig())  # clone once, outside the timings
     head = crawl.git(["rev-parse", "HEAD"], mirror)
     print(f"repository {args.repo} at {head[:12]}, git {crawl.git(['--version'])}, {os.cpu_count()} cores")
-    print(f"{'commits':>8} {'git log -p':>11} {'codepairs':>10} {'(crawl':>8} {'extract)':>9} {'ratio':>6} "
-          f"{'commits/s':>10} {'peak RSS':>9} {'log MiB':>8}")  # fmt: skip
+    print(
+        f"{'commits':>8} {'git log -p':>11} {'codepairs':>10} {'(crawl':>8} {'extract)':>9} {'ratio':>6} "
+        f"{'commits/s':>10} {'peak RSS':>9} {'log MiB':>8}"
+    )
     for size in [int(s) for s in args.sizes.split(",")]:
         base_runs, ours = [], []
         for _ in range(args.repeat):
@@ -86,8 +97,10 @@ def measure(args: argparse.Namespace, admin: str) -> None:
         crawl_s = statistics.median(x["crawl_s"] for x in ours)
         extract_s = statistics.median(x["extract_s"] for x in ours)
         peak = max(x["peak_rss_mib"] for x in ours)
-        print(f"{o['commits']:>8} {b:>10.2f}s {total:>9.2f}s {crawl_s:>7.2f}s {extract_s:>8.2f}s {total / b:>6.2f} "
-              f"{o['commits'] / total:>10.0f} {peak:>7.0f}MiB {nbytes / 2**20:>8.1f}")  # fmt: skip
+        print(
+            f"{o['commits']:>8} {b:>10.2f}s {total:>9.2f}s {crawl_s:>7.2f}s {extract_s:>8.2f}s {total / b:>6.2f} "
+            f"{o['commits'] / total:>10.0f} {peak:>7.0f}MiB {nbytes / 2**20:>8.1f}"
+        )
 
 
 def main() -> int:

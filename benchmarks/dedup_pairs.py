@@ -65,7 +65,7 @@ def load(url: str, texts: list[str]) -> list[str]:
     """The texts as gated pairs of one repository; returns their pair ids, in text order."""
     import hashlib
 
-    from codepairs import store
+    from codepairs import ledger, store
     from codepairs.pairs.commits import PAIR_COLUMNS, pair_id
 
     engine = store.get_engine(url)
@@ -75,21 +75,41 @@ def load(url: str, texts: list[str]) -> list[str]:
 
         conn.execute(sa.text("INSERT INTO repositories (repo_id, source, name) VALUES ('bench', '/bench', 'bench')"))
         conn.execute(sa.text("INSERT INTO runs (run_id, stage) VALUES ('gen', 'extract')"))
-        store.open_batch(conn, "gen-0", "extract", "gen", "bench", 0, len(texts), {"generated": True})
-        conn.execute(sa.text("UPDATE batches SET validated = true WHERE batch_id = 'gen-0'"))
-        rows = ((ids[i], "commit", "bench", f"{i:040x}", f"Change number {i} of the generated code", t, "[]", "[]", 1,
-                 1, "2025-01-01T00:00:00Z", None, hashlib.sha256(t.encode()).hexdigest(), "gen-0")
-                for i, t in enumerate(texts))  # fmt: skip
+        run = ledger.StageRun(engine, "extract", "bench", "gen")
+        ledger.open_batch(conn, run, 0, len(texts), {"generated": True}, batch="gen-0")
+        ledger.mark_validated(conn, ["gen-0"])
+        rows = (
+            (
+                ids[i],
+                "commit",
+                "bench",
+                f"{i:040x}",
+                f"Change number {i} of the generated code",
+                t,
+                "[]",
+                "[]",
+                1,
+                1,
+                "2025-01-01T00:00:00Z",
+                None,
+                hashlib.sha256(t.encode()).hexdigest(),
+                "gen-0",
+            )
+            for i, t in enumerate(texts)
+        )
         store.copy_rows(conn, "pairs", PAIR_COLUMNS, rows)
     engine.dispose()
     return ids
 
 
 def child_codepairs(url: str, out: str) -> None:
-    from codepairs import gates, store
+    from codepairs import store
+    from codepairs.balance import checks as balance_checks
     from codepairs.balance import targets as balance
     from codepairs.config import BalanceConfig, PipelineConfig
+    from codepairs.dedup import checks as dedup_checks
     from codepairs.dedup import deduplicate as dedup
+    from codepairs.export import checks as export_checks
     from codepairs.export import dataset as export
     from codepairs.quality import score
 
@@ -102,27 +122,38 @@ def child_codepairs(url: str, out: str) -> None:
     result = dedup.dedup_pairs(engine, config.dedup)
     t1 = time.perf_counter()
     score.rank_pairs(engine, config.score)
-    gates.validate_dedup(engine, result.run_id, config.dedup)
-    gates.validate_split(engine, result.run_id, config.dedup, config.export)
+    dedup_checks.validate_dedup(engine, result.run_id, config.dedup)
+    export_checks.validate_split(engine, result.run_id, config.dedup, config.export)
     tg = time.perf_counter()
-    gates.validate_balance_input(engine, result.run_id, config.dedup, config.balance)
+    balance_checks.validate_balance_input(engine, result.run_id, config.dedup, config.balance)
     tb0 = time.perf_counter()
     balanced = balance.balance_pairs(engine, config.balance)
     tb1 = time.perf_counter()
-    gates.validate_balance(engine, balanced.run_id, balanced.as_dict(), config.balance)
+    balance_checks.validate_balance(engine, balanced.run_id, balanced.as_dict(), config.balance)
     tb2 = time.perf_counter()
     exported = export.write_export(engine, Path(out), config.export)
     t2 = time.perf_counter()
     import sqlalchemy as sa
 
     with engine.connect() as conn:
-        decisions = conn.execute(sa.text("SELECT pair_id, duplicate_of, reason FROM dedup "
-                                         "WHERE duplicate_of IS NOT NULL")).all()  # fmt: skip
-    print(json.dumps({"dedup_s": t1 - t0, "gates_s": tg - t1 + tb0 - tg + tb2 - tb1, "balance_s": tb1 - tb0,
-                      "score_s": t0 - ts, "export_s": t2 - tb2, "rows": exported.rows,
-                      "kept": result.pairs_kept,
-                      "decisions": [list(d) for d in decisions],
-                      "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
+        decisions = conn.execute(
+            sa.text("SELECT pair_id, duplicate_of, reason FROM dedup WHERE duplicate_of IS NOT NULL")
+        ).all()
+    print(
+        json.dumps(
+            {
+                "dedup_s": t1 - t0,
+                "gates_s": tg - t1 + tb0 - tg + tb2 - tb1,
+                "balance_s": tb1 - tb0,
+                "score_s": t0 - ts,
+                "export_s": t2 - tb2,
+                "rows": exported.rows,
+                "kept": result.pairs_kept,
+                "decisions": [list(d) for d in decisions],
+                "peak_rss_mib": peak_rss_mib(),
+            }
+        )
+    )
 
 
 def child_baseline(texts_path: str) -> None:
@@ -144,8 +175,7 @@ def child_baseline(texts_path: str) -> None:
         else:
             lsh.insert(i, m)
     t1 = time.perf_counter()
-    print(json.dumps({"dedup_s": t1 - t0, "duplicates": sorted(duplicate_of.items()),
-                      "peak_rss_mib": peak_rss_mib()}))  # fmt: skip
+    print(json.dumps({"dedup_s": t1 - t0, "duplicates": sorted(duplicate_of.items()), "peak_rss_mib": peak_rss_mib()}))
 
 
 def scores(pairs: list[tuple[int, int]], family: list[int], near_copies: set[int]) -> tuple[float, float]:
@@ -180,8 +210,10 @@ def main() -> int:
         ids = load(url, texts)
         index = {pid: i for i, pid in enumerate(ids)}
         (work / "texts.json").write_text(json.dumps(texts))
-        print(f"generated and loaded {args.pairs} pairs ({len(exact_copies)} exact copies, {len(near_copies)} "
-              f"near copies) in {time.perf_counter() - t:.0f} s")  # fmt: skip
+        print(
+            f"generated and loaded {args.pairs} pairs ({len(exact_copies)} exact copies, {len(near_copies)} "
+            f"near copies) in {time.perf_counter() - t:.0f} s"
+        )
         del texts
         export_dir = str(work / f"export-{uuid.uuid4().hex}")
         ours = run_child(__file__, ["--child", "codepairs", "--url", url, "--data", export_dir])
@@ -192,17 +224,25 @@ def main() -> int:
         ours_precision = scores(ours_near, family, near_copies)[1]
         base_pairs = [tuple(p) for p in base["duplicates"]]
         base_recall, base_precision = scores(base_pairs, family, near_copies)
-        print(f"{'':<22} {'dedup s':>8} {'gates s':>8} {'balance s':>9} {'export s':>9} {'pairs/s':>8} "
-              f"{'peak RSS':>9} {'recall':>7} {'precision':>9}")  # fmt: skip
-        print(f"{'codepairs':<22} {ours['dedup_s']:>8.1f} {ours['gates_s']:>8.1f} {ours['balance_s']:>9.1f} "
-              f"{ours['export_s']:>9.1f} {args.pairs / ours['dedup_s']:>8.0f} {ours['peak_rss_mib']:>7.0f}MiB "
-              f"{ours_recall:>7.4f} {ours_precision:>9.4f}")  # fmt: skip
-        print(f"{'datasketch MinHashLSH':<22} {base['dedup_s']:>8.1f} {'':>8} {'':>9} {'':>9} "
-              f"{args.pairs / base['dedup_s']:>8.0f} "
-              f"{base['peak_rss_mib']:>7.0f}MiB {base_recall:>7.4f} {base_precision:>9.4f}")  # fmt: skip
-        print(f"speed-up of codepairs' dedup over the baseline: {base['dedup_s'] / ours['dedup_s']:.2f}x; "
-              f"{ours['kept']} kept, exported {ours['rows']} balanced pairs (scoring first took "
-              f"{ours['score_s']:.0f} s, not counted)")  # fmt: skip
+        print(
+            f"{'':<22} {'dedup s':>8} {'gates s':>8} {'balance s':>9} {'export s':>9} {'pairs/s':>8} "
+            f"{'peak RSS':>9} {'recall':>7} {'precision':>9}"
+        )
+        print(
+            f"{'codepairs':<22} {ours['dedup_s']:>8.1f} {ours['gates_s']:>8.1f} {ours['balance_s']:>9.1f} "
+            f"{ours['export_s']:>9.1f} {args.pairs / ours['dedup_s']:>8.0f} {ours['peak_rss_mib']:>7.0f}MiB "
+            f"{ours_recall:>7.4f} {ours_precision:>9.4f}"
+        )
+        print(
+            f"{'datasketch MinHashLSH':<22} {base['dedup_s']:>8.1f} {'':>8} {'':>9} {'':>9} "
+            f"{args.pairs / base['dedup_s']:>8.0f} "
+            f"{base['peak_rss_mib']:>7.0f}MiB {base_recall:>7.4f} {base_precision:>9.4f}"
+        )
+        print(
+            f"speed-up of codepairs' dedup over the baseline: {base['dedup_s'] / ours['dedup_s']:.2f}x; "
+            f"{ours['kept']} kept, exported {ours['rows']} balanced pairs (scoring first took "
+            f"{ours['score_s']:.0f} s, not counted)"
+        )
     return 0
 
 

@@ -37,8 +37,14 @@ def generate(fake: FakeGithub, issues: int, pulls: int, per_page: int) -> tuple[
     repo = fake.add_repo("bench/project")
     for n in range(1, issues + 1):
         closed = n % 5 < 3
-        repo.add_issue(n, f"Issue {n}: the widget fails on input {n}", f"Steps: run `widget --n {n}`.", at=n,
-                       state="closed" if closed else "open", closed_at=n + issues if closed else None)  # fmt: skip
+        repo.add_issue(
+            n,
+            f"Issue {n}: the widget fails on input {n}",
+            f"Steps: run `widget --n {n}`.",
+            at=n,
+            state="closed" if closed else "open",
+            closed_at=n + issues if closed else None,
+        )
     linked: set[int] = set()
     merged_numbers = []
     reviewed = 0
@@ -47,20 +53,44 @@ def generate(fake: FakeGithub, issues: int, pulls: int, per_page: int) -> tuple[
         target = k + 1 if k + 1 <= issues else None
         body = f"Fixes #{target}" if target and target % 5 < 3 else "A change."
         c1, c2 = sha(f"{number}-1"), sha(f"{number}-2")
-        diff = (f"diff --git a/src/w{k}.py b/src/w{k}.py\n--- a/src/w{k}.py\n+++ b/src/w{k}.py\n"
-                f"@@ -1,2 +1,2 @@\n-x = {k}\n+x = {k + 1}\n")  # fmt: skip
-        repo.add_pull(number, f"Change widget {k}", body, at=issues * 2 + k, diff=diff, merged=merged,
-                      commits=[(c1, "first"), (c2, "second")])  # fmt: skip
+        diff = (
+            f"diff --git a/src/w{k}.py b/src/w{k}.py\n--- a/src/w{k}.py\n+++ b/src/w{k}.py\n"
+            f"@@ -1,2 +1,2 @@\n-x = {k}\n+x = {k + 1}\n"
+        )
+        repo.add_pull(
+            number,
+            f"Change widget {k}",
+            body,
+            at=issues * 2 + k,
+            diff=diff,
+            merged=merged,
+            commits=[(c1, "first"), (c2, "second")],
+        )
         if merged:
             merged_numbers.append(number)
             if target and target % 5 < 3:
                 linked.add(target)
         if merged and k % 3 == 0:
             for j in range(2):
-                repo.add_review_comment(number * 10 + j, number, f"src/w{k}.py", 1 + j, "Please rename this.",
-                                        at=issues * 3 + k, reviewed=c1)  # fmt: skip
-            repo.add_review_comment(number * 10 + 2, number, f"src/w{k}.py", 1, "Done.", at=issues * 3 + k,
-                                    reviewed=c1, in_reply_to=number * 10)  # fmt: skip
+                repo.add_review_comment(
+                    number * 10 + j,
+                    number,
+                    f"src/w{k}.py",
+                    1 + j,
+                    "Please rename this.",
+                    at=issues * 3 + k,
+                    reviewed=c1,
+                )
+            repo.add_review_comment(
+                number * 10 + 2,
+                number,
+                f"src/w{k}.py",
+                1,
+                "Done.",
+                at=issues * 3 + k,
+                reviewed=c1,
+                in_reply_to=number * 10,
+            )
             repo.add_compare(c1, c2, {f"src/w{k}.py": "@@ -1,2 +1,2 @@\n-x = 1\n+x = 2\n"}, [c2])
             reviewed += 1
     timelines = 0
@@ -71,15 +101,17 @@ def generate(fake: FakeGithub, issues: int, pulls: int, per_page: int) -> tuple[
             repo.timelines[n] = [{"event": "closed", "commit_id": commit, "created_at": ts(n)}]
     minimum = (
         1  # repository
-        + pages(issues + pulls, per_page) + pages(pulls, per_page) + pages(len(repo.comments), per_page)
+        + pages(issues + pulls, per_page)
+        + pages(pulls, per_page)
+        + pages(len(repo.comments), per_page)
         + len(merged_numbers) * (1 + pages(2, per_page))  # diff + commits
         + reviewed  # one compare per reviewed commit
         + timelines
-    )  # fmt: skip
+    )
     return repo, minimum
 
 
-def crawl(engine, fake: FakeGithub, config) -> tuple[int, Counter[int], float, dict]:  # type: ignore[no-untyped-def]
+def crawl(engine, fake: FakeGithub, config) -> tuple[int, Counter[int], float, dict]:
     from codepairs.sources import crawl as git_crawl
     from codepairs.sources import github_crawl, identity
     from codepairs.sources.github_client import GithubClient
@@ -111,8 +143,10 @@ def main() -> int:
             engine = store.get_engine(url)
             config = GithubConfig(per_page=args.per_page, seconds_between_requests=0)
             shape = f"{len(repo.comments)} review comments, {len(repo.timelines)} timelines"
-            print(f"generated: {args.issues} issues, {args.pulls} PRs, {shape}; page size {args.per_page}; "
-                  f"minimum requests {minimum}")  # fmt: skip
+            print(
+                f"generated: {args.issues} issues, {args.pulls} PRs, {shape}; page size {args.per_page}; "
+                f"minimum requests {minimum}"
+            )
             print(f"{'crawl':<24} {'requests':>8} {'statuses':<22} {'vs minimum':>10} {'seconds':>8} written")
             n, statuses, seconds, written = crawl(engine, fake, config)
             print(f"{'first':<24} {n:>8} {str(dict(statuses)):<22} {n / minimum:>9.2f}x {seconds:>8.2f} {written}")

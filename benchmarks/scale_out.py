@@ -63,8 +63,9 @@ def in_process(server: str, repos: list[str], max_commits: int, config_path: Pat
         drop_databases(server, [name])
 
 
-def on_celery(server: str, repos: list[str], max_commits: int, workers: int, slots: int,
-              folder: Path) -> tuple[float, Counter[str], int]:  # fmt: skip
+def on_celery(
+    server: str, repos: list[str], max_commits: int, workers: int, slots: int, folder: Path
+) -> tuple[float, Counter[str], int]:
     import sqlalchemy as sa
     from codepairs import store
 
@@ -75,16 +76,25 @@ def on_celery(server: str, repos: list[str], max_commits: int, workers: int, slo
         af.wait("the Celery workers", lambda: all(p.exists() and " ready." in p.read_text() for p in logs))
         af.call("PATCH", "/api/v2/dags/codepairs_build", {"is_paused": True})  # the crawl alone is timed
         run_id = af.trigger("codepairs_crawl", {"repos": repos, "max_commits": max_commits})
-        af.wait("the crawl runs", lambda: len(runs := af.runs("codepairs_crawl")) >= 2 and all(
-            r["state"] in ("success", "failed") for r in runs), timeout=3600)  # fmt: skip
+        af.wait(
+            "the crawl runs",
+            lambda: (
+                len(runs := af.runs("codepairs_crawl")) >= 2 and all(r["state"] in ("success", "failed") for r in runs)
+            ),
+            timeout=3600,
+        )
         runs = {r["dag_run_id"]: r for r in af.runs("codepairs_crawl")}
         run = runs[run_id]
         assert run["state"] == "success", f"run {run_id} {run['state']}; logs in {af.home}"
         seconds = (datetime.fromisoformat(run["end_date"]) - datetime.fromisoformat(run["start_date"])).total_seconds()
         tis = af.task_instances("codepairs_crawl", run_id)
         with store.get_engine(af.pipeline_url).connect() as conn:
-            pairs = conn.execute(sa.text("SELECT count(*) FROM pairs WHERE repo_id IN (SELECT repo_id FROM "
-                                         "repositories WHERE name <> 'nightly')")).scalar_one()  # fmt: skip
+            pairs = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pairs WHERE repo_id IN (SELECT repo_id FROM "
+                    "repositories WHERE name <> 'nightly')"
+                )
+            ).scalar_one()
     return seconds, Counter(ti["hostname"].partition("@")[0] for ti in tis if ti["hostname"]), pairs
 
 

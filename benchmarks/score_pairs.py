@@ -48,9 +48,16 @@ def message(rng: random.Random, fn: str) -> str:
     if roll < 0.45:
         kind = rng.choice(["fix", "feat", "refactor", "perf", "docs", "test", "chore"])
         return f"{kind}({fn.split('_')[1]}): {rng.choice(['handle', 'support', 'simplify', 'speed up'])} {fn} paths"
-    summary = rng.choice([f"Fix crash in {fn} when the input is empty", f"Add a timeout option to {fn}",
-                          f"Speed up {fn} by caching parsed values", f"Refactor {fn} into smaller helpers",
-                          f"Document the return value of {fn}", f"Handle unicode paths in {fn}"])  # fmt: skip
+    summary = rng.choice(
+        [
+            f"Fix crash in {fn} when the input is empty",
+            f"Add a timeout option to {fn}",
+            f"Speed up {fn} by caching parsed values",
+            f"Refactor {fn} into smaller helpers",
+            f"Document the return value of {fn}",
+            f"Handle unicode paths in {fn}",
+        ]
+    )
     if rng.random() < 0.4:
         summary += f"\n\n{fn} failed for inputs the tests did not cover.\nThis adds them and fixes the edge case."
     return summary
@@ -95,29 +102,85 @@ def rows(n: int, seed: int = 11) -> Iterator[tuple[tuple, tuple]]:
         date = f"20{15 + i * 10 // n:02d}-{1 + i % 12:02d}-{1 + i % 28:02d}T12:00:00Z"
         digest = hashlib.sha256(text.encode()).hexdigest()
         files = json.dumps([{"path": p} for p in paths])
-        commit = (sha, "{}", name, email, date, name, email, date, msg, text, len(text), False, files, len(paths),
-                  added, deleted, False, True, digest, digest, "gen-c")  # fmt: skip
-        pair = (pair_id("commit", "bench", sha), "commit", "bench", sha, msg, None, json.dumps(paths), "[]", added,
-                deleted, date, None, digest, "gen-p")  # fmt: skip
+        commit = (
+            sha,
+            "{}",
+            name,
+            email,
+            date,
+            name,
+            email,
+            date,
+            msg,
+            text,
+            len(text),
+            False,
+            files,
+            len(paths),
+            added,
+            deleted,
+            False,
+            True,
+            digest,
+            digest,
+            "gen-c",
+        )
+        pair = (
+            pair_id("commit", "bench", sha),
+            "commit",
+            "bench",
+            sha,
+            msg,
+            None,
+            json.dumps(paths),
+            "[]",
+            added,
+            deleted,
+            date,
+            None,
+            digest,
+            "gen-p",
+        )
         yield commit, pair
 
 
 def load(url: str, n: int) -> None:
     import sqlalchemy as sa
-    from codepairs import store
+    from codepairs import ledger, store
     from codepairs.pairs.commits import PAIR_COLUMNS
 
-    commit_columns = ("sha", "parents", "author_name", "author_email", "author_date", "committer_name",
-                      "committer_email", "committer_date", "message", "diff", "diff_bytes", "diff_truncated", "files",
-                      "files_changed", "lines_added", "lines_deleted", "text_lossy", "patch_ok", "diff_sha256",
-                      "row_sha256", "batch_id")  # fmt: skip
+    commit_columns = (
+        "sha",
+        "parents",
+        "author_name",
+        "author_email",
+        "author_date",
+        "committer_name",
+        "committer_email",
+        "committer_date",
+        "message",
+        "diff",
+        "diff_bytes",
+        "diff_truncated",
+        "files",
+        "files_changed",
+        "lines_added",
+        "lines_deleted",
+        "text_lossy",
+        "patch_ok",
+        "diff_sha256",
+        "row_sha256",
+        "batch_id",
+    )
     engine = store.get_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO repositories (repo_id, source, name) VALUES ('bench', '/bench', 'bench')"))
         conn.execute(sa.text("INSERT INTO runs (run_id, stage) VALUES ('gen', 'extract')"))
         for batch, stage in (("gen-c", "crawl"), ("gen-p", "extract")):
-            store.open_batch(conn, batch, stage, "gen", "bench", 0, n, {"generated": True})
-        conn.execute(sa.text("UPDATE batches SET validated = true"))
+            ledger.open_batch(
+                conn, ledger.StageRun(engine, stage, "bench", "gen"), 0, n, {"generated": True}, batch=batch
+            )
+        ledger.mark_validated(conn, ["gen-c", "gen-p"])
     chunk = 50_000
     stream = rows(n)
     for start in range(0, n, chunk):
@@ -141,15 +204,19 @@ def child_baseline(url: str) -> None:
     t0, n = time.perf_counter(), 0
     for ids in store.keyset_pair_ids(engine, config.batch_size):
         with engine.connect() as conn:
-            rows = conn.execution_options(stream_results=True, yield_per=100).execute(
-                sa.text(PENDING), {"ids": ids, "rules": ""}).mappings()  # fmt: skip
+            rows = (
+                conn.execution_options(stream_results=True, yield_per=100)
+                .execute(sa.text(PENDING), {"ids": ids, "rules": ""})
+                .mappings()
+            )
             n += sum(1 for _ in rows)
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": n, "peak_rss_mib": peak_rss_mib()}))
 
 
 def child_codepairs(url: str) -> None:
-    from codepairs import gates, store
+    from codepairs import store
     from codepairs.config import ScoreConfig
+    from codepairs.quality import checks as score_checks
     from codepairs.quality import score
     from codepairs.quality.features import load_rules
 
@@ -158,11 +225,21 @@ def child_codepairs(url: str) -> None:
     result = score.score_pairs(engine, config, rules)
     t1 = time.perf_counter()
     scoring_peak = peak_rss_mib()  # before the gate, whose GX runs add their own
-    gates.validate_scores(engine, result.run_id, score.rules_digest(rules))
+    score_checks.validate_scores(engine, result.run_id, score.rules_digest(rules))
     t2 = time.perf_counter()
-    print(json.dumps({"seconds": t1 - t0, "gate_seconds": t2 - t1, "rows": result.pairs_scored,
-                      "selected": result.selected, "categories": result.categories,
-                      "peak_rss_mib": scoring_peak, "peak_rss_with_gate_mib": peak_rss_mib()}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "seconds": t1 - t0,
+                "gate_seconds": t2 - t1,
+                "rows": result.pairs_scored,
+                "selected": result.selected,
+                "categories": result.categories,
+                "peak_rss_mib": scoring_peak,
+                "peak_rss_with_gate_mib": peak_rss_mib(),
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -182,13 +259,19 @@ def main() -> int:
         ours = run_child(__file__, ["--child", "codepairs", "--url", url])
     assert base["rows"] == ours["rows"] == args.pairs, (base["rows"], ours["rows"])
     print(f"{'':<26} {'seconds':>8} {'pairs/s':>8} {'peak RSS':>9}")
-    print(f"{'read only (baseline)':<26} {base['seconds']:>8.1f} {args.pairs / base['seconds']:>8.0f} "
-          f"{base['peak_rss_mib']:>6.0f}MiB")  # fmt: skip
-    print(f"{'score + classify + write':<26} {ours['seconds']:>8.1f} {args.pairs / ours['seconds']:>8.0f} "
-          f"{ours['peak_rss_mib']:>6.0f}MiB")  # fmt: skip
-    print(f"score gate: {ours['gate_seconds']:.1f} s, peak RSS with it {ours['peak_rss_with_gate_mib']:.0f} MiB; "
-          f"scoring costs {ours['seconds'] / base['seconds']:.2f}x the "
-          f"read; selected {ours['selected']} of {ours['rows']}; categories {json.dumps(ours['categories'])}")
+    print(
+        f"{'read only (baseline)':<26} {base['seconds']:>8.1f} {args.pairs / base['seconds']:>8.0f} "
+        f"{base['peak_rss_mib']:>6.0f}MiB"
+    )
+    print(
+        f"{'score + classify + write':<26} {ours['seconds']:>8.1f} {args.pairs / ours['seconds']:>8.0f} "
+        f"{ours['peak_rss_mib']:>6.0f}MiB"
+    )
+    print(
+        f"score gate: {ours['gate_seconds']:.1f} s, peak RSS with it {ours['peak_rss_with_gate_mib']:.0f} MiB; "
+        f"scoring costs {ours['seconds'] / base['seconds']:.2f}x the "
+        f"read; selected {ours['selected']} of {ours['rows']}; categories {json.dumps(ours['categories'])}"
+    )
     return 0
 
 

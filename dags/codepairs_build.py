@@ -1,8 +1,10 @@
 """
 ### codepairs_build
 
-Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand):
-`score_pairs → dedup_pairs → balance_dataset → export_dataset → verify_export`.
+Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand). Every gate is a task of
+its own, so a refused gate is a red box of its name:
+`score_pairs → validate_scores → dedup_pairs → validate_dedup → validate_split → validate_balance_input
+→ balance_dataset → validate_balance → export_dataset → verify_export`.
 
 - **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push;
   `pair_scores` (a pair is scored again only when `include/config/scoring.yaml` changed);
@@ -33,87 +35,181 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
     doc_md=__doc__,
     params={
         "min_score": Param(
-            None, type=["null", "number"], minimum=0, maximum=1, title="Minimum score",
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            title="Minimum score",
             description="The ranking selects pairs scoring at least this (empty: the config's score.min_score).",
         ),
         "top_fraction": Param(
-            None, type=["null", "number"], exclusiveMinimum=0, maximum=1, title="Top fraction per category",
+            None,
+            type=["null", "number"],
+            exclusiveMinimum=0,
+            maximum=1,
+            title="Top fraction per category",
             description="... and within the best this share of their category (empty: score.top_fraction).",
         ),
         "total": Param(
-            None, type=["null", "integer"], minimum=1, title="Balanced set size",
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Balanced set size",
             description="Pairs in the balanced set; setting it or the shares turns balancing on (empty: the config's "
-                        "balance.total, else as many as were selected).",
+            "balance.total, else as many as were selected).",
         ),
         "shares": Param(
-            None, type=["null", "object"], title="Category shares",
-            description="Target share per category, e.g. {\"bug_fix\": 3, \"feature\": 2, \"ui_component\": 1} "
-                        "(normalised; a category not listed gets none). Empty: the config's balance.shares.",
-            properties={c: {"type": "number", "minimum": 0} for c in CATEGORIES}, additionalProperties=False,
+            None,
+            type=["null", "object"],
+            title="Category shares",
+            description='Target share per category, e.g. {"bug_fix": 3, "feature": 2, "ui_component": 1} '
+            "(normalised; a category not listed gets none). Empty: the config's balance.shares.",
+            properties={c: {"type": "number", "minimum": 0} for c in CATEGORIES},
+            additionalProperties=False,
             anyOf=[{"required": [c], "properties": {c: {"exclusiveMinimum": 0}}} for c in CATEGORIES],  # one > 0
         ),
         "max_synthetic_share": Param(
-            None, type=["null", "number"], minimum=0, maximum=1, title="Synthetic share cap",
+            None,
+            type=["null", "number"],
+            minimum=0,
+            maximum=1,
+            title="Synthetic share cap",
             description="At most this share of a category's target may be synthetic pairs (empty: the config's).",
         ),
         "out_dir": Param(
-            None, type=["null", "string"], minLength=1, title="Export folder",
+            None,
+            type=["null", "string"],
+            minLength=1,
+            title="Export folder",
             description="Where the dataset is written (empty: .data/export, or $CODEPAIRS_EXPORT_DIR).",
         ),
     },
-)  # fmt: skip
+)
 def codepairs_build() -> None:
+    def params() -> dict:
+        return get_current_context()["params"]
+
     @task
     def score_pairs() -> dict:
         """
         #### score_pairs
         Features, score, explanation and category of every gated pair not scored under the current
-        rules (`include/config/scoring.yaml` and the code of `features.py`, `classify.py`); the ranking
-        (`min_score`, `top_fraction`); then the GX gate `score_suite`.
+        rules (`include/config/scoring.yaml` and the code of the features, the classifier and the file
+        rules), then the ranking (`min_score`, `top_fraction`).
 
         - **Reads**: `pairs` whose batch passed the pairs gate; `pair_scores`; authors' history.
-        - **Writes**: `pair_scores`, `batches`, `gate_results`, `spot_checks`. Progress lines.
-        - **Rerun**: safe: a pair is scored once per rules digest; a failed gate fails at once.
+        - **Writes**: `pair_scores`, `batches`, `spot_checks`. Progress lines.
+        - **Rerun**: safe: a pair is scored once per rules digest.
         """
         from codepairs import pipeline
 
-        return pipeline.score_step(engine(), pipeline_config(get_current_context()["params"]))
+        return pipeline.score_pairs(engine(), pipeline_config(params()))
 
     @task
-    def dedup_pairs(scores: dict) -> dict:
+    def validate_scores(scored: dict) -> dict:
+        """
+        #### validate_scores
+        GX gate `score_suite` on the score batches not yet validated: every gated pair scored under the
+        current rules, scores and confidences in [0, 1], known categories, every feature, batch digests.
+
+        - **Reads**: `pair_scores`, `batches`. **Writes**: `gate_results`; marks the batches validated.
+        - **Rerun**: fails at once when the data is bad (no retries): fix the data, then clear the task.
+        """
+        from codepairs import pipeline
+
+        return pipeline.validate_scores(engine(), pipeline_config(params()), scored)
+
+    @task
+    def dedup_pairs(gate: dict) -> dict:
         """
         #### dedup_pairs
         Exact (normalised hash) and near (MinHash + LSH) duplicates of the new pairs, against each
-        other and everything before through the band index; the best-ranked pair of a group is kept.
-        Then the GX gates `dedup_suite` and `split_suite`.
+        other and everything before through the band index; the best-ranked pair of a group is kept,
+        and the ranking is redone (one selected pair per group).
 
         - **Reads**: gated `pairs`, `pair_scores`, `dedup`, `dedup_bands`.
-        - **Writes**: `dedup`, `dedup_bands`, `batches`, `gate_results`, `spot_checks`. Progress lines.
+        - **Writes**: `dedup`, `dedup_bands`, `batches`, `pair_scores.selected`, `spot_checks`. Progress lines.
         - **Rerun**: safe: batches in pair-id order, each pair deduplicated once.
         """
         from codepairs import pipeline
 
-        return pipeline.dedup_step(engine(), pipeline_config(get_current_context()["params"]))
+        return pipeline.dedup_pairs(engine(), pipeline_config(params()))
 
     @task
-    def balance_dataset(dedup: dict) -> dict:
+    def validate_dedup(deduped: dict) -> dict:
+        """
+        #### validate_dedup
+        GX gate `dedup_suite` over the whole dedup state: every exportable pair deduplicated, kept pairs
+        distinct once normalised, every duplicate pointing at a kept pair, signatures whole.
+
+        - **Reads**: `dedup`, `pairs`. **Writes**: `gate_results`; marks the dedup batches validated.
+        - **Rerun**: fails at once when the data is bad (no retries).
+        """
+        from codepairs import pipeline
+
+        return pipeline.validate_dedup(engine(), pipeline_config(params()), deduped)
+
+    @task
+    def validate_split(deduped: dict) -> dict:
+        """
+        #### validate_split
+        GX gate `split_suite`: no kept pair of a train repository near-duplicates one of a validation
+        repository (LSH candidates checked again).
+
+        - **Reads**: `dedup`, `dedup_bands`, `pairs`. **Writes**: `gate_results`.
+        - **Rerun**: fails at once when the data is bad (no retries).
+        """
+        from codepairs import pipeline
+
+        return pipeline.validate_split(engine(), pipeline_config(params()), deduped)
+
+    @task
+    def validate_balance_input() -> dict:
+        """
+        #### validate_balance_input
+        GX gate `balance_input_suite` on the selected pairs: no exact or near duplicates among them
+        (`balance.max_near_duplicate_rate`), no empty instruction or response, scores in [0, 1].
+
+        - **Reads**: `pair_scores`, `dedup`, `dedup_bands`, `pairs`. **Writes**: `gate_results`, `runs`.
+        - **Rerun**: fails at once when the data is bad (no retries).
+        """
+        from codepairs import pipeline
+
+        return pipeline.validate_balance_input(engine(), pipeline_config(params()))
+
+    @task
+    def balance_dataset() -> dict:
         """
         #### balance_dataset
-        GX gate `balance_input_suite` on the selected pairs; per-category targets (Params `total`,
-        `shares`, `max_synthetic_share`, else `balance` in `pipeline.yaml`): the best by score above
-        target, copies then synthetic pairs below, within caps; then the gate `balance_suite`.
+        Per-category targets (Params `total`, `shares`, `max_synthetic_share`, else `balance` in
+        `pipeline.yaml`): the best by score above target, copies then synthetic pairs below, within caps.
 
         - **Reads**: kept and selected pairs, `synthetic_pairs`, the mirrors (UI component files).
-        - **Writes**: `balanced` (rewritten whole, one checksummed batch), `synthetic_pairs`,
-          `gate_results`, `spot_checks`.
+        - **Writes**: `balanced` (rewritten whole, one checksummed batch), `synthetic_pairs`, `spot_checks`.
         - **Rerun**: safe: the same inputs give the same set; synthetic pairs are made once.
         """
         from codepairs import pipeline
 
-        return pipeline.balance_step(engine(), pipeline_config(get_current_context()["params"]))
+        return pipeline.balance_dataset(engine(), pipeline_config(params()))
 
     @task
-    def export_dataset(balanced: dict) -> dict:
+    def validate_balance(balanced: dict) -> dict:
+        """
+        #### validate_balance
+        GX gate `balance_suite` on the balanced set against targets recomputed from the config: each
+        category on target or short with every pair used, synthetic and copy caps, every slot a
+        selected or stored synthetic pair, the balance batch's checksum.
+
+        - **Reads**: `balanced`, `pair_scores`, `synthetic_pairs`, `batches`. **Writes**: `gate_results`;
+          marks the balance batch validated (export takes only a validated one).
+        - **Rerun**: fails at once when the data is bad (no retries).
+        """
+        from codepairs import pipeline
+
+        return pipeline.validate_balance(engine(), pipeline_config(params()), balanced)
+
+    @task
+    def export_dataset(gate: dict) -> dict:
         """
         #### export_dataset
         Deterministic Parquet and JSONL shards split by repository, the dataset card and
@@ -126,11 +222,10 @@ def codepairs_build() -> None:
         from pathlib import Path
 
         from codepairs import settings
-        from codepairs.export import dataset as export
+        from codepairs.export import dataset
 
-        params = get_current_context()["params"]
-        out = Path(params["out_dir"]) if params.get("out_dir") else settings.default_export_dir()
-        return export.write_export(engine(), out, pipeline_config(params).export).as_dict()
+        out = Path(params()["out_dir"]) if params().get("out_dir") else settings.default_export_dir()
+        return dataset.write_export(engine(), out, pipeline_config(params()).export).as_dict()
 
     @task
     def verify_export(result: dict) -> dict:
@@ -144,11 +239,16 @@ def codepairs_build() -> None:
         """
         from pathlib import Path
 
-        from codepairs.export import dataset as export
+        from codepairs.export import dataset
 
-        return export.verify_export(Path(result["out_dir"]))
+        return dataset.verify_export(Path(result["out_dir"]))
 
-    verify_export(export_dataset(balance_dataset(dedup_pairs(score_pairs()))))
+    deduped = dedup_pairs(validate_scores(score_pairs()))
+    inputs = validate_balance_input()
+    [validate_dedup(deduped), validate_split(deduped)] >> inputs
+    balanced = balance_dataset()
+    inputs >> balanced
+    verify_export(export_dataset(validate_balance(balanced)))
 
 
 codepairs_build()

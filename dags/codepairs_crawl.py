@@ -43,33 +43,50 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
     doc_md=__doc__,
     params={
         "repos": Param(
-            [], type="array", items={"type": "string", "pattern": r"^\S(.*\S)?$"}, title="Repositories",
+            [],
+            type="array",
+            items={"type": "string", "pattern": r"^\S(.*\S)?$"},
+            title="Repositories",
             description="Local paths, file:// or https clone URLs, or owner/name. Empty: the config's list.",
         ),
         "search": Param(
-            None, type=["null", "string"], minLength=1, title="GitHub search",
+            None,
+            type=["null", "string"],
+            minLength=1,
+            title="GitHub search",
             description="A GitHub repository search (e.g. 'language:go license:mit pushed:>2026-01-01'); its "
-                        "first select.search_limit results join the list. Empty: the config's select.github_search.",
+            "first select.search_limit results join the list. Empty: the config's select.github_search.",
         ),
         "max_commits": Param(
-            None, type=["null", "integer"], minimum=1, title="Max commits",
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            title="Max commits",
             description="Newest N commits per branch on a first crawl (empty: whole history).",
         ),
         "select": Param(
-            None, type=["null", "boolean"], title="Select repositories",
+            None,
+            type=["null", "boolean"],
+            title="Select repositories",
             description="Licence and activity checks before extracting pairs (empty: the config's select.enabled).",
         ),
         "batch_size": Param(
-            None, type=["null", "integer"], minimum=1, maximum=100000, title="Batch size",
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=100000,
+            title="Batch size",
             description="Commits per COPY batch and checksum (empty: config value).",
         ),
         "dry_run": Param(
-            False, type="boolean", title="Dry run",
+            False,
+            type="boolean",
+            title="Dry run",
             description="Only list what would be crawled (each repository: first crawl, incremental, or why "
-                        "it cannot be read) in list_repositories' log; clone, fetch and write nothing.",
+            "it cannot be read) in list_repositories' log; clone, fetch and write nothing.",
         ),
     },
-)  # fmt: skip
+)
 def codepairs_crawl() -> None:
     @task
     def list_repositories() -> list[list[str]]:
@@ -113,7 +130,7 @@ def codepairs_crawl() -> None:
             from codepairs import pipeline
 
             context = get_current_context()
-            context["repo_label"] = specs[0] + (f" (+{len(specs) - 1})" if len(specs) > 1 else "")  # type: ignore[typeddict-unknown-key]
+            context["repo_label"] = specs[0] + (f" (+{len(specs) - 1})" if len(specs) > 1 else "")
             config = pipeline_config(context["params"])
             return [pipeline.crawl_step(engine(), spec, config) for spec in specs]
 

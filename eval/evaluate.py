@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "benchmarks")]
 
 LABELS = ROOT / "eval" / "labels.csv"
-DEVELOPMENT = frozenset({"https://github.com/pallets/click", "https://github.com/shadcn-ui/ui",
-                         "https://github.com/spf13/cobra"})  # fmt: skip
+DEVELOPMENT = frozenset(
+    {"https://github.com/pallets/click", "https://github.com/shadcn-ui/ui", "https://github.com/spf13/cobra"}
+)
 
 
 def roc_auc(scores: Sequence[float], positive: Sequence[bool]) -> float:
@@ -57,8 +58,12 @@ def category_figures(truth: Sequence[str], predicted: Sequence[str]) -> dict[str
     for c in sorted(set(truth) | set(predicted)):
         tp = sum(t == c and p == c for t, p in zip(truth, predicted, strict=True))
         n_pred, n_true = sum(p == c for p in predicted), sum(t == c for t in truth)
-        per[c] = {"precision": round(tp / n_pred, 3) if n_pred else None,
-                  "recall": round(tp / n_true, 3) if n_true else None, "labelled": n_true, "predicted": n_pred}
+        per[c] = {
+            "precision": round(tp / n_pred, 3) if n_pred else None,
+            "recall": round(tp / n_true, 3) if n_true else None,
+            "labelled": n_true,
+            "predicted": n_pred,
+        }
     accuracy = sum(t == p for t, p in zip(truth, predicted, strict=True)) / len(truth) if truth else float("nan")
     return {"accuracy": round(accuracy, 3), "per_category": per}
 
@@ -83,8 +88,11 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
     from codepairs.quality import score
 
     config = load_config()
-    config = dataclasses.replace(config, github=dataclasses.replace(config.github, enabled=False),
-                                 select=dataclasses.replace(config.select, enabled=False))  # scores, not repositories
+    config = dataclasses.replace(
+        config,
+        github=dataclasses.replace(config.github, enabled=False),
+        select=dataclasses.replace(config.select, enabled=False),
+    )  # scores, not repositories
     engine = store.get_engine(database_url)
     repo_ids = {}
     for url, path in clones.items():
@@ -93,10 +101,13 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
     score.score_pairs(engine, config.score)
     outcome: dict[tuple[str, str], dict[str, Any]] = {}
     with engine.connect() as conn:
-        for r in conn.execute(sa.text(
-            "SELECT p.repo_id, p.commit_sha, s.score, s.category, s.confidence, s.category_rule, s.explanation, "
-            "p.lines_added, p.lines_deleted FROM pairs p "
-            "JOIN pair_scores s ON s.pair_id = p.pair_id WHERE p.kind = 'commit'")).mappings():  # fmt: skip
+        for r in conn.execute(
+            sa.text(
+                "SELECT p.repo_id, p.commit_sha, s.score, s.category, s.confidence, s.category_rule, s.explanation, "
+                "p.lines_added, p.lines_deleted FROM pairs p "
+                "JOIN pair_scores s ON s.pair_id = p.pair_id WHERE p.kind = 'commit'"
+            )
+        ).mappings():
             if r["repo_id"] in repo_ids:  # the database may hold other repositories
                 outcome[repo_ids[r["repo_id"]], r["commit_sha"]] = dict(r)
         for r in conn.execute(sa.text("SELECT repo_id, object_id, reason FROM skips WHERE stage = 'extract'")):
@@ -111,11 +122,13 @@ def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     good = [r["label"] == "good" for r in rows]
     scored = [r for r in rows if r["skipped"] is None]
     out = {
-        "pairs": len(rows), "good": sum(good), "skipped_by_extract": len(rows) - len(scored),
+        "pairs": len(rows),
+        "good": sum(good),
+        "skipped_by_extract": len(rows) - len(scored),
         "roc_auc": round(roc_auc(scores, good), 3),
         "roc_auc_scored_only": round(roc_auc([r["score"] for r in scored], [r["label"] == "good" for r in scored]), 3),
         "precision_top_decile": round(precision_at_top(scores, good), 3),
-    }  # fmt: skip
+    }
     out["category"] = category_figures([r["category"] for r in scored], [r["predicted"] for r in scored])
     return out
 
@@ -126,8 +139,10 @@ def main() -> None:
     parser.add_argument("--clone", action="append", default=[], help="URL=PATH")
     parser.add_argument("--labels", type=Path, default=LABELS)
     parser.add_argument("--json", type=Path, help="write the figures and every row's outcome here")
-    parser.add_argument("--database-url", help="keep the crawl in this database (a rerun only rescores); "
-                        "default: a scratch database, dropped at the end")
+    parser.add_argument(
+        "--database-url",
+        help="keep the crawl in this database (a rerun only rescores); default: a scratch database, dropped at the end",
+    )
     args = parser.parse_args()
     explicit = dict(item.split("=", 1) for item in args.clone)
     with args.labels.open() as f:
@@ -146,9 +161,18 @@ def main() -> None:
         o = outcome.get((label["repo_url"], label["commit"]))
         if o is None:
             raise SystemExit(f"{label['repo_url']} {label['commit']}: neither scored nor skipped (not in the clone?)")
-        rows.append({**label, "score": o.get("score", 0.0), "predicted": o.get("category"),
-                     "skipped": o.get("skipped"), "explanation": o.get("explanation"), "rule": o.get("category_rule"),
-                     "added": o.get("lines_added"), "deleted": o.get("lines_deleted")})  # fmt: skip
+        rows.append(
+            {
+                **label,
+                "score": o.get("score", 0.0),
+                "predicted": o.get("category"),
+                "skipped": o.get("skipped"),
+                "explanation": o.get("explanation"),
+                "rule": o.get("category_rule"),
+                "added": o.get("lines_added"),
+                "deleted": o.get("lines_deleted"),
+            }
+        )
     result = {
         "all": figures(rows),
         "development": figures([r for r in rows if r["repo_url"] in DEVELOPMENT]),
@@ -157,11 +181,14 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in result.items() if k != "by_repository"}, indent=1))
     for u, f in result["by_repository"].items():
-        print(f"{u}: AUC {f['roc_auc']}, top-decile precision {f['precision_top_decile']}, "
-              f"category accuracy {f['category']['accuracy']} ({f['pairs']} labelled, {f['skipped_by_extract']} "
-              f"skipped by extract)")  # fmt: skip
-    confusion = Counter((r["category"], r["predicted"]) for r in rows
-                        if r["skipped"] is None and r["category"] != r["predicted"])  # fmt: skip
+        print(
+            f"{u}: AUC {f['roc_auc']}, top-decile precision {f['precision_top_decile']}, "
+            f"category accuracy {f['category']['accuracy']} ({f['pairs']} labelled, {f['skipped_by_extract']} "
+            f"skipped by extract)"
+        )
+    confusion = Counter(
+        (r["category"], r["predicted"]) for r in rows if r["skipped"] is None and r["category"] != r["predicted"]
+    )
     print("most frequent category confusions (labelled -> predicted):", confusion.most_common(8))
     if args.json:
         args.json.write_text(json.dumps({"figures": result, "rows": rows}, indent=1, default=str))

@@ -28,12 +28,19 @@ def engine() -> Engine:
 
 class CodepairsDashboardPlugin(AirflowPlugin):
     name = "codepairs_dashboard"
-    fastapi_apps = [{
-        "app": create_app(engine, dependencies=[Depends(requires_authenticated())]),
-        "url_prefix": URL_PREFIX,
-        "name": "codepairs dataset dashboard",
-    }]  # fmt: skip
-    external_views = [{
-        "name": "Dataset dashboard", "href": f"{URL_PREFIX}/", "destination": "nav", "url_route": "codepairs",
-        "category": "browse",
-    }]  # fmt: skip
+    fastapi_apps = [
+        {
+            "app": create_app(engine, dependencies=[Depends(requires_authenticated())]),
+            "url_prefix": URL_PREFIX,
+            "name": "codepairs dataset dashboard",
+        }
+    ]
+    external_views = [
+        {
+            "name": "Dataset dashboard",
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "url_route": "codepairs",
+            "category": "browse",
+        }
+    ]

@@ -134,7 +134,10 @@ def _quiet(log_path: Path) -> Iterator[Callable[[str], None]]:
 
 def port_env(port: int) -> dict[str, str]:
     """The API server's port, and the execution API's URL on it that task processes report to."""
-    return {"AIRFLOW__API__PORT": str(port), "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/"}
+    return {
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+    }
 
 
 def up(port: int) -> int:
@@ -161,18 +164,20 @@ def celery_env(port: int, workers: int, concurrency: int, queue: str) -> dict[st
     env = airflow_env()
     home = Path(env["AIRFLOW_HOME"])
     meta = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    env.update({
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(workers * concurrency),
-        "AIRFLOW__CELERY__BROKER_URL": os.environ.get("AIRFLOW__CELERY__BROKER_URL", "redis://127.0.0.1:6379/0"),
-        "AIRFLOW__CELERY__RESULT_BACKEND": os.environ.get("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{meta}"),
-        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
-        **port_env(port),
-        # Several workers on one machine: each names itself, so the UI shows which one ran a task.
-        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "codepairs_airflow.worker_hostname",
-        "AIRFLOW__API_AUTH__JWT_SECRET": shared_secret(home, "jwt_secret"),
-        "AIRFLOW__API__SECRET_KEY": shared_secret(home, "secret_key"),
-    })  # fmt: skip
+    env.update(
+        {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(workers * concurrency),
+            "AIRFLOW__CELERY__BROKER_URL": os.environ.get("AIRFLOW__CELERY__BROKER_URL", "redis://127.0.0.1:6379/0"),
+            "AIRFLOW__CELERY__RESULT_BACKEND": os.environ.get("AIRFLOW__CELERY__RESULT_BACKEND", f"db+{meta}"),
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
+            **port_env(port),
+            # Several workers on one machine: each names itself, so the UI shows which one ran a task.
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "codepairs_airflow.worker_hostname",
+            "AIRFLOW__API_AUTH__JWT_SECRET": shared_secret(home, "jwt_secret"),
+            "AIRFLOW__API__SECRET_KEY": shared_secret(home, "secret_key"),
+        }
+    )
     return env
 
 
@@ -219,13 +224,25 @@ def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
     migrate_airflow()
     home = Path(env["AIRFLOW_HOME"])
     commands = {
-        "api-server": ["api-server", "--port", str(port)], "scheduler": ["scheduler"],
-        "dag-processor": ["dag-processor"], "triggerer": ["triggerer"],
-    }  # fmt: skip
+        "api-server": ["api-server", "--port", str(port)],
+        "scheduler": ["scheduler"],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer"],
+    }
     for i in range(1, workers + 1):  # the first serves task logs; the others share its log folder
-        commands[f"worker-{i}"] = ["celery", "worker", "--celery-hostname", f"worker-{i}@%h", "--concurrency",
-                                   str(concurrency), "--queues", queue, "--without-gossip", "--without-mingle",
-                                   *(["--skip-serve-logs"] if i > 1 else [])]  # fmt: skip
+        commands[f"worker-{i}"] = [
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"worker-{i}@%h",
+            "--concurrency",
+            str(concurrency),
+            "--queues",
+            queue,
+            "--without-gossip",
+            "--without-mingle",
+            *(["--skip-serve-logs"] if i > 1 else []),
+        ]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, args in commands.items():
@@ -233,8 +250,9 @@ def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
                 break
             worker = {"CODEPAIRS_WORKER_NAME": name} if name.startswith("worker-") else {}
             with (home / f"{name}.log").open("ab") as out:
-                procs[name] = subprocess.Popen(["airflow", *args], env={**env, **worker}, stdout=out,
-                                               stderr=subprocess.STDOUT)  # fmt: skip
+                procs[name] = subprocess.Popen(
+                    ["airflow", *args], env={**env, **worker}, stdout=out, stderr=subprocess.STDOUT
+                )
         print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
         print(f"CeleryExecutor, {workers} workers x {concurrency} on queue {queue!r}; logs: {home}/*.log", flush=True)
         while not stopping and all(p.poll() is None for p in procs.values()):

@@ -122,8 +122,14 @@ def database_url(server_url: str, name: str) -> str:
 def connection_json(url: str) -> str:
     """``AIRFLOW_CONN_CODEPAIRS_DB`` for a database URL (a Unix-socket folder goes in ``host``)."""
     u = make_url(url)
-    conn = {"conn_type": "postgres", "host": u.query.get("host") or u.host, "port": u.port, "login": u.username,
-            "password": u.password, "schema": u.database}  # fmt: skip
+    conn = {
+        "conn_type": "postgres",
+        "host": u.query.get("host") or u.host,
+        "port": u.port,
+        "login": u.username,
+        "password": u.password,
+        "schema": u.database,
+    }
     return json.dumps({k: v for k, v in conn.items() if v})
 
 
@@ -146,24 +152,29 @@ def airflow(
     config.write_text(yaml.safe_dump({**raw, "repositories": [str(nightly.path)]}))
     port, data = free_port(), tmp_path / "data"
     child_env = {
-        **os.environ, "CODEPAIRS_DATA_DIR": str(data), "CODEPAIRS_CONFIG": str(config),
+        **os.environ,
+        "CODEPAIRS_DATA_DIR": str(data),
+        "CODEPAIRS_CONFIG": str(config),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta.replace("+psycopg:", "+psycopg2:", 1),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": meta, "AIRFLOW_CONN_CODEPAIRS_DB": connection_json(pipeline),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": meta,
+        "AIRFLOW_CONN_CODEPAIRS_DB": connection_json(pipeline),
         **(env or {}),
-    }  # fmt: skip
+    }
     for key in ("AIRFLOW_HOME", "AIRFLOW__CORE__UNIT_TEST_MODE", "CODEPAIRS_MIRRORS_DIR"):  # the suite's own
         child_env.pop(key, None)
     log = tmp_path / "airflow.log"
     with log.open("wb") as out:
         launcher = [sys.executable, str(ROOT / "scripts" / "airflow_local.py"), *command, "--port", str(port)]
-        proc = subprocess.Popen(launcher, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                cwd=tmp_path)  # fmt: skip
+        proc = subprocess.Popen(
+            launcher, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path
+        )
     running = Airflow(f"http://127.0.0.1:{port}", data / "airflow", pipeline, log, proc)
     try:
         running.wait("healthy API server", lambda: running.status("/api/v2/monitor/health") == 200)
         running.password = json.loads((running.home / "passwords.json").read_text())["admin"]
         running.token = running.call("POST", "/auth/token", {"username": "admin", "password": running.password})[
-            "access_token"]  # fmt: skip
+            "access_token"
+        ]
         running.wait("parsed codepairs_crawl", lambda: running.status("/api/v2/dags/codepairs_crawl") == 200)
         yield running
     finally:

@@ -33,26 +33,35 @@ def pytest_configure(config: pytest.Config) -> None:
     # The shipped repository selection and ranking cut would drop the small made-up repositories and
     # commits the other stages' tests use; the tests of select and score turn them on themselves.
     shipped = (ROOT / "include" / "config" / "pipeline.yaml").read_text()
-    test_config = shipped.replace("  min_score: 0.5 ", "  min_score: 0.0 ").replace(
-        "select:                     # keep a repository only under a permissive licence and with real activity\n"
-        "  enabled: true", "select:\n  enabled: false").replace(
-        "balance:                    # per-category targets for the exported set\n  enabled: true",
-        "balance:\n  enabled: false")  # fmt: skip
+    test_config = (
+        shipped.replace("  min_score: 0.5 ", "  min_score: 0.0 ")
+        .replace(
+            "select:                     # keep a repository only under a permissive licence and with real activity\n"
+            "  enabled: true",
+            "select:\n  enabled: false",
+        )
+        .replace(
+            "balance:                    # per-category targets for the exported set\n  enabled: true",
+            "balance:\n  enabled: false",
+        )
+    )
     assert test_config.count("0.0 ") > shipped.count("0.0 ") and test_config.count("enabled: false") == 2
     (_TMP / "pipeline.yaml").write_text(test_config)
     os.environ["CODEPAIRS_CONFIG"] = str(_TMP / "pipeline.yaml")
     from codepairs import store
 
     airflow_url = store.embedded_url(store.AIRFLOW_DATABASE)
-    os.environ.update({
-        "AIRFLOW_HOME": str(_TMP / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url.replace("+psycopg:", "+psycopg2:", 1),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": airflow_url,
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    })  # fmt: skip
+    os.environ.update(
+        {
+            "AIRFLOW_HOME": str(_TMP / "airflow"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_url.replace("+psycopg:", "+psycopg2:", 1),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC": airflow_url,
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        }
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -119,7 +128,7 @@ def db_url(new_database: Callable[[], str]) -> str:
 
 
 @pytest.fixture
-def engine(db_url: str):  # type: ignore[no-untyped-def]
+def engine(db_url: str):
     from codepairs import store
 
     return store.get_engine(db_url)

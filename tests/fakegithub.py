@@ -53,79 +53,161 @@ class FakeRepo:
     def meta(self) -> dict[str, Any]:
         owner = self.full_name.split("/")[0]
         return {
-            "id": 1, "full_name": self.full_name, "name": self.full_name.split("/")[1], "owner": {"login": owner},
-            "html_url": f"{WEB}/{self.full_name}", "license": {"spdx_id": self.license} if self.license else None,
-            "stargazers_count": 42, "forks_count": 7, "fork": False, "parent": None, "archived": False,
-            "default_branch": self.default_branch, "topics": ["demo", "testing"], "created_at": ts(0),
+            "id": 1,
+            "full_name": self.full_name,
+            "name": self.full_name.split("/")[1],
+            "owner": {"login": owner},
+            "html_url": f"{WEB}/{self.full_name}",
+            "license": {"spdx_id": self.license} if self.license else None,
+            "stargazers_count": 42,
+            "forks_count": 7,
+            "fork": False,
+            "parent": None,
+            "archived": False,
+            "default_branch": self.default_branch,
+            "topics": ["demo", "testing"],
+            "created_at": ts(0),
             "pushed_at": self.updated,
             "open_issues_count": sum(1 for i in self.issues.values() if i["state"] == "open"),
-        }  # fmt: skip
+        }
 
     def _url(self, kind: str, number: int) -> str:
         return f"{WEB}/{self.full_name}/{kind}/{number}"
 
     def add_issue(
-        self, number: int, title: str, body: str = "", *, at: int, state: str = "open", labels: tuple[str, ...] = (),
-        closed_at: int | None = None, state_reason: str | None = None, user: str = "alice",
+        self,
+        number: int,
+        title: str,
+        body: str = "",
+        *,
+        at: int,
+        state: str = "open",
+        labels: tuple[str, ...] = (),
+        closed_at: int | None = None,
+        state_reason: str | None = None,
+        user: str = "alice",
     ) -> dict[str, Any]:
         item = {
-            "number": number, "title": title, "body": body, "state": state, "state_reason": state_reason,
-            "labels": [{"name": n} for n in labels], "user": {"login": user}, "author_association": "NONE",
-            "created_at": ts(at), "updated_at": ts(at), "closed_at": ts(closed_at) if closed_at is not None else None,
-            "html_url": self._url("issues", number), "comments": 0,
-        }  # fmt: skip
+            "number": number,
+            "title": title,
+            "body": body,
+            "state": state,
+            "state_reason": state_reason,
+            "labels": [{"name": n} for n in labels],
+            "user": {"login": user},
+            "author_association": "NONE",
+            "created_at": ts(at),
+            "updated_at": ts(at),
+            "closed_at": ts(closed_at) if closed_at is not None else None,
+            "html_url": self._url("issues", number),
+            "comments": 0,
+        }
         self.issues[number] = item
         return item
 
     def add_pull(
-        self, number: int, title: str, body: str = "", *, at: int, diff: str = "", merged: bool = True,
-        base: str | None = None, commits: list[tuple[str, str]] | None = None, user: str = "bob",
-        labels: tuple[str, ...] = (), merge_sha: str | None = None,
+        self,
+        number: int,
+        title: str,
+        body: str = "",
+        *,
+        at: int,
+        diff: str = "",
+        merged: bool = True,
+        base: str | None = None,
+        commits: list[tuple[str, str]] | None = None,
+        user: str = "bob",
+        labels: tuple[str, ...] = (),
+        merge_sha: str | None = None,
     ) -> dict[str, Any]:
         commits = commits or [(sha(f"{self.full_name}#{number}"), title)]
         head = commits[-1][0]
         merge = (merge_sha or sha(f"merge {self.full_name}#{number}")) if merged else None
         item = {
-            "number": number, "title": title, "body": body, "state": "closed" if merged else "open", "draft": False,
-            "merged_at": ts(at) if merged else None, "merge_commit_sha": merge,
+            "number": number,
+            "title": title,
+            "body": body,
+            "state": "closed" if merged else "open",
+            "draft": False,
+            "merged_at": ts(at) if merged else None,
+            "merge_commit_sha": merge,
             "base": {"ref": base or self.default_branch, "sha": sha(f"base {number}")},
             "head": {"ref": f"topic-{number}", "sha": head, "repo": {"full_name": self.full_name}},
-            "labels": [{"name": n} for n in labels], "user": {"login": user}, "created_at": ts(at - 1),
-            "updated_at": ts(at), "closed_at": ts(at) if merged else None, "html_url": self._url("pull", number),
-        }  # fmt: skip
+            "labels": [{"name": n} for n in labels],
+            "user": {"login": user},
+            "created_at": ts(at - 1),
+            "updated_at": ts(at),
+            "closed_at": ts(at) if merged else None,
+            "html_url": self._url("pull", number),
+        }
         self.pulls[number] = item
         self.diffs[number] = diff
         self.pr_commits[number] = [
             {"sha": s, "commit": {"message": m, "author": {"date": ts(at - 1)}}} for s, m in commits
         ]
         self.issues[number] = {  # GitHub lists PRs among issues, marked with "pull_request"
-            **{k: item[k] for k in ("number", "title", "body", "state", "labels", "user", "created_at",
-                                    "updated_at", "closed_at", "html_url")},
+            **{
+                k: item[k]
+                for k in (
+                    "number",
+                    "title",
+                    "body",
+                    "state",
+                    "labels",
+                    "user",
+                    "created_at",
+                    "updated_at",
+                    "closed_at",
+                    "html_url",
+                )
+            },
             "pull_request": {"url": f"/repos/{self.full_name}/pulls/{number}"},
-        }  # fmt: skip
+        }
         return item
 
     def add_review_comment(
-        self, comment_id: int, pull: int, path: str, line: int, body: str, *, at: int, reviewed: str,
-        diff_hunk: str = "@@ -1,3 +1,3 @@", start_line: int | None = None, in_reply_to: int | None = None,
+        self,
+        comment_id: int,
+        pull: int,
+        path: str,
+        line: int,
+        body: str,
+        *,
+        at: int,
+        reviewed: str,
+        diff_hunk: str = "@@ -1,3 +1,3 @@",
+        start_line: int | None = None,
+        in_reply_to: int | None = None,
         user: str = "carol",
     ) -> dict[str, Any]:
         item = {
-            "id": comment_id, "pull_request_url": f"https://api.example/repos/{self.full_name}/pulls/{pull}",
-            "path": path, "line": line, "original_line": line, "start_line": start_line,
-            "original_start_line": start_line, "side": "RIGHT", "diff_hunk": diff_hunk, "body": body,
-            "user": {"login": user}, "commit_id": self.pulls[pull]["head"]["sha"], "original_commit_id": reviewed,
-            "in_reply_to_id": in_reply_to, "created_at": ts(at), "updated_at": ts(at),
+            "id": comment_id,
+            "pull_request_url": f"https://api.example/repos/{self.full_name}/pulls/{pull}",
+            "path": path,
+            "line": line,
+            "original_line": line,
+            "start_line": start_line,
+            "original_start_line": start_line,
+            "side": "RIGHT",
+            "diff_hunk": diff_hunk,
+            "body": body,
+            "user": {"login": user},
+            "commit_id": self.pulls[pull]["head"]["sha"],
+            "original_commit_id": reviewed,
+            "in_reply_to_id": in_reply_to,
+            "created_at": ts(at),
+            "updated_at": ts(at),
             "html_url": f"{self._url('pull', pull)}#discussion_r{comment_id}",
-        }  # fmt: skip
+        }
         self.comments[comment_id] = item
         return item
 
     def add_compare(self, base: str, head: str, files: dict[str, str], commits: list[str]) -> None:
         self.compares[f"{base}...{head}"] = {
-            "status": "ahead", "commits": [{"sha": c} for c in commits],
+            "status": "ahead",
+            "commits": [{"sha": c} for c in commits],
             "files": [{"filename": p, "status": "modified", "patch": patch} for p, patch in files.items()],
-        }  # fmt: skip
+        }
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -250,12 +332,16 @@ class FakeGithub:
         status, chunk, headers = self.listing(items, {**query, "sort": "full_name"}, path, sort=False)
         return status, {"total_count": len(items), "incomplete_results": False, "items": chunk}, headers
 
-    def listing(self, items: list[dict[str, Any]], query: dict[str, str], path: str,
-                sort: bool = True) -> tuple[int, Any, dict[str, str]]:  # fmt: skip
+    def listing(
+        self, items: list[dict[str, Any]], query: dict[str, str], path: str, sort: bool = True
+    ) -> tuple[int, Any, dict[str, str]]:
         if sort:
             key = "updated_at" if query.get("sort") == "updated" else "created_at"
-            items = sorted(items, key=lambda i: (i[key], i.get("number", i.get("id"))),
-                           reverse=query.get("direction", "desc") == "desc")  # fmt: skip
+            items = sorted(
+                items,
+                key=lambda i: (i[key], i.get("number", i.get("id"))),
+                reverse=query.get("direction", "desc") == "desc",
+            )
             if "since" in query:
                 items = [i for i in items if i["updated_at"] >= query["since"]]
             if query.get("state") not in (None, "all"):
@@ -285,8 +371,12 @@ class FakeGithub:
     def rate_headers(self) -> dict[str, str]:
         remaining = 5000 if self.budget is None else self.budget
         reset = int(self.reset_at) if self.reset_at else int(time.time()) + 3600
-        return {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": str(remaining), "X-RateLimit-Reset": str(reset),
-                "X-RateLimit-Resource": "core"}  # fmt: skip
+        return {
+            "X-RateLimit-Limit": "5000",
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(reset),
+            "X-RateLimit-Resource": "core",
+        }
 
     def spend(self) -> bool:
         """Count a request against the primary limit; False when it is spent."""
@@ -332,8 +422,9 @@ class FakeGithub:
                     fake.budget, fake.reset_at = 0, time.time() + fault.seconds
                 if fault and fault.kind == "secondary":
                     body = json.dumps({"message": "You have exceeded a secondary rate limit. Please wait."})
-                    return self.send(403, body.encode(), {**json_type, **fake.rate_headers(),
-                                                          "Retry-After": str(int(fault.seconds))})  # fmt: skip
+                    return self.send(
+                        403, body.encode(), {**json_type, **fake.rate_headers(), "Retry-After": str(int(fault.seconds))}
+                    )
                 if fault and fault.kind == "echo":
                     body = json.dumps({"message": f"bad credentials: {self.headers.get('Authorization')}"})
                     return self.send(fault.status, body.encode(), {**json_type, **fake.rate_headers()})

@@ -36,9 +36,15 @@ class GitRepo:
             target.write_text(content, encoding="utf-8", newline="")
         return target
 
-    def commit(self, message: str | bytes, files: dict[str, str | bytes] | None = None, *,
-               author: tuple[str, str] | None = None, allow_empty: bool = False,
-               date: str | None = None) -> str:  # fmt: skip
+    def commit(
+        self,
+        message: str | bytes,
+        files: dict[str, str | bytes] | None = None,
+        *,
+        author: tuple[str, str] | None = None,
+        allow_empty: bool = False,
+        date: str | None = None,
+    ) -> str:
         """``date``: git's date format ("2026-03-01T12:00:00Z"), for author and committer."""
         for rel, content in (files or {}).items():
             self.write(rel, content)
@@ -56,8 +62,14 @@ class GitRepo:
         self.git("add", "-A")
         tree = self.git("write-tree")
         stamp = f"{when or 1_700_000_000 + self._tick * 60} {tz}"
-        body = (f"tree {tree}\nparent {self.head()}\nauthor Test Author <author@example.com> {stamp}\n"
-                f"committer Test Author <author@example.com> {stamp}\n\n").encode() + message + b"\n"  # fmt: skip
+        body = (
+            (
+                f"tree {tree}\nparent {self.head()}\nauthor Test Author <author@example.com> {stamp}\n"
+                f"committer Test Author <author@example.com> {stamp}\n\n"
+            ).encode()
+            + message
+            + b"\n"
+        )
         sha = self.git("hash-object", "-t", "commit", "-w", "--stdin", input=body)
         self.git("update-ref", "HEAD", sha)
         return sha

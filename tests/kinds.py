@@ -34,8 +34,11 @@ def build_known_repo(path: Path, *, big_file_bytes: int = 50 * 1024 * 1024) -> K
     r.git("merge", "-q", "--no-ff", "-m", "Merge branch 'feature' into trunk", "feature")
     k.skips[r.head()] = "merge_commit"
 
-    sha = r.commit("Bump requests from 2.31.0 to 2.32.0", {"requirements.txt": "requests==2.32.0\n"},
-                   author=("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"))  # fmt: skip
+    sha = r.commit(
+        "Bump requests from 2.31.0 to 2.32.0",
+        {"requirements.txt": "requests==2.32.0\n"},
+        author=("dependabot[bot]", "49699333+dependabot[bot]@users.noreply.github.com"),
+    )
     k.skips[sha] = "bot_author"
     k.skips[r.commit("Empty commit to trigger the CI build", allow_empty=True)] = "empty_diff"
     k.skips[r.commit("Add logo image for the docs site", {"docs/logo.png": b"\x89PNG\x00\x01\x02" * 40})] = (
@@ -57,8 +60,15 @@ def build_known_repo(path: Path, *, big_file_bytes: int = 50 * 1024 * 1024) -> K
     # A Latin-1 message declared as such: git re-encodes it to UTF-8 on output, so it is a good pair.
     r.write("src/cache.py", "CACHE = {}\n")
     r.git("add", "-A")
-    r.git("-c", "i18n.commitEncoding=ISO-8859-1", "commit", "-q", "-F", "-",
-          input="Corrige l'\xe9tat du cache en m\xe9moire".encode("latin-1"))  # fmt: skip
+    r.git(
+        "-c",
+        "i18n.commitEncoding=ISO-8859-1",
+        "commit",
+        "-q",
+        "-F",
+        "-",
+        input="Corrige l'\xe9tat du cache en m\xe9moire".encode("latin-1"),
+    )
     k.pairs[r.head()] = "Corrige l'état du cache en mémoire"
     # Latin-1 bytes with no encoding header (old tools wrote such commits): not valid UTF-8, skipped.
     r.write("src/cache.py", "CACHE = {'size': 1}\n")
@@ -85,9 +95,10 @@ def build_known_repo(path: Path, *, big_file_bytes: int = 50 * 1024 * 1024) -> K
 
     sha = r.commit("Add Windows batch script for setup", {"setup.bat": "@echo off\r\necho setup\r\n"})
     k.pairs[sha] = "Add Windows batch script for setup"
-    sha = r.commit("Add pager tests and refresh the lock file",
-                   {"tests/test_pager.py": "def test_page():\n    assert True\n",
-                    "package-lock.json": '{"lockfileVersion": 4}\n'})  # fmt: skip
+    sha = r.commit(
+        "Add pager tests and refresh the lock file",
+        {"tests/test_pager.py": "def test_page():\n    assert True\n", "package-lock.json": '{"lockfileVersion": 4}\n'},
+    )
     k.pairs[sha] = "Add pager tests and refresh the lock file"
     k.dropped[sha] = [{"path": "package-lock.json", "reason": "lock_file"}]
     sha = r.commit(
@@ -96,8 +107,9 @@ def build_known_repo(path: Path, *, big_file_bytes: int = 50 * 1024 * 1024) -> K
         {"src/paginator.py": PAGER.replace("range(0,", "range(0 if items else 0,")},
     )
     k.pairs[sha] = "Fix off-by-one in pager when results are empty\n\nThe last page was dropped."
-    k.skips[r.commit("Reformat every fixture file at once",
-                     {f"fixtures/f{i:04d}.txt": f"{i}\n" for i in range(1200)})] = "too_many_files"  # fmt: skip
+    k.skips[
+        r.commit("Reformat every fixture file at once", {f"fixtures/f{i:04d}.txt": f"{i}\n" for i in range(1200)})
+    ] = "too_many_files"
     if big_file_bytes:
         k.skips[
             r.commit(

@@ -13,26 +13,43 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from codepairs import gates, pipeline, store
+from codepairs import pipeline, store
+from codepairs.balance import checks as balance_checks
 from codepairs.balance import targets as balance
 from codepairs.config import BalanceConfig, PipelineConfig
 from codepairs.errors import CodepairsError, GateFailedError
 from codepairs.export import dataset as export
 from gitrepo import GitRepo
 
-PAGER = ("import { useState } from \"react\";\n\nexport function Pager({ page, total, onChange }) {\n"
-         "  const [open, setOpen] = useState(false);\n  return (\n    <nav className=\"pager\">\n"
-         "      <button onClick={() => onChange(page - 1)}>prev</button>\n      <span>{page} of {total}</span>\n"
-         "    </nav>\n  );\n}\n")  # fmt: skip
+PAGER = (
+    'import { useState } from "react";\n\nexport function Pager({ page, total, onChange }) {\n'
+    '  const [open, setOpen] = useState(false);\n  return (\n    <nav className="pager">\n'
+    "      <button onClick={() => onChange(page - 1)}>prev</button>\n      <span>{page} of {total}</span>\n"
+    "    </nav>\n  );\n}\n"
+)
 BADGE = "export const Badge = ({ label, tone }) => <span className={tone}>{label}</span>;\n"
-FIXES = [("Fix crash in parse_header when the header line is empty", "src/header.py", "def parse_header(line):\n"
-          "    if not line:\n        return None\n    return line.split(':')\n"),
-         ("Fix off-by-one in paginate when the list is empty", "src/pager.py", "def paginate(items):\n"
-          "    return items[: max(len(items) - 1, 0)]\n"),
-         ("Fix wrong exit code of the cli when a file is missing", "src/cli.py", "import sys\n\ndef main():\n"
-          "    sys.exit(2)\n"),
-         ("Fix the retry loop that never stopped on HTTP 500", "src/retry.py", "def retry(call):\n"
-          "    for _ in range(5):\n        call()\n")]  # fmt: skip
+FIXES = [
+    (
+        "Fix crash in parse_header when the header line is empty",
+        "src/header.py",
+        "def parse_header(line):\n    if not line:\n        return None\n    return line.split(':')\n",
+    ),
+    (
+        "Fix off-by-one in paginate when the list is empty",
+        "src/pager.py",
+        "def paginate(items):\n    return items[: max(len(items) - 1, 0)]\n",
+    ),
+    (
+        "Fix wrong exit code of the cli when a file is missing",
+        "src/cli.py",
+        "import sys\n\ndef main():\n    sys.exit(2)\n",
+    ),
+    (
+        "Fix the retry loop that never stopped on HTTP 500",
+        "src/retry.py",
+        "def retry(call):\n    for _ in range(5):\n        call()\n",
+    ),
+]
 SHARES = {"bug_fix": 1.0, "feature": 1.0, "ui_component": 1.0}
 
 
@@ -41,25 +58,32 @@ def repo(tmp_path: Path) -> GitRepo:
     r = GitRepo(tmp_path / "shop")
     for message, path, text in FIXES:
         r.commit(message, {path: text})
-    r.commit("Add a timeout option to the HTTP client",
-             {"src/client.py": "def get(url, timeout=10):\n    return url\n"})
-    r.commit("Add the Pager and Badge components to the storefront",
-             {"web/components/Pager.jsx": PAGER, "web/components/Badge.jsx": BADGE})  # fmt: skip
+    r.commit(
+        "Add a timeout option to the HTTP client", {"src/client.py": "def get(url, timeout=10):\n    return url\n"}
+    )
+    r.commit(
+        "Add the Pager and Badge components to the storefront",
+        {"web/components/Pager.jsx": PAGER, "web/components/Badge.jsx": BADGE},
+    )
     return r
 
 
 def config(**changes: Any) -> PipelineConfig:
-    return PipelineConfig(balance=BalanceConfig(enabled=True, **{"shares": SHARES, "total": 12,
-                                                                 "max_synthetic_share": 0.5, **changes}))
+    return PipelineConfig(
+        balance=BalanceConfig(enabled=True, **{"shares": SHARES, "total": 12, "max_synthetic_share": 0.5, **changes})
+    )
 
 
-def slots(engine) -> dict[str, list[tuple[str, int, str]]]:  # type: ignore[no-untyped-def]
+def slots(engine) -> dict[str, list[tuple[str, int, str]]]:
     """category -> [(instruction, copy, reason)] of the balanced set."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT b.category, COALESCE(p.instruction, sp.instruction), b.copy, b.reason FROM balanced b "
-            "LEFT JOIN pairs p ON p.pair_id = b.pair_id LEFT JOIN synthetic_pairs sp ON sp.pair_id = b.pair_id "
-            "ORDER BY 1, 2, 3")).all()  # fmt: skip
+        rows = conn.execute(
+            sa.text(
+                "SELECT b.category, COALESCE(p.instruction, sp.instruction), b.copy, b.reason FROM balanced b "
+                "LEFT JOIN pairs p ON p.pair_id = b.pair_id LEFT JOIN synthetic_pairs sp ON sp.pair_id = b.pair_id "
+                "ORDER BY 1, 2, 3"
+            )
+        ).all()
     out: dict[str, list[tuple[str, int, str]]] = {}
     for category, instruction, copy, reason in rows:
         out.setdefault(category, []).append((instruction.split("\n")[0][:60], copy, reason))
@@ -73,7 +97,7 @@ def test_targets_add_up_by_largest_remainders() -> None:
     assert balance.targets(0, {"a": 1}) == {"a": 0}
 
 
-def test_known_shortfalls_are_upsampled_then_synthesised_within_caps(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+def test_known_shortfalls_are_upsampled_then_synthesised_within_caps(engine, mirrors, repo) -> None:
     pipeline.process_repository(engine, str(repo.path), config())
     pipeline.score_step(engine, config())
     pipeline.dedup_step(engine, config())
@@ -83,8 +107,10 @@ def test_known_shortfalls_are_upsampled_then_synthesised_within_caps(engine, mir
     # synthesiser for features (the LLM one is off): short by two. ui_component: one pair, its copy,
     # and two synthetic pairs made from its two component files (the cap is half the target).
     assert [(c, r) for _, c, r in got["bug_fix"]] == [(1, "selected")] * 4
-    assert got["feature"] == [("Add a timeout option to the HTTP client", 1, "selected"),
-                              ("Add a timeout option to the HTTP client", 2, "upsampled")]  # fmt: skip
+    assert got["feature"] == [
+        ("Add a timeout option to the HTTP client", 1, "selected"),
+        ("Add a timeout option to the HTTP client", 2, "upsampled"),
+    ]
     assert got["ui_component"] == [
         ("Add the Pager and Badge components to the storefront", 1, "selected"),
         ("Add the Pager and Badge components to the storefront", 2, "upsampled"),
@@ -93,23 +119,36 @@ def test_known_shortfalls_are_upsampled_then_synthesised_within_caps(engine, mir
     ]
     assert result["categories"]["feature"]["shortfall"] == 2 and result["gate"]["success"]
     with engine.connect() as conn:
-        pager = conn.execute(sa.text("SELECT instruction, response, method, source_pair_id IS NOT NULL "
-                                     "FROM synthetic_pairs WHERE response LIKE '%Pager%'")).one()  # fmt: skip
-    assert pager[0] == ("Write a React function component `Pager` in JavaScript (JSX), in the file `Pager.jsx`. "
-                        "It takes the props `page`, `total` and `onChange`. It keeps `open` in state. It uses the "
-                        "hooks `useState`. It renders `nav`, `button` and `span` elements.")  # fmt: skip
+        pager = conn.execute(
+            sa.text(
+                "SELECT instruction, response, method, source_pair_id IS NOT NULL "
+                "FROM synthetic_pairs WHERE response LIKE '%Pager%'"
+            )
+        ).one()
+    assert pager[0] == (
+        "Write a React function component `Pager` in JavaScript (JSX), in the file `Pager.jsx`. "
+        "It takes the props `page`, `total` and `onChange`. It keeps `open` in state. It uses the "
+        "hooks `useState`. It renders `nav`, `button` and `span` elements."
+    )
     assert pager[1:] == (PAGER, "ui_component", True)
 
 
-def test_above_target_the_best_scored_are_kept(engine, mirrors, repo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_above_target_the_best_scored_are_kept(engine, mirrors, repo, tmp_path: Path) -> None:
     cfg = config(total=3, shares={"bug_fix": 1.0})
     out = tmp_path / "export"
     pipeline.process_repository(engine, str(repo.path), cfg)
     assert pipeline.build(engine, out, cfg).rows == 3
     with engine.connect() as conn:
-        best = conn.execute(sa.text("SELECT p.instruction FROM pair_scores s JOIN pairs p USING (pair_id) "
-                                    "WHERE s.category = 'bug_fix' ORDER BY s.score DESC, s.pair_id LIMIT 3")
-                            ).scalars().all()  # fmt: skip
+        best = (
+            conn.execute(
+                sa.text(
+                    "SELECT p.instruction FROM pair_scores s JOIN pairs p USING (pair_id) "
+                    "WHERE s.category = 'bug_fix' ORDER BY s.score DESC, s.pair_id LIMIT 3"
+                )
+            )
+            .scalars()
+            .all()
+        )
     rows = [json.loads(line) for f in sorted(out.rglob("*.jsonl")) for line in f.read_text().splitlines()]
     assert sorted(r["instruction"] for r in rows) == sorted(best)
     card = (out / "README.md").read_text()
@@ -131,9 +170,17 @@ class _FakeModel(ThreadingHTTPServer):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.prompts.append(body)
                 content = server.answers[min(len(server.prompts), len(server.answers)) - 1]
-                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                   "choices": [{"index": 0, "finish_reason": "stop",
-                                                "message": {"role": "assistant", "content": content}}]}).encode()
+                data = json.dumps(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body["model"],
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+                        ],
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -145,9 +192,12 @@ class _FakeModel(ThreadingHTTPServer):
 
 @pytest.fixture
 def model() -> Iterator[_FakeModel]:
-    answer = {"instruction": "Add a retry option to the HTTP client", "response": "diff --git a/src/client.py b/src"
-              "/client.py\n--- a/src/client.py\n+++ b/src/client.py\n@@ -1 +1 @@\n-def get(url, timeout=10):\n"
-              "+def get(url, timeout=10, retries=3):\n"}  # fmt: skip
+    answer = {
+        "instruction": "Add a retry option to the HTTP client",
+        "response": "diff --git a/src/client.py b/src"
+        "/client.py\n--- a/src/client.py\n+++ b/src/client.py\n@@ -1 +1 @@\n-def get(url, timeout=10):\n"
+        "+def get(url, timeout=10, retries=3):\n",
+    }
     server = _FakeModel([json.dumps(answer)])
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -156,7 +206,7 @@ def model() -> Iterator[_FakeModel]:
     server.server_close()
 
 
-def test_the_optional_synthesiser_fills_a_shortfall_from_a_local_endpoint(  # type: ignore[no-untyped-def]
+def test_the_optional_synthesiser_fills_a_shortfall_from_a_local_endpoint(
     engine, mirrors, repo, model, monkeypatch
 ) -> None:
     monkeypatch.setenv("CODEPAIRS_LLM_API_KEY", "sk-local-test-key")
@@ -171,20 +221,31 @@ def test_the_optional_synthesiser_fills_a_shortfall_from_a_local_endpoint(  # ty
     assert "Add a timeout option to the HTTP client" in model.prompts[0]["messages"][0]["content"]
     assert result["categories"]["feature"]["synthetic"] == 1 and result["categories"]["feature"]["shortfall"] == 1
     with engine.connect() as conn:
-        row = conn.execute(sa.text("SELECT s.instruction, s.method, p.instruction FROM synthetic_pairs s "
-                                   "JOIN pairs p ON p.pair_id = s.source_pair_id WHERE s.category = 'feature'")).one()
-    assert tuple(row) == ("Add a retry option to the HTTP client", "llm:tiny-coder",
-                          "Add a timeout option to the HTTP client")  # fmt: skip
+        row = conn.execute(
+            sa.text(
+                "SELECT s.instruction, s.method, p.instruction FROM synthetic_pairs s "
+                "JOIN pairs p ON p.pair_id = s.source_pair_id WHERE s.category = 'feature'"
+            )
+        ).one()
+    assert tuple(row) == (
+        "Add a retry option to the HTTP client",
+        "llm:tiny-coder",
+        "Add a timeout option to the HTTP client",
+    )
     # Stored once: a rerun asks nothing.
     pipeline.balance_step(engine, cfg)
     assert len(model.prompts) == 1
     with engine.connect() as conn:  # the key went to the endpoint only
-        stored = conn.execute(sa.text("SELECT (SELECT string_agg(t::text, '') FROM synthetic_pairs t) || "
-                                      "(SELECT string_agg(r::text, '') FROM runs r)")).scalar()  # fmt: skip
+        stored = conn.execute(
+            sa.text(
+                "SELECT (SELECT string_agg(t::text, '') FROM synthetic_pairs t) || "
+                "(SELECT string_agg(r::text, '') FROM runs r)"
+            )
+        ).scalar()
     assert "sk-local-test-key" not in stored
 
 
-def test_an_answer_that_is_not_the_json_asked_for_is_skipped(engine, mirrors, repo, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_an_answer_that_is_not_the_json_asked_for_is_skipped(engine, mirrors, repo, caplog) -> None:
     server = _FakeModel(["Sorry, I cannot help with that."])
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -200,42 +261,49 @@ def test_an_answer_that_is_not_the_json_asked_for_is_skipped(engine, mirrors, re
     assert "was not the JSON asked for" in caplog.text
 
 
-def test_the_balance_gate_stops_bad_data(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+def test_the_balance_gate_stops_bad_data(engine, mirrors, repo) -> None:
     pipeline.process_repository(engine, str(repo.path), config())
     pipeline.score_step(engine, config())
     pipeline.dedup_step(engine, config())
     result = balance.balance_pairs(engine, config().balance)
     for tamper, expected in [
-        ("INSERT INTO balanced SELECT pair_id, 3, category, false, 'upsampled', run_id, batch_id FROM balanced "
-         "WHERE category = 'feature' AND copy = 1", "column='copy'"),
+        (
+            "INSERT INTO balanced SELECT pair_id, 3, category, false, 'upsampled', run_id, batch_id FROM balanced "
+            "WHERE category = 'feature' AND copy = 1",
+            "column='copy'",
+        ),
         ("UPDATE balanced SET category = 'bug_fix' WHERE category = 'feature'", "column='failing_categories'"),
         ("DELETE FROM balanced WHERE category = 'ui_component'", "column='failing_categories'"),  # a category gone
-        ("UPDATE balanced SET synthetic = true WHERE category = 'bug_fix' AND copy = 1", "column='slot_ok'"),
-        ("UPDATE balanced SET batch_id = NULL WHERE copy = 2", "column='batch_ok'"),
+        ("UPDATE balanced SET synthetic = true WHERE category = 'bug_fix' AND copy = 1", "column='synthetic_category'"),
+        ("UPDATE balanced SET batch_id = NULL WHERE copy = 2", "column='batch_id'"),
     ]:
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE TABLE keep AS SELECT * FROM balanced"))
             conn.execute(sa.text(tamper))
         with pytest.raises(GateFailedError) as err:
-            gates.validate_balance(engine, result.run_id, result.as_dict(), config().balance)
+            balance_checks.validate_balance(engine, result.run_id, result.as_dict(), config().balance)
         assert expected in str(err.value)
         with engine.begin() as conn:  # put the balanced set back
             conn.execute(sa.text("DELETE FROM balanced; INSERT INTO balanced SELECT * FROM keep; DROP TABLE keep"))
-    gates.validate_balance(engine, result.run_id, result.as_dict(), config().balance)  # untouched: passes
+    balance_checks.validate_balance(engine, result.run_id, result.as_dict(), config().balance)  # untouched: passes
 
 
-def test_the_input_gate_stops_duplicates_among_the_selected(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+def test_the_input_gate_stops_duplicates_among_the_selected(engine, mirrors, repo) -> None:
     pipeline.process_repository(engine, str(repo.path), config())
     pipeline.score_step(engine, config())
     pipeline.dedup_step(engine, config())
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE dedup SET exact_hash = 'same' WHERE pair_id IN "
-                             "(SELECT pair_id FROM pair_scores WHERE selected ORDER BY pair_id LIMIT 2)"))
+        conn.execute(
+            sa.text(
+                "UPDATE dedup SET exact_hash = 'same' WHERE pair_id IN "
+                "(SELECT pair_id FROM pair_scores WHERE selected ORDER BY pair_id LIMIT 2)"
+            )
+        )
     with pytest.raises(GateFailedError, match="column='exact_hash'"):
         pipeline.balance_step(engine, config())
 
 
-def test_builds_give_the_same_bytes_twice_and_after_a_kill(  # type: ignore[no-untyped-def]
+def test_builds_give_the_same_bytes_twice_and_after_a_kill(
     new_database, mirrors, repo, tmp_path: Path, monkeypatch
 ) -> None:
     def files(folder: Path) -> dict[str, bytes]:

@@ -26,8 +26,15 @@ from gitrepo import GitRepo
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CODEPAIRS_CHROMIUM", "/usr/bin/chromium")
 # Flags the machine needs: no sandbox as root, and no background connections to Google's hosts.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SHOTS = Path(os.environ.get("CODEPAIRS_SCREENSHOTS", ROOT / ".data" / "screenshots" / "test_browser"))
 
 pytestmark = pytest.mark.skipif(
@@ -88,7 +95,8 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
             page.screenshot(path=SHOTS / "04-runs.png")
             crawls, builds = runs["codepairs_crawl"], runs["codepairs_build"]
             assert {r["run_type"]: r["state"] for r in crawls} == {"manual": "success", "scheduled": "success"}, (
-                f"{crawls}; see {airflow_ui.log}")  # fmt: skip
+                f"{crawls}; see {airflow_ui.log}"
+            )
             assert {(r["run_type"], r["state"]) for r in builds} == {("asset_triggered", "success")}, builds
             (manual,) = [r for r in crawls if r["run_type"] == "manual"]
             assert manual["conf"]["repos"] == [str(repo.path)] and manual["conf"]["max_commits"] == 2
@@ -96,8 +104,10 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
             page.goto(f"{base}/codepairs/")
             expect(page.locator("h1")).to_have_text("codepairs dataset")
             page.wait_for_selector(".plotly-graph-div .main-svg")  # the charts were drawn
-            shown = {row.locator("td").nth(0).inner_text(): row.locator("td").nth(1).inner_text()
-                     for row in page.locator("#funnel-numbers tr").all()[1:]}  # fmt: skip
+            shown = {
+                row.locator("td").nth(0).inner_text(): row.locator("td").nth(1).inner_text()
+                for row in page.locator("#funnel-numbers tr").all()[1:]
+            }
             page.screenshot(path=SHOTS / "05-dashboard.png", full_page=True)
             page.goto(f"{base}/plugin/codepairs")  # the navigation entry: the dashboard inside Airflow's frame
             expect(page.frame_locator("iframe").locator("h1")).to_have_text("codepairs dataset")
@@ -107,12 +117,21 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
 
     engine = store.get_engine(airflow_ui.pipeline_url)
     with engine.connect() as conn:
-        stored = conn.execute(sa.text(
-            "SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM commits), "
-            "(SELECT count(*) FROM pairs), (SELECT count(*) FROM pair_scores), "
-            "(SELECT rows FROM exports ORDER BY created_at DESC LIMIT 1)")).one()  # fmt: skip
+        stored = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM repositories), (SELECT count(*) FROM commits), "
+                "(SELECT count(*) FROM pairs), (SELECT count(*) FROM pair_scores), "
+                "(SELECT rows FROM exports ORDER BY created_at DESC LIMIT 1)"
+            )
+        ).one()
     # The form's repository with max_commits=2 (the newest two of its three commits), and the nightly one;
     # the build scored and exported all three (balance is off in the test config, every score passes).
     assert tuple(stored) == (2, 3, 3, 3, 3)
     assert {k: shown[k] for k in ("repositories", "commits", "pairs", "pairs_gated", "scored", "exported")} == {
-        "repositories": "2", "commits": "3", "pairs": "3", "pairs_gated": "3", "scored": "3", "exported": "3"}
+        "repositories": "2",
+        "commits": "3",
+        "pairs": "3",
+        "pairs_gated": "3",
+        "scored": "3",
+        "exported": "3",
+    }

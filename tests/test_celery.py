@@ -64,18 +64,19 @@ STORED = {
     "pairs": "SELECT pair_id, kind, instruction, response_sha256 FROM pairs",
     "skips": "SELECT stage, repo_id, object_id, reason FROM skips",
     "batches": "SELECT stage, repo_id, count(*) FILTER (WHERE validated), sum(rows_written) FROM batches "
-               "WHERE repo_id IS NOT NULL GROUP BY 1, 2",  # per repository: the crawl's (the build's have none)
+    "WHERE repo_id IS NOT NULL GROUP BY 1, 2",  # per repository: the crawl's (the build's have none)
 }
 
 
-def _stored(engine) -> dict[str, list[tuple]]:  # type: ignore[no-untyped-def]
+def _stored(engine) -> dict[str, list[tuple]]:
     with engine.connect() as conn:
         return {k: sorted(tuple(r) for r in conn.execute(sa.text(q)).all()) for k, q in STORED.items()}
 
 
 @pytest.mark.parametrize("server_url", [POSTGRES], ids=["pg"], indirect=True)  # new_database's server
-def test_mapped_crawl_tasks_run_on_two_celery_workers(services: str, new_database, mirrors: Path,  # type: ignore[no-untyped-def]
-                                                       tmp_path: Path) -> None:  # fmt: skip
+def test_mapped_crawl_tasks_run_on_two_celery_workers(
+    services: str, new_database, mirrors: Path, tmp_path: Path
+) -> None:
     from codepairs import pipeline, store
     from codepairs.config import load_config
 

@@ -19,7 +19,7 @@ def test_every_command_has_help(command: str) -> None:
     assert out.returncode == 0 and out.stdout.startswith(f"usage: codepairs {command}")
 
 
-def test_crawl_export_verify_summary(db_url, mirrors, tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_crawl_export_verify_summary(db_url, mirrors, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("CODEPAIRS_DATABASE_URL", db_url)
     repo = GitRepo(tmp_path / "proj")
     for i in range(3):
@@ -41,7 +41,7 @@ def test_crawl_export_verify_summary(db_url, mirrors, tmp_path: Path, capsys, mo
     assert "message_too_short      1" in summary and "proj" in summary
 
 
-def test_an_unreachable_database_is_a_clear_error_without_its_password(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_database_is_a_clear_error_without_its_password(capsys) -> None:
     code = cli.main(["--database-url", "postgresql://someone:s3cr3t-pw@127.0.0.1:1/none", "summary"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot use postgresql://someone:***@127.0.0.1:1/none: connection failed" in err
@@ -59,7 +59,10 @@ def test_docker_compose_describes_airflow3_celery_and_postgres() -> None:
     env = services["scheduler"]["environment"]
     assert all(services[name]["environment"].items() >= env.items() for name in airflow)  # one JWT secret …
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/codepairs/dags" and env["PYTHONPATH"] == "/opt/codepairs/include"
-    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor" and env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    assert (
+        env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        and env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
+    )
     assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql")
     assert env["AIRFLOW__API_AUTH__JWT_SECRET"].startswith("${AIRFLOW_JWT_SECRET:?")  # no default secret
     assert env["AIRFLOW_CONN_CODEPAIRS_DB"].endswith("@pipeline-db:5432/codepairs")

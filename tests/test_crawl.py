@@ -13,11 +13,15 @@ from codepairs.sources import crawl, identity
 from gitrepo import GitRepo
 
 
-def _counts(engine) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+def _counts(engine) -> tuple[int, int, int]:
     with engine.connect() as conn:
-        return tuple(conn.execute(sa.text(
-            "SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), (SELECT count(*) FROM skips)"
-        )).one())  # type: ignore[return-value]  # fmt: skip
+        return tuple(
+            conn.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), (SELECT count(*) FROM skips)"
+                )
+            ).one()
+        )
 
 
 def _linear_repo(path: Path, n: int) -> GitRepo:
@@ -32,12 +36,19 @@ def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> Non
     assert (local.source, local.web_url) == (str(tmp_path), None)
     gh = identity.resolve_source("octo/hello-world")
     assert (gh.source, gh.clone_url, gh.name, gh.web_url) == (
-        "https://github.com/octo/hello-world", "https://github.com/octo/hello-world.git", "octo/hello-world",
         "https://github.com/octo/hello-world",
-    )  # fmt: skip
+        "https://github.com/octo/hello-world.git",
+        "octo/hello-world",
+        "https://github.com/octo/hello-world",
+    )
     assert gh.commit_url("abc") == "https://github.com/octo/hello-world/commit/abc"
-    spellings = ("Octo/Hello-World", "https://github.com/octo/hello-world.git", "https://GITHUB.com/octo/hello-world/",
-                 "git@github.com:Octo/Hello-World.git", "ssh://git@github.com/octo/hello-world")  # fmt: skip
+    spellings = (
+        "Octo/Hello-World",
+        "https://github.com/octo/hello-world.git",
+        "https://GITHUB.com/octo/hello-world/",
+        "git@github.com:Octo/Hello-World.git",
+        "ssh://git@github.com/octo/hello-world",
+    )
     assert {identity.resolve_source(s).repo_id for s in spellings} == {gh.repo_id}
     scp = "git@github.com:Octo/Hello-World.git"
     assert identity.resolve_source(scp).clone_url == scp
@@ -50,15 +61,18 @@ def test_resolve_source_accepts_paths_urls_and_owner_name(tmp_path: Path) -> Non
 
 @pytest.mark.parametrize(
     "url",
-    ["https://x-access-token:s3cr3t@github.com/octo/repo.git", "https://git.example.com/octo/repo.git?token=s3cr3t",
-     "ssh://git:s3cr3t@git.example.com/octo/repo.git"],
-)  # fmt: skip
+    [
+        "https://x-access-token:s3cr3t@github.com/octo/repo.git",
+        "https://git.example.com/octo/repo.git?token=s3cr3t",
+        "ssh://git:s3cr3t@git.example.com/octo/repo.git",
+    ],
+)
 def test_credentials_never_reach_the_source_name_or_clone_url(url: str) -> None:
     repo = identity.resolve_source(url)
     assert "s3cr3t" not in f"{repo.source} {repo.clone_url} {repo.name} {repo.web_url} {repo!r}"
 
 
-def test_an_https_credential_goes_to_git_as_a_header_and_never_into_the_mirror(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_https_credential_goes_to_git_as_a_header_and_never_into_the_mirror(engine, mirrors, tmp_path) -> None:
     """A local smart-HTTP server that requires the credential: clone and fetch pass, config stays clean."""
     import base64
     import http.server
@@ -71,7 +85,7 @@ def test_an_https_credential_goes_to_git_as_a_header_and_never_into_the_mirror(e
     expected = "Basic " + base64.b64encode(b"x-access-token:s3cr3t").decode()
 
     class Dumb(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):  # type: ignore[no-untyped-def]
+        def __init__(self, *a, **kw):
             super().__init__(*a, directory=str(tmp_path / "srv"), **kw)
 
         def do_GET(self) -> None:  # noqa: N802
@@ -82,7 +96,7 @@ def test_an_https_credential_goes_to_git_as_a_header_and_never_into_the_mirror(e
                 return
             super().do_GET()
 
-        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        def log_message(self, *args) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Dumb)
@@ -106,7 +120,7 @@ def test_an_https_credential_goes_to_git_as_a_header_and_never_into_the_mirror(e
     assert "s3cr3t" not in stored and "s3cr3t" not in logged
 
 
-def test_an_upstream_default_branch_rename_is_followed(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_upstream_default_branch_rename_is_followed(engine, mirrors, tmp_path) -> None:
     repo = _linear_repo(tmp_path / "r", 2)
     crawl.crawl_repository(engine, str(repo.path), CrawlConfig())
     repo.git("branch", "-m", "main", "trunk")
@@ -117,7 +131,7 @@ def test_an_upstream_default_branch_rename_is_followed(engine, mirrors, tmp_path
         assert conn.execute(sa.text("SELECT default_branch FROM repositories")).scalar() == "trunk"
 
 
-def test_crawl_twice_adds_nothing(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_crawl_twice_adds_nothing(engine, mirrors, tmp_path: Path) -> None:
     repo = _linear_repo(tmp_path / "r", 5)
     first = crawl.crawl_repository(engine, str(repo.path), CrawlConfig(batch_size=2))
     assert (first.commits_read, first.commits_new, len(first.batches)) == (5, 5, 3)
@@ -129,7 +143,7 @@ def test_crawl_twice_adds_nothing(engine, mirrors, tmp_path: Path) -> None:  # t
     assert [tuple(r) for r in rows] == [(2, 2, 64), (2, 2, 64), (1, 1, 64)]
 
 
-def test_incremental_crawl_reads_only_new_commits(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_incremental_crawl_reads_only_new_commits(engine, mirrors, tmp_path: Path) -> None:
     repo = _linear_repo(tmp_path / "r", 3)
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     new = [repo.commit(f"Add extra module {i} for the release", {f"extra/e{i}.py": "X = 1\n"}) for i in range(2)]
@@ -141,7 +155,7 @@ def test_incremental_crawl_reads_only_new_commits(engine, mirrors, tmp_path: Pat
     assert _counts(engine) == (5, 5, 0)
 
 
-def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path: Path) -> None:
     repo = _linear_repo(tmp_path / "r", 4)
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     removed = repo.git("rev-list", "HEAD~2..HEAD").split()
@@ -153,9 +167,7 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
     assert (state["commits_new"], state["orphaned"]) == (1, 2)
     with engine.connect() as conn:
         orphans = {r[0] for r in conn.execute(sa.text("SELECT sha FROM commits WHERE orphaned"))}
-        reasons = dict(
-            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'crawl'")).all()
-        )
+        reasons = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'crawl'")).all())
         stored = conn.execute(sa.text("SELECT count(*), count(DISTINCT sha) FROM commits")).one()
     assert orphans == set(removed)
     assert reasons == {sha: "orphaned_by_force_push" for sha in removed}
@@ -172,13 +184,13 @@ def test_force_push_is_detected_and_duplicates_nothing(engine, mirrors, tmp_path
 
 def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(
     engine, mirrors, tmp_path, monkeypatch, new_database
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     repo = _linear_repo(tmp_path / "r", 7)
     config = PipelineConfig(crawl=CrawlConfig(batch_size=3))
     real = crawl.insert_new
     calls = {"n": 0}
 
-    def dies_in_second_batch(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def dies_in_second_batch(*args, **kwargs):
         calls["n"] += 1
         inserted = real(*args, **kwargs)
         if calls["n"] == 2:
@@ -215,21 +227,22 @@ def test_crawl_killed_mid_batch_then_rerun_equals_one_clean_run(
         (lambda p: GitRepo(p / "empty").path.as_posix(), "empty_repository"),
     ],
 )
-def test_bad_sources_are_recorded_as_skips_and_the_run_goes_on(engine, mirrors, tmp_path, make_source, reason) -> None:  # type: ignore[no-untyped-def]
+def test_bad_sources_are_recorded_as_skips_and_the_run_goes_on(engine, mirrors, tmp_path, make_source, reason) -> None:
     good = _linear_repo(tmp_path / "good", 2)
     bad = make_source(tmp_path)
     results = [crawl.crawl_repository(engine, spec, CrawlConfig()) for spec in (bad, str(good.path))]
     assert [(r.status, r.skip_reason) for r in results] == [("skipped", reason), ("crawled", None)]
     with engine.connect() as conn:
         skip = conn.execute(sa.text("SELECT reason, detail FROM skips WHERE stage = 'crawl' AND object_id = ''")).one()
-        status = conn.execute(sa.text("SELECT status FROM repositories WHERE repo_id = :r"),
-                              {"r": results[0].repo_id}).scalar()  # fmt: skip
+        status = conn.execute(
+            sa.text("SELECT status FROM repositories WHERE repo_id = :r"), {"r": results[0].repo_id}
+        ).scalar()
     assert skip[0] == reason and skip[1]
     assert status == "skipped"
     assert _counts(engine)[0] == 2
 
 
-def test_only_the_configured_branches_are_crawled_each_with_its_watermark(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_only_the_configured_branches_are_crawled_each_with_its_watermark(engine, mirrors, tmp_path) -> None:
     repo = _linear_repo(tmp_path / "r", 2)
     repo.git("checkout", "-q", "-b", "dev")
     dev = repo.commit("Add the development-only module", {"dev.py": "D = 1\n"})
@@ -243,7 +256,7 @@ def test_only_the_configured_branches_are_crawled_each_with_its_watermark(engine
     assert state["dev"] == dev and set(state) == {"main", "dev"}
 
 
-def test_a_concurrent_writer_between_probe_and_copy_falls_back_to_on_conflict(engine, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_concurrent_writer_between_probe_and_copy_falls_back_to_on_conflict(engine, monkeypatch) -> None:
     """The fast path's probe misses a row stored meanwhile: the COPY fails, ON CONFLICT takes over."""
     import sqlalchemy as sa
     from codepairs import store
@@ -253,7 +266,7 @@ def test_a_concurrent_writer_between_probe_and_copy_falls_back_to_on_conflict(en
         store.insert_new(conn, "skips", cols, [("t", "r", "a", "x", "", None)], ("stage", "repo_id", "object_id"))
     real_execute = sa.engine.Connection.execute
 
-    def blind_probe(self, statement, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def blind_probe(self, statement, *args, **kwargs):
         if "JOIN unnest" in str(statement):  # the probe sees nothing, as if the row came in after it
             return real_execute(self, sa.text("SELECT 1 WHERE false"))
         return real_execute(self, statement, *args, **kwargs)
@@ -268,7 +281,7 @@ def test_a_concurrent_writer_between_probe_and_copy_falls_back_to_on_conflict(en
         assert conn.execute(sa.text("SELECT object_id, reason FROM skips ORDER BY 1")).all() == [("a", "x"), ("b", "y")]
 
 
-def test_a_crawl_killed_by_sigkill_then_rerun_equals_one_clean_run(db_url, new_database, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_crawl_killed_by_sigkill_then_rerun_equals_one_clean_run(db_url, new_database, mirrors, tmp_path) -> None:
     """A real kill -9 of the CLI in the middle of a crawl: no partial batch, the rerun completes it."""
     import os
     import signal
@@ -293,10 +306,12 @@ def test_a_crawl_killed_by_sigkill_then_rerun_equals_one_clean_run(db_url, new_d
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with engine.connect() as conn:
-        stored, in_batches, watermark = conn.execute(sa.text(
-            "SELECT (SELECT count(*) FROM commits), (SELECT COALESCE(sum(rows_written), 0) FROM batches), "
-            "(SELECT count(*) FROM crawl_state)"
-        )).one()  # fmt: skip
+        stored, in_batches, watermark = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM commits), (SELECT COALESCE(sum(rows_written), 0) FROM batches), "
+                "(SELECT count(*) FROM crawl_state)"
+            )
+        ).one()
     assert 0 < stored < 3000 and stored == in_batches and watermark == 0  # whole batches only, no watermark
 
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
@@ -307,7 +322,7 @@ def test_a_crawl_killed_by_sigkill_then_rerun_equals_one_clean_run(db_url, new_d
     assert pipeline.build(clean, tmp_path / "clean", PipelineConfig()).manifest_sha256 == resumed.manifest_sha256
 
 
-def test_added_commits_then_rerun_export_equals_one_clean_run(engine, new_database, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_added_commits_then_rerun_export_equals_one_clean_run(engine, new_database, mirrors, tmp_path) -> None:
     from codepairs import store
 
     repo = _linear_repo(tmp_path / "r", 3)
@@ -326,7 +341,7 @@ def test_added_commits_then_rerun_export_equals_one_clean_run(engine, new_databa
     )
 
 
-def test_batches_are_cut_by_bytes_as_well_as_by_count(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_batches_are_cut_by_bytes_as_well_as_by_count(engine, mirrors, tmp_path) -> None:
     repo = GitRepo(tmp_path / "r")
     for i in range(6):
         repo.commit(f"Add data table number {i} for tests", {f"data/t{i}.csv": "x,y\n" * 5000})  # ~20 kB diff each
@@ -336,15 +351,18 @@ def test_batches_are_cut_by_bytes_as_well_as_by_count(engine, mirrors, tmp_path)
     assert result.commits_new == 6 and sizes == [3, 3]
 
 
-def test_force_push_when_the_old_tip_is_gone_from_the_mirror(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_force_push_when_the_old_tip_is_gone_from_the_mirror(engine, mirrors, tmp_path) -> None:
     repo = _linear_repo(tmp_path / "r", 4)
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     removed = set(repo.git("rev-list", "HEAD~2..HEAD").split())
     repo.git("reset", "-q", "--hard", "HEAD~2")
     repo.commit("Add the rewritten module after review", {"pkg/new.py": "NEW = 1\n"})
     (mirror,) = mirrors.iterdir()  # the mirror fetches and prunes before the crawl sees it
-    for args in (["fetch", "-q", "--prune", "origin"], ["reflog", "expire", "--expire=now", "--all"],
-                 ["gc", "-q", "--prune=now"]):  # fmt: skip
+    for args in (
+        ["fetch", "-q", "--prune", "origin"],
+        ["reflog", "expire", "--expire=now", "--all"],
+        ["gc", "-q", "--prune=now"],
+    ):
         subprocess.run(["git", "--git-dir", str(mirror), *args], check=True)
     assert subprocess.run(["git", "--git-dir", str(mirror), "cat-file", "-e", next(iter(removed))]).returncode != 0
     state = pipeline.process_repository(engine, str(repo.path), PipelineConfig())
@@ -354,7 +372,7 @@ def test_force_push_when_the_old_tip_is_gone_from_the_mirror(engine, mirrors, tm
         assert conn.execute(sa.text("SELECT count(*), count(DISTINCT sha) FROM commits")).one() == (5, 5)
 
 
-def test_undoing_a_force_push_brings_its_commits_back(engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_undoing_a_force_push_brings_its_commits_back(engine, mirrors, tmp_path) -> None:
     repo = _linear_repo(tmp_path / "r", 4)
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     original = repo.head()

@@ -12,13 +12,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def dagbag(airflow_db):  # type: ignore[no-untyped-def]
+def dagbag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))
 
 
-def test_dags_import_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_dags_import_without_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
     assert sorted(dagbag.dag_ids) == ["codepairs_build", "codepairs_crawl"]
 
@@ -41,7 +41,7 @@ def test_dag_files_parse_fast_and_touch_no_database(monkeypatch: pytest.MonkeyPa
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_crawl_dag_shape(dagbag) -> None:
     dag = dagbag.get_dag("codepairs_crawl")
     assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
     assert dag.is_paused_upon_creation is False  # the nightly refresh is on by default
@@ -49,10 +49,17 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
     assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size", "dry_run"}
     assert sorted(dag.task_ids) == [
-        "fail_if_a_repository_failed", "list_repositories", "publish_pairs", "repository.crawl_github",
-        "repository.crawl_repository", "repository.extract_pairs", "repository.select_repository",
-        "repository.validate_commits", "repository.validate_github", "repository.validate_pairs",
-    ]  # fmt: skip
+        "fail_if_a_repository_failed",
+        "list_repositories",
+        "publish_pairs",
+        "repository.crawl_github",
+        "repository.crawl_repository",
+        "repository.extract_pairs",
+        "repository.select_repository",
+        "repository.validate_commits",
+        "repository.validate_github",
+        "repository.validate_pairs",
+    ]
     assert [o.name for o in dag.get_task("publish_pairs").outlets] == ["codepairs_pairs"]
     for task in dag.tasks:
         assert task.owner == "codepairs"
@@ -63,11 +70,12 @@ def test_crawl_dag_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     crawl_task = dag.get_task("repository.crawl_repository")
     assert [d.task_id for d in crawl_task.downstream_list] == ["repository.validate_commits"]
     assert [d.task_id for d in dag.get_task("repository.validate_commits").downstream_list] == [
-        "repository.crawl_github"]  # fmt: skip
+        "repository.crawl_github"
+    ]
     assert dag.get_task("repository.crawl_github").pool == "github_api"
 
 
-def test_every_pool_a_task_names_exists_after_setup(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_every_pool_a_task_names_exists_after_setup(dagbag) -> None:
     """dag.test() ignores pools and the scheduler only warns: the setup must create them."""
     from airflow.models.pool import Pool
 
@@ -103,16 +111,32 @@ def test_a_long_rate_limit_wait_reschedules_the_task(monkeypatch: pytest.MonkeyP
     assert caught.value.reschedule_date == resume
 
 
-def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
     dag = dagbag.get_dag("codepairs_build")
     assert [a.name for a in dag.timetable.asset_condition.objects] == ["codepairs_pairs"]
     assert dag.is_paused_upon_creation is False
-    assert sorted(dag.task_ids) == ["balance_dataset", "dedup_pairs", "export_dataset", "score_pairs", "verify_export"]
-    assert set(dag.params.keys()) == {"min_score", "top_fraction", "total", "shares", "max_synthetic_share",
-                                      "out_dir"}
+    assert sorted(dag.task_ids) == [
+        "balance_dataset",
+        "dedup_pairs",
+        "export_dataset",
+        "score_pairs",
+        "validate_balance",
+        "validate_balance_input",
+        "validate_dedup",
+        "validate_scores",
+        "validate_split",
+        "verify_export",
+    ]
+    # every gate is a task of its own, right after what it guards
+    assert dag.get_task("score_pairs").downstream_task_ids == {"validate_scores"}
+    assert dag.get_task("dedup_pairs").downstream_task_ids == {"validate_dedup", "validate_split"}
+    assert dag.get_task("balance_dataset").downstream_task_ids == {"validate_balance"}
+    assert dag.get_task("validate_balance").downstream_task_ids == {"export_dataset"}
+    assert dag.get_task("balance_dataset").upstream_task_ids == {"validate_balance_input"}
+    assert set(dag.params.keys()) == {"min_score", "top_fraction", "total", "shares", "max_synthetic_share", "out_dir"}
 
 
-def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyped-def]
+def test_gate_failures_are_not_retried(dagbag) -> None:
     from airflow.sdk import RetryAction
     from codepairs.errors import GateFailedError, SourceError
 
@@ -152,7 +176,7 @@ def test_gate_failures_are_not_retried(dagbag) -> None:  # type: ignore[no-untyp
         ("build:max_synthetic_share", 2, False),
     ],
 )
-def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: bool) -> None:  # type: ignore[no-untyped-def]
+def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: bool) -> None:
     import copy
 
     from airflow.sdk.exceptions import ParamValidationError
@@ -169,7 +193,7 @@ def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: b
 
 
 @pytest.mark.parametrize("dag_id", ["codepairs_crawl", "codepairs_build"])
-def test_every_task_says_what_it_reads_writes_and_how_to_rerun(dagbag, dag_id: str) -> None:  # type: ignore[no-untyped-def]
+def test_every_task_says_what_it_reads_writes_and_how_to_rerun(dagbag, dag_id: str) -> None:
     dag = dagbag.get_dag(dag_id)
     assert all(k in dag.doc_md for k in ("**Reads**", "**Writes**", "**Rerun**"))
     for task in dag.tasks:

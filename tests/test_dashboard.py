@@ -13,10 +13,12 @@ from fastapi.testclient import TestClient
 from gitrepo import GitRepo
 
 
-def built(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def built(engine, tmp_path: Path) -> None:
     repo = GitRepo(tmp_path / "shop")
-    repo.commit("Fix crash in parse_header when the header line is empty",
-                {"src/header.py": "def parse_header(line):\n    return line.split(':') if line else None\n"})
+    repo.commit(
+        "Fix crash in parse_header when the header line is empty",
+        {"src/header.py": "def parse_header(line):\n    return line.split(':') if line else None\n"},
+    )
     repo.commit("Add a timeout option to the HTTP client", {"src/client.py": "def get(url, timeout=10):\n    pass\n"})
     repo.commit("wip", {"src/x.py": "x = 1\n"})
     config = PipelineConfig(balance=BalanceConfig(enabled=True, shares={"bug_fix": 1.0, "feature": 1.0}, total=4))
@@ -24,15 +26,23 @@ def built(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pipeline.build(engine, tmp_path / "export", config)
 
 
-def test_the_dashboard_shows_the_database_numbers(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_dashboard_shows_the_database_numbers(engine, mirrors, tmp_path: Path) -> None:
     built(engine, tmp_path)
     client = TestClient(dashboard.create_app(lambda: engine))
     s = client.get("/api/summary").json()
     with engine.connect() as conn:
-        counts = conn.execute(sa.text("SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), "
-                                      "(SELECT count(*) FROM balanced), (SELECT rows FROM exports)")).one()  # fmt: skip
+        counts = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), "
+                "(SELECT count(*) FROM balanced), (SELECT rows FROM exports)"
+            )
+        ).one()
     assert (s["funnel"]["commits"], s["funnel"]["pairs"], s["funnel"]["balanced"], s["funnel"]["exported"]) == (
-        3, 2, 4, 4)  # fmt: skip
+        3,
+        2,
+        4,
+        4,
+    )
     assert tuple(counts) == (3, 2, 4, 4)
     assert {"stage": "extract", "reason": "message_too_short", "n": 1} in s["skips"]
     assert s["categories"]["bug_fix"] == {"category": "bug_fix", "real": 1, "copies": 1, "synthetic": 0, "target": 2}
@@ -65,7 +75,7 @@ def test_the_airflow_plugin_mounts_the_app_behind_the_login() -> None:
     assert client.get("/docs").status_code == 404 and client.get("/openapi.json").status_code == 404
 
 
-def test_text_from_the_database_is_escaped(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_text_from_the_database_is_escaped(engine, mirrors, tmp_path: Path) -> None:
     repo = GitRepo(tmp_path / "evil")
     repo.commit('Fix the <script>alert("x")</script> escaping of titles', {"a.py": "<img src=x onerror=alert(1)>\n"})
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import gates, pipeline
+from codepairs import pipeline
 from codepairs.config import DedupConfig, PipelineConfig
+from codepairs.dedup import checks as dedup_checks
 from codepairs.dedup import deduplicate as dedup
 from codepairs.errors import GateFailedError
 from gitrepo import GitRepo
@@ -42,32 +43,38 @@ def repos(tmp_path: Path) -> dict[str, Path]:
     return {"orig": orig.path, "fork": fork, "vendor": vendor.path, "tweak": tweak.path, "other": unrelated.path}
 
 
-def crawl(engine, *paths: Path) -> None:  # type: ignore[no-untyped-def]
+def crawl(engine, *paths: Path) -> None:
     for path in paths:
         pipeline.process_repository(engine, str(path), PipelineConfig())
 
 
-def groups(engine) -> list[list[tuple[str, str, str]]]:  # type: ignore[no-untyped-def]
+def groups(engine) -> list[list[tuple[str, str, str]]]:
     """Each group as (repository, instruction, reason) with the kept pair first (reason "kept")."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT d.pair_id, COALESCE(d.duplicate_of, d.pair_id), COALESCE(d.reason, 'kept'), r.name, p.instruction "
-            "FROM dedup d JOIN pairs p ON p.pair_id = d.pair_id JOIN repositories r ON r.repo_id = p.repo_id "
-            "ORDER BY d.duplicate_of NULLS FIRST, r.name"
-        )).all()  # fmt: skip
+        rows = conn.execute(
+            sa.text(
+                "SELECT d.pair_id, COALESCE(d.duplicate_of, d.pair_id), COALESCE(d.reason, 'kept'), r.name, "
+                "p.instruction "
+                "FROM dedup d JOIN pairs p ON p.pair_id = d.pair_id JOIN repositories r ON r.repo_id = p.repo_id "
+                "ORDER BY d.duplicate_of NULLS FIRST, r.name"
+            )
+        ).all()
     out: dict[str, list] = {}
     for _, kept, reason, repo, instruction in rows:
         out.setdefault(kept, []).append((repo, instruction, reason))
     return sorted(out.values(), key=lambda g: (len(g), sorted(g)))
 
 
-def test_known_groups_and_the_pair_kept_for_each(engine, mirrors, repos) -> None:  # type: ignore[no-untyped-def]
+def test_known_groups_and_the_pair_kept_for_each(engine, mirrors, repos) -> None:
     crawl(engine, *repos.values())
     result = pipeline.dedup_step(engine, PipelineConfig())
     assert (result["pairs_in"], result["pairs_kept"], result["gate"]["success"]) == (9, 4, True)
     found = groups(engine)
     assert [sorted(repo for repo, _, _ in g) for g in found] == [
-        ["other"], ["fork", "orig"], ["fork", "orig", "tweak"], ["fork", "orig", "vendor"],
+        ["other"],
+        ["fork", "orig"],
+        ["fork", "orig", "tweak"],
+        ["fork", "orig", "vendor"],
     ]
     for group in found:
         (_, kept_instruction, kept_reason), *members = group
@@ -76,15 +83,17 @@ def test_known_groups_and_the_pair_kept_for_each(engine, mirrors, repos) -> None
             exact = instruction == kept_instruction and "tweak" not in (repo, group[0][0])
             assert reason == ("exact" if exact else "near"), (repo, instruction, group[0])
     with engine.connect() as conn:
-        sims = conn.execute(sa.text(
-            "SELECT reason, min(similarity), max(similarity) FROM dedup "
-            "WHERE duplicate_of IS NOT NULL GROUP BY reason ORDER BY reason"
-        )).all()  # fmt: skip
+        sims = conn.execute(
+            sa.text(
+                "SELECT reason, min(similarity), max(similarity) FROM dedup "
+                "WHERE duplicate_of IS NOT NULL GROUP BY reason ORDER BY reason"
+            )
+        ).all()
     assert sims[0][0] == "exact" and sims[0][1] == sims[0][2] == 1.0
     assert sims[1][0] == "near" and 0.8 <= sims[1][1] <= sims[1][2] <= 1.0
 
 
-def test_the_kept_pair_is_the_same_whatever_the_batch_size(engine, mirrors, repos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_kept_pair_is_the_same_whatever_the_batch_size(engine, mirrors, repos, tmp_path) -> None:
     crawl(engine, *repos.values())
     pipeline.dedup_step(engine, replace(PipelineConfig(), dedup=DedupConfig(batch_size=3)))
     with engine.connect() as conn:
@@ -97,7 +106,7 @@ def test_the_kept_pair_is_the_same_whatever_the_batch_size(engine, mirrors, repo
         assert sorted(conn.execute(sa.text("SELECT pair_id, duplicate_of FROM dedup")).all()) == small
 
 
-def test_an_incremental_batch_of_duplicates_adds_nothing_to_the_export(engine, mirrors, repos, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_incremental_batch_of_duplicates_adds_nothing_to_the_export(engine, mirrors, repos, tmp_path) -> None:
     crawl(engine, repos["orig"])
     first = pipeline.build(engine, tmp_path / "out", PipelineConfig())
     data = {f.relative_to(tmp_path).as_posix(): f.read_bytes() for f in (tmp_path / "out").glob("*/*")}
@@ -110,30 +119,36 @@ def test_an_incremental_batch_of_duplicates_adds_nothing_to_the_export(engine, m
     crawl(engine, repos["vendor"], repos["tweak"])
     assert pipeline.build(engine, tmp_path / "out", PipelineConfig()).rows == first.rows
     with engine.connect() as conn:
-        worse = conn.execute(sa.text(
-            "SELECT count(*) FROM pair_scores s JOIN dedup d USING (pair_id) WHERE s.selected AND EXISTS ("
-            "SELECT 1 FROM dedup o JOIN pair_scores t USING (pair_id) WHERE t.score > s.score "
-            "AND COALESCE(o.duplicate_of, o.pair_id) = COALESCE(d.duplicate_of, d.pair_id))")).scalar()  # fmt: skip
+        worse = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pair_scores s JOIN dedup d USING (pair_id) WHERE s.selected AND EXISTS ("
+                "SELECT 1 FROM dedup o JOIN pair_scores t USING (pair_id) WHERE t.score > s.score "
+                "AND COALESCE(o.duplicate_of, o.pair_id) = COALESCE(d.duplicate_of, d.pair_id))"
+            )
+        ).scalar()
     assert worse == 0
     assert pipeline.dedup_step(engine, PipelineConfig())["pairs_in"] == 0  # a rerun has nothing left to do
 
 
-def test_the_gate_refuses_a_broken_dedup_state(engine, mirrors, repos) -> None:  # type: ignore[no-untyped-def]
+def test_the_gate_refuses_a_broken_dedup_state(engine, mirrors, repos) -> None:
     crawl(engine, repos["orig"], repos["fork"])
     pipeline.dedup_step(engine, PipelineConfig())
     with engine.begin() as conn:  # two kept pairs equal once normalised
         conn.execute(sa.text("UPDATE dedup SET duplicate_of = NULL, reason = NULL"))
     with pytest.raises(GateFailedError, match="kept_hash"):
-        gates.validate_dedup(engine, "test", DedupConfig())
+        dedup_checks.validate_dedup(engine, "test", DedupConfig())
     with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM dedup_bands WHERE key IN (SELECT key FROM dedup "
-                             "WHERE duplicate_of IS NULL LIMIT 1)"))  # fmt: skip
-        conn.execute(sa.text(
-            "DELETE FROM dedup WHERE pair_id IN (SELECT d.pair_id FROM dedup d "
-            "WHERE NOT EXISTS (SELECT 1 FROM dedup_bands b WHERE b.key = d.key))"
-        ))  # a kept pair no longer deduplicated
-    with pytest.raises(GateFailedError, match="all_pairs_deduplicated"):
-        gates.validate_dedup(engine, "test", DedupConfig())
+        conn.execute(
+            sa.text("DELETE FROM dedup_bands WHERE key IN (SELECT key FROM dedup WHERE duplicate_of IS NULL LIMIT 1)")
+        )
+        conn.execute(
+            sa.text(
+                "DELETE FROM dedup WHERE pair_id IN (SELECT d.pair_id FROM dedup d "
+                "WHERE NOT EXISTS (SELECT 1 FROM dedup_bands b WHERE b.key = d.key))"
+            )
+        )  # a kept pair no longer deduplicated
+    with pytest.raises(GateFailedError, match="pairs_not_deduplicated"):
+        dedup_checks.validate_dedup(engine, "test", DedupConfig())
 
 
 def test_normalised_hash_ignores_whitespace_and_line_endings() -> None:
@@ -161,8 +176,27 @@ def test_hashes_from_bytes_equal_those_from_split_tokens() -> None:
     import random
 
     rng = random.Random(5)
-    parts = ["a", "b", "é", "日本", "\t", "\n", "\r\n", " ", "  ", "\x0b", "\x0c", "\x1c", "\x1f", "x" * 70, "y" * 64,
-             "=", "e\u0301", "\u2003", "\xa0"]  # fmt: skip
+    parts = [
+        "a",
+        "b",
+        "é",
+        "日本",
+        "\t",
+        "\n",
+        "\r\n",
+        " ",
+        "  ",
+        "\x0b",
+        "\x0c",
+        "\x1c",
+        "\x1f",
+        "x" * 70,
+        "y" * 64,
+        "=",
+        "e\u0301",
+        "\u2003",
+        "\xa0",
+    ]
     texts = ["", " ", "a", "a b c d", "a b c d e", "\n\n x \n", "z" * 200, TOKENIZER, PARSER] + [
         "".join(rng.choice(parts) for _ in range(rng.randrange(60))) for _ in range(300)
     ]

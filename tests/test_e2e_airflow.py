@@ -20,13 +20,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def airflow_pipeline(airflow_db, db_url: str, mirrors: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def airflow_pipeline(airflow_db, db_url: str, mirrors: Path, monkeypatch: pytest.MonkeyPatch):
     """The DagBag, with ``codepairs_db`` pointing at this test's database."""
     from airflow.dag_processing.dagbag import DagBag
 
     url = make_url(db_url)
-    conn = {"conn_type": "postgres", "host": url.query.get("host") or url.host, "port": url.port,
-            "login": url.username, "password": url.password, "schema": url.database}  # fmt: skip
+    conn = {
+        "conn_type": "postgres",
+        "host": url.query.get("host") or url.host,
+        "port": url.port,
+        "login": url.username,
+        "password": url.password,
+        "schema": url.database,
+    }
     monkeypatch.setenv("AIRFLOW_CONN_CODEPAIRS_DB", json.dumps({k: v for k, v in conn.items() if v}))
     monkeypatch.delenv("CODEPAIRS_DATABASE_URL", raising=False)
     return DagBag(dag_folder=str(ROOT / "dags"))
@@ -39,20 +45,22 @@ def _repo(path: Path, n: int) -> GitRepo:
     return repo
 
 
-def _run(bag, dag_id: str, conf: dict) -> str:  # type: ignore[no-untyped-def]
+def _run(bag, dag_id: str, conf: dict) -> str:
     return str(bag.get_dag(dag_id).test(run_conf=conf).state)
 
 
-def _stored(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _stored(engine) -> dict[str, int]:
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), "
-            "(SELECT count(*) FROM batches WHERE validated), (SELECT count(*) FROM gate_results WHERE success)"
-        )).one()  # fmt: skip
+        row = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs), "
+                "(SELECT count(*) FROM batches WHERE validated), (SELECT count(*) FROM gate_results WHERE success)"
+            )
+        ).one()
     return dict(zip(("commits", "pairs", "validated_batches", "gates_passed"), row, strict=True))
 
 
-def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Path) -> None:
     repo = _repo(tmp_path / "solo", 3)
     assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
     out = tmp_path / "export"
@@ -70,7 +78,7 @@ def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Pa
     assert (out / "manifest.json").read_bytes() == first_manifest
 
 
-def test_several_repositories_and_a_bad_one(airflow_pipeline, engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_several_repositories_and_a_bad_one(airflow_pipeline, engine, tmp_path: Path) -> None:
     a, b = _repo(tmp_path / "a", 2), _repo(tmp_path / "b", 4)
     conf = {"repos": [str(a.path), str(tmp_path / "missing"), str(b.path)], "batch_size": 2}
     assert _run(airflow_pipeline, "codepairs_crawl", conf) == "success"
@@ -80,18 +88,25 @@ def test_several_repositories_and_a_bad_one(airflow_pipeline, engine, tmp_path: 
     assert _stored(engine)["pairs"] == 6
 
 
-def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(  # type: ignore[no-untyped-def]
+def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(
     airflow_pipeline, engine, tmp_path, monkeypatch, caplog
 ) -> None:
     repo = _repo(tmp_path / "r", 2)
     strict = tmp_path / "strict.yaml"  # a gate that refuses every commit of this century
-    strict.write_text((ROOT / "include" / "config" / "pipeline.yaml").read_text().replace(
-        'commit_dates_to: "9999-12-31"', 'commit_dates_to: "2000-01-01"'))  # fmt: skip
+    strict.write_text(
+        (ROOT / "include" / "config" / "pipeline.yaml")
+        .read_text()
+        .replace('commit_dates_to: "9999-12-31"', 'commit_dates_to: "2000-01-01"')
+    )
     monkeypatch.setenv("CODEPAIRS_CONFIG", str(strict))
     assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "failed"
     # The failed task's log ends with its reason in one line (no retry: the policy refuses one for a gate).
-    assert any(m.startswith("codepairs: repository.validate_commits[0] failed for good: GateFailedError: gate "
-                            "commits_suite refused") for m in caplog.messages)  # fmt: skip
+    assert any(
+        m.startswith(
+            "codepairs: repository.validate_commits[0] failed for good: GateFailedError: gate commits_suite refused"
+        )
+        for m in caplog.messages
+    )
     with engine.connect() as conn:
         failed = conn.execute(sa.text("SELECT suite, failed FROM gate_results WHERE NOT success")).one()
     assert failed[0] == "commits_suite" and any("author_epoch" in f for f in failed[1])
@@ -101,7 +116,7 @@ def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(  # type: ig
     assert export.verify_export(out)["rows"] == 0
 
 
-def test_a_commit_from_the_far_future_is_skipped_not_blocking(airflow_pipeline, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_commit_from_the_far_future_is_skipped_not_blocking(airflow_pipeline, engine, tmp_path) -> None:
     repo = _repo(tmp_path / "r", 2)
     repo.write("cli/late.py", "LATE = 1\n")
     late = repo.raw_commit(b"Add the command stamped in the year 2103", when=4_200_000_000)
@@ -111,7 +126,7 @@ def test_a_commit_from_the_far_future_is_skipped_not_blocking(airflow_pipeline, 
     assert skips == {late: "implausible_date"} and _stored(engine)["pairs"] == 2
 
 
-def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monkeypatch) -> None:
     """The token and API URL come from the connection github_default, as the GitHub provider keeps them."""
     import pyarrow.parquet as pq
     from fakegithub import FakeGithub
@@ -122,8 +137,10 @@ def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monk
         _, expected = build_demo(fake)
         monkeypatch.delenv("GITHUB_TOKEN", raising=False)
         monkeypatch.delenv("CODEPAIRS_GITHUB_API_URL", raising=False)
-        monkeypatch.setenv("AIRFLOW_CONN_GITHUB_DEFAULT",
-                           json.dumps({"conn_type": "github", "password": "conn-token", "host": fake.url}))  # fmt: skip
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_GITHUB_DEFAULT",
+            json.dumps({"conn_type": "github", "password": "conn-token", "host": fake.url}),
+        )
         repo = _repo(tmp_path / "demo", 2)
         conf = {"repos": [f"{repo.path}#github={FULL_NAME}"]}
         assert _run(airflow_pipeline, "codepairs_crawl", conf) == "success"
@@ -147,7 +164,7 @@ def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monk
         fake.stop()
 
 
-def test_a_dry_run_crawls_and_publishes_nothing(airflow_pipeline, engine, mirrors, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_dry_run_crawls_and_publishes_nothing(airflow_pipeline, engine, mirrors, tmp_path) -> None:
     repo = _repo(tmp_path / "r", 2)
     run = airflow_pipeline.get_dag("codepairs_crawl").test(run_conf={"repos": [str(repo.path)], "dry_run": True})
     assert str(run.state) == "success"
@@ -156,13 +173,14 @@ def test_a_dry_run_crawls_and_publishes_nothing(airflow_pipeline, engine, mirror
     assert not mirrors.exists()
 
 
-def test_the_build_form_sets_the_targets(airflow_pipeline, engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_the_build_form_sets_the_targets(airflow_pipeline, engine, tmp_path) -> None:
     """Targets given in the form turn balancing on (the test config has it off)."""
     repo = _repo(tmp_path / "r", 3)
     assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
     conf = {"out_dir": str(tmp_path / "export"), "total": 4, "shares": {"feature": 1}, "max_synthetic_share": 0}
     assert _run(airflow_pipeline, "codepairs_build", conf) == "success"
     with engine.connect() as conn:
-        slots = conn.execute(sa.text("SELECT category, count(*), count(*) FILTER (WHERE copy > 1) FROM balanced "
-                                     "GROUP BY category")).all()  # fmt: skip
+        slots = conn.execute(
+            sa.text("SELECT category, count(*), count(*) FILTER (WHERE copy > 1) FROM balanced GROUP BY category")
+        ).all()
     assert [tuple(r) for r in slots] == [("feature", 4, 1)]  # 3 real pairs and one copy, no synthetic pair

@@ -15,18 +15,16 @@ from kinds import build_known_repo
 
 
 @pytest.fixture(scope="module")
-def known(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def known(tmp_path_factory: pytest.TempPathFactory):
     return build_known_repo(tmp_path_factory.mktemp("known") / "repo")
 
 
-def test_every_commit_kind_gives_its_exact_pair_or_skip_reason(engine, mirrors, known) -> None:  # type: ignore[no-untyped-def]
+def test_every_commit_kind_gives_its_exact_pair_or_skip_reason(engine, mirrors, known) -> None:
     state = pipeline.process_repository(engine, str(known.repo.path), PipelineConfig())
     assert state["status"] == "crawled"
     with engine.connect() as conn:
         pairs = dict(conn.execute(sa.text("SELECT commit_sha, instruction FROM pairs")).all())
-        skips = dict(
-            conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'extract'")).all()
-        )
+        skips = dict(conn.execute(sa.text("SELECT object_id, reason FROM skips WHERE stage = 'extract'")).all())
         dropped = dict(conn.execute(sa.text("SELECT commit_sha, dropped_files FROM pairs")).all())
         responses = dict(conn.execute(sa.text("SELECT commit_sha, response FROM pair_texts")).all())
         stored = dict(conn.execute(sa.text("SELECT commit_sha, response IS NOT NULL FROM pairs")).all())
@@ -48,7 +46,7 @@ def test_every_commit_kind_gives_its_exact_pair_or_skip_reason(engine, mirrors, 
     assert {sha for sha, own in stored.items() if own} == set(known.dropped)
 
 
-def test_extract_rerun_adds_nothing(engine, mirrors, known) -> None:  # type: ignore[no-untyped-def]
+def test_extract_rerun_adds_nothing(engine, mirrors, known) -> None:
     config = PipelineConfig()
     pipeline.process_repository(engine, str(known.repo.path), config)
     with engine.connect() as conn:
@@ -73,17 +71,36 @@ LOCK = (
 )
 
 
-def _file(path: str = "src/a.py", **facts):  # type: ignore[no-untyped-def]
-    return {"path": path, "old_path": None, "status": "M", "old_mode": "100644", "new_mode": "100644",
-            "binary": False, "added": 1, "deleted": 0, "kind": "file", "generated_marker": False,
-            "long_line": False} | facts  # fmt: skip
+def _file(path: str = "src/a.py", **facts):
+    return {
+        "path": path,
+        "old_path": None,
+        "status": "M",
+        "old_mode": "100644",
+        "new_mode": "100644",
+        "binary": False,
+        "added": 1,
+        "deleted": 0,
+        "kind": "file",
+        "generated_marker": False,
+        "long_line": False,
+    } | facts
 
 
-def _row(**overrides):  # type: ignore[no-untyped-def]
-    row = {"sha": "a" * 40, "parents": ["b" * 40], "author_name": "Ann", "author_email": "ann@example.com",
-           "message": "Handle empty result pages in the pager", "files": [_file()], "text_lossy": False,
-           "diff_bytes": len(DIFF), "diff_sha256": hashlib.sha256(DIFF.encode()).hexdigest(),
-           "patch_ok": True, "author_date": datetime(2024, 5, 1, tzinfo=UTC)}  # fmt: skip
+def _row(**overrides):
+    row = {
+        "sha": "a" * 40,
+        "parents": ["b" * 40],
+        "author_name": "Ann",
+        "author_email": "ann@example.com",
+        "message": "Handle empty result pages in the pager",
+        "files": [_file()],
+        "text_lossy": False,
+        "diff_bytes": len(DIFF),
+        "diff_sha256": hashlib.sha256(DIFF.encode()).hexdigest(),
+        "patch_ok": True,
+        "author_date": datetime(2024, 5, 1, tzinfo=UTC),
+    }
     return row | overrides
 
 
@@ -115,7 +132,7 @@ def _row(**overrides):  # type: ignore[no-untyped-def]
         ({"files": [_file(binary=True, added=0), _file("poetry.lock"), _file("yarn.lock")]}, "lock_files_only"),
     ],
 )
-def test_decide_names_each_skip_reason(overrides, reason) -> None:  # type: ignore[no-untyped-def]
+def test_decide_names_each_skip_reason(overrides, reason) -> None:
     row = _row(**overrides)
     if row["files"] and row["files"][0].get("new_mode") == "120000":
         row["files"][0]["kind"] = "symlink"
@@ -144,7 +161,7 @@ def test_pair_id_is_a_stable_hash_of_kind_repo_and_commit() -> None:
     assert len(commits.pair_id("commit", "r1", "abc")) == 32
 
 
-def test_no_repository_is_checked_out_and_no_hook_runs(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_no_repository_is_checked_out_and_no_hook_runs(engine, mirrors, tmp_path: Path) -> None:
     from gitrepo import GitRepo
 
     repo = GitRepo(tmp_path / "hooked")

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import gates, pipeline
+from codepairs import pipeline
 from codepairs.config import GithubConfig, PipelineConfig
 from codepairs.errors import GateFailedError, GithubError, RateLimitWait
+from codepairs.sources import checks as source_checks
 from codepairs.sources import github_crawl
 from codepairs.sources.github_client import GithubClient
 from fakegithub import FakeGithub, Fault, sha, ts
@@ -44,22 +45,23 @@ def local_repo(tmp_path: Path) -> tuple[GitRepo, str]:
     return repo, merge
 
 
-def run(engine, local_repo, config: PipelineConfig = CONFIG) -> dict:  # type: ignore[no-untyped-def]
+def run(engine, local_repo, config: PipelineConfig = CONFIG) -> dict:
     return pipeline.process_repository(engine, f"{local_repo[0].path}#github={FULL_NAME}", config)
 
 
-def github_only(engine, local_repo) -> dict:  # type: ignore[no-untyped-def]
+def github_only(engine, local_repo) -> dict:
     """The crawl and GitHub steps as the DAG runs them: a rate-limit wait propagates."""
-    return pipeline.github_step(engine, pipeline.crawl_step(engine, f"{local_repo[0].path}#github={FULL_NAME}",
-                                                            CONFIG), CONFIG)  # fmt: skip
+    return pipeline.github_step(
+        engine, pipeline.crawl_step(engine, f"{local_repo[0].path}#github={FULL_NAME}", CONFIG), CONFIG
+    )
 
 
-def table(engine, query: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+def table(engine, query: str) -> list[tuple]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text(query)).all()]
 
 
-def test_links_pairs_and_skips_are_exact(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_links_pairs_and_skips_are_exact(engine, mirrors, fake, local_repo) -> None:
     _, expected = build_demo(fake, merge_sha_in_git=local_repo[1])
     state = run(engine, local_repo)
     assert state["github_crawl"]["status"] == "crawled"
@@ -81,12 +83,18 @@ def test_links_pairs_and_skips_are_exact(engine, mirrors, fake, local_repo) -> N
     assert [s for p, s, _ in fake.log if p.startswith(f"/repos/{FULL_NAME}/issues/9")] == [410]
 
 
-def test_issue_pair_content_and_lineage(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_issue_pair_content_and_lineage(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake, merge_sha_in_git=local_repo[1])
     run(engine, local_repo)
-    rows = {r[0]: r for r in table(engine, "SELECT lineage->>'issue', instruction, response, tests, files, "
-                                           "dropped_files, lineage, commit_sha FROM pairs WHERE kind <> 'commit' "
-                                           "AND kind <> 'review'")}  # fmt: skip
+    rows = {
+        r[0]: r
+        for r in table(
+            engine,
+            "SELECT lineage->>'issue', instruction, response, tests, files, "
+            "dropped_files, lineage, commit_sha FROM pairs WHERE kind <> 'commit' "
+            "AND kind <> 'review'",
+        )
+    }
     _, instruction, response, tests, files, dropped, lineage, commit_sha = rows["1"]
     assert instruction.startswith("Crash when the config file is empty\n\nRunning `demo --config empty.toml`")
     assert "KeyError: 'settings'" in instruction
@@ -99,18 +107,21 @@ def test_issue_pair_content_and_lineage(engine, mirrors, fake, local_repo) -> No
     assert rows["17"][2] == response  # one PR closing two issues: two pairs, one response
     # The template's boilerplate, the image, the quoted reply, the closing line and the trailer are gone.
     verbose = rows["2"][1]
-    assert verbose == ("Add a --verbose flag to the CLI\n\n### Describe the feature\n\nThe CLI should print each step "
-                       "it takes when `--verbose` is given.")  # fmt: skip
+    assert verbose == (
+        "Add a --verbose flag to the CLI\n\n### Describe the feature\n\nThe CLI should print each step "
+        "it takes when `--verbose` is given."
+    )
     assert rows["3"][1].startswith("Pagination returns an empty last page\n")  # "(#40)" suffix dropped
     assert rows["2"][6]["merge_commit_in_git"] is False
     assert rows["8"][6]["linked_by"] == ["commit_message", "pr_body"]
 
 
-def test_review_pair_is_the_change_on_the_commented_lines(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_review_pair_is_the_change_on_the_commented_lines(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     run(engine, local_repo)
-    [(instruction, response, lineage)] = table(engine, "SELECT instruction, response, lineage FROM pairs "
-                                                       "WHERE kind = 'review'")  # fmt: skip
+    [(instruction, response, lineage)] = table(
+        engine, "SELECT instruction, response, lineage FROM pairs WHERE kind = 'review'"
+    )
     assert instruction.startswith("Review comment on src/demo/cli.py line 12:\n\n```diff\n@@ -10,3 +10,3 @@")
     assert instruction.endswith("Please validate the level before using it.")
     assert response.startswith("diff --git a/src/demo/cli.py b/src/demo/cli.py\n--- a/src/demo/cli.py\n")
@@ -119,28 +130,45 @@ def test_review_pair_is_the_change_on_the_commented_lines(engine, mirrors, fake,
     assert lineage["pr"] == 11 and lineage["reviewer"] == "carol"
 
 
-def test_unchanged_refresh_costs_only_conditional_requests_and_adds_nothing(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_unchanged_refresh_costs_only_conditional_requests_and_adds_nothing(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     run(engine, local_repo)
-    counts = "SELECT (SELECT count(*) FROM pairs), (SELECT count(*) FROM batches), (SELECT count(*) FROM skips), " \
-             "(SELECT count(*) FROM gh_links), (SELECT count(*) FROM gh_issues)"  # fmt: skip
+    counts = (
+        "SELECT (SELECT count(*) FROM pairs), (SELECT count(*) FROM batches), (SELECT count(*) FROM skips), "
+        "(SELECT count(*) FROM gh_links), (SELECT count(*) FROM gh_issues)"
+    )
     before = table(engine, counts)
     fake.log.clear()
     state = run(engine, local_repo)
     assert fake.statuses() == [304, 304, 304, 304]  # repository, issues, pulls, review comments
     assert state["github_crawl"]["written"] == {} and state["github_crawl"]["not_modified"] == [
-        "repo", "issues", "pulls", "review_comments"]  # fmt: skip
+        "repo",
+        "issues",
+        "pulls",
+        "review_comments",
+    ]
     assert table(engine, counts) == before
 
 
-def test_refresh_reads_only_what_changed(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_refresh_reads_only_what_changed(engine, mirrors, fake, local_repo) -> None:
     repo, _ = build_demo(fake)
     run(engine, local_repo)
-    repo.add_issue(30, "Crash on unicode paths", "UnicodeDecodeError: 'utf-8' codec can't decode", at=200,
-                   state="closed", closed_at=201)  # fmt: skip
-    repo.add_pull(31, "Decode paths as UTF-8", "Fixes #30", at=201,
-                  diff="diff --git a/src/demo/paths.py b/src/demo/paths.py\n--- a/src/demo/paths.py\n"
-                       "+++ b/src/demo/paths.py\n@@ -1 +1 @@\n-p = raw\n+p = raw.decode('utf-8')\n")  # fmt: skip
+    repo.add_issue(
+        30,
+        "Crash on unicode paths",
+        "UnicodeDecodeError: 'utf-8' codec can't decode",
+        at=200,
+        state="closed",
+        closed_at=201,
+    )
+    repo.add_pull(
+        31,
+        "Decode paths as UTF-8",
+        "Fixes #30",
+        at=201,
+        diff="diff --git a/src/demo/paths.py b/src/demo/paths.py\n--- a/src/demo/paths.py\n"
+        "+++ b/src/demo/paths.py\n@@ -1 +1 @@\n-p = raw\n+p = raw.decode('utf-8')\n",
+    )
     fake.log.clear()
     state = run(engine, local_repo)
     assert state["github_crawl"]["written"] == {"issues": 1, "pulls": 1, "pull_details": 1}
@@ -150,7 +178,7 @@ def test_refresh_reads_only_what_changed(engine, mirrors, fake, local_repo) -> N
     assert table(engine, "SELECT kind FROM pairs WHERE lineage->>'issue' = '30'") == [("debugging",)]
 
 
-def test_pagination_over_several_pages(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_pagination_over_several_pages(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     config = replace(CONFIG, github=replace(FAST, per_page=3))
     run(engine, local_repo, config)
@@ -162,14 +190,18 @@ def test_pagination_over_several_pages(engine, mirrors, fake, local_repo) -> Non
     assert table(engine, "SELECT count(*) FROM batches WHERE stage = 'github'")[0][0] >= 6
 
 
-@pytest.mark.parametrize("fault", [
-    Fault(f"/repos/{FULL_NAME}/issues$", "status", status=502),
-    Fault(f"/repos/{FULL_NAME}/pulls$", "status", status=503, times=2),
-    Fault(f"/repos/{FULL_NAME}/issues$", "secondary", seconds=1),
-    Fault(f"/repos/{FULL_NAME}/pulls/comments$", "timeout", seconds=2.5),
-    Fault(f"/repos/{FULL_NAME}/pulls$", "malformed"),
-], ids=["502", "503-twice", "secondary-retry-after", "timeout", "malformed-json"])  # fmt: skip
-def test_transient_faults_are_retried_to_the_same_result(engine, mirrors, fake, local_repo, fault) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(f"/repos/{FULL_NAME}/issues$", "status", status=502),
+        Fault(f"/repos/{FULL_NAME}/pulls$", "status", status=503, times=2),
+        Fault(f"/repos/{FULL_NAME}/issues$", "secondary", seconds=1),
+        Fault(f"/repos/{FULL_NAME}/pulls/comments$", "timeout", seconds=2.5),
+        Fault(f"/repos/{FULL_NAME}/pulls$", "malformed"),
+    ],
+    ids=["502", "503-twice", "secondary-retry-after", "timeout", "malformed-json"],
+)
+def test_transient_faults_are_retried_to_the_same_result(engine, mirrors, fake, local_repo, fault) -> None:
     _, expected = build_demo(fake)
     fault = replace(fault)  # parametrize shares one object between the database variants
     fake.faults.append(fault)
@@ -182,7 +214,7 @@ def test_transient_faults_are_retried_to_the_same_result(engine, mirrors, fake, 
         assert 403 in fake.statuses()
 
 
-def test_primary_limit_spent_waits_for_the_reset(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_primary_limit_spent_waits_for_the_reset(engine, mirrors, fake, local_repo) -> None:
     _, expected = build_demo(fake)
     fake.faults.append(Fault(f"/repos/{FULL_NAME}/pulls$", "primary", seconds=2))
     started = time.monotonic()
@@ -191,14 +223,14 @@ def test_primary_limit_spent_waits_for_the_reset(engine, mirrors, fake, local_re
     assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links
 
 
-def test_spent_budget_seen_in_headers_waits_before_asking(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_spent_budget_seen_in_headers_waits_before_asking(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     fake.budget, fake.reset_at = 2, time.time() + 2  # the second answer says: 0 left until the reset
     run(engine, local_repo)
     assert 403 not in fake.statuses()  # the client waited instead of asking and being refused
 
 
-def test_a_long_primary_wait_defers_and_the_rerun_completes(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_a_long_primary_wait_defers_and_the_rerun_completes(engine, mirrors, fake, local_repo) -> None:
     repo, expected = build_demo(fake)
     fake.faults.append(Fault(f"/repos/{FULL_NAME}/pulls$", "primary", seconds=3600))
     with pytest.raises(RateLimitWait) as caught:  # what the DAG's task turns into a reschedule
@@ -214,10 +246,11 @@ def test_a_long_primary_wait_defers_and_the_rerun_completes(engine, mirrors, fak
     assert state["github_gate"]["success"]
     assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links
     assert table(engine, "SELECT data->>'title' FROM gh_issues WHERE number = 1") == [
-        ("Crash when the config file is empty again",)]  # fmt: skip
+        ("Crash when the config file is empty again",)
+    ]
 
 
-def test_a_budget_spent_during_pull_details_keeps_what_was_fetched(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_a_budget_spent_during_pull_details_keeps_what_was_fetched(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     fake.budget, fake.reset_at = 7, time.time() + 3600  # meta, issues, pulls, then 2 PRs (commits + diff)
     state = run(engine, local_repo)  # the CLI's way: the git side goes on, GitHub's waits for the next run
@@ -231,7 +264,7 @@ def test_a_budget_spent_during_pull_details_keeps_what_was_fetched(engine, mirro
     assert table(engine, "SELECT count(*) FROM gh_pull_details") == [(6,)]
 
 
-def test_a_429_without_headers_waits_like_a_secondary_limit(fake) -> None:  # type: ignore[no-untyped-def]
+def test_a_429_without_headers_waits_like_a_secondary_limit(fake) -> None:
     build_demo(fake)
     fake.faults.append(Fault(f"/repos/{FULL_NAME}$", "status", status=429))
     with GithubClient(replace(FAST, secondary_wait_seconds=1)) as client:
@@ -242,32 +275,34 @@ def test_a_429_without_headers_waits_like_a_secondary_limit(fake) -> None:  # ty
     assert waited >= 1.0  # urllib3 alone would have retried at once
 
 
-def test_edits_after_pairing_add_no_pair_and_an_edited_out_reference_unlinks(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_edits_after_pairing_add_no_pair_and_an_edited_out_reference_unlinks(engine, mirrors, fake, local_repo) -> None:
     repo, expected = build_demo(fake)
     run(engine, local_repo)
     pairs = table(engine, "SELECT pair_id, kind FROM pairs ORDER BY pair_id")
-    repo.issues[17]["body"] += "\n\nTraceback (most recent call last):\n  File \"x.py\", line 1"  # now debugging
+    repo.issues[17]["body"] += '\n\nTraceback (most recent call last):\n  File "x.py", line 1'  # now debugging
     repo.issues[17]["updated_at"] = ts(300)
     repo.pulls[11]["title"] = "Add verbose flag"  # "closes octo/demo#2" edited out
     repo.pulls[11]["updated_at"] = ts(301)
     state = run(engine, local_repo)
     assert state["github_crawl"]["links_removed"] == 1
     assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links - {
-        (2, 11, "pr_title")}  # fmt: skip
+        (2, 11, "pr_title")
+    }
     assert table(engine, "SELECT pair_id, kind FROM pairs ORDER BY pair_id") == pairs  # the pair made stays
 
 
-def test_a_transferred_issue_is_not_stored_under_its_old_number(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_a_transferred_issue_is_not_stored_under_its_old_number(engine, mirrors, fake, local_repo) -> None:
     repo, _ = build_demo(fake)
     repo.gone.discard(9)
     repo.moved[9] = {"number": 3, "title": "Elsewhere", "repository_url": "https://api.example/repos/other/repo"}
     run(engine, local_repo)
     assert table(engine, "SELECT reason FROM skips WHERE object_id = 'issue/9'") == [("transferred",)]
     assert table(engine, "SELECT data->>'title' FROM gh_issues WHERE number = 3") == [
-        ("Pagination returns an empty last page (#40)",)]  # fmt: skip
+        ("Pagination returns an empty last page (#40)",)
+    ]
 
 
-def test_persistent_failures_give_a_clear_error_without_the_token(fake, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_persistent_failures_give_a_clear_error_without_the_token(fake, caplog) -> None:
     build_demo(fake)
     fake.faults.append(Fault("/issues$", "malformed", times=10))
     caplog.set_level(logging.DEBUG)
@@ -284,7 +319,7 @@ def test_persistent_failures_give_a_clear_error_without_the_token(fake, caplog) 
     assert SECRET not in caplog.text
 
 
-def test_private_repository_is_a_recorded_skip(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_private_repository_is_a_recorded_skip(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     fake.private.add(FULL_NAME)
     state = run(engine, local_repo)
@@ -293,13 +328,14 @@ def test_private_repository_is_a_recorded_skip(engine, mirrors, fake, local_repo
     assert state["extract"]["pairs_new"] == 2  # the git side goes on: its two commits
 
 
-def test_issues_turned_off_is_a_recorded_skip_and_the_rest_goes_on(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_issues_turned_off_is_a_recorded_skip_and_the_rest_goes_on(engine, mirrors, fake, local_repo) -> None:
     repo, _ = build_demo(fake)
     repo.issues_disabled = True
     state = run(engine, local_repo)
     assert state["github_crawl"]["status"] == "crawled"
     assert table(engine, "SELECT object_id, reason FROM skips WHERE stage = 'github' AND object_id = 'issues'") == [
-        ("issues", "gone")]  # fmt: skip
+        ("issues", "gone")
+    ]
     assert table(engine, "SELECT count(*) FROM gh_pulls") == [(7,)]
     # The issues PRs name are asked for one by one, answer 410 too, and are skipped; reviews still pair.
     assert len(table(engine, "SELECT 1 FROM skips WHERE stage = 'github' AND object_id LIKE 'issue/%'")) == 8
@@ -307,7 +343,7 @@ def test_issues_turned_off_is_a_recorded_skip_and_the_rest_goes_on(engine, mirro
     assert kinds == [("commit", 2), ("review", 1)]
 
 
-def test_a_pull_request_whose_details_are_gone_is_kept_and_its_link_skipped(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_a_pull_request_whose_details_are_gone_is_kept_and_its_link_skipped(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     fake.faults.append(Fault(f"/repos/{FULL_NAME}/pulls/16/commits$", "status", status=404))
     run(engine, local_repo)
@@ -316,7 +352,7 @@ def test_a_pull_request_whose_details_are_gone_is_kept_and_its_link_skipped(engi
     assert table(engine, "SELECT reason FROM skips WHERE object_id = 'issue/8/pull/16'") == [("diff_unavailable",)]
 
 
-def test_github_down_still_gives_the_git_pairs_and_says_so(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_github_down_still_gives_the_git_pairs_and_says_so(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     fake.faults.append(Fault(f"/repos/{FULL_NAME}/issues$", "status", status=503, times=100))
     state = run(engine, local_repo)
@@ -328,31 +364,40 @@ def test_github_down_still_gives_the_git_pairs_and_says_so(engine, mirrors, fake
     assert "github_error" not in run(engine, local_repo)  # the next run resumes
 
 
-def test_the_token_is_stored_nowhere(engine, mirrors, fake, local_repo, caplog) -> None:  # type: ignore[no-untyped-def]
+def test_the_token_is_stored_nowhere(engine, mirrors, fake, local_repo, caplog) -> None:
     build_demo(fake)
     caplog.set_level(logging.DEBUG)
     run(engine, local_repo)
     assert SECRET not in caplog.text
     with engine.connect() as conn:
-        for (name,) in conn.execute(sa.text("SELECT table_name FROM information_schema.tables "
-                                            "WHERE table_schema = 'public'")):  # fmt: skip
+        for (name,) in conn.execute(
+            sa.text("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")
+        ):
             dump = conn.execute(sa.text(f"SELECT coalesce(string_agg(t::text, ''), '') FROM {name} t")).scalar()
             assert SECRET not in dump, name
 
 
-def test_gate_refuses_a_tampered_record(engine, mirrors, fake, local_repo) -> None:  # type: ignore[no-untyped-def]
+def test_gate_refuses_a_tampered_record(engine, mirrors, fake, local_repo) -> None:
     build_demo(fake)
     state = github_only(engine, local_repo)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE gh_issues SET data = jsonb_set(data, '{title}', '\"edited\"') WHERE number = 1"))
-    with pytest.raises(GateFailedError, match="row_checksum_ok"):
-        gates.validate_github(engine, state["repo_id"], state["github_crawl"]["run_id"], CONFIG.gates)
+    with pytest.raises(GateFailedError, match="row_sha256_recomputed"):
+        source_checks.validate_github(engine, state["repo_id"], state["github_crawl"]["run_id"], CONFIG.gates)
     assert table(engine, "SELECT count(*) FROM batches WHERE stage = 'github' AND validated") == [(0,)]
 
 
 def test_normalised_records_keep_what_matters() -> None:
-    item = {"number": 5, "title": "T", "body": None, "state": "closed", "labels": [{"name": "bug"}, {"name": "a"}],
-            "user": {"login": "u"}, "created_at": "2025-01-01T00:00:00Z", "updated_at": "2025-01-02T00:00:00Z"}
+    item = {
+        "number": 5,
+        "title": "T",
+        "body": None,
+        "state": "closed",
+        "labels": [{"name": "bug"}, {"name": "a"}],
+        "user": {"login": "u"},
+        "created_at": "2025-01-01T00:00:00Z",
+        "updated_at": "2025-01-02T00:00:00Z",
+    }
     record = github_crawl.normalize_issue(item)
     assert record["labels"] == ["a", "bug"] and record["body"] == "" and record["author"] == "u"
     assert github_crawl.record_digest(record) == github_crawl.record_digest(json.loads(json.dumps(record)))

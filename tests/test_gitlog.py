@@ -30,8 +30,10 @@ def test_split_blocks_handles_sentinels_across_chunk_boundaries() -> None:
     data = SENTINEL + b"one" + SENTINEL + b"two-two" + SENTINEL + b"three"
     for step in (1, 2, 3, 5, 1000):
         assert list(gitlog.split_blocks(Trickle(data, step), 100, SENTINEL)) == [
-            (b"one", 3), (b"two-two", 7), (b"three", 5)
-        ]  # fmt: skip
+            (b"one", 3),
+            (b"two-two", 7),
+            (b"three", 5),
+        ]
 
 
 def test_split_blocks_keeps_the_head_of_an_oversized_block_and_counts_all_of_it() -> None:
@@ -51,8 +53,9 @@ def test_unquote_path_reverses_git_c_quoting() -> None:
 
 def test_stream_commits_parses_renames_modes_binaries_symlinks_and_quoted_names(tmp_path: Path) -> None:
     repo = GitRepo(tmp_path / "r")
-    first = repo.commit("Add files of every kind", {"crlf.txt": "a\r\nb\r\n", "b.bin": b"\x00\x01bin",
-                                                    "sp ace é.txt": "hi\n"})  # fmt: skip
+    first = repo.commit(
+        "Add files of every kind", {"crlf.txt": "a\r\nb\r\n", "b.bin": b"\x00\x01bin", "sp ace é.txt": "hi\n"}
+    )
     (repo.path / "link").symlink_to("crlf.txt")
     second = repo.commit("Link the config")
     repo.git("mv", "b.bin", "c.bin")
@@ -71,8 +74,11 @@ def test_stream_commits_parses_renames_modes_binaries_symlinks_and_quoted_names(
         ("sp ace é.txt", None, "M", "100644", False, 1, 0),
     ]
     assert [(f.path, f.kind, f.added) for f in c2.files] == [("link", "symlink", 1)]
-    assert [(f.path, f.binary, f.added) for f in c1.files] == [("b.bin", True, 0), ("crlf.txt", False, 2),
-                                                               ("sp ace é.txt", False, 1)]  # fmt: skip
+    assert [(f.path, f.binary, f.added) for f in c1.files] == [
+        ("b.bin", True, 0),
+        ("crlf.txt", False, 2),
+        ("sp ace é.txt", False, 1),
+    ]
     assert "+a\r\n+b\r\n" in (c1.diff or "")
     assert c1.message == "Add files of every kind\n" and not c1.text_lossy
     assert c1.parents == [] and c2.parents == [first]
@@ -123,8 +129,9 @@ def test_a_git_that_dies_mid_log_yields_no_half_commit(tmp_path: Path) -> None:
         repo.commit(f"Add module number {i}", {f"m{i}.py": f"X = {i}\n" * 50})
     mirror = tmp_path / "loose.git"  # a small fetch stores loose objects: one can then be lost
     subprocess.run(["git", "init", "-q", "--bare", str(mirror)], check=True)
-    subprocess.run(["git", "--git-dir", str(mirror), "fetch", "-q", str(repo.path), "+refs/heads/*:refs/heads/*"],
-                   check=True)  # fmt: skip
+    subprocess.run(
+        ["git", "--git-dir", str(mirror), "fetch", "-q", str(repo.path), "+refs/heads/*:refs/heads/*"], check=True
+    )
     oldest_blob = repo.git("rev-parse", "HEAD~2:m0.py")
     (mirror / "objects" / oldest_blob[:2] / oldest_blob[2:]).unlink()
     seen = []
@@ -152,5 +159,6 @@ def test_a_type_change_pairs_its_two_patch_sections_with_one_file(tmp_path: Path
     top = next(iter(gitlog.stream_commits(_mirror(repo, tmp_path), ["HEAD"], max_diff_bytes=10**6)))
     assert top.sha == sha and top.patch_ok
     assert [(f.path, f.status, f.kind, f.added, f.deleted) for f in top.files] == [
-        ("app.py", "M", "file", 1, 1), ("config", "T", "symlink", 1, 1)
-    ]  # fmt: skip
+        ("app.py", "M", "file", 1, 1),
+        ("config", "T", "symlink", 1, 1),
+    ]

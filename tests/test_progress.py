@@ -52,7 +52,7 @@ def test_an_unknown_or_outgrown_total_and_long_runs(caplog: pytest.LogCaptureFix
     ]
 
 
-def test_stages_log_their_totals(engine, mirrors, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_stages_log_their_totals(engine, mirrors, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     repo = GitRepo(tmp_path / "tool")
     for i in range(4):
         repo.commit(f"Add the option number {i} to the tool", {f"opt{i}.py": f"OPT = {i}\n"})
@@ -61,17 +61,18 @@ def test_stages_log_their_totals(engine, mirrors, tmp_path: Path, caplog: pytest
         pipeline.score_step(engine, PipelineConfig())
     finished = [m for m in caplog.messages if ": finished, " in m]
     assert [m.split(" in ")[0] for m in finished] == [
-        "crawl tool: finished, 4 commits", f"extract {_repo_id(engine)}: finished, 4 commits",
+        "crawl tool: finished, 4 commits",
+        f"extract {_repo_id(engine)}: finished, 4 commits",
         "score: finished, 4 pairs examined",
-    ]  # fmt: skip
+    ]
 
 
-def _repo_id(engine) -> str:  # type: ignore[no-untyped-def]
+def _repo_id(engine) -> str:
     with engine.connect() as conn:
         return conn.execute(sa.text("SELECT repo_id FROM repositories")).scalar_one()
 
 
-def test_a_dry_run_lists_and_writes_nothing(engine, mirrors, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_a_dry_run_lists_and_writes_nothing(engine, mirrors, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     old, new = GitRepo(tmp_path / "old"), GitRepo(tmp_path / "new")
     old.commit("Add the first module of the old tool", {"a.py": "A = 1\n"})
     new.commit("Add the first module of the new tool", {"b.py": "B = 1\n"})

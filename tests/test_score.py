@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from codepairs import gates, pipeline
+from codepairs import pipeline
 from codepairs.config import PipelineConfig, ScoreConfig, load_config
 from codepairs.errors import ConfigError, GateFailedError
+from codepairs.quality import checks as score_checks
 from codepairs.quality import score
 from codepairs.quality.classify import classify
 from codepairs.quality.features import features, load_rules
@@ -49,42 +50,76 @@ EXPECTED = {
 @pytest.fixture
 def repo(tmp_path: Path) -> GitRepo:
     r = GitRepo(tmp_path / "app")
-    r.commit("Add the pagination helper for result lists", {"src/pager.py": PAGER, "tests/test_pager.py": PAGER_TEST},
-             author=ALICE)  # fmt: skip
-    r.commit("Fix off-by-one in paginate when the result list is empty\n\nAn empty list returned one empty page\n"
-             "instead of none; paginate now returns no page for it.",
-             {"src/pager.py": PAGER_FIXED, "tests/test_pager.py": PAGER_TEST + EMPTY_TEST}, author=ALICE)  # fmt: skip
-    r.commit("update stuff", {"src/util.py": "X = 1\n", "lib/helpers.js": "var y = 2;\n", "docs/notes.md": "notes\n",
-                              "config/settings.json": '{"a": 1}\n', "web/site.css": "body { margin: 0 }\n",
-                              "scripts/run.sh": "echo run\n"}, author=BOB)  # fmt: skip
+    r.commit(
+        "Add the pagination helper for result lists",
+        {"src/pager.py": PAGER, "tests/test_pager.py": PAGER_TEST},
+        author=ALICE,
+    )
+    r.commit(
+        "Fix off-by-one in paginate when the result list is empty\n\nAn empty list returned one empty page\n"
+        "instead of none; paginate now returns no page for it.",
+        {"src/pager.py": PAGER_FIXED, "tests/test_pager.py": PAGER_TEST + EMPTY_TEST},
+        author=ALICE,
+    )
+    r.commit(
+        "update stuff",
+        {
+            "src/util.py": "X = 1\n",
+            "lib/helpers.js": "var y = 2;\n",
+            "docs/notes.md": "notes\n",
+            "config/settings.json": '{"a": 1}\n',
+            "web/site.css": "body { margin: 0 }\n",
+            "scripts/run.sh": "echo run\n",
+        },
+        author=BOB,
+    )
     r.commit("Document the page size limit in the guide", {"docs/guide.md": "Pages hold at most 100 items.\n"})
-    r.commit("Cover paginate with a negative page number",
-             {"tests/test_pager.py": PAGER_TEST + EMPTY_TEST + NEGATIVE_TEST})
+    r.commit(
+        "Cover paginate with a negative page number", {"tests/test_pager.py": PAGER_TEST + EMPTY_TEST + NEGATIVE_TEST}
+    )
     r.commit("Run the test suite on Python 3.13 in CI", {".github/workflows/ci.yml": "on: push\njobs: {}\n"})
-    r.commit("Add a Pager component with next and previous buttons",
-             {"web/components/Pager.tsx": "export function Pager() {\n  return <nav><button>prev</button>"
-              "<button>next</button></nav>;\n}\n"})  # fmt: skip
-    r.commit("Refactor the page arithmetic into smaller helpers",
-             {"src/pager.py": PAGER_FIXED.replace("    start = page * size\n", "    start = _start(page, size)\n")
-              + "\n\ndef _start(page, size):\n    return page * size\n"}, author=ALICE)  # fmt: skip
-    r.commit("Speed up paginate by slicing instead of copying the list",
-             {"src/fast.py": "def copy_free(items):\n    return memoryview(items)\n"})
+    r.commit(
+        "Add a Pager component with next and previous buttons",
+        {
+            "web/components/Pager.tsx": "export function Pager() {\n  return <nav><button>prev</button>"
+            "<button>next</button></nav>;\n}\n"
+        },
+    )
+    r.commit(
+        "Refactor the page arithmetic into smaller helpers",
+        {
+            "src/pager.py": PAGER_FIXED.replace("    start = page * size\n", "    start = _start(page, size)\n")
+            + "\n\ndef _start(page, size):\n    return page * size\n"
+        },
+        author=ALICE,
+    )
+    r.commit(
+        "Speed up paginate by slicing instead of copying the list",
+        {"src/fast.py": "def copy_free(items):\n    return memoryview(items)\n"},
+    )
     r.commit('Revert "Speed up paginate by slicing instead of copying the list"', {"src/fast.py": "\n"})
     r.commit("feat(pager): allow a custom default page size", {"src/pager.py": "DEFAULT_SIZE = 20\n" + PAGER_FIXED})
     r.commit("Bump version to 1.2.0", {"setup.py": "from setuptools import setup\nsetup(version='1.2.0')\n"})
     return r
 
 
-def _scores(engine) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+def _scores(engine) -> dict[str, dict]:
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT split_part(p.instruction, E'\\n', 1) AS summary, s.score, s.category, s.category_rule, "
-            "s.confidence, s.explanation, s.features, s.selected FROM pair_scores s JOIN pairs p USING (pair_id)"
-        )).mappings().all()  # fmt: skip
+        rows = (
+            conn.execute(
+                sa.text(
+                    "SELECT split_part(p.instruction, E'\\n', 1) AS summary, s.score, s.category, s.category_rule, "
+                    "s.confidence, s.explanation, s.features, s.selected "
+                    "FROM pair_scores s JOIN pairs p USING (pair_id)"
+                )
+            )
+            .mappings()
+            .all()
+        )
     return {r["summary"]: dict(r) for r in rows}
 
 
-def test_known_commits_get_their_category_and_a_specific_tested_fix_outranks_a_vague_sprawl(  # type: ignore[no-untyped-def]
+def test_known_commits_get_their_category_and_a_specific_tested_fix_outranks_a_vague_sprawl(
     engine, mirrors, repo
 ) -> None:
     config = load_config()
@@ -109,7 +144,7 @@ def test_known_commits_get_their_category_and_a_specific_tested_fix_outranks_a_v
     assert vague["features"]["author_history"] == 0.0
 
 
-def test_rerun_scores_nothing_and_changed_rules_rescore_everything(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+def test_rerun_scores_nothing_and_changed_rules_rescore_everything(engine, mirrors, repo) -> None:
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     first = pipeline.score_step(engine, PipelineConfig())
     again = pipeline.score_step(engine, PipelineConfig())
@@ -117,12 +152,15 @@ def test_rerun_scores_nothing_and_changed_rules_rescore_everything(engine, mirro
     rules = load_rules()
     heavier = replace(rules, weights={**rules.weights, "with_tests": 3.0})
     rescored = score.score_pairs(engine, ScoreConfig(), heavier)
-    assert (rescored.pairs_scored, rescored.rescored, rescored.scored_total) == (len(EXPECTED), len(EXPECTED),
-                                                                                 len(EXPECTED))  # fmt: skip
-    gates.validate_scores(engine, rescored.run_id, score.rules_digest(heavier))
+    assert (rescored.pairs_scored, rescored.rescored, rescored.scored_total) == (
+        len(EXPECTED),
+        len(EXPECTED),
+        len(EXPECTED),
+    )
+    score_checks.validate_scores(engine, rescored.run_id, score.rules_digest(heavier))
 
 
-def test_top_fraction_is_exact_on_a_hundred_pairs(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_top_fraction_is_exact_on_a_hundred_pairs(engine, mirrors, tmp_path: Path) -> None:
     many = GitRepo(tmp_path / "many")
     many.fast_import(100)  # one category, equal scores: ties go by pair id
     pipeline.process_repository(engine, str(many.path), PipelineConfig())
@@ -130,7 +168,7 @@ def test_top_fraction_is_exact_on_a_hundred_pairs(engine, mirrors, tmp_path: Pat
     assert (result["categories"], result["selected"]) == ({"feature": 100}, 55)  # 0.55 x 100 in floats is 55.000…01
 
 
-def test_the_best_scored_face_of_a_change_is_kept_and_exported(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_best_scored_face_of_a_change_is_kept_and_exported(engine, mirrors, tmp_path: Path) -> None:
     files = {"src/pager.py": PAGER_FIXED, "tests/test_pager.py": PAGER_TEST + EMPTY_TEST}
     vague, specific = GitRepo(tmp_path / "vague"), GitRepo(tmp_path / "specific")
     vague.commit("update stuff", files)
@@ -143,12 +181,17 @@ def test_the_best_scored_face_of_a_change_is_kept_and_exported(engine, mirrors, 
     rows = [json.loads(line) for f in sorted(out.rglob("*.jsonl")) for line in f.read_text().splitlines()]
     assert [r["instruction"] for r in rows] == ["Return no page from paginate when the result list is empty"]
     with engine.connect() as conn:
-        kept = conn.execute(sa.text("SELECT p.instruction FROM dedup d JOIN pairs p USING (pair_id) "
-                                    "WHERE d.duplicate_of IS NULL")).scalars().all()  # fmt: skip
+        kept = (
+            conn.execute(
+                sa.text("SELECT p.instruction FROM dedup d JOIN pairs p USING (pair_id) WHERE d.duplicate_of IS NULL")
+            )
+            .scalars()
+            .all()
+        )
     assert kept == ["Return no page from paginate when the result list is empty"]
 
 
-def test_top_fraction_keeps_the_best_of_each_category(engine, mirrors, repo) -> None:  # type: ignore[no-untyped-def]
+def test_top_fraction_keeps_the_best_of_each_category(engine, mirrors, repo) -> None:
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     pipeline.score_step(engine, PipelineConfig(score=ScoreConfig(top_fraction=0.5)))
     got = _scores(engine)
@@ -165,21 +208,26 @@ def test_top_fraction_keeps_the_best_of_each_category(engine, mirrors, repo) -> 
     ("tamper", "expected"),
     [
         ("UPDATE pair_scores SET score = 1.5 WHERE pair_id = (SELECT min(pair_id) FROM pair_scores)", "score"),
-        ("UPDATE pair_scores SET features = features - 'with_tests' WHERE pair_id = (SELECT min(pair_id) FROM "
-         "pair_scores)", "features_complete"),
-        ("UPDATE pair_scores SET category = 'poetry' WHERE pair_id = (SELECT min(pair_id) FROM pair_scores)",
-         "category"),
-        ("DELETE FROM pair_scores WHERE pair_id = (SELECT min(pair_id) FROM pair_scores)", "all_pairs_scored"),
+        (
+            "UPDATE pair_scores SET features = features - 'with_tests' WHERE pair_id = (SELECT min(pair_id) FROM "
+            "pair_scores)",
+            "feature_names",
+        ),
+        (
+            "UPDATE pair_scores SET category = 'poetry' WHERE pair_id = (SELECT min(pair_id) FROM pair_scores)",
+            "category",
+        ),
+        ("DELETE FROM pair_scores WHERE pair_id = (SELECT min(pair_id) FROM pair_scores)", "pairs_not_scored"),
     ],
 )
-def test_the_score_gate_stops_bad_scores(engine, mirrors, repo, tamper: str, expected: str) -> None:  # type: ignore[no-untyped-def]
+def test_the_score_gate_stops_bad_scores(engine, mirrors, repo, tamper: str, expected: str) -> None:
     pipeline.process_repository(engine, str(repo.path), PipelineConfig())
     rules = load_rules()
     result = score.score_pairs(engine, ScoreConfig(), rules)
     with engine.begin() as conn:
         conn.execute(sa.text(tamper))
     with pytest.raises(GateFailedError) as err:
-        gates.validate_scores(engine, result.run_id, score.rules_digest(rules))
+        score_checks.validate_scores(engine, result.run_id, score.rules_digest(rules))
     assert f"column='{expected}'" in str(err.value)
     with engine.connect() as conn:
         validated = conn.execute(sa.text("SELECT count(*) FROM batches WHERE stage = 'score' AND validated")).scalar()
@@ -188,7 +236,7 @@ def test_the_score_gate_stops_bad_scores(engine, mirrors, repo, tamper: str, exp
     fixed = replace(rules, weights={**rules.weights, "with_tests": 2.0})
     again = score.score_pairs(engine, ScoreConfig(), fixed)
     assert (again.pairs_scored, again.scored_total) == (len(EXPECTED), len(EXPECTED))
-    assert gates.validate_scores(engine, again.run_id, score.rules_digest(fixed)).success
+    assert score_checks.validate_scores(engine, again.run_id, score.rules_digest(fixed)).success
 
 
 def test_github_kinds_labels_and_unknown_weights() -> None:

@@ -25,13 +25,20 @@ def active_repo(path: Path, licence_files: dict[str, str], months: int = 7) -> G
     """A repository that passes every activity check: three authors, a commit a month, tests, recent."""
     repo = GitRepo(path)
     start = datetime.now(UTC) - timedelta(days=31 * months)
-    repo.commit("Add the project skeleton with its licence", {**licence_files, "app/core.py": "VALUE = 0\n"},
-                author=AUTHORS[0], date=start.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+    repo.commit(
+        "Add the project skeleton with its licence",
+        {**licence_files, "app/core.py": "VALUE = 0\n"},
+        author=AUTHORS[0],
+        date=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
     for month in range(1, months):
         when = (start + timedelta(days=31 * month)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        repo.commit(f"Raise the core value to {month} for the monthly release", {
-            "app/core.py": f"VALUE = {month}\n", "tests/test_core.py": f"def test_value():\n    assert {month}\n"},
-            author=AUTHORS[month % 3], date=when)  # fmt: skip
+        repo.commit(
+            f"Raise the core value to {month} for the monthly release",
+            {"app/core.py": f"VALUE = {month}\n", "tests/test_core.py": f"def test_value():\n    assert {month}\n"},
+            author=AUTHORS[month % 3],
+            date=when,
+        )
     return repo
 
 
@@ -39,10 +46,11 @@ def with_select(config: PipelineConfig, **changes: object) -> PipelineConfig:
     return replace(config, select=replace(SelectConfig(enabled=True), **changes))
 
 
-def decision(engine, repo_id: str) -> dict:  # type: ignore[no-untyped-def]
+def decision(engine, repo_id: str) -> dict:
     with engine.connect() as conn:
-        return dict(conn.execute(sa.text("SELECT * FROM repo_selection WHERE repo_id = :r"), {"r": repo_id})
-                    .mappings().one())  # fmt: skip
+        return dict(
+            conn.execute(sa.text("SELECT * FROM repo_selection WHERE repo_id = :r"), {"r": repo_id}).mappings().one()
+        )
 
 
 @pytest.mark.parametrize(
@@ -65,8 +73,15 @@ def test_licence_expressions(expression: str | None, allowed: bool, why: str) ->
 def test_licence_files_are_matched_against_the_spdx_texts(tmp_path: Path) -> None:
     mit = TEXTS["MIT"].replace("[year] [fullname]", "2026 Ann Example")
     repo = GitRepo(tmp_path / "r")
-    repo.commit("Add the licences", {"LICENSE-MIT": mit, "UNLICENSE": TEXTS["Unlicense"], "COPYING": "See the files.\n",
-                                     "docs/LICENSE": TEXTS["GPL-3.0"]})  # fmt: skip
+    repo.commit(
+        "Add the licences",
+        {
+            "LICENSE-MIT": mit,
+            "UNLICENSE": TEXTS["Unlicense"],
+            "COPYING": "See the files.\n",
+            "docs/LICENSE": TEXTS["GPL-3.0"],
+        },
+    )
     mirror = repo.path / ".git"
     paths = tree_paths(mirror, "HEAD")
     # Root files only (docs/LICENSE is not the project's licence); an unrecognised note is listed.
@@ -79,28 +94,40 @@ def test_licence_files_are_matched_against_the_spdx_texts(tmp_path: Path) -> Non
     apache = GitRepo(tmp_path / "a")
     apache.commit("Add the licence", {"LICENSE.txt": bare_apache, "LICENSE-BSD": TEXTS["BSD-2-Clause"]})
     assert licence_from_files(apache.path / ".git", "HEAD", ["LICENSE-BSD", "LICENSE.txt"]) == (
-        "Apache-2.0 AND BSD-2-Clause", "file:LICENSE-BSD,LICENSE.txt", [])
+        "Apache-2.0 AND BSD-2-Clause",
+        "file:LICENSE-BSD,LICENSE.txt",
+        [],
+    )
     # Licence files in Latin-1 and UTF-16 (with a byte-order mark) are read too.
     isc = TEXTS["ISC"].replace("[year] [fullname]", "2026 Ren\u00e9e M\u00fcller")
     encoded = GitRepo(tmp_path / "e")
     encoded.commit("Add the licences", {"LICENSE": isc.encode("latin-1"), "COPYING": TEXTS["Zlib"].encode("utf-16")})
     assert licence_from_files(encoded.path / ".git", "HEAD", ["COPYING", "LICENSE"]) == (
-        "ISC AND Zlib", "file:COPYING,LICENSE", [])
+        "ISC AND Zlib",
+        "file:COPYING,LICENSE",
+        [],
+    )
     none = GitRepo(tmp_path / "n")
     none.commit("Add the readme", {"README.md": "hello\n"})
     assert licence_from_files(none.path / ".git", "HEAD", ["README.md"]) == (None, "none", [])
 
 
-def test_an_active_permissive_repository_is_kept_and_makes_pairs(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_an_active_permissive_repository_is_kept_and_makes_pairs(engine, mirrors, tmp_path: Path) -> None:
     repo = active_repo(tmp_path / "good", {"LICENSE": TEXTS["MIT"]})
     state = pipeline.process_repository(engine, str(repo.path), with_select(PipelineConfig()))
     assert state["selection"]["decision"] == "keep" and state["extract"]["pairs_new"] == 7
     stored = decision(engine, state["repo_id"])
     assert (stored["decision"], stored["licence"], stored["licence_from"]) == ("keep", "MIT", "file:LICENSE")
     assert {c["name"]: c["value"] for c in stored["reasons"]} == {
-        "licence": "MIT", "active_months": 7, "authors": 3, "idle_days": stored["metrics"]["idle_days"],
-        "test_share": 0.3333, "ci": False, "archived": False, "fork": False,
-    }  # fmt: skip
+        "licence": "MIT",
+        "active_months": 7,
+        "authors": 3,
+        "idle_days": stored["metrics"]["idle_days"],
+        "test_share": 0.3333,
+        "ci": False,
+        "archived": False,
+        "fork": False,
+    }
     assert all(c["passed"] for c in stored["reasons"]) and stored["metrics"]["idle_days"] <= 31
 
 
@@ -115,7 +142,7 @@ def test_an_active_permissive_repository_is_kept_and_makes_pairs(engine, mirrors
         ({"LICENSE": TEXTS["MIT"]}, 7, {"min_test_share": 0.5}, {"test_share": 0.3333}),
     ],
 )
-def test_a_rejected_repository_makes_no_pairs_and_says_why(  # type: ignore[no-untyped-def]
+def test_a_rejected_repository_makes_no_pairs_and_says_why(
     engine, mirrors, tmp_path: Path, licence_files: dict, months: int, changes: dict, failed: dict
 ) -> None:
     repo = active_repo(tmp_path / "bad", licence_files, months)
@@ -131,12 +158,13 @@ def test_a_rejected_repository_makes_no_pairs_and_says_why(  # type: ignore[no-u
     assert skip[0] == "rejected_by_select" and skip[1].startswith("bad: reject: ")
 
 
-def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tmp_path: Path) -> None:
     repo = active_repo(tmp_path / "vetted", {})
     source = resolve_source(str(repo.path)).source
     kept = pipeline.process_repository(engine, str(repo.path), with_select(PipelineConfig(), force_keep=(source,)))
-    assert kept["selection"]["summary"] == ("vetted: keep (listed in select.force_keep), despite: "
-                                            "licence=none (needs an allowed licence: no licence found)")  # fmt: skip
+    assert kept["selection"]["summary"] == (
+        "vetted: keep (listed in select.force_keep), despite: licence=none (needs an allowed licence: no licence found)"
+    )
     out = tmp_path / "export"
     assert pipeline.build(engine, out, PipelineConfig()).rows == 7
     # Unlisted, the next run rejects it: its earlier pairs stay stored but leave the export.
@@ -150,7 +178,7 @@ def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tm
 
 
 @pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def fake(monkeypatch: pytest.MonkeyPatch):
     from fakegithub import FakeGithub
 
     server = FakeGithub().start()
@@ -162,9 +190,16 @@ def fake(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 FAST = GithubConfig(backoff_seconds=0.05, seconds_between_requests=0, timeout_seconds=1, retries=2, per_page=2)
 
 
-def test_a_github_search_adds_its_results_to_the_list(fake) -> None:  # type: ignore[no-untyped-def]
-    for name, licence in [("octo/alpha", "MIT"), ("octo/beta", "GPL-3.0"), ("octo/gamma", "MIT"), ("octo/eta", "MIT"),
-                          ("octo/zeta", "MIT"), ("other/delta", "MIT"), ("octo/epsilon", "Apache-2.0")]:  # fmt: skip
+def test_a_github_search_adds_its_results_to_the_list(fake) -> None:
+    for name, licence in [
+        ("octo/alpha", "MIT"),
+        ("octo/beta", "GPL-3.0"),
+        ("octo/gamma", "MIT"),
+        ("octo/eta", "MIT"),
+        ("octo/zeta", "MIT"),
+        ("other/delta", "MIT"),
+        ("octo/epsilon", "Apache-2.0"),
+    ]:
         fake.add_repo(name, license=licence)
     config = PipelineConfig(github=FAST, select=SelectConfig(search_limit=3))
     # Four MIT results in pages of two: the limit (3) stops after the second page; a repository already
@@ -176,7 +211,7 @@ def test_a_github_search_adds_its_results_to_the_list(fake) -> None:  # type: ig
     assert len(searches) == 3  # two pages for the first query (limit 3 reached), one for the second
 
 
-def test_licence_and_tracker_activity_from_github(engine, mirrors, fake, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_licence_and_tracker_activity_from_github(engine, mirrors, fake, tmp_path: Path) -> None:
     from ghdemo import FULL_NAME, build_demo
 
     build_demo(fake)
@@ -187,8 +222,10 @@ def test_licence_and_tracker_activity_from_github(engine, mirrors, fake, tmp_pat
     stored = decision(engine, state["repo_id"])
     # The demo's issues and PRs date from 2025-03: none within the last year.
     assert (stored["decision"], stored["licence"], stored["licence_from"]) == ("reject", "MIT", "github")
-    assert {c["name"]: c["value"] for c in stored["reasons"] if not c["passed"]} == {"issues_closed": 0,
-                                                                                    "prs_merged": 0}  # fmt: skip
+    assert {c["name"]: c["value"] for c in stored["reasons"] if not c["passed"]} == {
+        "issues_closed": 0,
+        "prs_merged": 0,
+    }
     # Counted over all time: seven issues closed (1, 2, 3, 6, 7, 8, 17), six PRs merged (10-12, 14-16).
     state = pipeline.process_repository(engine, spec, with_select(config, tracker_days=100_000))
     stored = decision(engine, state["repo_id"])

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
@@ -63,16 +64,20 @@ def cmd_crawl(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     r = pipeline.score_step(store.get_engine(args.database_url), _config(args))
-    print(f"score: {r['pairs_scored']} pairs scored ({r['rescored']} again under changed rules), "
-          f"categories {json.dumps(r['categories'], sort_keys=True)}; {r['selected']} of {r['scored_total']} "
-          f"selected; gate passed")  # fmt: skip
+    print(
+        f"score: {r['pairs_scored']} pairs scored ({r['rescored']} again under changed rules), "
+        f"categories {json.dumps(r['categories'], sort_keys=True)}; {r['selected']} of {r['scored_total']} "
+        f"selected; gate passed"
+    )
     return 0
 
 
 def cmd_dedup(args: argparse.Namespace) -> int:
     r = pipeline.dedup_step(store.get_engine(args.database_url), _config(args))
-    print(f"dedup: {r['pairs_in']} pairs in, {r['exact_duplicates']} exact and {r['near_duplicates']} near "
-          f"duplicates, {r['groups_touched']} groups touched; {r['pairs_kept']} pairs kept in all; gate passed")
+    print(
+        f"dedup: {r['pairs_in']} pairs in, {r['exact_duplicates']} exact and {r['near_duplicates']} near "
+        f"duplicates, {r['groups_touched']} groups touched; {r['pairs_kept']} pairs kept in all; gate passed"
+    )
     return 0
 
 
@@ -80,8 +85,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = _config(args)
     out = Path(args.out) if args.out else settings.default_export_dir()
     result = pipeline.build(store.get_engine(args.database_url), out, config)
-    print(f"exported {result.rows} pairs in {result.files} files to {result.out_dir} "
-          f"(manifest sha256 {result.manifest_sha256})")  # fmt: skip
+    print(
+        f"exported {result.rows} pairs in {result.files} files to {result.out_dir} "
+        f"(manifest sha256 {result.manifest_sha256})"
+    )
     return 0
 
 
@@ -119,56 +126,49 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+# Each command: its function, its one-line help, what it does at length (None: the help says it all).
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str | None]] = {
+    "crawl": (cmd_crawl, "crawl repositories, gate, extract pairs, gate",
+              "Crawl each repository (local path, file:// or https URL, or owner/name) into Postgres "
+              "incrementally, then extract and gate its pairs."),
+    "score": (cmd_score, "score and classify the gated pairs, rank them, then the score gate",
+              "Features, score, explanation and category of every gated pair not scored under the current "
+              "rules (include/config/scoring.yaml), then the ranking."),
+    "dedup": (cmd_dedup, "exact and near-duplicate detection over the gated pairs, then its gate",
+              "Deduplicate every gated pair not yet seen against everything before it."),
+    "export": (cmd_export, "score, dedup, then write Parquet + JSONL shards and a manifest",
+               "Dedup, then export every kept gated pair to DIR, atomically and deterministically."),
+    "dashboard": (cmd_dashboard, "the dataset dashboard in a browser, without Airflow",
+                  "Serve the dashboard (funnel, categories, scores, gates, spot checks) that Airflow shows at "
+                  "/codepairs."),
+    "verify": (cmd_verify, "re-check an export against its manifest",
+               "Fail on any changed, missing or extra file of an export."),
+    "summary": (cmd_summary, "repositories, commits, pairs, skips by reason, last export", None),
+    "db": (cmd_db, "the pipeline database: url, upgrade, stop (embedded server)", None),
+}  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codepairs", description=__doc__)
     parser.add_argument("--database-url", help="pipeline database (default: $CODEPAIRS_DATABASE_URL, else embedded)")
     parser.add_argument("--config", help="pipeline YAML (default: include/config/pipeline.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("crawl", help="crawl repositories, gate, extract pairs, gate",
-                       description="Crawl each repository (local path, file:// or https URL, or owner/name) "
-                       "into Postgres incrementally, then extract and gate its pairs.")  # fmt: skip
-    p.add_argument("repos", nargs="*", help="repositories (default: the config's list)")
-    p.add_argument("--max-commits", type=int, help="newest N commits per branch on a first crawl")
-    p.add_argument("--batch-size", type=int, help="commits per COPY batch")
-    p.add_argument("--search", help="also crawl what this GitHub repository search finds (select.search_limit)")
-    p.add_argument("--no-select", action="store_true", help="skip the licence and activity checks")
-    p.set_defaults(func=cmd_crawl)
-
-    p = sub.add_parser("score", help="score and classify the gated pairs, rank them, then the score gate",
-                       description="Features, score, explanation and category of every gated pair not scored "
-                       "under the current rules (include/config/scoring.yaml), then the ranking.")  # fmt: skip
-    p.set_defaults(func=cmd_score)
-
-    p = sub.add_parser("dedup", help="exact and near-duplicate detection over the gated pairs, then its gate",
-                       description="Deduplicate every gated pair not yet seen against everything before it.")
-    p.set_defaults(func=cmd_dedup)
-
-    p = sub.add_parser("export", help="score, dedup, then write Parquet + JSONL shards and a manifest",
-                       description="Dedup, then export every kept gated pair to DIR, atomically and "
-                       "deterministically.")  # fmt: skip
-    p.add_argument("--out", help="export folder (default: .data/export)")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("dashboard", help="the dataset dashboard in a browser, without Airflow",
-                       description="Serve the dashboard (funnel, categories, scores, gates, spot checks) that "
-                       "Airflow shows at /codepairs.")  # fmt: skip
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
-    p.set_defaults(func=cmd_dashboard)
-
-    p = sub.add_parser("verify", help="re-check an export against its manifest",
-                       description="Fail on any changed, missing or extra file of an export.")
-    p.add_argument("dir", help="export folder")
-    p.set_defaults(func=cmd_verify)
-
-    p = sub.add_parser("summary", help="repositories, commits, pairs, skips by reason, last export")
-    p.set_defaults(func=cmd_summary)
-
-    p = sub.add_parser("db", help="the pipeline database: url, upgrade, stop (embedded server)")
-    p.add_argument("action", choices=["url", "upgrade", "stop"])
-    p.set_defaults(func=cmd_db)
+    commands = {}
+    for name, (func, summary, description) in COMMANDS.items():
+        commands[name] = sub.add_parser(name, help=summary, description=description)
+        commands[name].set_defaults(func=func)
+    crawl = commands["crawl"]
+    crawl.add_argument("repos", nargs="*", help="repositories (default: the config's list)")
+    crawl.add_argument("--max-commits", type=int, help="newest N commits per branch on a first crawl")
+    crawl.add_argument("--batch-size", type=int, help="commits per COPY batch")
+    crawl.add_argument("--search", help="also crawl what this GitHub repository search finds (select.search_limit)")
+    crawl.add_argument("--no-select", action="store_true", help="skip the licence and activity checks")
+    commands["export"].add_argument("--out", help="export folder (default: .data/export)")
+    commands["dashboard"].add_argument("--host", default="127.0.0.1")
+    commands["dashboard"].add_argument("--port", type=int, default=8765)
+    commands["verify"].add_argument("dir", help="export folder")
+    commands["db"].add_argument("action", choices=["url", "upgrade", "stop"])
     return parser
 
 

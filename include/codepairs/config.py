@@ -79,8 +79,25 @@ class DedupConfig:
     batch_size: int = 50000  # pairs per transaction: each batch's band lookups sweep the index in order
 
 
-PERMISSIVE = ("MIT", "MIT-0", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause", "BSD-3-Clause-Clear", "ISC", "0BSD",
-              "Unlicense", "Zlib", "BSL-1.0", "CC0-1.0", "PostgreSQL", "UPL-1.0", "NCSA", "PSF-2.0", "X11")  # fmt: skip
+PERMISSIVE = (
+    "MIT",
+    "MIT-0",
+    "Apache-2.0",
+    "BSD-2-Clause",
+    "BSD-3-Clause",
+    "BSD-3-Clause-Clear",
+    "ISC",
+    "0BSD",
+    "Unlicense",
+    "Zlib",
+    "BSL-1.0",
+    "CC0-1.0",
+    "PostgreSQL",
+    "UPL-1.0",
+    "NCSA",
+    "PSF-2.0",
+    "X11",
+)
 
 
 @dataclass(frozen=True)
@@ -115,19 +132,32 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_score <= 1 or not 0 < self.top_fraction <= 1 or self.batch_size < 1:
-            raise ConfigError(f"score: min_score must be in [0, 1], top_fraction in (0, 1], batch_size >= 1; got "
-                              f"{self.min_score}, {self.top_fraction}, {self.batch_size}")  # fmt: skip
+            raise ConfigError(
+                f"score: min_score must be in [0, 1], top_fraction in (0, 1], batch_size >= 1; got "
+                f"{self.min_score}, {self.top_fraction}, {self.batch_size}"
+            )
 
     def rules_path(self) -> Path:
         path = Path(self.rules_file)
         return path if path.is_absolute() else settings.PROJECT_ROOT / "include" / "config" / path
 
 
-CATEGORIES = ("bug_fix", "feature", "refactor", "ui_component", "code_review", "debugging", "docs", "tests",
-              "performance", "build_ci", "other")  # fmt: skip
-DEFAULT_SHARES = {"bug_fix": 0.2, "feature": 0.18, "refactor": 0.1, "ui_component": 0.12, "code_review": 0.08,
-                  "debugging": 0.07, "tests": 0.07, "docs": 0.06, "performance": 0.04, "build_ci": 0.04,
-                  "other": 0.04}  # fmt: skip
+CATEGORIES = tuple(
+    ("bug_fix feature refactor ui_component code_review debugging docs tests performance build_ci other").split()
+)
+DEFAULT_SHARES = {
+    "bug_fix": 0.2,
+    "feature": 0.18,
+    "refactor": 0.1,
+    "ui_component": 0.12,
+    "code_review": 0.08,
+    "debugging": 0.07,
+    "tests": 0.07,
+    "docs": 0.06,
+    "performance": 0.04,
+    "build_ci": 0.04,
+    "other": 0.04,
+}
 
 
 @dataclass(frozen=True)
@@ -148,10 +178,16 @@ class BalanceConfig:
     def __post_init__(self) -> None:
         unknown = set(self.shares) - set(CATEGORIES)
         if unknown or any(v < 0 for v in self.shares.values()) or (self.enabled and not sum(self.shares.values())):
-            raise ConfigError(f"balance.shares: known categories {sorted(CATEGORIES)}, shares >= 0, not all 0 "
-                              f"(unknown: {sorted(unknown)})")  # fmt: skip
-        if self.max_copies < 1 or not 0 <= self.max_synthetic_share <= 1 or self.tolerance < 0 or (
-                self.total is not None and self.total < 0):  # fmt: skip
+            raise ConfigError(
+                f"balance.shares: known categories {sorted(CATEGORIES)}, shares >= 0, not all 0 "
+                f"(unknown: {sorted(unknown)})"
+            )
+        if (
+            self.max_copies < 1
+            or not 0 <= self.max_synthetic_share <= 1
+            or self.tolerance < 0
+            or (self.total is not None and self.total < 0)
+        ):
             raise ConfigError("balance: max_copies >= 1, max_synthetic_share in [0, 1], tolerance >= 0, total >= 0")
 
 

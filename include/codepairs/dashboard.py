@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import CATEGORIES
+from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
 
 FUNNEL = """
 SELECT (SELECT count(*) FROM repositories) AS repositories,
@@ -62,12 +63,6 @@ SELECT r.name, r.status, sel.decision, (SELECT count(*) FROM commits c WHERE c.r
         WHERE COALESCE(p.repo_id, sp.repo_id) = r.repo_id) AS balanced
 FROM repositories r LEFT JOIN repo_selection sel USING (repo_id) ORDER BY r.name
 """
-DEDUP = """
-SELECT count(*) AS deduplicated, count(*) FILTER (WHERE duplicate_of IS NULL) AS kept,
-       count(*) FILTER (WHERE reason = 'exact') AS exact, count(*) FILTER (WHERE reason = 'near') AS near,
-       count(DISTINCT duplicate_of) AS groups
-FROM dedup
-"""
 GATES = """
 SELECT DISTINCT ON (suite) id, suite, stage, run_id, success, evaluated, failed, created_at
 FROM gate_results ORDER BY suite, created_at DESC, id DESC
@@ -78,8 +73,7 @@ WHERE stage = :stage AND (:category = '' OR sample->>'category' = :category)
 ORDER BY created_at DESC, md5(pair_id) LIMIT :n
 """
 TEXT = """
-SELECT p.instruction, COALESCE(p.response, c.diff) AS response FROM pairs p
-LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha WHERE p.pair_id = :id
+SELECT instruction, response FROM pair_texts WHERE pair_id = :id
 UNION ALL SELECT instruction, response FROM synthetic_pairs WHERE pair_id = :id
 """
 STAGES = ("extract", "score", "dedup", "balance")
@@ -90,28 +84,34 @@ def summary(engine: Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         funnel = dict(conn.execute(sa.text(FUNNEL)).mappings().one())
         plan = conn.execute(sa.text(CURRENT_PLAN)).scalar() or {}
-        categories = {r["category"]: {**dict(r), "target": plan.get(r["category"], {}).get("target")}
-                      for r in conn.execute(sa.text(CATEGORY_SLOTS)).mappings()}  # fmt: skip
+        categories = {
+            r["category"]: {**dict(r), "target": plan.get(r["category"], {}).get("target")}
+            for r in conn.execute(sa.text(CATEGORY_SLOTS)).mappings()
+        }
         for category, p in plan.items():
-            categories.setdefault(category, {"category": category, "real": 0, "copies": 0, "synthetic": 0,
-                                             "target": p.get("target")})  # fmt: skip
+            categories.setdefault(
+                category, {"category": category, "real": 0, "copies": 0, "synthetic": 0, "target": p.get("target")}
+            )
         return {
             "funnel": funnel,
             "skips": [dict(r) for r in conn.execute(sa.text(SKIPS)).mappings()],
             "categories": dict(sorted(categories.items())),
             "scores": [dict(r) for r in conn.execute(sa.text(SCORES)).mappings()],
             "repositories": [dict(r) for r in conn.execute(sa.text(REPOSITORIES)).mappings()],
-            "dedup": dict(conn.execute(sa.text(DEDUP)).mappings().one()),
-            "gates": [{**dict(r), "created_at": r["created_at"].isoformat()}
-                      for r in conn.execute(sa.text(GATES)).mappings()],  # fmt: skip
+            "dedup": dict(conn.execute(sa.text(DEDUP_FIGURES)).mappings().one()),
+            "gates": [
+                {**dict(r), "created_at": r["created_at"].isoformat()} for r in conn.execute(sa.text(GATES)).mappings()
+            ],
         }
 
 
 def spot_checks(engine: Engine, stage: str, category: str = "", n: int = 12) -> list[dict[str, Any]]:
     """Stored spot-check samples of a stage (and category), each with its pair's texts."""
     with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(sa.text(SPOT_CHECKS), {"stage": stage, "category": category, "n": n})
-                .mappings()]  # fmt: skip
+        rows = [
+            dict(r)
+            for r in conn.execute(sa.text(SPOT_CHECKS), {"stage": stage, "category": category, "n": n}).mappings()
+        ]
         for r in rows:
             text = conn.execute(sa.text(TEXT), {"id": r["pair_id"].split(":")[0]}).mappings().first()
             r["instruction"], r["response"] = (text["instruction"], text["response"]) if text else ("", "")
@@ -122,30 +122,57 @@ def _figures(s: dict[str, Any]) -> list[tuple[str, Any]]:
     import plotly.graph_objects as go
 
     f = s["funnel"]
-    steps = [("repositories", f["repositories"]), ("commits", f["commits"]), ("issues", f["issues"]),
-             ("pairs", f["pairs"]), ("after gates", f["pairs_gated"]), ("scored", f["scored"]),
-             ("after dedup", f["after_dedup"]), ("selected", f["selected"]), ("balanced", f["balanced"]),
-             ("exported", f["exported"] or 0)]  # fmt: skip
+    steps = [
+        ("repositories", f["repositories"]),
+        ("commits", f["commits"]),
+        ("issues", f["issues"]),
+        ("pairs", f["pairs"]),
+        ("after gates", f["pairs_gated"]),
+        ("scored", f["scored"]),
+        ("after dedup", f["after_dedup"]),
+        ("selected", f["selected"]),
+        ("balanced", f["balanced"]),
+        ("exported", f["exported"] or 0),
+    ]
     funnel = go.Figure(go.Funnel(y=[k for k, _ in steps], x=[v for _, v in steps], textinfo="value"))
     cats = s["categories"]
     names = list(cats)
-    targets = go.Figure([
-        go.Bar(name="real", x=names, y=[cats[c]["real"] for c in names]),
-        go.Bar(name="copies", x=names, y=[cats[c]["copies"] for c in names]),
-        go.Bar(name="synthetic", x=names, y=[cats[c]["synthetic"] for c in names]),
-        go.Scatter(name="target", x=names, y=[cats[c]["target"] for c in names], mode="markers",
-                   marker={"symbol": "line-ew-open", "size": 28, "line": {"width": 3}}),
-    ])  # fmt: skip
+    targets = go.Figure(
+        [
+            go.Bar(name="real", x=names, y=[cats[c]["real"] for c in names]),
+            go.Bar(name="copies", x=names, y=[cats[c]["copies"] for c in names]),
+            go.Bar(name="synthetic", x=names, y=[cats[c]["synthetic"] for c in names]),
+            go.Scatter(
+                name="target",
+                x=names,
+                y=[cats[c]["target"] for c in names],
+                mode="markers",
+                marker={"symbol": "line-ew-open", "size": 28, "line": {"width": 3}},
+            ),
+        ]
+    )
     targets.update_layout(barmode="stack")
     bins = [f"{b['bin'] / 20:.2f}" for b in s["scores"]]
-    scores = go.Figure([go.Bar(name="scored", x=bins, y=[b["n"] for b in s["scores"]]),
-                        go.Bar(name="selected", x=bins, y=[b["selected"] for b in s["scores"]])])  # fmt: skip
+    scores = go.Figure(
+        [
+            go.Bar(name="scored", x=bins, y=[b["n"] for b in s["scores"]]),
+            go.Bar(name="selected", x=bins, y=[b["selected"] for b in s["scores"]]),
+        ]
+    )
     scores.update_layout(barmode="overlay", xaxis_title="score (lower edge)", yaxis_title="pairs")
     repos = s["repositories"]
-    yield_ = go.Figure([go.Bar(name=k, x=[r["name"] for r in repos], y=[r[k] for r in repos])
-                        for k in ("pairs", "selected", "balanced")])  # fmt: skip
-    out = [("Funnel", funnel), ("Categories against targets", targets), ("Quality scores", scores),
-           ("Yield per repository", yield_)]  # fmt: skip
+    yield_ = go.Figure(
+        [
+            go.Bar(name=k, x=[r["name"] for r in repos], y=[r[k] for r in repos])
+            for k in ("pairs", "selected", "balanced")
+        ]
+    )
+    out = [
+        ("Funnel", funnel),
+        ("Categories against targets", targets),
+        ("Quality scores", scores),
+        ("Yield per repository", yield_),
+    ]
     for _, fig in out:
         fig.update_layout(height=340, margin={"l": 40, "r": 20, "t": 20, "b": 40}, template="plotly_white")
     return out
@@ -173,36 +200,50 @@ nav a {{ margin-right: 1rem; }}
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], id_: str = "") -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>"
-                   for r in rows)  # fmt: skip
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows
+    )
     return f'<table id="{id_}"><tr>{head}</tr>{body}</table>'
 
 
 def overview_html(s: dict[str, Any], base: str) -> str:
-    charts = "".join(f'<div><h2>{html.escape(t)}</h2>{fig.to_html(full_html=False, include_plotlyjs=False)}</div>'
-                     for t, fig in _figures(s))  # fmt: skip
+    charts = "".join(
+        f"<div><h2>{html.escape(t)}</h2>{fig.to_html(full_html=False, include_plotlyjs=False)}</div>"
+        for t, fig in _figures(s)
+    )
     f = s["funnel"]
     numbers = _table([{"step": k, "count": v} for k, v in f.items()], ["step", "count"], "funnel-numbers")
     gates = []
     for g in s["gates"]:
         state = '<span class="ok">passed</span>' if g["success"] else '<span class="failed">failed</span>'
         failed = "".join(f"<li>{html.escape(x)}</li>" for x in g["failed"])
-        gates.append(f'<tr id="gate-{g["id"]}"><td>{html.escape(g["stage"])}</td><td>{html.escape(g["suite"])}</td>'
-                     f'<td>{state}</td><td>{g["evaluated"]}</td><td>{html.escape(g["run_id"] or "")}</td>'
-                     f"<td><ul>{failed}</ul></td></tr>")  # fmt: skip
+        gates.append(
+            f'<tr id="gate-{g["id"]}"><td>{html.escape(g["stage"])}</td><td>{html.escape(g["suite"])}</td>'
+            f"<td>{state}</td><td>{g['evaluated']}</td><td>{html.escape(g['run_id'] or '')}</td>"
+            f"<td><ul>{failed}</ul></td></tr>"
+        )
     body = (
-        "<h1>codepairs dataset</h1>" f'<div class="grid">{charts}</div>'
-        "<h2>Funnel in numbers</h2>" + numbers
-        + "<h2>Skipped, by stage and reason</h2>" + _table(s["skips"], ["stage", "reason", "n"], "skips")
-        + "<h2>Deduplication</h2>" + _table([s["dedup"]], list(s["dedup"]), "dedup")
-        + "<h2>Categories</h2>" + _table(list(s["categories"].values()),
-                                         ["category", "target", "real", "copies", "synthetic"], "categories")
-        + "<h2>Repositories</h2>" + _table(s["repositories"], ["name", "status", "decision", "commits", "pairs",
-                                                               "selected", "balanced"], "repositories")
+        "<h1>codepairs dataset</h1>"
+        f'<div class="grid">{charts}</div>'
+        "<h2>Funnel in numbers</h2>"
+        + numbers
+        + "<h2>Skipped, by stage and reason</h2>"
+        + _table(s["skips"], ["stage", "reason", "n"], "skips")
+        + "<h2>Deduplication</h2>"
+        + _table([s["dedup"]], list(s["dedup"]), "dedup")
+        + "<h2>Categories</h2>"
+        + _table(list(s["categories"].values()), ["category", "target", "real", "copies", "synthetic"], "categories")
+        + "<h2>Repositories</h2>"
+        + _table(
+            s["repositories"],
+            ["name", "status", "decision", "commits", "pairs", "selected", "balanced"],
+            "repositories",
+        )
         + '<h2>Quality gates (latest result of each suite)</h2><table id="gates"><tr><th>stage</th><th>suite</th>'
-        "<th>result</th><th>expectations</th><th>run</th><th>failed expectations</th></tr>" + "".join(gates)
+        "<th>result</th><th>expectations</th><th>run</th><th>failed expectations</th></tr>"
+        + "".join(gates)
         + "</table>"
-    )  # fmt: skip
+    )
     return PAGE.format(title="codepairs dataset", base=base, body=body)
 
 
@@ -220,20 +261,28 @@ def _show(value: Any) -> str:
     return json.dumps(value) if isinstance(value, dict | list) else str(value)
 
 
-def spot_checks_html(rows: list[dict[str, Any]], stage: str, category: str, categories: Sequence[str],
-                     base: str) -> str:  # fmt: skip
+def spot_checks_html(
+    rows: list[dict[str, Any]], stage: str, category: str, categories: Sequence[str], base: str
+) -> str:
     stage_links = " ".join(f'<a href="{base}spot-checks?stage={s}">{s}</a>' for s in STAGES)
     cat_links = " ".join(f'<a href="{base}spot-checks?stage={stage}&category={c}">{c}</a>' for c in categories)
     pairs = []
     for r in rows:
         sample = r["sample"]
-        facts = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(_show(v))}</li>"
-                        for k, v in sample.items() if k not in ("instruction", "features"))  # fmt: skip
-        pairs.append(f'<div class="pair"><div><h3>{html.escape(r["pair_id"])}</h3><ul>{facts}</ul>'
-                     f'<pre>{html.escape(r["instruction"] or "")}</pre></div>'
-                     f'<pre class="diff">{highlight(r["response"] or "")}</pre></div>')  # fmt: skip
-    body = (f"<h1>Spot checks: {html.escape(stage)}{' / ' + html.escape(category) if category else ''}</h1>"
-            f"<p>Stage: {stage_links}</p><p>Category: {cat_links}</p>" + ("".join(pairs) or "<p>No samples yet.</p>"))
+        facts = "".join(
+            f"<li><b>{html.escape(k)}</b>: {html.escape(_show(v))}</li>"
+            for k, v in sample.items()
+            if k not in ("instruction", "features")
+        )
+        pairs.append(
+            f'<div class="pair"><div><h3>{html.escape(r["pair_id"])}</h3><ul>{facts}</ul>'
+            f"<pre>{html.escape(r['instruction'] or '')}</pre></div>"
+            f'<pre class="diff">{highlight(r["response"] or "")}</pre></div>'
+        )
+    body = (
+        f"<h1>Spot checks: {html.escape(stage)}{' / ' + html.escape(category) if category else ''}</h1>"
+        f"<p>Stage: {stage_links}</p><p>Category: {cat_links}</p>" + ("".join(pairs) or "<p>No samples yet.</p>")
+    )
     return PAGE.format(title="codepairs spot checks", base=base, body=body)
 
 
@@ -242,8 +291,9 @@ def create_app(engine: Callable[[], Engine], dependencies: Sequence[Any] = ()) -
     import plotly
 
     # No /docs or /openapi.json: FastAPI serves them outside the app's dependencies (Airflow's login).
-    app = FastAPI(title="codepairs dashboard", dependencies=list(dependencies), docs_url=None, redoc_url=None,
-                  openapi_url=None)  # fmt: skip
+    app = FastAPI(
+        title="codepairs dashboard", dependencies=list(dependencies), docs_url=None, redoc_url=None, openapi_url=None
+    )
     plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
     def base(request: Request) -> str:

@@ -45,9 +45,7 @@ class GateFailedError(CodepairsError):
         self.suite = suite
         self.target = target
         self.failed = failed
-        super().__init__(
-            f"gate {suite} refused {target}: {len(failed)} expectation(s) failed: " + "; ".join(failed)
-        )
+        super().__init__(f"gate {suite} refused {target}: {len(failed)} expectation(s) failed: " + "; ".join(failed))
 
 
 class ExportVerificationError(CodepairsError):

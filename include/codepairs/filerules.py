@@ -26,15 +26,44 @@ class FileDrop(StrEnum):
     NO_CONTENT = "no_content"
 
 
-
-LOCK_FILES = frozenset({
-    "package-lock.json", "npm-shrinkwrap.json", "yarn.lock", "pnpm-lock.yaml", "bun.lockb", "cargo.lock",
-    "poetry.lock", "pipfile.lock", "pdm.lock", "uv.lock", "composer.lock", "gemfile.lock", "go.sum",
-    "mix.lock", "pubspec.lock", "podfile.lock", "packages.lock.json", "flake.lock", "gradle.lockfile",
-    "conda-lock.yml", "requirements.lock",
-})  # fmt: skip
-VENDOR_DIRS = frozenset({"vendor", "vendors", "third_party", "third-party", "thirdparty", "node_modules",
-                         "bower_components", "_vendor", "external_libs"})  # fmt: skip
+LOCK_FILES = frozenset(
+    {
+        "package-lock.json",
+        "npm-shrinkwrap.json",
+        "yarn.lock",
+        "pnpm-lock.yaml",
+        "bun.lockb",
+        "cargo.lock",
+        "poetry.lock",
+        "pipfile.lock",
+        "pdm.lock",
+        "uv.lock",
+        "composer.lock",
+        "gemfile.lock",
+        "go.sum",
+        "mix.lock",
+        "pubspec.lock",
+        "podfile.lock",
+        "packages.lock.json",
+        "flake.lock",
+        "gradle.lockfile",
+        "conda-lock.yml",
+        "requirements.lock",
+    }
+)
+VENDOR_DIRS = frozenset(
+    {
+        "vendor",
+        "vendors",
+        "third_party",
+        "third-party",
+        "thirdparty",
+        "node_modules",
+        "bower_components",
+        "_vendor",
+        "external_libs",
+    }
+)
 GENERATED_NAME = re.compile(
     r"(\.pb\.go|_pb2(_grpc)?\.pyi?|\.pb\.(cc|h)|_generated\.\w+|\.generated\.\w+|\.g\.dart|\.freezed\.dart"
     r"|\.designer\.cs|\.min\.(js|css)\.map|\.js\.map|\.css\.map|\.snap)$",

@@ -133,8 +133,15 @@ class Batch:
         delete_batch(self.conn, self.batch_id)
 
 
-def open_batch(conn: Connection, run: StageRun, seq: int, rows_in: int, made_from: dict[str, Any],
-               repo_id: str | None = None, batch: str | None = None) -> Batch:  # fmt: skip
+def open_batch(
+    conn: Connection,
+    run: StageRun,
+    seq: int,
+    rows_in: int,
+    made_from: dict[str, Any],
+    repo_id: str | None = None,
+    batch: str | None = None,
+) -> Batch:
     """Record batch ``seq`` of ``run`` (id ``batch`` if given) before its rows."""
     b = batch or run.batch_id(seq)
     conn.execute(
@@ -142,9 +149,16 @@ def open_batch(conn: Connection, run: StageRun, seq: int, rows_in: int, made_fro
             "INSERT INTO batches (batch_id, stage, run_id, repo_id, seq, rows_in, rows_written, sha256, made_from) "
             "VALUES (:b, :st, :r, :repo, :seq, :n, 0, '', CAST(:mf AS jsonb))"
         ),
-        {"b": b, "st": run.stage, "r": run.run_id, "repo": repo_id if repo_id is not None else run.repo_id,
-         "seq": seq, "n": rows_in, "mf": json.dumps(made_from, sort_keys=True, separators=(",", ":"))},
-    )  # fmt: skip
+        {
+            "b": b,
+            "st": run.stage,
+            "r": run.run_id,
+            "repo": repo_id if repo_id is not None else run.repo_id,
+            "seq": seq,
+            "n": rows_in,
+            "mf": json.dumps(made_from, sort_keys=True, separators=(",", ":")),
+        },
+    )
     return Batch(conn, b)
 
 
@@ -173,8 +187,9 @@ def mark_validated(conn: Connection, batches: Sequence[str]) -> None:
 
 def mark_extracted(conn: Connection, batches: Sequence[str], extracted: bool = True) -> None:
     """Crawl batches read by extract (or, after a force-push is undone, to be read again)."""
-    conn.execute(sa.text("UPDATE batches SET extracted = :x WHERE batch_id = ANY(:b)"),
-                 {"x": extracted, "b": list(batches)})  # fmt: skip
+    conn.execute(
+        sa.text("UPDATE batches SET extracted = :x WHERE batch_id = ANY(:b)"), {"x": extracted, "b": list(batches)}
+    )
 
 
 PENDING = """
@@ -189,8 +204,9 @@ def pending_batches(conn: Connection, stage: str, repo_id: str | None = None) ->
     return {b: (int(n), d) for b, n, d in conn.execute(sa.text(PENDING), {"s": stage, "r": repo_id})}
 
 
-def skip_row(stage: str, repo_id: str, object_id: str, reason: str, detail: str, run_id: str | None
-             ) -> tuple[str, str, str, str, str, str | None]:  # fmt: skip
+def skip_row(
+    stage: str, repo_id: str, object_id: str, reason: str, detail: str, run_id: str | None
+) -> tuple[str, str, str, str, str, str | None]:
     return (stage, repo_id, object_id, reason, detail, run_id)
 
 
@@ -199,8 +215,9 @@ def write_skips(conn: Connection, rows: Sequence[Sequence[Any]]) -> list[Sequenc
     return insert_new(conn, "skips", SKIP_COLUMNS, rows, SKIP_KEY)
 
 
-def replace_skip(conn: Connection, stage: str, repo_id: str, object_id: str, reason: str, detail: str,
-                 run_id: str | None) -> None:  # fmt: skip
+def replace_skip(
+    conn: Connection, stage: str, repo_id: str, object_id: str, reason: str, detail: str, run_id: str | None
+) -> None:
     """A skip whose reason may change from run to run (a repository that cannot be read, a rejection)."""
     conn.execute(
         sa.text(
@@ -216,13 +233,16 @@ def clear_skips(conn: Connection, stage: str, repo_id: str, object_ids: Sequence
     """Forget a repository's skips of a stage (only those of ``object_ids`` if given): what they left
     out is no longer left out."""
     conn.execute(
-        sa.text("DELETE FROM skips WHERE stage = :s AND repo_id = :r AND (CAST(:all AS boolean) OR object_id = ANY(:o))"),
+        sa.text(
+            "DELETE FROM skips WHERE stage = :s AND repo_id = :r AND (CAST(:all AS boolean) OR object_id = ANY(:o))"
+        ),
         {"s": stage, "r": repo_id, "all": object_ids is None, "o": list(object_ids or ())},
     )
 
 
-def retire_skips(conn: Connection, stage: str, repo_id: str, prefixes: Sequence[str],
-                 current: Sequence[Sequence[Any]]) -> None:  # fmt: skip
+def retire_skips(
+    conn: Connection, stage: str, repo_id: str, prefixes: Sequence[str], current: Sequence[Sequence[Any]]
+) -> None:
     """Of the skips whose object id starts with one of ``prefixes``, keep only the ``current`` ones
     (same object, same reason): a record judged again this run replaces or loses its old skip."""
     conn.execute(
@@ -230,13 +250,20 @@ def retire_skips(conn: Connection, stage: str, repo_id: str, prefixes: Sequence[
             "DELETE FROM skips WHERE stage = :s AND repo_id = :r AND object_id LIKE ANY(:p) AND (object_id, reason) "
             "NOT IN (SELECT * FROM unnest(CAST(:o AS text[]), CAST(:re AS text[])))"
         ),
-        {"s": stage, "r": repo_id, "p": [f"{p}%" for p in prefixes], "o": [s[2] for s in current],
-         "re": [s[3] for s in current]},
-    )  # fmt: skip
+        {
+            "s": stage,
+            "r": repo_id,
+            "p": [f"{p}%" for p in prefixes],
+            "o": [s[2] for s in current],
+            "re": [s[3] for s in current],
+        },
+    )
 
 
 def skipped_objects(conn: Connection, stage: str, repo_id: str, prefix: str) -> set[str]:
-    return set(conn.execute(
-        sa.text("SELECT object_id FROM skips WHERE stage = :s AND repo_id = :r AND object_id LIKE :p"),
-        {"s": stage, "r": repo_id, "p": prefix + "%"},
-    ).scalars())  # fmt: skip
+    return set(
+        conn.execute(
+            sa.text("SELECT object_id FROM skips WHERE stage = :s AND repo_id = :r AND object_id LIKE :p"),
+            {"s": stage, "r": repo_id, "p": prefix + "%"},
+        ).scalars()
+    )

@@ -1,31 +1,45 @@
-"""One repository through crawl -> GitHub crawl -> gates -> select -> extract -> gate: each mapped DAG
-group's chain.
+"""The stage chains both DAGs and the CLI run, step by step.
 
-The DAG runs these steps as separate tasks (so a gate failure shows on its own task, and only the
-GitHub step takes a slot of the GitHub pool); the CLI runs them in a row through
-``process_repository``. Both call the same stage functions.
+- One repository: crawl -> validate_commits -> GitHub crawl -> validate_github -> select -> extract
+  -> validate_pairs, each step taking and returning a ``RepoState`` (a dict at the edges: XCom, the
+  CLI). A repository that was skipped (unreadable, rejected by select) passes through the steps
+  after untouched. ``process_repository`` runs the chain in a row.
+- The build: score -> validate_scores -> dedup -> validate_dedup -> validate_split ->
+  validate_balance_input -> balance -> validate_balance -> export. ``build`` runs it in a row.
+
+The DAGs run each step as a task of its own, so a failed gate is a red box of its own name, and
+only the GitHub step takes a slot of the GitHub pool.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import gates, ledger, spotcheck
+from codepairs import ledger, spotcheck
+from codepairs.balance import checks as balance_checks
 from codepairs.balance import synthesis
 from codepairs.balance import targets as balance
 from codepairs.config import PipelineConfig
+from codepairs.dedup import checks as dedup_checks
 from codepairs.dedup import deduplicate as dedup
 from codepairs.errors import GithubError, RateLimitWait, SourceError
+from codepairs.export import checks as export_checks
 from codepairs.export import dataset as export
+from codepairs.pairs import checks as pair_checks
 from codepairs.pairs import extract
+from codepairs.quality import checks as score_checks
 from codepairs.quality import score
 from codepairs.quality.features import load_rules
+from codepairs.sources import checks as source_checks
 from codepairs.sources import crawl, github_crawl, identity, selection
 
 log = logging.getLogger(__name__)
@@ -39,8 +53,13 @@ def shard(specs: list[str], max_shards: int) -> list[list[str]]:
     return [specs[i : i + size] for i in range(0, len(specs), size)]
 
 
-def candidates(config: PipelineConfig, repos: list[str] | None = None, search: str | None = None,
-               token: str | None = None, api_url: str | None = None) -> list[str]:
+def candidates(
+    config: PipelineConfig,
+    repos: list[str] | None = None,
+    search: str | None = None,
+    token: str | None = None,
+    api_url: str | None = None,
+) -> list[str]:
     """The repositories of a run: the given list (else the config's), then what the GitHub search
     query (given, else ``select.github_search``) finds, without repeats."""
     specs = list(repos or config.repositories)
@@ -67,9 +86,14 @@ def dry_run(engine: Engine, specs: list[str]) -> list[dict[str, Any]]:
     one's resolved source, and whether it is new (whole history) or crawled before (only what is new
     since its watermarks) or cannot be read (its reason). One log line each."""
     with engine.connect() as conn:
-        known = dict(conn.execute(sa.text(
-            "SELECT r.repo_id, count(s.branch) FROM repositories r LEFT JOIN crawl_state s USING (repo_id) "
-            "GROUP BY r.repo_id")).all())  # fmt: skip
+        known = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT r.repo_id, count(s.branch) FROM repositories r LEFT JOIN crawl_state s USING (repo_id) "
+                    "GROUP BY r.repo_id"
+                )
+            ).all()
+        )
     plan = []
     for spec in specs:
         try:
@@ -86,67 +110,138 @@ def dry_run(engine: Engine, specs: list[str]) -> list[dict[str, Any]]:
     return plan
 
 
+@dataclass
+class RepoState:
+    """Where one repository's chain stands: the crawl's result, then what each step added."""
+
+    crawl: dict[str, Any]  # crawl.CrawlResult.as_dict()
+    status: str  # crawled | skipped (select may skip a crawled repository)
+    skip_reason: str | None = None
+    skip_detail: str | None = None
+    commits_gate: dict[str, Any] | None = None
+    github_crawl: dict[str, Any] | None = None
+    github_error: str | None = None  # the GitHub crawl failed for good this run: the git side goes on
+    github_gate: dict[str, Any] | None = None
+    selection: dict[str, Any] | None = None
+    extract: dict[str, Any] | None = None
+    pairs_gate: dict[str, Any] | None = None
+
+    @property
+    def skipped(self) -> bool:
+        return self.status == "skipped"
+
+    @property
+    def repo_id(self) -> str:
+        return str(self.crawl["repo_id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.crawl["name"])
+
+    @classmethod
+    def from_crawl(cls, crawled: crawl.CrawlResult) -> RepoState:
+        d = crawled.as_dict()
+        return cls(d, d["status"], d["skip_reason"], d["skip_detail"])
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RepoState:
+        """The state as XCom carried it (``as_dict``)."""
+        own = {f.name for f in fields(cls)} - {"crawl"}
+        crawl_keys = {f.name for f in fields(crawl.CrawlResult)}
+        return cls(crawl={k: d[k] for k in crawl_keys}, **{k: d.get(k) for k in own})
+
+    def as_dict(self) -> dict[str, Any]:
+        """Flat: the crawl's figures at the top, then each step's result where it ran."""
+        steps = {k: v for k, v in asdict(self).items() if k != "crawl" and v is not None}
+        return {**self.crawl, "skip_reason": None, "skip_detail": None, **steps}
+
+
+State = TypeVar("State", RepoState, dict[str, Any])
+
+
+def chain_step(step: Callable[..., RepoState]) -> Callable[..., Any]:
+    """A step of the repository chain: given a skipped repository it returns it untouched; given the
+    state as a dict (from XCom) it returns a dict."""
+
+    @functools.wraps(step)
+    def run(engine: Engine, state: State, *args: Any) -> State:
+        typed = RepoState.from_dict(state) if isinstance(state, dict) else state
+        done = typed if typed.skipped else step(engine, typed, *args)
+        return done.as_dict() if isinstance(state, dict) else done
+
+    return run
+
+
 def crawl_step(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None) -> dict[str, Any]:
-    return crawl.crawl_repository(engine, spec, config.crawl, cwd).as_dict()
+    return RepoState.from_crawl(crawl.crawl_repository(engine, spec, config.crawl, cwd)).as_dict()
 
 
+@chain_step
+def validate_commits_step(engine: Engine, state: RepoState, config: PipelineConfig) -> RepoState:
+    state.commits_gate = source_checks.validate_commits(
+        engine, state.repo_id, state.crawl["run_id"], config.gates
+    ).as_dict()
+    return state
+
+
+@chain_step
 def github_step(
-    engine: Engine, state: dict[str, Any], config: PipelineConfig, token: str | None = None, api_url: str | None = None
-) -> dict[str, Any]:
+    engine: Engine, state: RepoState, config: PipelineConfig, token: str | None = None, api_url: str | None = None
+) -> RepoState:
     """Issues, PRs and reviews of a repository known on GitHub; raises ``RateLimitWait`` to defer."""
-    if state["status"] == "skipped" or not state.get("github") or not config.github.enabled:
+    if not state.crawl.get("github") or not config.github.enabled:
         return state
     from codepairs.sources.github_client import GithubClient
 
     with GithubClient(config.github, token, api_url) as client:
-        result = github_crawl.crawl_github(engine, state["repo_id"], state["github"], client, config.github,
-                                           state["web_url"])  # fmt: skip
-    return {**state, "github_crawl": result.as_dict()}
-
-
-def validate_github_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
-    if state["status"] == "skipped" or "github_crawl" not in state or state.get("github_error"):
-        return state
-    report = gates.validate_github(engine, state["repo_id"], state["github_crawl"]["run_id"], config.gates)
-    return {**state, "github_gate": report.as_dict()}
-
-
-def validate_commits_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
-    if state["status"] == "skipped":
-        return state
-    report = gates.validate_commits(engine, state["repo_id"], state["run_id"], config.gates)
-    return {**state, "commits_gate": report.as_dict()}
-
-
-def select_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
-    """Licence and activity checks on the crawled repository; a rejected one makes no pairs."""
-    if state["status"] == "skipped":
-        return state
-    if not config.select.enabled:  # no decision this time: an earlier rejection no longer holds
-        selection.forget(engine, state["repo_id"])
-        return state
-    chosen = selection.select_repository(engine, state["repo_id"], config.select, config.extract.bot_authors,
-                                         state.get("run_id"))  # fmt: skip
-    state = {**state, "selection": {"decision": chosen.decision, "summary": chosen.summary()}}
-    if chosen.decision == "reject":
-        return {**state, "status": "skipped", "skip_reason": "rejected_by_select", "skip_detail": chosen.summary()}
+        result = github_crawl.crawl_github(
+            engine, state.repo_id, state.crawl["github"], client, config.github, state.crawl["web_url"]
+        )
+    state.github_crawl = result.as_dict()
     return state
 
 
-def extract_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
-    if state["status"] == "skipped":
+@chain_step
+def validate_github_step(engine: Engine, state: RepoState, config: PipelineConfig) -> RepoState:
+    if state.github_crawl is None or state.github_error:
         return state
-    github = bool(state.get("github")) and config.github.enabled and not state.get("github_error")
-    result = extract.extract_repository(engine, state["repo_id"], config.extract, github)
+    state.github_gate = source_checks.validate_github(
+        engine, state.repo_id, state.github_crawl["run_id"], config.gates
+    ).as_dict()
+    return state
+
+
+@chain_step
+def select_step(engine: Engine, state: RepoState, config: PipelineConfig) -> RepoState:
+    """Licence and activity checks on the crawled repository; a rejected one makes no pairs."""
+    if not config.select.enabled:  # no decision this time: an earlier rejection no longer holds
+        selection.forget(engine, state.repo_id)
+        return state
+    chosen = selection.select_repository(
+        engine, state.repo_id, config.select, config.extract.bot_authors, state.crawl["run_id"]
+    )
+    state.selection = {"decision": chosen.decision, "summary": chosen.summary()}
+    if chosen.decision == "reject":
+        state.status, state.skip_reason, state.skip_detail = "skipped", "rejected_by_select", chosen.summary()
+    return state
+
+
+@chain_step
+def extract_step(engine: Engine, state: RepoState, config: PipelineConfig) -> RepoState:
+    github = bool(state.crawl.get("github")) and config.github.enabled and not state.github_error
+    result = extract.extract_repository(engine, state.repo_id, config.extract, github)
     spotcheck.save(engine, "extract", result.run_id)
-    return {**state, "extract": result.as_dict()}
+    state.extract = result.as_dict()
+    return state
 
 
-def validate_pairs_step(engine: Engine, state: dict[str, Any], config: PipelineConfig) -> dict[str, Any]:
-    if state["status"] == "skipped":
-        return state
-    report = gates.validate_pairs(engine, state["repo_id"], state["extract"]["run_id"], config.extract)
-    return {**state, "pairs_gate": report.as_dict()}
+@chain_step
+def validate_pairs_step(engine: Engine, state: RepoState, config: PipelineConfig) -> RepoState:
+    assert state.extract is not None
+    state.pairs_gate = pair_checks.validate_pairs(
+        engine, state.repo_id, state.extract["run_id"], config.extract
+    ).as_dict()
+    return state
 
 
 def raise_github_errors(states: list[dict[str, Any]]) -> None:
@@ -158,56 +253,103 @@ def raise_github_errors(states: list[dict[str, Any]]) -> None:
 
 
 def process_repository(
-    engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None, token: str | None = None,
+    engine: Engine,
+    spec: str,
+    config: PipelineConfig,
+    cwd: Path | None = None,
+    token: str | None = None,
     api_url: str | None = None,
 ) -> dict[str, Any]:
-    state = validate_commits_step(engine, crawl_step(engine, spec, config, cwd), config)
+    state = validate_commits_step(
+        engine, RepoState.from_crawl(crawl.crawl_repository(engine, spec, config.crawl, cwd)), config
+    )
     try:
         state = github_step(engine, state, config, token, api_url)
     except (GithubError, RateLimitWait) as err:  # the git side goes on; the next run resumes GitHub's
-        state = {**state, "github_error": str(err)}
+        state.github_error = str(err)
     for step in (validate_github_step, select_step, extract_step, validate_pairs_step):
         state = step(engine, state, config)
-    return state
+    return state.as_dict()
 
 
-def score_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """Score and classify every gated pair not scored under the current rules, rank, then the score gate."""
-    rules = load_rules(config.score.rules_path())
-    result = score.score_pairs(engine, config.score, rules)
+# The build, one function per DAG task (named as the task), then each stage with its gates in a row.
+def score_pairs(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """Score and classify every gated pair not scored under the current rules, then rank."""
+    result = score.score_pairs(engine, config.score, load_rules(config.score.rules_path()))
     spotcheck.save(engine, "score", result.run_id)
-    report = gates.validate_scores(engine, result.run_id, score.rules_digest(rules))
-    return {**result.as_dict(), "gate": report.as_dict()}
+    return result.as_dict()
 
 
-def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """Dedup every gated pair not yet seen, then the dedup gate over the whole state, then the split
-    gate (no train pair near-duplicates a validation pair)."""
+def validate_scores(engine: Engine, config: PipelineConfig, scored: dict[str, Any]) -> dict[str, Any]:
+    rules = load_rules(config.score.rules_path())
+    return score_checks.validate_scores(engine, scored["run_id"], score.rules_digest(rules)).as_dict()
+
+
+def dedup_pairs(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """Dedup every gated pair not yet seen, then rank again (groups changed: one selected member each)."""
     result = dedup.dedup_pairs(engine, config.dedup)
     spotcheck.save(engine, "dedup", result.run_id)
-    score.rank_pairs(engine, config.score)  # groups changed: one selected member per group
-    report = gates.validate_dedup(engine, result.run_id, config.dedup)
-    split = gates.validate_split(engine, result.run_id, config.dedup, config.export)
-    return {**result.as_dict(), "gate": report.as_dict(), "split_gate": split.as_dict()}
+    score.rank_pairs(engine, config.score)
+    return result.as_dict()
 
 
-def balance_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """The gate on the selected pairs, the balance to the category targets (synthesising where short),
-    then the gate on the balanced set."""
-    b = config.balance
+def validate_dedup(engine: Engine, config: PipelineConfig, deduped: dict[str, Any]) -> dict[str, Any]:
+    return dedup_checks.validate_dedup(engine, deduped["run_id"], config.dedup).as_dict()
+
+
+def validate_split(engine: Engine, config: PipelineConfig, deduped: dict[str, Any]) -> dict[str, Any]:
+    """No train pair near-duplicates a validation pair."""
+    return export_checks.validate_split(engine, deduped["run_id"], config.dedup, config.export).as_dict()
+
+
+def validate_balance_input(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """The gate on the selected pairs, in a run of its own (it guards the balance to come)."""
     with ledger.stage_run(engine, "balance_input") as run:
-        run.report(gates.validate_balance_input(engine, run.run_id, config.dedup, b))
+        report = balance_checks.validate_balance_input(engine, run.run_id, config.dedup, config.balance)
+        run.report(report)
+    return report.as_dict()
+
+
+def balance_dataset(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """The balance to the category targets, synthesising where short."""
+    b = config.balance
     client = None
     if b.enabled and b.llm_url and b.llm_model:
         client = synthesis.make_client(b.llm_url, os.environ.get(b.llm_api_key_env))
     result = balance.balance_pairs(engine, b, client).as_dict()
     spotcheck.save(engine, "balance", result["run_id"])
-    report = gates.validate_balance(engine, result["run_id"], result, b)
-    return {**result, "gate": report.as_dict()}
+    return result
+
+
+def validate_balance(engine: Engine, config: PipelineConfig, balanced: dict[str, Any]) -> dict[str, Any]:
+    return balance_checks.validate_balance(engine, balanced["run_id"], balanced, config.balance).as_dict()
+
+
+def score_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """Score, rank, then the score gate (``codepairs score``)."""
+    result = score_pairs(engine, config)
+    return {**result, "gate": validate_scores(engine, config, result)}
+
+
+def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """Dedup, then the dedup gate and the split gate (``codepairs dedup``)."""
+    result = dedup_pairs(engine, config)
+    return {
+        **result,
+        "gate": validate_dedup(engine, config, result),
+        "split_gate": validate_split(engine, config, result),
+    }
+
+
+def balance_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """The gate on the selected pairs, the balance, then the gate on the balanced set."""
+    validate_balance_input(engine, config)
+    result = balance_dataset(engine, config)
+    return {**result, "gate": validate_balance(engine, config, result)}
 
 
 def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.ExportResult:
-    """Score, dedup, balance (each gated), then export the balanced set: what ``codepairs_build`` and
+    """Every build stage in a row, each gated, then the export: what ``codepairs_build`` and
     ``codepairs export`` do."""
     score_step(engine, config)
     dedup_step(engine, config)

@@ -22,8 +22,15 @@ def _duration(seconds: float) -> str:
 class Progress:
     """Counts items done; ``total`` may be None (unknown) or an estimate that the count outgrows."""
 
-    def __init__(self, log: logging.Logger, label: str, total: int | None, unit: str = "items",
-                 every: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+    def __init__(
+        self,
+        log: logging.Logger,
+        label: str,
+        total: int | None,
+        unit: str = "items",
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.log, self.label, self.total, self.unit, self.every, self.clock = log, label, total, unit, every, clock
         self.done = 0
         self.started = self.last = clock()
@@ -41,8 +48,10 @@ class Progress:
         share = f"{100 * self.done / self.total:.0f}%" if self.total else "100%"
         left = (max(self.total - self.done, 0) / rate) if rate > 0 else None
         eta = f"about {_duration(left)} left" if left is not None else "time left unknown"
-        return (f"{self.label}: {self.done:,} of {self.total:,} {self.unit} ({share}), {rate:,.0f}/s, "
-                f"{_duration(elapsed)} so far, {eta}")  # fmt: skip
+        return (
+            f"{self.label}: {self.done:,} of {self.total:,} {self.unit} ({share}), {rate:,.0f}/s, "
+            f"{_duration(elapsed)} so far, {eta}"
+        )
 
     def report(self) -> None:
         self.last = self.clock()
@@ -52,5 +61,11 @@ class Progress:
         """The last line: what was done and how fast, whatever the rhythm."""
         elapsed = self.clock() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
-        self.log.info("%s: finished, %s %s in %s (%s/s)", self.label, f"{self.done:,}", self.unit, _duration(elapsed),
-                      f"{rate:,.0f}")  # fmt: skip
+        self.log.info(
+            "%s: finished, %s %s in %s (%s/s)",
+            self.label,
+            f"{self.done:,}",
+            self.unit,
+            _duration(elapsed),
+            f"{rate:,.0f}",
+        )

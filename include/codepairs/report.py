@@ -17,17 +17,22 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
     """Totals of the runs started since ``since`` (all runs if None) and of what is stored."""
     params = {"since": since or datetime(1970, 1, 1)}
     with engine.connect() as conn:
-        crawls = conn.execute(
-            sa.text(
-                "SELECT r.name, r.source, r.status, r.skip_reason, "
-                "COALESCE(SUM((x.stats->>'commits_read')::bigint), 0) AS read, "
-                "COALESCE(SUM((x.stats->>'commits_new')::bigint), 0) AS new "
-                "FROM runs x JOIN repositories r ON r.repo_id = x.repo_id "
-                "WHERE x.stage = 'crawl' AND x.started_at >= :since GROUP BY r.name, r.source, r.status, r.skip_reason "
-                "ORDER BY r.name"
-            ),
-            params,
-        ).mappings().all()
+        crawls = (
+            conn.execute(
+                sa.text(
+                    "SELECT r.name, r.source, r.status, r.skip_reason, "
+                    "COALESCE(SUM((x.stats->>'commits_read')::bigint), 0) AS read, "
+                    "COALESCE(SUM((x.stats->>'commits_new')::bigint), 0) AS new "
+                    "FROM runs x JOIN repositories r ON r.repo_id = x.repo_id "
+                    "WHERE x.stage = 'crawl' AND x.started_at >= :since "
+                    "GROUP BY r.name, r.source, r.status, r.skip_reason "
+                    "ORDER BY r.name"
+                ),
+                params,
+            )
+            .mappings()
+            .all()
+        )
         pairs_new = conn.execute(
             sa.text(
                 "SELECT COALESCE(SUM((stats->>'pairs_new')::bigint), 0) FROM runs "
@@ -38,25 +43,37 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
         skipped = conn.execute(
             sa.text("SELECT reason, count(*) FROM skips WHERE stage = 'extract' GROUP BY reason ORDER BY 2 DESC, 1")
         ).all()
-        totals = conn.execute(
-            sa.text("SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs)")
-        ).one()
+        totals = conn.execute(sa.text("SELECT (SELECT count(*) FROM commits), (SELECT count(*) FROM pairs)")).one()
         by_kind = conn.execute(sa.text("SELECT kind, count(*) FROM pairs GROUP BY kind ORDER BY 2 DESC, 1")).all()
         github = conn.execute(
-            sa.text("SELECT (SELECT count(*) FROM gh_issues), (SELECT count(*) FROM gh_pulls), "
-                    "(SELECT count(*) FROM gh_review_comments), (SELECT count(*) FROM gh_links)")
-        ).one()  # fmt: skip
-        selection = conn.execute(
-            sa.text("SELECT r.name, s.decision, s.licence, s.reasons FROM repo_selection s "
-                    "JOIN repositories r USING (repo_id) ORDER BY r.name")
-        ).mappings().all()  # fmt: skip
+            sa.text(
+                "SELECT (SELECT count(*) FROM gh_issues), (SELECT count(*) FROM gh_pulls), "
+                "(SELECT count(*) FROM gh_review_comments), (SELECT count(*) FROM gh_links)"
+            )
+        ).one()
+        selection = (
+            conn.execute(
+                sa.text(
+                    "SELECT r.name, s.decision, s.licence, s.reasons FROM repo_selection s "
+                    "JOIN repositories r USING (repo_id) ORDER BY r.name"
+                )
+            )
+            .mappings()
+            .all()
+        )
         scores = conn.execute(
-            sa.text("SELECT category, count(*), count(*) FILTER (WHERE selected), round(avg(score)::numeric, 3) "
-                    "FROM pair_scores GROUP BY category ORDER BY 2 DESC, 1")
-        ).all()  # fmt: skip
-        export = conn.execute(
-            sa.text("SELECT out_dir, rows, files, export_id FROM exports ORDER BY created_at DESC LIMIT 1")
-        ).mappings().first()
+            sa.text(
+                "SELECT category, count(*), count(*) FILTER (WHERE selected), round(avg(score)::numeric, 3) "
+                "FROM pair_scores GROUP BY category ORDER BY 2 DESC, 1"
+            )
+        ).all()
+        export = (
+            conn.execute(
+                sa.text("SELECT out_dir, rows, files, export_id FROM exports ORDER BY created_at DESC LIMIT 1")
+            )
+            .mappings()
+            .first()
+        )
     return {
         "repositories": [dict(r) for r in crawls],
         "commits_read": sum(r["read"] for r in crawls),
@@ -68,13 +85,19 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
         "pairs_by_kind": dict(by_kind),
         "github_stored": dict(zip(("issues", "pull_requests", "review_comments", "links"), github, strict=True)),
         "selection": [
-            {"name": r["name"], "decision": r["decision"], "licence": r["licence"],
-             "failed": [f"{c['name']}={c['value']} (needs {c['threshold']})" for c in r["reasons"] if not c["passed"]]}
+            {
+                "name": r["name"],
+                "decision": r["decision"],
+                "licence": r["licence"],
+                "failed": [
+                    f"{c['name']}={c['value']} (needs {c['threshold']})" for c in r["reasons"] if not c["passed"]
+                ],
+            }
             for r in selection
         ],
         "categories": {c: {"scored": n, "selected": k, "mean_score": float(m)} for c, n, k, m in scores},
         "export": dict(export) if export else None,
-    }  # fmt: skip
+    }
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -98,10 +121,16 @@ def format_summary(s: dict[str, Any]) -> str:
             lines.append(f"  {r['name']:<32} {r['decision']:<7} {r['licence'] or 'no licence'}{why}")
     if s["categories"]:
         lines.append("pairs scored by category (selected, mean score):")
-        lines += [f"  {c:<14} {v['scored']:>8}  selected {v['selected']:>8}  mean {v['mean_score']:.3f}"
-                  for c, v in s["categories"].items()]  # fmt: skip
+        lines += [
+            f"  {c:<14} {v['scored']:>8}  selected {v['selected']:>8}  mean {v['mean_score']:.3f}"
+            for c, v in s["categories"].items()
+        ]
     if s["export"]:
         e = s["export"]
-        lines += ["", f"export folder : {e['out_dir']}", f"manifest      : {e['out_dir']}/manifest.json "
-                  f"({e['rows']} pairs in {e['files']} files, sha256 {e['export_id'][:16]}…)"]  # fmt: skip
+        lines += [
+            "",
+            f"export folder : {e['out_dir']}",
+            f"manifest      : {e['out_dir']}/manifest.json "
+            f"({e['rows']} pairs in {e['files']} files, sha256 {e['export_id'][:16]}…)",
+        ]
     return "\n".join(lines)

@@ -58,11 +58,20 @@ def save(engine: Engine, stage: str, run_id: str, size: int = SIZE) -> Path | No
         return None
     with engine.begin() as conn:
         conn.execute(
-            sa.text("INSERT INTO spot_checks (stage, run_id, pair_id, sample) VALUES (:s, :r, :p, CAST(:j AS jsonb)) "
-                    "ON CONFLICT DO NOTHING"),
-            [{"s": stage, "r": run_id, "p": f"{r['pair_id']}:{r.get('copy', 1)}",
-              "j": ledger.canonical_json({k: v for k, v in r.items() if k != "response"})} for r in rows],
-        )  # fmt: skip
+            sa.text(
+                "INSERT INTO spot_checks (stage, run_id, pair_id, sample) VALUES (:s, :r, :p, CAST(:j AS jsonb)) "
+                "ON CONFLICT DO NOTHING"
+            ),
+            [
+                {
+                    "s": stage,
+                    "r": run_id,
+                    "p": f"{r['pair_id']}:{r.get('copy', 1)}",
+                    "j": ledger.canonical_json({k: v for k, v in r.items() if k != "response"}),
+                }
+                for r in rows
+            ],
+        )
     path = folder() / stage / f"{run_id}.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render(stage, run_id, rows), encoding="utf-8")
@@ -75,10 +84,28 @@ def render(stage: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
         decided = {k: v for k, v in r.items() if k not in ("pair_id", "instruction", "response", "features")}
         lines += [f"## {i}. `{r['pair_id']}`", "", "- " + "\n- ".join(f"**{k}**: {v}" for k, v in decided.items()), ""]
         if r.get("features"):
-            lines += ["<details><summary>features</summary>", "", ledger.canonical_json(r["features"]), "",
-                      "</details>", ""]  # fmt: skip
+            lines += [
+                "<details><summary>features</summary>",
+                "",
+                ledger.canonical_json(r["features"]),
+                "",
+                "</details>",
+                "",
+            ]
         response = (r.get("response") or "").splitlines()
         more = f"\n… {len(response) - RESPONSE_LINES} more lines" if len(response) > RESPONSE_LINES else ""
-        lines += ["**Instruction**", "", "```text", (r.get("instruction") or "").strip(), "```", "",
-                  "**Response**", "", "```diff", "\n".join(response[:RESPONSE_LINES]) + more, "```", ""]  # fmt: skip
+        lines += [
+            "**Instruction**",
+            "",
+            "```text",
+            (r.get("instruction") or "").strip(),
+            "```",
+            "",
+            "**Response**",
+            "",
+            "```diff",
+            "\n".join(response[:RESPONSE_LINES]) + more,
+            "```",
+            "",
+        ]
     return "\n".join(lines)

@@ -31,14 +31,22 @@ POOLS: dict[str, tuple[int, str]] = {
 # Retrying cannot fix data a gate refused, nor a configuration error: fail those at once.
 NO_RETRY_ON_BAD_DATA = ExceptionRetryPolicy(
     rules=[
-        RetryRule(exception="codepairs.errors.GateFailedError", action=RetryAction.FAIL,
-                  reason="a data-quality gate refused the data; fix the data, then clear the task"),
-        RetryRule(exception="codepairs.errors.ConfigError", action=RetryAction.FAIL,
-                  reason="bad configuration or parameters"),
-        RetryRule(exception="codepairs.errors.GithubError", action=RetryAction.FAIL,
-                  reason="GitHub kept failing after the client's retries; the next run resumes from the cursors"),
+        RetryRule(
+            exception="codepairs.errors.GateFailedError",
+            action=RetryAction.FAIL,
+            reason="a data-quality gate refused the data; fix the data, then clear the task",
+        ),
+        RetryRule(
+            exception="codepairs.errors.ConfigError", action=RetryAction.FAIL, reason="bad configuration or parameters"
+        ),
+        RetryRule(
+            exception="codepairs.errors.GithubError",
+            action=RetryAction.FAIL,
+            reason="GitHub kept failing after the client's retries; the next run resumes from the cursors",
+        ),
     ]
-)  # fmt: skip
+)
+
 
 def worker_hostname() -> str:
     """``[core] hostname_callable`` for several Celery workers on one machine: the worker's name
@@ -98,20 +106,24 @@ def pipeline_database_url() -> str | None:
         return None
     socket_dir = conn.host if conn.host and conn.host.startswith("/") else None
     url = URL.create(
-        "postgresql+psycopg", username=conn.login or None, password=conn.password or None,
-        host=None if socket_dir else conn.host or None, port=conn.port or None, database=conn.schema or None,
+        "postgresql+psycopg",
+        username=conn.login or None,
+        password=conn.password or None,
+        host=None if socket_dir else conn.host or None,
+        port=conn.port or None,
+        database=conn.schema or None,
         query={"host": socket_dir} if socket_dir else {},
-    )  # fmt: skip
+    )
     return url.render_as_string(hide_password=False)
 
 
-def engine():  # type: ignore[no-untyped-def]
+def engine():
     from codepairs import store
 
     return store.get_engine(pipeline_database_url())
 
 
-def pipeline_config(params: dict[str, Any]):  # type: ignore[no-untyped-def]
+def pipeline_config(params: dict[str, Any]):
     """The YAML config with this run's trigger-form Params applied on top."""
     from codepairs.config import load_config
 

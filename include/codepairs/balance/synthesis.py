@@ -79,8 +79,11 @@ def _function_of(node: Any) -> tuple[str, Any] | None:
         return (_text(name), node) if name is not None else None
     if node.type == "variable_declarator":
         name, value = node.child_by_field_name("name"), node.child_by_field_name("value")
-        if name is not None and value is not None and value.type in ("arrow_function", "function_expression",
-                                                                     "function"):  # fmt: skip
+        if (
+            name is not None
+            and value is not None
+            and value.type in ("arrow_function", "function_expression", "function")
+        ):
             return _text(name), value
         if name is not None and value is not None and value.type == "call_expression":  # forwardRef(...), memo(...)
             for arg in _walk(value):
@@ -200,8 +203,9 @@ def make_client(url: str, api_key: str | None) -> Any:
     return openai.OpenAI(base_url=url, api_key=api_key or "unused", max_retries=3, timeout=120)
 
 
-def llm_pair(client: Any, model: str, example: Mapping[str, Any], category: str, seed: int,
-             max_tokens: int) -> tuple[str, str] | None:  # fmt: skip
+def llm_pair(
+    client: Any, model: str, example: Mapping[str, Any], category: str, seed: int, max_tokens: int
+) -> tuple[str, str] | None:
     """A new (instruction, response) of ``category`` from an OpenAI-compatible endpoint, written after
     a real example; None (logged) when the call fails or the answer is not the JSON asked for."""
     import openai
@@ -214,9 +218,12 @@ def llm_pair(client: Any, model: str, example: Mapping[str, Any], category: str,
     )
     try:
         answer = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": prompt}], temperature=0, seed=seed,
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=0,
+            seed=seed,
             max_tokens=max_tokens,
-        )  # fmt: skip
+        )
         content = (answer.choices[0].message.content or "").strip() if answer.choices else ""
     except openai.OpenAIError as err:
         log.warning("synthesis: the model failed for %s: %s", example["pair_id"], type(err).__name__)
@@ -226,8 +233,11 @@ def llm_pair(client: Any, model: str, example: Mapping[str, Any], category: str,
         data = json.loads(content)
     except ValueError:
         data = None
-    if not isinstance(data, dict) or not str(data.get("instruction", "")).strip() or not str(
-            data.get("response", "")).strip():  # fmt: skip
+    if (
+        not isinstance(data, dict)
+        or not str(data.get("instruction", "")).strip()
+        or not str(data.get("response", "")).strip()
+    ):
         log.warning("synthesis: the model's answer for %s was not the JSON asked for; skipped", example["pair_id"])
         return None
     return str(data["instruction"]).strip(), str(data["response"])

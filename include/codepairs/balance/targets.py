@@ -72,8 +72,9 @@ CROSS JOIN LATERAL jsonb_array_elements_text(p.files) AS f(path)
 WHERE s.selected AND s.category = 'ui_component' AND f.path ~* '\\.(tsx|jsx)$' AND r.mirror_path IS NOT NULL
 ORDER BY p.repo_id, f.path, p.author_date DESC, p.pair_id
 """
-SYNTHETIC_COLUMNS = ("pair_id", "method", "source_pair_id", "repo_id", "category", "instruction", "response",
-                     "response_sha256", "detail")  # fmt: skip
+SYNTHETIC_COLUMNS = tuple(
+    ("pair_id method source_pair_id repo_id category instruction response response_sha256 detail").split()
+)
 
 
 @dataclass
@@ -118,7 +119,7 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
     with ledger.stage_run(engine, "balance") as run:
         result = BalanceResult(run_id=run.run_id)
         run.report(result)
-        plans = _plan(engine, config)
+        plans = plan_categories(engine, config)
         result.total_target = sum(p.target for p in plans.values())
         _fill(engine, plans, run.run_id, config.max_copies if config.enabled else 1, config, llm_client)
         with engine.begin() as conn:
@@ -129,25 +130,36 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
     return result
 
 
-def _plan(engine: Engine, config: BalanceConfig) -> dict[str, CategoryPlan]:
+def plan_categories(engine: Engine, config: BalanceConfig) -> dict[str, CategoryPlan]:
     """Each category's target (from the config's total and shares; balance off: what was selected) and
     the selected pairs available for it."""
     with engine.connect() as conn:
         available = {c: int(n) for c, n in conn.execute(sa.text(AVAILABLE)).all()}
-    goal = targets(config.total if config.total is not None else sum(available.values()), config.shares) \
-        if config.enabled else dict(available)  # fmt: skip
+    goal = (
+        targets(config.total if config.total is not None else sum(available.values()), config.shares)
+        if config.enabled
+        else dict(available)
+    )
     return {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
 
 
-def _fill(engine: Engine, plans: dict[str, CategoryPlan], run_id: str, max_copies: int, config: BalanceConfig,
-          llm_client: Any) -> None:  # fmt: skip
+def _fill(
+    engine: Engine, plans: dict[str, CategoryPlan], run_id: str, max_copies: int, config: BalanceConfig, llm_client: Any
+) -> None:
     """The real slots (one statement), then synthetic ones where a category is short."""
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM balanced"))
-        conn.execute(sa.text(REAL_SLOTS), {"run": run_id, "max_copies": max_copies,
-                                           "targets": ledger.canonical_json({c: p.target for c, p in plans.items()})})
-        for category, copy, n in conn.execute(sa.text(
-                "SELECT category, copy = 1, count(*) FROM balanced GROUP BY 1, 2")).all():  # fmt: skip
+        conn.execute(
+            sa.text(REAL_SLOTS),
+            {
+                "run": run_id,
+                "max_copies": max_copies,
+                "targets": ledger.canonical_json({c: p.target for c, p in plans.items()}),
+            },
+        )
+        for category, copy, n in conn.execute(
+            sa.text("SELECT category, copy = 1, count(*) FROM balanced GROUP BY 1, 2")
+        ).all():
             if copy:
                 plans[category].selected = int(n)
             else:
@@ -162,8 +174,10 @@ def _fill(engine: Engine, plans: dict[str, CategoryPlan], run_id: str, max_copie
 def slots_digest(conn: Connection) -> tuple[int, str]:
     """(rows, sha256) of the balanced set, streamed in slot order: the batch record and the gate both
     compute it this way."""
-    rows = conn.execute(sa.text("SELECT pair_id, copy, category, synthetic FROM balanced ORDER BY pair_id, copy"),
-                        execution_options={"stream_results": True, "yield_per": 10_000})  # this statement only
+    rows = conn.execute(
+        sa.text("SELECT pair_id, copy, category, synthetic FROM balanced ORDER BY pair_id, copy"),
+        execution_options={"stream_results": True, "yield_per": 10_000},
+    )  # this statement only
     digest, n = hashlib.sha256(), 0
     for pair_id, copy, category, synthetic in rows:
         digest.update(f"{pair_id}:{copy}:{category}:{int(synthetic)}\n".encode())
@@ -180,8 +194,7 @@ def _seal(conn: Connection, run: ledger.StageRun) -> tuple[int, str]:
     return n, batch.batch_id
 
 
-def _synthesise(engine: Engine, category: str, budget: int, run_id: str, config: BalanceConfig,
-                llm_client: Any) -> int:  # fmt: skip
+def _synthesise(engine: Engine, category: str, budget: int, run_id: str, config: BalanceConfig, llm_client: Any) -> int:
     """Up to ``budget`` synthetic slots for ``category``: UI components from real component files
     first, then (when configured) the LLM synthesiser. Synthetic pairs are stored once and reused."""
     made: list[str] = []
@@ -191,10 +204,12 @@ def _synthesise(engine: Engine, category: str, budget: int, run_id: str, config:
         made += _llm_pairs(engine, category, budget - len(made), config, llm_client)
     with engine.begin() as conn:
         conn.execute(
-            sa.text("INSERT INTO balanced (pair_id, copy, category, synthetic, reason, run_id) "
-                    "SELECT unnest(CAST(:ids AS text[])), 1, :c, true, 'synthetic', :run"),
+            sa.text(
+                "INSERT INTO balanced (pair_id, copy, category, synthetic, reason, run_id) "
+                "SELECT unnest(CAST(:ids AS text[])), 1, :c, true, 'synthetic', :run"
+            ),
             {"ids": made, "c": category, "run": run_id},
-        )  # fmt: skip
+        )
     return len(made)
 
 
@@ -202,10 +217,12 @@ def _store_synthetic(engine: Engine, rows: list[tuple[Any, ...]]) -> None:
     if rows:
         with engine.begin() as conn:
             conn.execute(
-                sa.text(f"INSERT INTO synthetic_pairs ({', '.join(SYNTHETIC_COLUMNS)}) VALUES "
-                        f"({', '.join(':' + c for c in SYNTHETIC_COLUMNS)}) ON CONFLICT (pair_id) DO NOTHING"),
+                sa.text(
+                    f"INSERT INTO synthetic_pairs ({', '.join(SYNTHETIC_COLUMNS)}) VALUES "
+                    f"({', '.join(':' + c for c in SYNTHETIC_COLUMNS)}) ON CONFLICT (pair_id) DO NOTHING"
+                ),
                 [dict(zip(SYNTHETIC_COLUMNS, r, strict=True)) for r in rows],
-            )  # fmt: skip
+            )
 
 
 def _ui_components(engine: Engine, budget: int) -> list[str]:
@@ -213,10 +230,12 @@ def _ui_components(engine: Engine, budget: int) -> list[str]:
     ids: list[str] = []
     new: list[tuple[Any, ...]] = []
     with engine.connect() as conn:
-        stored = set(conn.execute(sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = 'ui_component'"))
-                     .scalars())  # fmt: skip
-        sources = conn.execute(sa.text(UI_SOURCES), execution_options={"stream_results": True,
-                                                                       "yield_per": 200}).mappings()  # fmt: skip
+        stored = set(
+            conn.execute(sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = 'ui_component'")).scalars()
+        )
+        sources = conn.execute(
+            sa.text(UI_SOURCES), execution_options={"stream_results": True, "yield_per": 200}
+        ).mappings()
         for src in sources:
             if len(ids) >= budget:
                 break
@@ -239,18 +258,31 @@ def _ui_component(src: Mapping[str, Any], stored: set[str]) -> tuple[Any, ...] |
     if made is None:
         return None
     instruction, response = made
-    return (pair_id, "ui_component", src["pair_id"], src["repo_id"], "ui_component", instruction, response,
-            hashlib.sha256(response.encode()).hexdigest(),
-            ledger.canonical_json({"path": src["path"], "commit": src["commit_sha"]}))  # fmt: skip
+    return (
+        pair_id,
+        "ui_component",
+        src["pair_id"],
+        src["repo_id"],
+        "ui_component",
+        instruction,
+        response,
+        hashlib.sha256(response.encode()).hexdigest(),
+        ledger.canonical_json({"path": src["path"], "commit": src["commit_sha"]}),
+    )
 
 
 def _blob(mirror: Path, commit: str, path: str) -> bytes | None:
     """A file as of a commit, from the mirror's object database (nothing checked out or run); None when
     it is missing or larger than a component file may be."""
+
     def git(*args: str) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(["git", *gitlog.GIT_SAFE, f"--git-dir={mirror}", *args], capture_output=True,
-                              stdin=subprocess.DEVNULL, env={**os.environ, **gitlog.GIT_LOG_ENV},
-                              timeout=60)  # fmt: skip
+        return subprocess.run(
+            ["git", *gitlog.GIT_SAFE, f"--git-dir={mirror}", *args],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **gitlog.GIT_LOG_ENV},
+            timeout=60,
+        )
 
     size = git("cat-file", "-s", f"{commit}:{path}")
     if size.returncode != 0 or int(size.stdout) > synthesis.MAX_COMPONENT_BYTES:
@@ -262,14 +294,23 @@ def _blob(mirror: Path, commit: str, path: str) -> bytes | None:
 def _llm_pairs(engine: Engine, category: str, budget: int, config: BalanceConfig, client: Any) -> list[str]:
     """Synthetic pairs of ``category`` written by the configured model after the best real pairs."""
     with engine.connect() as conn:
-        seeds = conn.execute(sa.text(
-            "SELECT p.pair_id, p.repo_id, p.instruction, COALESCE(p.response, c.diff) AS response "
-            "FROM pair_scores s JOIN dedup d ON d.pair_id = s.pair_id JOIN pairs p ON p.pair_id = s.pair_id "
-            "LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha "
-            "WHERE s.selected AND s.category = :c ORDER BY s.score DESC, s.pair_id LIMIT :n"),
-            {"c": category, "n": budget}).mappings().all()  # fmt: skip
-        stored = set(conn.execute(sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = :m"),
-                                  {"m": f"llm:{config.llm_model}"}).scalars())  # fmt: skip
+        seeds = (
+            conn.execute(
+                sa.text(
+                    "SELECT p.pair_id, p.repo_id, p.instruction, p.response FROM pair_scores s "
+                    "JOIN dedup d ON d.pair_id = s.pair_id JOIN pair_texts p ON p.pair_id = s.pair_id "
+                    "WHERE s.selected AND s.category = :c ORDER BY s.score DESC, s.pair_id LIMIT :n"
+                ),
+                {"c": category, "n": budget},
+            )
+            .mappings()
+            .all()
+        )
+        stored = set(
+            conn.execute(
+                sa.text("SELECT pair_id FROM synthetic_pairs WHERE method = :m"), {"m": f"llm:{config.llm_model}"}
+            ).scalars()
+        )
     ids: list[str] = []
     method = f"llm:{config.llm_model}"
     for seed in seeds:
@@ -278,13 +319,32 @@ def _llm_pairs(engine: Engine, category: str, budget: int, config: BalanceConfig
             ids.append(pair_id)
             continue
         # The request's seed comes from the source pair: the same question gets the same seed every run.
-        made = synthesis.llm_pair(client, config.llm_model, seed, category, seed=int(seed["pair_id"][:8], 16),
-                                  max_tokens=config.llm_max_tokens)  # fmt: skip
+        made = synthesis.llm_pair(
+            client,
+            config.llm_model,
+            seed,
+            category,
+            seed=int(seed["pair_id"][:8], 16),
+            max_tokens=config.llm_max_tokens,
+        )
         if made is None:
             continue
         instruction, response = made
-        _store_synthetic(engine, [(pair_id, method, seed["pair_id"], seed["repo_id"], category, instruction, response,
-                                   hashlib.sha256(response.encode()).hexdigest(),
-                                   ledger.canonical_json({"model": config.llm_model}))])  # stored as it comes
+        _store_synthetic(
+            engine,
+            [
+                (
+                    pair_id,
+                    method,
+                    seed["pair_id"],
+                    seed["repo_id"],
+                    category,
+                    instruction,
+                    response,
+                    hashlib.sha256(response.encode()).hexdigest(),
+                    ledger.canonical_json({"model": config.llm_model}),
+                )
+            ],
+        )  # stored as it comes
         ids.append(pair_id)
     return ids

@@ -44,12 +44,20 @@ KIND_RANK = {"debugging": 0, "issue_pr": 1, "review": 2, "commit": 3}
 TODO = "SELECT count(*) FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)"
 # The pairs of a keyset range still to do (a range, not a list of ids: one parameter however big the batch).
 PENDING = """
-SELECT p.pair_id, p.kind, p.instruction, p.response, s.score FROM pair_texts p
-JOIN batches b ON b.batch_id = p.batch_id AND b.validated
+SELECT p.pair_id, p.kind, p.instruction, p.response, s.score FROM gated_pairs p
 LEFT JOIN pair_scores s ON s.pair_id = p.pair_id
-WHERE p.pair_id BETWEEN :first AND :last AND NOT p.orphaned
+WHERE p.pair_id BETWEEN :first AND :last
   AND NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)
 ORDER BY p.pair_id
+"""
+
+
+# The dedup state in figures: what the dataset card and the dashboard show.
+FIGURES = """
+SELECT count(*) AS deduplicated, count(*) FILTER (WHERE duplicate_of IS NULL) AS kept,
+       count(*) FILTER (WHERE reason = 'exact') AS exact, count(*) FILTER (WHERE reason = 'near') AS near,
+       count(DISTINCT duplicate_of) AS groups
+FROM dedup
 """
 
 
@@ -89,9 +97,19 @@ def shingles(text: str, size: int) -> list[bytes]:
 
 # Shingle hashes: each token's CRC-32 (cached), combined over the shingle's positions with odd 64-bit
 # constants; then folded to 32 bits.
-_POSITION = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0x85EBCA77C2B2AE63,
-                      0x27D4EB2F165667C5, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB],
-                     dtype=np.uint64)  # fmt: skip
+_POSITION = np.array(
+    [
+        0x9E3779B97F4A7C15,
+        0xC2B2AE3D27D4EB4F,
+        0x165667B19E3779F9,
+        0x85EBCA77C2B2AE63,
+        0x27D4EB2F165667C5,
+        0xFF51AFD7ED558CCD,
+        0xC4CEB9FE1A85EC53,
+        0x94D049BB133111EB,
+    ],
+    dtype=np.uint64,
+)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT = np.uint64(32)
 
@@ -122,8 +140,11 @@ def signatures(texts: Sequence[str], config: DedupConfig) -> np.ndarray:
     return text_hashes([""] * len(texts), texts, config)[1]
 
 
-def text_hashes(instructions: Sequence[str], responses: Sequence[str], config: DedupConfig,
-                ) -> tuple[list[str], np.ndarray]:  # fmt: skip
+def text_hashes(
+    instructions: Sequence[str],
+    responses: Sequence[str],
+    config: DedupConfig,
+) -> tuple[list[str], np.ndarray]:
     """Each pair's exact hash and its response's signature: the same values as ``exact_hash`` and
     ``token_signatures`` of the split responses, from the responses' UTF-8 bytes in numpy when their
     whitespace is all ASCII (else through ``str.split``)."""
@@ -132,8 +153,10 @@ def text_hashes(instructions: Sequence[str], responses: Sequence[str], config: D
         tokens = [r.split() for r in responses]
         return [_exact_hash(i, t) for i, t in zip(instructions, tokens, strict=True)], token_signatures(tokens, config)
     ids, counts, normalised = found
-    hashes = [hashlib.sha256(normalise(i).encode() + b"\x00" + r).hexdigest()
-              for i, r in zip(instructions, normalised, strict=True)]  # fmt: skip
+    hashes = [
+        hashlib.sha256(normalise(i).encode() + b"\x00" + r).hexdigest()
+        for i, r in zip(instructions, normalised, strict=True)
+    ]
     return hashes, _signatures(ids, counts, config)
 
 
@@ -141,8 +164,10 @@ def text_hashes(instructions: Sequence[str], responses: Sequence[str], config: D
 _ASCII_SPACE = np.zeros(256, dtype=bool)
 _ASCII_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
 _WIDE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
-_CRC_TABLE = np.array([functools_reduce(lambda c, _: (c >> 1) ^ (0xEDB88320 if c & 1 else 0), range(8), n)
-                       for n in range(256)], dtype=np.uint32)  # zlib's CRC-32, one byte at a time  # fmt: skip
+_CRC_TABLE = np.array(
+    [functools_reduce(lambda c, _: (c >> 1) ^ (0xEDB88320 if c & 1 else 0), range(8), n) for n in range(256)],
+    dtype=np.uint32,
+)  # zlib's CRC-32, one byte at a time
 _LONG_TOKEN = 64  # longer tokens (rare) are hashed by zlib one by one: the byte loop runs to the longest
 
 
@@ -327,8 +352,12 @@ def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
             result.pairs_in += len(batch.ids)
             progress.advance(len(batch.ids))
         progress.finish()
-        log.info("dedup: %d pairs in, %d exact and %d near duplicates", result.pairs_in, result.exact_duplicates,
-                 result.near_duplicates)  # fmt: skip
+        log.info(
+            "dedup: %d pairs in, %d exact and %d near duplicates",
+            result.pairs_in,
+            result.exact_duplicates,
+            result.near_duplicates,
+        )
         with engine.connect() as conn:
             result.pairs_kept = conn.execute(sa.text("SELECT count(*) FROM dedup WHERE duplicate_of IS NULL")).scalar()
     return result
@@ -366,10 +395,14 @@ def _prepare(engine: Engine, first: str, last: str, config: DedupConfig) -> _Bat
         sigs.append(chunk_sigs)
     signatures = np.concatenate(sigs)
     return _Batch(
-        ids=[r[0] for r in rows], kinds=[r[1] for r in rows], scores=[r[4] for r in rows], hashes=hashes,
-        sigs=signatures, keys=np.array([pair_key(r[0]) for r in rows], dtype=np.int64),
+        ids=[r[0] for r in rows],
+        kinds=[r[1] for r in rows],
+        scores=[r[4] for r in rows],
+        hashes=hashes,
+        sigs=signatures,
+        keys=np.array([pair_key(r[0]) for r in rows], dtype=np.int64),
         buckets=band_buckets(signatures, config),
-    )  # fmt: skip
+    )
 
 
 def _literal(values: Iterable[Any]) -> str:
@@ -379,7 +412,12 @@ def _literal(values: Iterable[Any]) -> str:
 
 
 def _dedup_batch(
-    conn: Connection, run: ledger.StageRun, seq: int, batch: _Batch, config: DedupConfig, result: DedupResult,
+    conn: Connection,
+    run: ledger.StageRun,
+    seq: int,
+    batch: _Batch,
+    config: DedupConfig,
+    result: DedupResult,
 ) -> str:
     """One transaction. History is asked first, before the batch's own rows exist, so every answer is a
     real neighbour: the stored exact twins and the stored band neighbours (one indexed lookup each);
@@ -395,18 +433,25 @@ def _dedup_batch(
     for i, h in enumerate(batch.hashes):
         if (j := first.setdefault(h, i)) != i:
             groups.union(ids[i], ids[j])
-    twins = conn.execute(sa.text("SELECT pair_id, exact_hash FROM dedup WHERE exact_hash = ANY(CAST(:h AS text[]))"),
-                         {"h": _literal(first)}).all()  # fmt: skip
+    twins = conn.execute(
+        sa.text("SELECT pair_id, exact_hash FROM dedup WHERE exact_hash = ANY(CAST(:h AS text[]))"),
+        {"h": _literal(first)},
+    ).all()
     # Near: pairs sharing a bucket, confirmed by their signatures' similarity.
     flat = batch.buckets.ravel()
     order = np.argsort(flat, kind="stable")
     bucket, owner = flat[order], np.repeat(np.arange(n), batch.buckets.shape[1])[order]
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
     ends = np.r_[starts[1:], len(bucket)]
-    inner = {pair for s, e in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist(), strict=True)
-             for pair in combinations(sorted(set(owner[s:e].tolist())), 2)}  # fmt: skip
-    found = conn.execute(sa.text("SELECT bucket, key FROM dedup_bands WHERE bucket = ANY(CAST(:b AS bigint[]))"),
-                         {"b": _literal(bucket[starts].tolist())}).all()  # fmt: skip
+    inner = {
+        pair
+        for s, e in zip(starts[ends - starts > 1].tolist(), ends[ends - starts > 1].tolist(), strict=True)
+        for pair in combinations(sorted(set(owner[s:e].tolist())), 2)
+    }
+    found = conn.execute(
+        sa.text("SELECT bucket, key FROM dedup_bands WHERE bucket = ANY(CAST(:b AS bigint[]))"),
+        {"b": _literal(bucket[starts].tolist())},
+    ).all()
     lo, hi = (np.searchsorted(bucket, [b for b, _ in found], side).tolist() for side in ("left", "right"))
     outer = {(i, key) for (_, key), s, e in zip(found, lo, hi, strict=True) for i in owner[s:e].tolist()}
     info = _rows(conn, {key for _, key in outer}, column="key")
@@ -421,17 +466,25 @@ def _dedup_batch(
     if outer:
         pairs = sorted(outer)
         theirs = np.frombuffer(b"".join(by_key[k]["signature"] for _, k in pairs), np.uint32).reshape(len(pairs), -1)
-        for (i, k), near in zip(pairs, _similar(batch.sigs[[i for i, _ in pairs]], theirs, config).tolist(),
-                                strict=True):  # fmt: skip
+        for (i, k), near in zip(
+            pairs, _similar(batch.sigs[[i for i, _ in pairs]], theirs, config).tolist(), strict=True
+        ):
             if near:
                 groups.union(ids[i], by_key[k]["pair_id"])
     index = {p: i for i, p in enumerate(ids)}
     for p in groups.parent:
         if p in index:
             i = index[p]
-            info[p] = {"pair_id": p, "key": int(batch.keys[i]), "kind": batch.kinds[i], "exact_hash": batch.hashes[i],
-                       "signature": batch.sigs[i].tobytes(), "duplicate_of": None, "batch_id": batch_id,
-                       "score": batch.scores[i]}  # fmt: skip
+            info[p] = {
+                "pair_id": p,
+                "key": int(batch.keys[i]),
+                "kind": batch.kinds[i],
+                "exact_hash": batch.hashes[i],
+                "signature": batch.sigs[i].tobytes(),
+                "duplicate_of": None,
+                "batch_id": batch_id,
+                "score": batch.scores[i],
+            }
     # Each stored pair stands for its whole group: join it to the pair kept for that group.
     reps = {info[p]["duplicate_of"] for p in groups.parent if info[p]["duplicate_of"]}
     info |= _rows(conn, reps - set(info))
@@ -439,21 +492,41 @@ def _dedup_batch(
         if info[p]["duplicate_of"]:
             groups.union(p, info[p]["duplicate_of"])
     decided = _settle(conn, groups.components(), info, batch_id, result)
-    records = [(p, int(batch.keys[i]), batch.kinds[i], batch.hashes[i], batch.sigs[i].tobytes(),
-                *decided.pop(p, (None, None, None)), batch_id) for i, p in enumerate(ids)]  # fmt: skip
-    copy_rows(conn, "dedup", ("pair_id", "key", "kind", "exact_hash", "signature", "duplicate_of", "reason",
-                              "similarity", "batch_id"), records,
-              types=("text", "int8", "text", "text", "bytea", "text", "text", "float4", "text"))  # fmt: skip
+    records = [
+        (
+            p,
+            int(batch.keys[i]),
+            batch.kinds[i],
+            batch.hashes[i],
+            batch.sigs[i].tobytes(),
+            *decided.pop(p, (None, None, None)),
+            batch_id,
+        )
+        for i, p in enumerate(ids)
+    ]
+    copy_rows(
+        conn,
+        "dedup",
+        ("pair_id", "key", "kind", "exact_hash", "signature", "duplicate_of", "reason", "similarity", "batch_id"),
+        records,
+        types=("text", "int8", "text", "text", "bytea", "text", "text", "float4", "text"),
+    )
     copy_int64(conn, "dedup_bands", ("bucket", "key"), np.column_stack((bucket, batch.keys[owner])))
     record.seal(n, ledger.digest((r[0], hashlib.sha256(r[3].encode() + r[4]).hexdigest()) for r in records))
     if decided:  # stored rows whose decision changed: a better-ranked pair arrived for their group
         conn.execute(
-            sa.text("UPDATE dedup d SET duplicate_of = u.keep, reason = u.reason, similarity = u.sim "
-                    "FROM unnest(CAST(:p AS text[]), CAST(:k AS text[]), CAST(:r AS text[]), CAST(:s AS real[])) "
-                    "AS u(pair_id, keep, reason, sim) WHERE d.pair_id = u.pair_id"),
-            {"p": list(decided), "k": [u[0] for u in decided.values()], "r": [u[1] for u in decided.values()],
-             "s": [u[2] for u in decided.values()]},
-        )  # fmt: skip
+            sa.text(
+                "UPDATE dedup d SET duplicate_of = u.keep, reason = u.reason, similarity = u.sim "
+                "FROM unnest(CAST(:p AS text[]), CAST(:k AS text[]), CAST(:r AS text[]), CAST(:s AS real[])) "
+                "AS u(pair_id, keep, reason, sim) WHERE d.pair_id = u.pair_id"
+            ),
+            {
+                "p": list(decided),
+                "k": [u[0] for u in decided.values()],
+                "r": [u[1] for u in decided.values()],
+                "s": [u[2] for u in decided.values()],
+            },
+        )
     return batch_id
 
 
@@ -470,15 +543,19 @@ def _rows(conn: Connection, ids: Iterable[str | int], column: str = "pair_id") -
     return {
         r["pair_id"]: dict(r)
         for r in conn.execute(
-            sa.text(f"SELECT d.pair_id, d.key, d.kind, d.exact_hash, d.signature, d.duplicate_of, d.batch_id, s.score "
-                    f"FROM dedup d LEFT JOIN pair_scores s ON s.pair_id = d.pair_id "
-                    f"WHERE d.{column} = ANY(:ids)"), {"ids": ids},
+            sa.text(
+                f"SELECT d.pair_id, d.key, d.kind, d.exact_hash, d.signature, d.duplicate_of, d.batch_id, s.score "
+                f"FROM dedup d LEFT JOIN pair_scores s ON s.pair_id = d.pair_id "
+                f"WHERE d.{column} = ANY(:ids)"
+            ),
+            {"ids": ids},
         ).mappings()
-    }  # fmt: skip
+    }
 
 
-def _settle(conn: Connection, components: list[list[str]], info: dict[str, dict[str, Any]], batch_id: str,
-            result: DedupResult) -> dict[str, tuple[str | None, str | None, float | None]]:  # fmt: skip
+def _settle(
+    conn: Connection, components: list[list[str]], info: dict[str, dict[str, Any]], batch_id: str, result: DedupResult
+) -> dict[str, tuple[str | None, str | None, float | None]]:
     """Choose the pair kept for each group and point every other member (and the members of the groups
     it absorbed) at it, decided in memory. Returns the decision of every member of this batch that is
     a duplicate, and of every stored pair whose decision changes (a stored pair that is now kept gets
@@ -506,8 +583,11 @@ def _settle(conn: Connection, components: list[list[str]], info: dict[str, dict[
             if row["batch_id"] != batch_id and row["duplicate_of"] == keep:
                 continue  # stored, and its decision (a function of it and the pair kept) stands
             same = row["exact_hash"] == kept["exact_hash"]
-            decided[member] = (keep, "exact" if same else "near",
-                               1.0 if same else similarity(row["signature"], kept["signature"]))  # fmt: skip
+            decided[member] = (
+                keep,
+                "exact" if same else "near",
+                1.0 if same else similarity(row["signature"], kept["signature"]),
+            )
             if row["batch_id"] == batch_id:
                 result.exact_duplicates += same
                 result.near_duplicates += not same

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Engine
 from codepairs import ledger
 from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import ExportConfig
+from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
 from codepairs.errors import CodepairsError, ExportVerificationError
 
 MANIFEST = "manifest.json"
@@ -42,15 +43,33 @@ SPLITS = ("train", "validation")
 FORMAT_VERSION = 5  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card;
 # 4: score, category and explanation columns; only pairs the ranking selected; 5: the balanced set
 # (copy, synthetic, synthesis_method, source_pair_id)
-SCHEMA = pa.schema([
-    ("pair_id", pa.string()), ("kind", pa.string()), ("instruction", pa.string()), ("response", pa.string()),
-    ("repository", pa.string()), ("repository_url", pa.string()), ("commit_sha", pa.string()),
-    ("author_date", pa.string()), ("url", pa.string()), ("files", pa.list_(pa.string())),
-    ("lines_added", pa.int64()), ("lines_deleted", pa.int64()), ("response_sha256", pa.string()),
-    ("tests", pa.string()), ("lineage", pa.string()), ("score", pa.float64()), ("category", pa.string()),
-    ("category_confidence", pa.float64()), ("score_explanation", pa.string()), ("copy", pa.int64()),
-    ("synthetic", pa.bool_()), ("synthesis_method", pa.string()), ("source_pair_id", pa.string()),
-])  # fmt: skip
+SCHEMA = pa.schema(
+    [
+        ("pair_id", pa.string()),
+        ("kind", pa.string()),
+        ("instruction", pa.string()),
+        ("response", pa.string()),
+        ("repository", pa.string()),
+        ("repository_url", pa.string()),
+        ("commit_sha", pa.string()),
+        ("author_date", pa.string()),
+        ("url", pa.string()),
+        ("files", pa.list_(pa.string())),
+        ("lines_added", pa.int64()),
+        ("lines_deleted", pa.int64()),
+        ("response_sha256", pa.string()),
+        ("tests", pa.string()),
+        ("lineage", pa.string()),
+        ("score", pa.float64()),
+        ("category", pa.string()),
+        ("category_confidence", pa.float64()),
+        ("score_explanation", pa.string()),
+        ("copy", pa.int64()),
+        ("synthetic", pa.bool_()),
+        ("synthesis_method", pa.string()),
+        ("source_pair_id", pa.string()),
+    ]
+)
 # The balanced set (``balanced``: the selected pairs, their upsampled copies and the synthetic pairs),
 # each slot with its pair's text, repository and score; a synthetic pair under its source's repository.
 QUERY = """
@@ -85,11 +104,6 @@ LEFT JOIN gh_repos g ON g.repo_id = sp.repo_id
 LEFT JOIN repo_selection sel ON sel.repo_id = sp.repo_id
 WHERE bl.synthetic
 ORDER BY 1, 2
-"""
-DEDUP_FIGURES = """
-SELECT count(*), count(*) FILTER (WHERE duplicate_of IS NULL), count(*) FILTER (WHERE reason = 'exact'),
-       count(*) FILTER (WHERE reason = 'near'), count(DISTINCT duplicate_of)
-FROM dedup
 """
 
 
@@ -144,8 +158,14 @@ def _stream_rows(engine: Engine) -> Iterator[dict[str, Any]]:
 
 
 def _file_entry(root: Path, path: Path, fmt: str, rows: int, split: str | None) -> dict[str, Any]:
-    return {"path": path.relative_to(root).as_posix(), "format": fmt, "rows": rows, "split": split,
-            "bytes": path.stat().st_size, "sha256": sha256_file(path)}  # fmt: skip
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "format": fmt,
+        "rows": rows,
+        "split": split,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
 
 
 def _write_shard(root: Path, split: str, index: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -174,8 +194,10 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
     with engine.connect() as conn:
         unsealed = conn.execute(sa.text(UNSEALED)).scalar()
     if unsealed:
-        raise CodepairsError(f"{unsealed} balanced slot(s) were not sealed by a balance run that passed its gate "
-                             "(a build stopped mid-way?): run the build again")  # fmt: skip
+        raise CodepairsError(
+            f"{unsealed} balanced slot(s) were not sealed by a balance run that passed its gate "
+            "(a build stopped mid-way?): run the build again"
+        )
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with ledger.stage_run(engine, "export") as run:
@@ -201,8 +223,9 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
         for split in SPLITS:
             if buffers[split]:
                 files += _write_shard(tmp, split, shards[split], buffers[split])
-        counts = {split: sum(f["rows"] for f in files if f["split"] == split and f["format"] == "parquet")
-                  for split in SPLITS}  # fmt: skip
+        counts = {
+            split: sum(f["rows"] for f in files if f["split"] == split and f["format"] == "parquet") for split in SPLITS
+        }
         with engine.connect() as conn:
             dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
             plan = conn.execute(sa.text(CURRENT_PLAN)).scalar()
@@ -210,24 +233,36 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
         (tmp / CARD).write_text(card, encoding="utf-8")
         files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))
         manifest = {
-            "format_version": FORMAT_VERSION, "rows": sum(counts.values()), "splits": counts,
-            "shard_rows": config.shard_rows, "validation_fraction": config.validation_fraction,
-            "split_seed": config.split_seed, "schema": [f"{f.name}:{f.type}" for f in SCHEMA], "files": files,
-        }  # fmt: skip
+            "format_version": FORMAT_VERSION,
+            "rows": sum(counts.values()),
+            "splits": counts,
+            "shard_rows": config.shard_rows,
+            "validation_fraction": config.validation_fraction,
+            "split_seed": config.split_seed,
+            "schema": [f"{f.name}:{f.type}" for f in SCHEMA],
+            "files": files,
+        }
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
         _swap_in(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     manifest_sha = hashlib.sha256(text.encode()).hexdigest()
-    result = ExportResult(out_dir=str(out_dir), rows=manifest["rows"], files=len(files), manifest_sha256=manifest_sha,
-                          run_id=run.run_id, splits=counts)  # fmt: skip
+    result = ExportResult(
+        out_dir=str(out_dir),
+        rows=manifest["rows"],
+        files=len(files),
+        manifest_sha256=manifest_sha,
+        run_id=run.run_id,
+        splits=counts,
+    )
     _record(engine, run, result, files, text)
     return result
 
 
-def _record(engine: Engine, run: ledger.StageRun, result: ExportResult, files: list[dict[str, Any]],
-            manifest: str) -> None:  # fmt: skip
+def _record(
+    engine: Engine, run: ledger.StageRun, result: ExportResult, files: list[dict[str, Any]], manifest: str
+) -> None:
     """Each file as an export batch (sha256, rows, what it was made from), and the export."""
     with engine.begin() as conn:
         for seq, f in enumerate(files):
@@ -240,13 +275,20 @@ def _record(engine: Engine, run: ledger.StageRun, result: ExportResult, files: l
                 "VALUES (:id, :o, :n, :f, CAST(:m AS jsonb), :r) ON CONFLICT (export_id) DO UPDATE "
                 "SET out_dir = EXCLUDED.out_dir, run_id = EXCLUDED.run_id, created_at = now()"
             ),
-            {"id": result.manifest_sha256, "o": result.out_dir, "n": result.rows, "f": result.files, "m": manifest,
-             "r": result.run_id},
-        )  # fmt: skip
+            {
+                "id": result.manifest_sha256,
+                "o": result.out_dir,
+                "n": result.rows,
+                "f": result.files,
+                "m": manifest,
+                "r": result.run_id,
+            },
+        )
 
 
-def dataset_card(counts: dict[str, int], stats: _Stats, dedup_figures: Any, plan: dict[str, dict[str, int]],
-                 config: ExportConfig) -> str:  # fmt: skip
+def dataset_card(
+    counts: dict[str, int], stats: _Stats, dedup_figures: Any, plan: dict[str, dict[str, int]], config: ExportConfig
+) -> str:
     """The export's README.md: how to load it and what is in it (no timestamps: byte-identical reruns)."""
     present = [split for split in SPLITS if counts[split]]
     front = ["---", "configs:", "- config_name: default", "  data_files:"]
@@ -254,43 +296,76 @@ def dataset_card(counts: dict[str, int], stats: _Stats, dedup_figures: Any, plan
     front += ["---", ""]
     total = sum(counts.values())
     lines = [
-        "# codepairs dataset", "",
+        "# codepairs dataset",
+        "",
         "Instruction → code pairs from the history of open-source repositories (commit message → diff;",
         "issue → the diff of the pull request that closed it; review comment → the change that answered it),",
-        "deduplicated, split by repository, with a sha256 for every file in `manifest.json`.", "",
-        "```python", "from datasets import load_dataset",
+        "deduplicated, split by repository, with a sha256 for every file in `manifest.json`.",
+        "",
+        "```python",
+        "from datasets import load_dataset",
         'ds = load_dataset("parquet", data_files={' + ", ".join(f'"{s}": "{s}/*.parquet"' for s in present) + "})",
-        "```", "",
-        "## Splits", "",
+        "```",
+        "",
+        "## Splits",
+        "",
         f"By repository (no repository on both sides): a hash of each repository with seed `{config.split_seed}`,",
         f"{config.validation_fraction:.0%} of repositories to validation. Dedup keeps one pair of any near-duplicate",
-        "group, so no train pair near-duplicates a validation pair (checked by a gate before export).", "",
-        "| split | pairs |", "|---|---|", *(f"| {s} | {counts[s]} |" for s in SPLITS), f"| all | {total} |", "",
-        "## Pair kinds", "", "| kind | train | validation |", "|---|---|---|",
-        *(f"| {k} | {stats.kinds['train', k]} | {stats.kinds['validation', k]} |"
-          for k in sorted({k for _, k in stats.kinds})),  # fmt: skip
+        "group, so no train pair near-duplicates a validation pair (checked by a gate before export).",
         "",
-        "## Deduplication", "",
-        f"- pairs deduplicated: {dedup_figures[0]}", f"- kept: {dedup_figures[1]}",
-        f"- exact duplicates removed: {dedup_figures[2]}", f"- near duplicates removed: {dedup_figures[3]}",
-        f"- duplicate groups: {dedup_figures[4]}", "",
+        "| split | pairs |",
+        "|---|---|",
+        *(f"| {s} | {counts[s]} |" for s in SPLITS),
+        f"| all | {total} |",
+        "",
+        "## Pair kinds",
+        "",
+        "| kind | train | validation |",
+        "|---|---|---|",
+        *(
+            f"| {k} | {stats.kinds['train', k]} | {stats.kinds['validation', k]} |"
+            for k in sorted({k for _, k in stats.kinds})
+        ),
+        "",
+        "## Deduplication",
+        "",
+        f"- pairs deduplicated: {dedup_figures[0]}",
+        f"- kept: {dedup_figures[1]}",
+        f"- exact duplicates removed: {dedup_figures[2]}",
+        f"- near duplicates removed: {dedup_figures[3]}",
+        f"- duplicate groups: {dedup_figures[4]}",
+        "",
         *_balance_section(stats, plan, total),
-        "## Scores", "", "Quality score of the real pairs (synthetic pairs have none):", "",
-        "| score | pairs |", "|---|---|",
-        *(f"| {b / 10:.1f}–{(b + 1) / 10:.1f} | {stats.scores[b]} |" for b in range(10) if stats.scores[b]), "",
-        "## Repositories", "", "| repository | licence | split | pairs |", "|---|---|---|---|",
-        *(f"| [{name}]({url}) | {licence or 'unknown'} | {split} | {n} |"
-          for (name, url), (split, licence, n) in sorted(stats.repositories.items())),  # fmt: skip
+        "## Scores",
         "",
-    ]  # fmt: skip
+        "Quality score of the real pairs (synthetic pairs have none):",
+        "",
+        "| score | pairs |",
+        "|---|---|",
+        *(f"| {b / 10:.1f}–{(b + 1) / 10:.1f} | {stats.scores[b]} |" for b in range(10) if stats.scores[b]),
+        "",
+        "## Repositories",
+        "",
+        "| repository | licence | split | pairs |",
+        "|---|---|---|---|",
+        *(
+            f"| [{name}]({url}) | {licence or 'unknown'} | {split} | {n} |"
+            for (name, url), (split, licence, n) in sorted(stats.repositories.items())
+        ),
+        "",
+    ]
     return "\n".join(front + lines)
 
 
 def _balance_section(stats: _Stats, plan: dict[str, dict[str, int]], total: int) -> list[str]:
     """Pairs per category against their targets, and the synthetic share."""
     synthetic = sum(n for (_, origin), n in stats.categories.items() if origin == "synthetic")
-    lines = ["## Categories", "", "| category | target | pairs | real | copies | synthetic | short |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Categories",
+        "",
+        "| category | target | pairs | real | copies | synthetic | short |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for category in sorted({c for c, _ in stats.categories} | set(plan)):
         real, copies, synth = (stats.categories[category, o] for o in ("real", "copy", "synthetic"))
         target = plan.get(category, {}).get("target", "")

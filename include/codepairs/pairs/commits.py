@@ -75,10 +75,12 @@ UNREAD_CRAWL_BATCHES = """
 SELECT batch_id, rows_written FROM batches WHERE stage = 'crawl' AND repo_id = :r AND validated AND NOT extracted
 ORDER BY created_at, seq
 """
-PAIR_COLUMNS = (
-    "pair_id", "kind", "repo_id", "commit_sha", "instruction", "response", "files", "dropped_files",
-    "lines_added", "lines_deleted", "author_date", "url", "response_sha256", "batch_id",
-)  # fmt: skip
+PAIR_COLUMNS = tuple(
+    (
+        "pair_id kind repo_id commit_sha instruction response files dropped_files lines_added lines_deleted "
+        "author_date url response_sha256 batch_id"
+    ).split()
+)
 
 
 @dataclass(kw_only=True)
@@ -115,9 +117,7 @@ class Decision:
     needs_diff: bool = False  # some files are dropped: decide again with the diff text
 
 
-def decide(
-    row: Mapping[str, Any], config: ExtractConfig, window: tuple[datetime, datetime] | None = None
-) -> Decision:
+def decide(row: Mapping[str, Any], config: ExtractConfig, window: tuple[datetime, datetime] | None = None) -> Decision:
     """The whole hygiene policy for one commit, as a pure function (tested reason by reason).
 
     ``row`` holds a commit's metadata; its ``diff`` is needed only when some files are dropped
@@ -173,11 +173,21 @@ def decide(
 
 def _pair_row(repo_id: str, row: Any, d: Decision, web_url: str | None, batch_id: str) -> tuple[Any, ...]:
     return (
-        pair_id("commit", repo_id, row["sha"]), "commit", repo_id, row["sha"], d.instruction, d.response,
-        json.dumps(list(d.files)), json.dumps([{"path": p, "reason": r} for p, r in d.dropped]), d.added,
-        d.deleted, row["author_date"], f"{web_url}/commit/{row['sha']}" if web_url else None,
-        d.response_sha256, batch_id,
-    )  # fmt: skip
+        pair_id("commit", repo_id, row["sha"]),
+        "commit",
+        repo_id,
+        row["sha"],
+        d.instruction,
+        d.response,
+        json.dumps(list(d.files)),
+        json.dumps([{"path": p, "reason": r} for p, r in d.dropped]),
+        d.added,
+        d.deleted,
+        row["author_date"],
+        f"{web_url}/commit/{row['sha']}" if web_url else None,
+        d.response_sha256,
+        batch_id,
+    )
 
 
 def extract_commits(engine: Engine, run: ledger.StageRun, config: ExtractConfig, result: ExtractResult) -> int:
@@ -204,15 +214,23 @@ def extract_commits(engine: Engine, run: ledger.StageRun, config: ExtractConfig,
 
 def _read_commits(engine: Engine, crawl_batch: str) -> list[Any]:
     with engine.connect() as conn:
-        return list(conn.execute(
-            sa.text(f"SELECT {COMMIT_FIELDS} FROM commits WHERE batch_id = :b AND NOT orphaned ORDER BY sha"),
-            {"b": crawl_batch},
-        ).mappings())  # fmt: skip
+        return list(
+            conn.execute(
+                sa.text(f"SELECT {COMMIT_FIELDS} FROM commits WHERE batch_id = :b AND NOT orphaned ORDER BY sha"),
+                {"b": crawl_batch},
+            ).mappings()
+        )
 
 
 def _extract_batch(
-    engine: Engine, run: ledger.StageRun, seq: int, source: str, rows: list[Any], web_url: str | None,
-    config: ExtractConfig, skipped: Counter[str],
+    engine: Engine,
+    run: ledger.StageRun,
+    seq: int,
+    source: str,
+    rows: list[Any],
+    web_url: str | None,
+    config: ExtractConfig,
+    skipped: Counter[str],
 ) -> tuple[str, list[Sequence[Any]]]:
     """One transaction: pairs, skips, the extract batch record, and the crawl batch marked read."""
     window = config.date_window()
@@ -223,8 +241,10 @@ def _extract_batch(
         if partial:  # only commits that lose some files need their diff read back
             query = sa.text("SELECT sha, diff FROM commits WHERE repo_id = :r AND sha = ANY(:s)")
             diffs = dict(conn.execute(query, {"r": repo_id, "s": partial}).all())
-            decisions = [decide({**row, "diff": diffs[row["sha"]]}, config, window) if d.needs_diff else d
-                         for row, d in zip(rows, decisions, strict=True)]  # fmt: skip
+            decisions = [
+                decide({**row, "diff": diffs[row["sha"]]}, config, window) if d.needs_diff else d
+                for row, d in zip(rows, decisions, strict=True)
+            ]
         pairs, skips = [], []
         for row, d in zip(rows, decisions, strict=True):
             if d.reason is None:

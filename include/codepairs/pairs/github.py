@@ -30,23 +30,24 @@ from sqlalchemy.engine import Engine
 from codepairs import ledger
 from codepairs.config import ExtractConfig
 from codepairs.filerules import classify_file, is_bot, is_test_path
+from codepairs.pairs import commits
 from codepairs.pairs.commits import TRAILER, ExtractResult, pair_id
 from codepairs.sources import gitlog
 from codepairs.sources.github_links import KEYWORD
 from codepairs.store import insert_new
 
 STAGE = "extract"
-PAIR_COLUMNS = (
-    "pair_id", "kind", "repo_id", "commit_sha", "instruction", "response", "files", "dropped_files",
-    "lines_added", "lines_deleted", "author_date", "url", "response_sha256", "batch_id", "lineage", "tests",
-)  # fmt: skip
+PAIR_COLUMNS = (*commits.PAIR_COLUMNS, "lineage", "tests")
 REVIEW_CONTEXT_LINES = 3  # a hunk this close to the commented lines answers the comment
 
 HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)|<img\b[^>]*>", re.IGNORECASE)
 QUOTED = re.compile(r"^[ \t]*>.*$", re.MULTILINE)
-CLOSING_LINE = re.compile(rf"^.*(?<![\w/-]){KEYWORD}:?[ \t]+(?:[\w.-]+/[\w.-]+)?#\d+.*$|^.*(?<![\w/-]){KEYWORD}:?[ \t]+"
-                          r"https?://\S+/issues/\d+.*$", re.IGNORECASE | re.MULTILINE)  # fmt: skip
+CLOSING_LINE = re.compile(
+    rf"^.*(?<![\w/-]){KEYWORD}:?[ \t]+(?:[\w.-]+/[\w.-]+)?#\d+.*$|^.*(?<![\w/-]){KEYWORD}:?[ \t]+"
+    r"https?://\S+/issues/\d+.*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 # Lines that point at the solution once an issue is closed: "fixed in #45", "closed by abc1234", a PR link.
 SOLUTION_LINE = re.compile(
     r"^.*\b(?:fixed|closed|resolved|addressed|implemented|merged|landed|done)[ \t]+(?:in|by|via|with)[ \t]+"
@@ -101,8 +102,9 @@ def clean_issue(title: str, body: str) -> str:
     Fenced code (tracebacks, shell sessions with ``>>>``, ``# comments``) is kept as written."""
     parts = FENCE.split(body.replace("\r\n", "\n") + "\n")  # prose, fence, fence marker, prose, ...
     last = len(parts) - 1
-    text = "".join(_clean_prose(part, i == last) if i % 3 == 0 else part if i % 3 == 1 else ""
-                   for i, part in enumerate(parts))  # fmt: skip
+    text = "".join(
+        _clean_prose(part, i == last) if i % 3 == 0 else part if i % 3 == 1 else "" for i, part in enumerate(parts)
+    )
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     title = PR_SUFFIX.sub("", title).strip()
     return f"{title}\n\n{text}" if text else title
@@ -146,9 +148,13 @@ def split_response(diff: str, max_files: int) -> Response | GithubSkip:
         return "\n".join(section.rstrip("\n") for _, section in parts) + "\n"
 
     return Response(
-        join(code), join(tests) if tests else None, tuple(f["path"] for f, _ in code), tuple(dropped),
-        sum(f["added"] for f, _ in code), sum(f["deleted"] for f, _ in code),
-    )  # fmt: skip
+        join(code),
+        join(tests) if tests else None,
+        tuple(f["path"] for f, _ in code),
+        tuple(dropped),
+        sum(f["added"] for f, _ in code),
+        sum(f["deleted"] for f, _ in code),
+    )
 
 
 HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@", re.MULTILINE)
@@ -225,16 +231,39 @@ class GithubPairs:
     def skip(self, object_id: str, reason: GithubSkip, detail: str) -> None:
         self.skips.append(ledger.skip_row(STAGE, self.repo_id, object_id, reason.value, detail, self.run_id))
 
-    def add(self, kind: str, object_id: str, instruction: str, response: Response, commit_sha: str,
-            author_date: Any, url: str | None, lineage: Mapping[str, Any]) -> None:  # fmt: skip
+    def add(
+        self,
+        kind: str,
+        object_id: str,
+        instruction: str,
+        response: Response,
+        commit_sha: str,
+        author_date: Any,
+        url: str | None,
+        lineage: Mapping[str, Any],
+    ) -> None:
         """A pair's id hashes what it came from, not its kind: an issue edited into a debugging one
         is still the same pair."""
-        self.pairs.append((
-            pair_id("github", self.repo_id, object_id), kind, self.repo_id, commit_sha, instruction, response.text,
-            json.dumps(list(response.files)), json.dumps([{"path": p, "reason": r} for p, r in response.dropped]),
-            response.added, response.deleted, author_date, url, _digest(response.text), None,
-            ledger.canonical_json(lineage), response.tests,
-        ))  # fmt: skip
+        self.pairs.append(
+            (
+                pair_id("github", self.repo_id, object_id),
+                kind,
+                self.repo_id,
+                commit_sha,
+                instruction,
+                response.text,
+                json.dumps(list(response.files)),
+                json.dumps([{"path": p, "reason": r} for p, r in response.dropped]),
+                response.added,
+                response.deleted,
+                author_date,
+                url,
+                _digest(response.text),
+                None,
+                ledger.canonical_json(lineage),
+                response.tests,
+            )
+        )
         if len(self.pairs) >= PAIRS_PER_BATCH:
             self.flush()
 
@@ -244,8 +273,9 @@ class GithubPairs:
 
     def issue_pairs(self) -> int:
         with self.engine.connect() as conn:
-            default_branch = conn.execute(sa.text("SELECT default_branch FROM gh_repos WHERE repo_id = :r"),
-                                          {"r": self.repo_id}).scalar()  # fmt: skip
+            default_branch = conn.execute(
+                sa.text("SELECT default_branch FROM gh_repos WHERE repo_id = :r"), {"r": self.repo_id}
+            ).scalar()
         considered = 0
         for row in self._stream(ISSUE_LINKS):
             self._issue_pair(row, default_branch)
@@ -275,13 +305,19 @@ class GithubPairs:
             return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"response over {self.config.max_diff_bytes} bytes")
         kind = "debugging" if has_error_output(instruction) else "issue_pr"
         lineage = {
-            "issue": issue["number"], "issue_url": issue["url"], "pr": pull["number"], "pr_url": pull["url"],
-            "merge_commit": pull["merge_commit_sha"], "merge_commit_in_git": row["in_git"],
-            "commits": [c["sha"] for c in details.get("commits") or ()], "linked_by": list(row["methods"]),
+            "issue": issue["number"],
+            "issue_url": issue["url"],
+            "pr": pull["number"],
+            "pr_url": pull["url"],
+            "merge_commit": pull["merge_commit_sha"],
+            "merge_commit_in_git": row["in_git"],
+            "commits": [c["sha"] for c in details.get("commits") or ()],
+            "linked_by": list(row["methods"]),
             "labels": issue["labels"],
-        }  # fmt: skip
-        self.add(kind, object_id, instruction, response, pull["merge_commit_sha"], row["merged_at"], pull["url"],
-                 lineage)  # fmt: skip
+        }
+        self.add(
+            kind, object_id, instruction, response, pull["merge_commit_sha"], row["merged_at"], pull["url"], lineage
+        )
         return None
 
     def review_pairs(self) -> int:
@@ -316,10 +352,14 @@ class GithubPairs:
         hunk, body = comment["diff_hunk"], comment["body"].strip()
         instruction = f"Review comment on {path} line {high}:\n\n```diff\n{hunk}\n```\n\n{body}"
         lineage = {
-            "pr": pull["number"], "pr_url": pull["url"], "comment": comment["id"], "comment_url": comment["url"],
-            "reviewed_commit": comment["original_commit_id"], "answered_by": (row["compare"] or {}).get("commits", []),
+            "pr": pull["number"],
+            "pr_url": pull["url"],
+            "comment": comment["id"],
+            "comment_url": comment["url"],
+            "reviewed_commit": comment["original_commit_id"],
+            "answered_by": (row["compare"] or {}).get("commits", []),
             "reviewer": comment["author"],
-        }  # fmt: skip
+        }
         self.add("review", object_id, instruction, response, row["head_sha"], row["merged_at"], comment["url"], lineage)
         return None
 
@@ -350,8 +390,9 @@ class GithubPairs:
                 self.skipped[s[3]] += 1
 
 
-def extract_github_pairs(engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int,
-                         result: ExtractResult) -> None:  # fmt: skip
+def extract_github_pairs(
+    engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int, result: ExtractResult
+) -> None:
     """Issue, debugging and review pairs of one repository, added to the extract run's result."""
     builder = GithubPairs(engine, run, config, seq)
     considered = builder.issue_pairs() + builder.review_pairs()

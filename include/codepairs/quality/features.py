@@ -57,8 +57,10 @@ class FileRules:
 
     @cached_property
     def _compiled(self) -> dict[str, re.Pattern[str]]:
-        return {name: re.compile("|".join(f"(?:{p})" for p in getattr(self, name)) or r"(?!)", re.IGNORECASE)
-                for name in ("tests", "docs", "build", "ui")}  # fmt: skip
+        return {
+            name: re.compile("|".join(f"(?:{p})" for p in getattr(self, name)) or r"(?!)", re.IGNORECASE)
+            for name in ("tests", "docs", "build", "ui")
+        }
 
     def kind(self, path: str) -> str:
         """tests | build | docs | ui | code — the first that matches, in that order (memoised: a path
@@ -133,11 +135,14 @@ def load_rules(path: Path | None = None) -> ScoringRules:
         raise ConfigError(f"{path}: unknown feature weight(s) {sorted(unknown)}; known: {sorted(FEATURES)}")
     f = raw.get("files") or {}
     return ScoringRules(
-        weights=weights, bias=float(raw.get("bias", 0.0)), vague=tuple(raw.get("vague") or ()),
-        mechanical=tuple(raw.get("mechanical") or ()), trivial=tuple(raw.get("trivial") or ()),
+        weights=weights,
+        bias=float(raw.get("bias", 0.0)),
+        vague=tuple(raw.get("vague") or ()),
+        mechanical=tuple(raw.get("mechanical") or ()),
+        trivial=tuple(raw.get("trivial") or ()),
         files=FileRules(*(tuple(f.get(k) or ()) for k in ("tests", "docs", "build", "ui", "ui_dirs"))),
         categories=raw.get("categories") or {},
-    )  # fmt: skip
+    )
 
 
 # Every feature the score may weigh, with what it means (the explanation uses these words).
@@ -214,7 +219,7 @@ def diff_stats(diff: str, extra: str | None = None) -> DiffStats:
             paths.append(path)
             changed[path] += plus + minus
             added, deleted, hunks = added + plus, deleted + minus, hunks + body.count("\n@@")
-    head = diff[:DIFF_SCAN_BYTES] + "\n" + (extra or "")[:DIFF_SCAN_BYTES // 4]
+    head = diff[:DIFF_SCAN_BYTES] + "\n" + (extra or "")[: DIFF_SCAN_BYTES // 4]
     names = set(IDENTIFIER.findall(head))
     subwords = {w.lower() for w in names} | {p.lower() for p in CAMEL_PART.findall(" ".join(names))}
     comment_only = added + deleted > 0 and CODE_LINE.search(diff) is None and CODE_LINE.search(extra or "") is None

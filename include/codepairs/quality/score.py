@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from codepairs import ledger
+from codepairs import filerules, ledger
 from codepairs.config import ScoreConfig
 from codepairs.progress import Progress
 from codepairs.quality import classify as classify_module
@@ -31,13 +31,12 @@ from codepairs.store import copy_rows, count_pairs, keyset_pair_ids
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("pair_id", "score", "features", "explanation", "category", "confidence", "category_rule",
-           "rules_sha256", "batch_id")  # fmt: skip
+COLUMNS = tuple("pair_id score features explanation category confidence category_rule rules_sha256 batch_id".split())
 # Author history: the author's commits before this one, or the PR author's PRs merged before this one,
 # counted up to AUTHOR_CAP (the feature saturates there; uncapped, a prolific author costs a count
 # over all their commits for each of their commits).
 PENDING = """
-SELECT p.pair_id, p.kind, p.instruction, COALESCE(p.response, c.diff) AS response, p.tests,
+SELECT p.pair_id, p.kind, p.instruction, p.response, p.tests,
        p.lineage->'labels' AS labels,
        CASE WHEN p.kind = 'commit' THEN
          (SELECT count(*) FROM (SELECT 1 FROM commits e WHERE e.repo_id = c.repo_id AND e.author_email = c.author_email
@@ -46,13 +45,11 @@ SELECT p.pair_id, p.kind, p.instruction, COALESCE(p.response, c.diff) AS respons
          (SELECT count(*) FROM (SELECT 1 FROM gh_pulls q WHERE q.repo_id = p.repo_id
             AND q.data->>'author' = g.data->>'author' AND q.merged_at < g.merged_at LIMIT 100) q)
        END AS author_prior
-FROM pairs p
-JOIN batches b ON b.batch_id = p.batch_id AND b.validated
+FROM gated_pairs p
 LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
 LEFT JOIN gh_pulls g ON p.kind <> 'commit' AND g.repo_id = p.repo_id AND g.number = (p.lineage->>'pr')::int
 LEFT JOIN pair_scores s ON s.pair_id = p.pair_id
-WHERE p.pair_id = ANY(:ids) AND NOT COALESCE(c.orphaned, false)
-  AND (s.pair_id IS NULL OR s.rules_sha256 <> :rules)
+WHERE p.pair_id = ANY(:ids) AND (s.pair_id IS NULL OR s.rules_sha256 <> :rules)
 ORDER BY p.pair_id
 """
 # The ranking runs over what export may take: pairs of validated batches, not orphaned, of repositories
@@ -64,12 +61,8 @@ WITH eligible AS (
   SELECT s.pair_id, s.category, s.score, COALESCE(d.duplicate_of, s.pair_id) AS grp,
          d.pair_id IS NOT NULL AND d.duplicate_of IS NULL AS kept
   FROM pair_scores s
-  JOIN pairs p ON p.pair_id = s.pair_id
-  JOIN batches b ON b.batch_id = p.batch_id AND b.validated
-  LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
-  LEFT JOIN repo_selection sel ON sel.repo_id = p.repo_id
+  JOIN exportable_pairs p ON p.pair_id = s.pair_id
   LEFT JOIN dedup d ON d.pair_id = s.pair_id
-  WHERE NOT COALESCE(c.orphaned, false) AND COALESCE(sel.decision, 'keep') = 'keep'
 ), representative AS (
   SELECT DISTINCT ON (grp) pair_id, category, score FROM eligible ORDER BY grp, score DESC, kept DESC, pair_id
 ), ranked AS (
@@ -95,12 +88,21 @@ class ScoreResult(ledger.StageResult):
 
 
 def rules_digest(rules: ScoringRules) -> str:
-    """What the scores depend on: a change of weights, rules, or the code of the features or the
-    classifier makes every score stale."""
-    code = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (features_module, classify_module)))
-    payload = {"code": code.hexdigest(), "weights": dict(rules.weights), "bias": rules.bias, "vague": rules.vague,
-               "mechanical": rules.mechanical, "trivial": rules.trivial, "files": asdict(rules.files),
-               "categories": rules.categories}  # fmt: skip
+    """What the scores depend on: a change of weights, rules, or the code of the features, the
+    classifier or the file rules makes every score stale."""
+    code = hashlib.sha256(
+        b"".join(Path(m.__file__).read_bytes() for m in (features_module, classify_module, filerules))
+    )
+    payload = {
+        "code": code.hexdigest(),
+        "weights": dict(rules.weights),
+        "bias": rules.bias,
+        "vague": rules.vague,
+        "mechanical": rules.mechanical,
+        "trivial": rules.trivial,
+        "files": asdict(rules.files),
+        "categories": rules.categories,
+    }
     return hashlib.sha256(ledger.canonical_json(payload).encode()).hexdigest()
 
 
@@ -115,8 +117,14 @@ def score_one(pair: Mapping[str, Any], rules: ScoringRules) -> dict[str, Any]:
     values = features(pair, rules, stats)
     value, contributions = score(values, rules)
     category = classify(pair, rules, stats)
-    return {"score": value, "features": values, "explanation": explain(contributions), "category": category.name,
-            "confidence": category.confidence, "category_rule": category.rule}  # fmt: skip
+    return {
+        "score": value,
+        "features": values,
+        "explanation": explain(contributions),
+        "category": category.name,
+        "confidence": category.confidence,
+        "category_rule": category.rule,
+    }
 
 
 def score_pairs(engine: Engine, config: ScoreConfig, rules: ScoringRules | None = None) -> ScoreResult:
@@ -146,33 +154,56 @@ def rank_pairs(engine: Engine, config: ScoreConfig) -> tuple[int, int]:
     with engine.begin() as conn:
         conn.execute(sa.text(RANK), {"min_score": config.min_score, "fraction": config.top_fraction})
         scored, selected = conn.execute(
-            sa.text("SELECT count(*), count(*) FILTER (WHERE selected) FROM pair_scores")).one()  # fmt: skip
+            sa.text("SELECT count(*), count(*) FILTER (WHERE selected) FROM pair_scores")
+        ).one()
     return int(scored), int(selected)
 
 
-def _score_batch(engine: Engine, ids: Sequence[str], rules: ScoringRules, digest: str,
-                 result: ScoreResult) -> list[tuple[Any, ...]]:  # fmt: skip
+def _score_batch(
+    engine: Engine, ids: Sequence[str], rules: ScoringRules, digest: str, result: ScoreResult
+) -> list[tuple[Any, ...]]:
     """Score the batch's pending pairs as they stream in (only one diff held at a time)."""
     records = []
     with engine.connect() as conn:
-        rows = conn.execution_options(stream_results=True, yield_per=100).execute(
-            sa.text(PENDING), {"ids": list(ids), "rules": digest}).mappings()  # fmt: skip
+        rows = (
+            conn.execution_options(stream_results=True, yield_per=100)
+            .execute(sa.text(PENDING), {"ids": list(ids), "rules": digest})
+            .mappings()
+        )
         for row in rows:
             s = score_one(row, rules)
             check = row_digest(row["pair_id"], s["score"], s["category"], s["confidence"], s["features"])
-            records.append((row["pair_id"], s["score"], json.dumps(s["features"], sort_keys=True), s["explanation"],
-                            s["category"], s["confidence"], s["category_rule"], digest, check))  # fmt: skip
+            records.append(
+                (
+                    row["pair_id"],
+                    s["score"],
+                    json.dumps(s["features"], sort_keys=True),
+                    s["explanation"],
+                    s["category"],
+                    s["confidence"],
+                    s["category_rule"],
+                    digest,
+                    check,
+                )
+            )
             result.categories[s["category"]] = result.categories.get(s["category"], 0) + 1
     return records
 
 
-def _write_batch(conn: Connection, run: ledger.StageRun, seq: int, records: Sequence[tuple[Any, ...]],
-                 result: ScoreResult) -> str:  # fmt: skip
+def _write_batch(
+    conn: Connection, run: ledger.StageRun, seq: int, records: Sequence[tuple[Any, ...]], result: ScoreResult
+) -> str:
     """One transaction: the batch record, the stale scores it replaces (their batches resealed), its
     rows by COPY, its digest."""
     batch = ledger.open_batch(conn, run, seq, len(records), {"first": records[0][0], "last": records[-1][0]})
-    stale = conn.execute(sa.text("DELETE FROM pair_scores WHERE pair_id = ANY(:ids) RETURNING batch_id"),
-                         {"ids": [r[0] for r in records]}).scalars().all()  # fmt: skip
+    stale = (
+        conn.execute(
+            sa.text("DELETE FROM pair_scores WHERE pair_id = ANY(:ids) RETURNING batch_id"),
+            {"ids": [r[0] for r in records]},
+        )
+        .scalars()
+        .all()
+    )
     result.rescored += len(stale)
     copy_rows(conn, "pair_scores", COLUMNS, ((*r[:-1], batch.batch_id) for r in records))
     batch.seal(len(records), ledger.digest((r[0], r[-1]) for r in records))
@@ -185,8 +216,10 @@ def _reseal(conn: Connection, batch_ids: set[str]) -> None:
     """Batches that lost rows to a rescore: count and digest what they still hold (a batch left empty
     goes), so their gate checks what is there, not what was."""
     for batch_id in sorted(batch_ids):
-        rows = conn.execute(sa.text("SELECT pair_id, score, category, confidence, features FROM pair_scores "
-                                    "WHERE batch_id = :b"), {"b": batch_id}).all()  # fmt: skip
+        rows = conn.execute(
+            sa.text("SELECT pair_id, score, category, confidence, features FROM pair_scores WHERE batch_id = :b"),
+            {"b": batch_id},
+        ).all()
         if not rows:
             ledger.delete_batch(conn, batch_id)
             continue

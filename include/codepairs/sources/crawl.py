@@ -40,13 +40,13 @@ from codepairs.store import copy_rows, insert_new
 log = logging.getLogger(__name__)
 
 
-
-COMMIT_COLUMNS = (
-    "repo_id", "sha", "parents", "author_name", "author_email", "author_date", "committer_name",
-    "committer_email", "committer_date", "message", "diff", "diff_bytes", "diff_truncated", "files",
-    "files_changed", "lines_added", "lines_deleted", "text_lossy", "row_sha256", "batch_id", "patch_ok",
-    "diff_sha256",
-)  # fmt: skip
+COMMIT_COLUMNS = tuple(
+    (
+        "repo_id sha parents author_name author_email author_date committer_name committer_email "
+        "committer_date message diff diff_bytes diff_truncated files files_changed lines_added lines_deleted "
+        "text_lossy row_sha256 batch_id patch_ok diff_sha256"
+    ).split()
+)
 
 
 class CommitSkipReason(StrEnum):
@@ -76,8 +76,11 @@ def git(
     cmd = ["git", *gitlog.GIT_SAFE, *(["--git-dir", str(git_dir)] if git_dir else []), *args]
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "GIT_CONFIG_NOSYSTEM": "1"}
     if auth:
-        env |= {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                "GIT_CONFIG_VALUE_0": f"Authorization: Basic {auth}"}  # fmt: skip
+        env |= {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Basic {auth}",
+        }
     proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, cmd[:3] + args[:1], proc.stdout, proc.stderr)
@@ -113,8 +116,11 @@ def ensure_mirror(repo: RepoSource, config: CrawlConfig) -> Path:
             mirror.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=mirror.name + ".", dir=mirror.parent))
             try:
-                git(["clone", "--mirror", "--quiet", "--template=", "--", repo.clone_url, str(tmp)],
-                    timeout=timeout, auth=repo.auth)  # fmt: skip
+                git(
+                    ["clone", "--mirror", "--quiet", "--template=", "--", repo.clone_url, str(tmp)],
+                    timeout=timeout,
+                    auth=repo.auth,
+                )
                 os.replace(tmp, mirror)  # a killed clone never leaves a half mirror behind
             except OSError:
                 if not mirror.exists():  # else a concurrent crawl of the same repository won the race
@@ -139,8 +145,10 @@ def _follow_remote_head(mirror: Path, auth: str | None) -> None:
 def _is_git_dir(path: Path) -> bool:
     proc = subprocess.run(
         ["git", *gitlog.GIT_SAFE, "-C", str(path), "rev-parse", "--git-dir"],
-        capture_output=True, stdin=subprocess.DEVNULL, env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"},
-    )  # fmt: skip
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"},
+    )
     return proc.returncode == 0
 
 
@@ -174,10 +182,14 @@ def revisions_since(mirror: Path, tip: str, last: str | None) -> tuple[list[str]
     if last == tip:
         return [], False
     if _object_exists(mirror, last):
-        is_ancestor = subprocess.run(
-            ["git", *gitlog.GIT_SAFE, "--git-dir", str(mirror), "merge-base", "--is-ancestor", last, tip],
-            capture_output=True, stdin=subprocess.DEVNULL,
-        ).returncode == 0  # fmt: skip
+        is_ancestor = (
+            subprocess.run(
+                ["git", *gitlog.GIT_SAFE, "--git-dir", str(mirror), "merge-base", "--is-ancestor", last, tip],
+                capture_output=True,
+                stdin=subprocess.DEVNULL,
+            ).returncode
+            == 0
+        )
         if is_ancestor:
             return [tip, f"^{last}"], False
         base = git(["merge-base", last, tip], mirror, check=False)
@@ -205,11 +217,29 @@ def _commit_row(repo_id: str, c: gitlog.Commit, batch_id: str) -> tuple[Any, ...
     files_json = c.files_json()
     return (
         # parents as an array literal, parsed by COPY: psycopg's list dumper was a third of write_row's profile
-        repo_id, c.sha, "{" + ",".join(c.parents) + "}", c.author_name, c.author_email, c.author_date, c.committer_name,
-        c.committer_email, c.committer_date, c.message, c.diff, c.diff_bytes, c.diff_truncated,
-        files_json, len(c.files), c.lines_added, c.lines_deleted, c.text_lossy,
-        gitlog.row_digest(c.sha, c.message, c.diff_sha256, files_json), batch_id, c.patch_ok, c.diff_sha256,
-    )  # fmt: skip
+        repo_id,
+        c.sha,
+        "{" + ",".join(c.parents) + "}",
+        c.author_name,
+        c.author_email,
+        c.author_date,
+        c.committer_name,
+        c.committer_email,
+        c.committer_date,
+        c.message,
+        c.diff,
+        c.diff_bytes,
+        c.diff_truncated,
+        files_json,
+        len(c.files),
+        c.lines_added,
+        c.lines_deleted,
+        c.text_lossy,
+        gitlog.row_digest(c.sha, c.message, c.diff_sha256, files_json),
+        batch_id,
+        c.patch_ok,
+        c.diff_sha256,
+    )
 
 
 def write_commit_batch(engine: Engine, run: ledger.StageRun, seq: int, commits: list[gitlog.Commit]) -> tuple[str, int]:
@@ -230,11 +260,15 @@ ON CONFLICT (repo_id) DO UPDATE SET github = EXCLUDED.github, web_url = EXCLUDED
 
 
 def upsert_repository(conn: Connection, repo: RepoSource) -> None:
-    conn.execute(sa.text(UPSERT_REPOSITORY),
-                 {"id": repo.repo_id, "src": repo.source, "name": repo.name, "web": repo.web_url, "gh": repo.github})  # fmt: skip
+    conn.execute(
+        sa.text(UPSERT_REPOSITORY),
+        {"id": repo.repo_id, "src": repo.source, "name": repo.name, "web": repo.web_url, "gh": repo.github},
+    )
 
 
-SKIPPED_REPOSITORY = "UPDATE repositories SET status = 'skipped', skip_reason = :r, skip_detail = :d WHERE repo_id = :id"
+SKIPPED_REPOSITORY = (
+    "UPDATE repositories SET status = 'skipped', skip_reason = :r, skip_detail = :d WHERE repo_id = :id"
+)
 
 
 def record_repo_skip(engine: Engine, repo: RepoSource, run_id: str, reason: str, detail: str) -> None:
@@ -269,8 +303,13 @@ def mark_orphans(engine: Engine, mirror: Path, run: ledger.StageRun) -> int:
         ledger.mark_extracted(conn, sorted({batch for _, now, batch in changed if not now}), False)
         ledger.clear_skips(conn, "crawl", repo_id, [sha for sha, now, _ in changed if not now])
         reason = CommitSkipReason.ORPHANED_BY_FORCE_PUSH.value
-        ledger.write_skips(conn, [ledger.skip_row("crawl", repo_id, sha, reason, "no branch reaches it after a force-push",
-                                                  run.run_id) for sha in orphaned])  # fmt: skip
+        ledger.write_skips(
+            conn,
+            [
+                ledger.skip_row("crawl", repo_id, sha, reason, "no branch reaches it after a force-push", run.run_id)
+                for sha in orphaned
+            ],
+        )
     return len(orphaned)
 
 
@@ -292,8 +331,15 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
     with engine.begin() as conn:
         upsert_repository(conn, repo)
     with ledger.stage_run(engine, "crawl", repo.repo_id) as run:
-        result = CrawlResult(repo_id=repo.repo_id, name=repo.name, source=repo.source, status="crawled",
-                             run_id=run.run_id, github=repo.github, web_url=repo.web_url)  # fmt: skip
+        result = CrawlResult(
+            repo_id=repo.repo_id,
+            name=repo.name,
+            source=repo.source,
+            status="crawled",
+            run_id=run.run_id,
+            github=repo.github,
+            web_url=repo.web_url,
+        )
         run.report(result)
         try:
             mirror = ensure_mirror(repo, config)
@@ -307,8 +353,15 @@ def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path |
     return result
 
 
-def _crawl_branches(engine: Engine, run: ledger.StageRun, repo: RepoSource, mirror: Path, tips: dict[str, str],
-                    config: CrawlConfig, result: CrawlResult) -> None:  # fmt: skip
+def _crawl_branches(
+    engine: Engine,
+    run: ledger.StageRun,
+    repo: RepoSource,
+    mirror: Path,
+    tips: dict[str, str],
+    config: CrawlConfig,
+    result: CrawlResult,
+) -> None:
     """Every branch's commits new since its watermark, then the watermarks moved (after every batch)."""
     with engine.connect() as conn:
         state = dict(conn.execute(sa.text(WATERMARKS), {"id": repo.repo_id}).all())
@@ -318,8 +371,9 @@ def _crawl_branches(engine: Engine, run: ledger.StageRun, repo: RepoSource, mirr
         revisions, forced = revisions_since(mirror, tip, state.get(branch))
         result.force_push = result.force_push or forced
         if forced:
-            log.warning("%s: branch %s was force-pushed (last crawled %s is no longer on it)", repo.name, branch,
-                        state[branch])  # fmt: skip
+            log.warning(
+                "%s: branch %s was force-pushed (last crawled %s is no longer on it)", repo.name, branch, state[branch]
+            )
         if revisions:
             ranges[branch] = revisions, config.max_commits if branch not in state else None
     # Each branch's log is read on its own (a commit two branches share is read twice, stored once),

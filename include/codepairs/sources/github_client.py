@@ -86,18 +86,19 @@ class _LimitRetry(GithubRetry):
     alone would retry a bare 429 within seconds, where GitHub asks for a minute at least.
     """
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[no-untyped-def,override]
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
         if response is not None and response.status in (403, 429):
             wait = _rate_limit_wait(response.headers, time.time())
             if wait is None and response.status == 429:
                 wait = self.secondary_rate_wait  # a secondary limit that did not say for how long
             if wait is not None:
                 if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
-                    raise RateLimitWait(datetime.now(UTC) + timedelta(seconds=wait),
-                                        f"HTTP {response.status}, {wait:.0f} s to wait")  # fmt: skip
+                    raise RateLimitWait(
+                        datetime.now(UTC) + timedelta(seconds=wait), f"HTTP {response.status}, {wait:.0f} s to wait"
+                    )
                 retry = super(GithubRetry, self).increment(method, url, response, error, _pool, _stacktrace)
                 backoff = max(wait, retry.get_backoff_time())
-                retry.get_backoff_time = lambda: backoff  # type: ignore[method-assign]
+                retry.get_backoff_time = lambda: backoff
                 return retry
         try:
             return super().increment(method, url, response, error, _pool, _stacktrace)
@@ -124,17 +125,27 @@ class GithubClient:
         self._secret = token
         if not token and not _warned_unauthenticated:
             _warned_unauthenticated = True
-            log.warning("no GitHub token (connection github_default or %s): unauthenticated, GitHub allows "
-                        "60 requests an hour", TOKEN_ENV)  # fmt: skip
+            log.warning(
+                "no GitHub token (connection github_default or %s): unauthenticated, GitHub allows 60 requests an hour",
+                TOKEN_ENV,
+            )
         retry = _LimitRetry(
-            total=config.retries, backoff_factor=config.backoff_seconds, backoff_max=config.max_wait_seconds,
-            secondary_rate_wait=config.secondary_wait_seconds, max_rate_limit_wait=config.max_wait_seconds,
-            status_forcelist=[429, *range(500, 600)], raise_on_status=False,
-        )  # fmt: skip
+            total=config.retries,
+            backoff_factor=config.backoff_seconds,
+            backoff_max=config.max_wait_seconds,
+            secondary_rate_wait=config.secondary_wait_seconds,
+            max_rate_limit_wait=config.max_wait_seconds,
+            status_forcelist=[429, *range(500, 600)],
+            raise_on_status=False,
+        )
         self._github = Github(
-            base_url=self.api_url, auth=Auth.Token(token) if token else None, timeout=int(config.timeout_seconds),
-            retry=retry, per_page=config.per_page, seconds_between_requests=config.seconds_between_requests or None,
-        )  # fmt: skip
+            base_url=self.api_url,
+            auth=Auth.Token(token) if token else None,
+            timeout=int(config.timeout_seconds),
+            retry=retry,
+            per_page=config.per_page,
+            seconds_between_requests=config.seconds_between_requests or None,
+        )
         self._requester = self._github.requester
         self._reset_at: float | None = None  # the primary limit is spent until then
         self.requests: Counter[int] = Counter()  # HTTP status -> count (0: no response, -1: deferred)

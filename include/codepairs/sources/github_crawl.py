@@ -35,14 +35,16 @@ from codepairs.store import insert_new, upsert_changed
 log = logging.getLogger(__name__)
 
 STAGE = "github"
-ISSUE_COLUMNS = ("repo_id", "number", "state", "created_at", "updated_at", "closed_at", "data", "row_sha256",
-                 "batch_id")  # fmt: skip
-PULL_COLUMNS = ("repo_id", "number", "state", "created_at", "updated_at", "merged_at", "merge_commit_sha",
-                "base_ref", "head_sha", "data", "row_sha256", "batch_id")  # fmt: skip
+ISSUE_COLUMNS = tuple("repo_id number state created_at updated_at closed_at data row_sha256 batch_id".split())
+PULL_COLUMNS = tuple(
+    (
+        "repo_id number state created_at updated_at merged_at merge_commit_sha base_ref head_sha data "
+        "row_sha256 batch_id"
+    ).split()
+)
 DETAIL_COLUMNS = ("repo_id", "number", "head_sha", "merge_commit_sha", "diff", "data", "row_sha256", "batch_id")
 DETAILS_PER_BATCH = 20
-COMMENT_COLUMNS = ("repo_id", "comment_id", "pull_number", "created_at", "updated_at", "data", "row_sha256",
-                   "batch_id")  # fmt: skip
+COMMENT_COLUMNS = ("repo_id", "comment_id", "pull_number", "created_at", "updated_at", "data", "row_sha256", "batch_id")
 
 
 @dataclass(kw_only=True)
@@ -75,61 +77,166 @@ def _labels(item: dict[str, Any]) -> list[str]:
 
 def normalize_repo(item: dict[str, Any]) -> dict[str, Any]:
     return {
-        "full_name": item["full_name"], "license": (item.get("license") or {}).get("spdx_id"),
-        "stars": item.get("stargazers_count", 0), "forks": item.get("forks_count", 0),
-        "fork": bool(item.get("fork")), "parent": (item.get("parent") or {}).get("full_name"),
-        "archived": bool(item.get("archived")), "default_branch": item.get("default_branch") or "main",
-        "topics": sorted(item.get("topics") or ()), "created_at": item.get("created_at"),
-        "pushed_at": item.get("pushed_at"), "open_issues": item.get("open_issues_count", 0),
+        "full_name": item["full_name"],
+        "license": (item.get("license") or {}).get("spdx_id"),
+        "stars": item.get("stargazers_count", 0),
+        "forks": item.get("forks_count", 0),
+        "fork": bool(item.get("fork")),
+        "parent": (item.get("parent") or {}).get("full_name"),
+        "archived": bool(item.get("archived")),
+        "default_branch": item.get("default_branch") or "main",
+        "topics": sorted(item.get("topics") or ()),
+        "created_at": item.get("created_at"),
+        "pushed_at": item.get("pushed_at"),
+        "open_issues": item.get("open_issues_count", 0),
         "url": item.get("html_url"),
-    }  # fmt: skip
+    }
 
 
 def normalize_issue(item: dict[str, Any]) -> dict[str, Any]:
     return {
-        "number": item["number"], "title": item.get("title") or "", "body": item.get("body") or "",
-        "state": item["state"], "state_reason": item.get("state_reason"), "labels": _labels(item),
-        "author": _login(item.get("user")), "author_association": item.get("author_association"),
-        "created_at": item["created_at"], "updated_at": item["updated_at"], "closed_at": item.get("closed_at"),
-        "url": item.get("html_url"), "comments": item.get("comments", 0),
-    }  # fmt: skip
+        "number": item["number"],
+        "title": item.get("title") or "",
+        "body": item.get("body") or "",
+        "state": item["state"],
+        "state_reason": item.get("state_reason"),
+        "labels": _labels(item),
+        "author": _login(item.get("user")),
+        "author_association": item.get("author_association"),
+        "created_at": item["created_at"],
+        "updated_at": item["updated_at"],
+        "closed_at": item.get("closed_at"),
+        "url": item.get("html_url"),
+        "comments": item.get("comments", 0),
+    }
 
 
 def normalize_pull(item: dict[str, Any]) -> dict[str, Any]:
     base, head = item.get("base") or {}, item.get("head") or {}
     return {
-        "number": item["number"], "title": item.get("title") or "", "body": item.get("body") or "",
-        "state": item["state"], "draft": bool(item.get("draft")), "merged_at": item.get("merged_at"),
+        "number": item["number"],
+        "title": item.get("title") or "",
+        "body": item.get("body") or "",
+        "state": item["state"],
+        "draft": bool(item.get("draft")),
+        "merged_at": item.get("merged_at"),
         "merge_commit_sha": item.get("merge_commit_sha") if item.get("merged_at") else None,
-        "base_ref": base.get("ref") or "", "base_sha": base.get("sha"), "head_ref": head.get("ref"),
-        "head_sha": head.get("sha") or "", "head_repo": ((head.get("repo") or {}).get("full_name")),
-        "labels": _labels(item), "author": _login(item.get("user")),
-        "created_at": item["created_at"], "updated_at": item["updated_at"], "closed_at": item.get("closed_at"),
+        "base_ref": base.get("ref") or "",
+        "base_sha": base.get("sha"),
+        "head_ref": head.get("ref"),
+        "head_sha": head.get("sha") or "",
+        "head_repo": ((head.get("repo") or {}).get("full_name")),
+        "labels": _labels(item),
+        "author": _login(item.get("user")),
+        "created_at": item["created_at"],
+        "updated_at": item["updated_at"],
+        "closed_at": item.get("closed_at"),
         "url": item.get("html_url"),
-    }  # fmt: skip
+    }
 
 
 def normalize_review_comment(item: dict[str, Any]) -> dict[str, Any]:
     return {
-        "id": item["id"], "pull_number": int(str(item.get("pull_request_url", "")).rstrip("/").rsplit("/", 1)[-1]),
-        "path": item.get("path"), "line": item.get("line"), "original_line": item.get("original_line"),
-        "start_line": item.get("start_line"), "original_start_line": item.get("original_start_line"),
-        "side": item.get("side"), "diff_hunk": item.get("diff_hunk") or "", "body": item.get("body") or "",
-        "author": _login(item.get("user")), "commit_id": item.get("commit_id"),
-        "original_commit_id": item.get("original_commit_id"), "in_reply_to": item.get("in_reply_to_id"),
-        "created_at": item["created_at"], "updated_at": item["updated_at"], "url": item.get("html_url"),
-    }  # fmt: skip
+        "id": item["id"],
+        "pull_number": int(str(item.get("pull_request_url", "")).rstrip("/").rsplit("/", 1)[-1]),
+        "path": item.get("path"),
+        "line": item.get("line"),
+        "original_line": item.get("original_line"),
+        "start_line": item.get("start_line"),
+        "original_start_line": item.get("original_start_line"),
+        "side": item.get("side"),
+        "diff_hunk": item.get("diff_hunk") or "",
+        "body": item.get("body") or "",
+        "author": _login(item.get("user")),
+        "commit_id": item.get("commit_id"),
+        "original_commit_id": item.get("original_commit_id"),
+        "in_reply_to": item.get("in_reply_to_id"),
+        "created_at": item["created_at"],
+        "updated_at": item["updated_at"],
+        "url": item.get("html_url"),
+    }
 
 
 def parse_ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
+SAVE_CURSOR = """
+INSERT INTO gh_cursors (repo_id, resource, updated_to, etag, full_at)
+VALUES (:r, :res, :u, :e, CASE WHEN :full THEN now() END)
+ON CONFLICT (repo_id, resource)
+DO UPDATE SET updated_to = GREATEST(gh_cursors.updated_to, EXCLUDED.updated_to), etag = EXCLUDED.etag,
+  updated_at = now(), full_at = COALESCE(EXCLUDED.full_at, gh_cursors.full_at)
+"""
+UPSERT_REPO = """
+INSERT INTO gh_repos (repo_id, full_name, license, archived, fork, default_branch, pushed_at, data, row_sha256)
+VALUES (:r, :fn, :lic, :arch, :fork, :db, :pushed, CAST(:data AS jsonb), :sha)
+ON CONFLICT (repo_id)
+DO UPDATE SET full_name = EXCLUDED.full_name, license = EXCLUDED.license, archived = EXCLUDED.archived,
+  fork = EXCLUDED.fork, default_branch = EXCLUDED.default_branch, pushed_at = EXCLUDED.pushed_at,
+  data = EXCLUDED.data, row_sha256 = EXCLUDED.row_sha256, fetched_at = now()
+"""
+PULLS_WITHOUT_DETAILS = """
+SELECT p.number, p.head_sha, p.merge_commit_sha
+FROM gh_pulls p LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number
+WHERE p.repo_id = :r AND p.merged_at IS NOT NULL
+  AND (d.number IS NULL OR d.head_sha <> p.head_sha OR d.merge_commit_sha IS DISTINCT FROM p.merge_commit_sha)
+ORDER BY p.number
+"""
+PULLS_WITH_COMMITS = """
+SELECT p.data || jsonb_build_object('commits', COALESCE(d.data->'commits', '[]'::jsonb))
+FROM gh_pulls p
+LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number
+WHERE p.repo_id = :r
+ORDER BY p.number
+"""
+STALE_KEYWORD_LINKS = """
+DELETE FROM gh_links
+WHERE repo_id = :r AND method = ANY(:methods)
+  AND (issue_number, pr_number, method) NOT IN
+      (SELECT * FROM unnest(CAST(:i AS int[]), CAST(:p AS int[]), CAST(:m AS text[])))
+"""
+ISSUES_FOR_TIMELINES = """
+SELECT number, closed_at, updated_at FROM gh_issues i
+WHERE repo_id = :r AND state = 'closed' AND COALESCE(data->>'state_reason', 'completed') <> 'not_planned'
+  AND (timeline_checked_at IS NULL OR timeline_checked_at < updated_at)
+  AND NOT EXISTS (
+    SELECT 1 FROM gh_links l
+    JOIN gh_pulls p ON p.repo_id = l.repo_id AND p.number = l.pr_number
+    JOIN gh_repos g ON g.repo_id = p.repo_id
+    WHERE l.repo_id = i.repo_id AND l.issue_number = i.number AND p.merged_at IS NOT NULL
+      AND p.base_ref = g.default_branch)
+ORDER BY number
+"""
+MERGED_PULLS = """
+SELECT p.number, p.merged_at, p.merge_commit_sha, d.data->'commits'
+FROM gh_pulls p
+LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number
+WHERE p.repo_id = :r AND p.merged_at IS NOT NULL
+"""
+REVIEWED_COMMITS_TO_COMPARE = """
+SELECT DISTINCT c.data->>'original_commit_id', p.head_sha
+FROM gh_review_comments c JOIN gh_pulls p ON p.repo_id = c.repo_id AND p.number = c.pull_number
+WHERE c.repo_id = :r AND p.merged_at IS NOT NULL AND c.data->>'in_reply_to' IS NULL
+  AND c.data->>'original_commit_id' <> p.head_sha
+  AND NOT EXISTS (SELECT 1 FROM gh_compares g WHERE g.repo_id = c.repo_id
+                  AND g.base_sha = c.data->>'original_commit_id' AND g.head_sha = p.head_sha)
+ORDER BY 1, 2
+"""
+
+
 class GithubCrawler:
     """One crawl of one repository; each method is one resource."""
 
-    def __init__(self, engine: Engine, run: ledger.StageRun, full_name: str, client: GithubClient,
-                 config: GithubConfig, web_url: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        engine: Engine,
+        run: ledger.StageRun,
+        full_name: str,
+        client: GithubClient,
+        config: GithubConfig,
+        web_url: str,
+    ) -> None:
         self.engine, self.run, self.full_name = engine, run, full_name
         self.repo_id, self.run_id = run.repo_id or "", run.run_id
         self.names = {full_name.lower()}  # the names references may use: as configured, and GitHub's own
@@ -152,8 +259,13 @@ class GithubCrawler:
     def failed(self, what: str, err: GithubError) -> None:
         """A request that kept failing with an HTTP error: left for the next run, which asks again."""
         self.result.errors[what] = f"HTTP {err.status}: {err.detail}"
-        log.warning("%s: %s failed after its retries (HTTP %s: %s); the next run tries again", self.full_name, what,
-                    err.status, err.detail)  # fmt: skip
+        log.warning(
+            "%s: %s failed after its retries (HTTP %s: %s); the next run tries again",
+            self.full_name,
+            what,
+            err.status,
+            err.detail,
+        )
 
     def _skipped_objects(self, prefix: str) -> set[str]:
         with self.engine.connect() as conn:
@@ -170,13 +282,7 @@ class GithubCrawler:
     def _save_cursor(self, resource: str, updated_to: datetime | None, etag: str | None, full: bool) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                sa.text(
-                    "INSERT INTO gh_cursors (repo_id, resource, updated_to, etag, full_at) "
-                    "VALUES (:r, :res, :u, :e, CASE WHEN :full THEN now() END) "
-                    "ON CONFLICT (repo_id, resource) DO UPDATE SET updated_to = GREATEST(gh_cursors.updated_to, "
-                    "EXCLUDED.updated_to), etag = EXCLUDED.etag, updated_at = now(), "
-                    "full_at = COALESCE(EXCLUDED.full_at, gh_cursors.full_at)"
-                ),
+                sa.text(SAVE_CURSOR),
                 {"r": self.repo_id, "res": resource, "u": updated_to, "e": etag, "full": full},
             )
 
@@ -194,21 +300,29 @@ class GithubCrawler:
         rows = list({row[1]: (*row[:-1], batch_id) for row in rows}.values())
         sha_at, id_col = columns.index("row_sha256"), key[1]
         with self.engine.begin() as conn:
-            batch = ledger.open_batch(conn, self.run, self.seq, len(rows),
-                                      {"resource": resource, "repository": self.full_name})  # fmt: skip
-            left = conn.execute(
-                sa.text(f"SELECT DISTINCT t.batch_id FROM {table} t JOIN batches b ON b.batch_id = t.batch_id "
-                        f"AND NOT b.validated WHERE t.repo_id = :r AND t.{id_col} = ANY(:ids)"),
-                {"r": self.repo_id, "ids": [row[1] for row in rows]},
-            ).scalars().all()  # fmt: skip
+            batch = ledger.open_batch(
+                conn, self.run, self.seq, len(rows), {"resource": resource, "repository": self.full_name}
+            )
+            left = (
+                conn.execute(
+                    sa.text(
+                        f"SELECT DISTINCT t.batch_id FROM {table} t JOIN batches b ON b.batch_id = t.batch_id "
+                        f"AND NOT b.validated WHERE t.repo_id = :r AND t.{id_col} = ANY(:ids)"
+                    ),
+                    {"r": self.repo_id, "ids": [row[1] for row in rows]},
+                )
+                .scalars()
+                .all()
+            )
             # Only a batch that still matches its record is re-sealed: one already damaged stays so.
             left = [b for b in left if self._seal(conn, table, resource, id_col, b) == ledger.batch_record(conn, b)]
             written = {k[-1] for k in upsert_changed(conn, table, columns, rows, key)}
             if not written:
                 batch.drop()
                 return 0
-            batch.seal(len(written), ledger.digest((f"{resource}/{row[1]}", row[sha_at]) for row in rows
-                                                   if row[1] in written))  # fmt: skip
+            batch.seal(
+                len(written), ledger.digest((f"{resource}/{row[1]}", row[sha_at]) for row in rows if row[1] in written)
+            )
             for old in left:
                 ledger.reseal(conn, old, *self._seal(conn, table, resource, id_col, old))
         self.seq += 1
@@ -219,9 +333,24 @@ class GithubCrawler:
     @staticmethod
     def _seal(conn: Connection, table: str, resource: str, id_col: str, batch_id: str) -> tuple[int, str]:
         """(rows, digest) of a batch as its rows stand now."""
-        rows = conn.execute(sa.text(f"SELECT {id_col}, row_sha256 FROM {table} WHERE batch_id = :b"),
-                            {"b": batch_id}).all()  # fmt: skip
+        rows = conn.execute(
+            sa.text(f"SELECT {id_col}, row_sha256 FROM {table} WHERE batch_id = :b"), {"b": batch_id}
+        ).all()
         return len(rows), ledger.digest((f"{resource}/{i}", sha) for i, sha in rows)
+
+    def record_row(self, record: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
+        """A normalised record as the row of its table: the typed columns copied from it (timestamps
+        parsed), its canonical JSON, its checksum; the batch is set when the row is written."""
+        special = {
+            "repo_id": self.repo_id,
+            "data": canonical_json(record),
+            "row_sha256": record_digest(record),
+            "batch_id": None,
+            "comment_id": record.get("id"),
+        }
+        return tuple(
+            special[c] if c in special else parse_ts(record[c]) if c.endswith("_at") else record[c] for c in columns
+        )
 
     # -- resources ---------------------------------------------------------------------------
     def repository(self) -> dict[str, Any] | None:
@@ -240,18 +369,19 @@ class GithubCrawler:
             record = normalize_repo(item)
             with self.engine.begin() as conn:
                 conn.execute(
-                    sa.text(
-                        "INSERT INTO gh_repos (repo_id, full_name, license, archived, fork, default_branch, pushed_at, "
-                        "data, row_sha256) VALUES (:r, :fn, :lic, :arch, :fork, :db, :pushed, CAST(:data AS jsonb), "
-                        ":sha) ON CONFLICT (repo_id) DO UPDATE SET full_name = EXCLUDED.full_name, "
-                        "license = EXCLUDED.license, archived = EXCLUDED.archived, fork = EXCLUDED.fork, "
-                        "default_branch = EXCLUDED.default_branch, pushed_at = EXCLUDED.pushed_at, "
-                        "data = EXCLUDED.data, row_sha256 = EXCLUDED.row_sha256, fetched_at = now()"
-                    ),
-                    {"r": self.repo_id, "fn": record["full_name"], "lic": record["license"], "arch": record["archived"],
-                     "fork": record["fork"], "db": record["default_branch"], "pushed": parse_ts(record["pushed_at"]),
-                     "data": canonical_json(record), "sha": record_digest(record)},
-                )  # fmt: skip
+                    sa.text(UPSERT_REPO),
+                    {
+                        "r": self.repo_id,
+                        "fn": record["full_name"],
+                        "lic": record["license"],
+                        "arch": record["archived"],
+                        "fork": record["fork"],
+                        "db": record["default_branch"],
+                        "pushed": parse_ts(record["pushed_at"]),
+                        "data": canonical_json(record),
+                        "sha": record_digest(record),
+                    },
+                )
             self._save_cursor("repo", None, headers.get("etag"), full=False)
         with self.engine.connect() as conn:
             data = conn.execute(sa.text("SELECT data FROM gh_repos WHERE repo_id = :r"), {"r": self.repo_id}).scalar()
@@ -259,8 +389,9 @@ class GithubCrawler:
         self.names.add(data["full_name"].lower())
         return data
 
-    def listing(self, resource: str, url: str, params: dict[str, Any],
-                write_page: Callable[[list[dict[str, Any]]], None]) -> None:  # fmt: skip
+    def listing(
+        self, resource: str, url: str, params: dict[str, Any], write_page: Callable[[list[dict[str, Any]]], None]
+    ) -> None:
         """Newest-updated first down to the last complete listing's cursor; first page conditional.
 
         Numbered pages shift when an item disappears mid-listing, and the item after the shift can
@@ -297,20 +428,17 @@ class GithubCrawler:
         def write(items: list[dict[str, Any]]) -> None:
             self.write_issues([normalize_issue(it) for it in items if "pull_request" not in it])  # PRs: /pulls
 
-        self.listing("issues", f"{self.base}/issues", {"state": "all", **({"since": self.since} if self.since else {})},
-                     write)  # fmt: skip
+        self.listing(
+            "issues", f"{self.base}/issues", {"state": "all", **({"since": self.since} if self.since else {})}, write
+        )
 
     def write_issues(self, records: list[dict[str, Any]]) -> int:
-        rows = [(self.repo_id, r["number"], r["state"], parse_ts(r["created_at"]), parse_ts(r["updated_at"]),
-                 parse_ts(r["closed_at"]), canonical_json(r), record_digest(r), None) for r in records]  # fmt: skip
+        rows = [self.record_row(r, ISSUE_COLUMNS) for r in records]
         return self.write_batch("issues", "gh_issues", ISSUE_COLUMNS, ("repo_id", "number"), rows)
 
     def pulls(self) -> None:
         def write(items: list[dict[str, Any]]) -> None:
-            records = [normalize_pull(it) for it in items]
-            rows = [(self.repo_id, r["number"], r["state"], parse_ts(r["created_at"]), parse_ts(r["updated_at"]),
-                     parse_ts(r["merged_at"]), r["merge_commit_sha"], r["base_ref"], r["head_sha"], canonical_json(r),
-                     record_digest(r), None) for r in records]  # fmt: skip
+            rows = [self.record_row(normalize_pull(it), PULL_COLUMNS) for it in items]
             self.write_batch("pulls", "gh_pulls", PULL_COLUMNS, ("repo_id", "number"), rows)
 
         self.listing("pulls", f"{self.base}/pulls", {"state": "all"}, write)
@@ -323,12 +451,7 @@ class GithubCrawler:
         """
         with self.engine.connect() as conn:
             todo = conn.execute(
-                sa.text(
-                    "SELECT p.number, p.head_sha, p.merge_commit_sha FROM gh_pulls p LEFT JOIN gh_pull_details d "
-                    "ON d.repo_id = p.repo_id AND d.number = p.number WHERE p.repo_id = :r AND p.merged_at IS NOT NULL "
-                    "AND (d.number IS NULL OR d.head_sha <> p.head_sha "
-                    "OR d.merge_commit_sha IS DISTINCT FROM p.merge_commit_sha) ORDER BY p.number"
-                ),
+                sa.text(PULLS_WITHOUT_DETAILS),
                 {"r": self.repo_id},
             ).all()
         rows: list[tuple[Any, ...]] = []
@@ -362,9 +485,15 @@ class GithubCrawler:
         Gone details (404/410/451) are stored as unavailable, with a skip, and not asked for again."""
         url = f"{self.base}/pulls/{number}"
         record: dict[str, Any] = {
-            "number": number, "head_sha": head, "merge_commit_sha": merge, "commits": [], "files": None,
-            "diff_sha256": None, "diff_bytes": None, "unavailable": None,
-        }  # fmt: skip
+            "number": number,
+            "head_sha": head,
+            "merge_commit_sha": merge,
+            "commits": [],
+            "files": None,
+            "diff_sha256": None,
+            "diff_bytes": None,
+            "unavailable": None,
+        }
         diff: str | None = None
         try:
             for page in self.client.pages(f"{url}/commits"):
@@ -388,8 +517,9 @@ class GithubCrawler:
             record["unavailable"] = "diff_too_large"
         if diff is not None:
             record["diff_bytes"] = len(diff.encode())
-            record["files"] = [{k: f[k] for k in ("path", "status", "added", "deleted")}
-                               for f, _ in gitlog.diff_files(diff)]  # fmt: skip
+            record["files"] = [
+                {k: f[k] for k in ("path", "status", "added", "deleted")} for f, _ in gitlog.diff_files(diff)
+            ]
             if record["diff_bytes"] > self.config.max_diff_bytes:
                 diff = None
             else:
@@ -398,13 +528,12 @@ class GithubCrawler:
 
     def review_comments(self) -> None:
         def write(items: list[dict[str, Any]]) -> None:
-            records = [normalize_review_comment(it) for it in items]
-            rows = [(self.repo_id, r["id"], r["pull_number"], parse_ts(r["created_at"]), parse_ts(r["updated_at"]),
-                     canonical_json(r), record_digest(r), None) for r in records]  # fmt: skip
+            rows = [self.record_row(normalize_review_comment(it), COMMENT_COLUMNS) for it in items]
             self.write_batch("review_comments", "gh_review_comments", COMMENT_COLUMNS, ("repo_id", "comment_id"), rows)
 
-        self.listing("review_comments", f"{self.base}/pulls/comments", {"since": self.since} if self.since else {},
-                     write)  # fmt: skip
+        self.listing(
+            "review_comments", f"{self.base}/pulls/comments", {"since": self.since} if self.since else {}, write
+        )
 
     # -- links -------------------------------------------------------------------------------
     def link_keywords(self) -> None:
@@ -412,16 +541,23 @@ class GithubCrawler:
         (older than ``since``, or deleted) are asked for once; a PR's number is not an issue. A
         reference removed from a PR since is a link no more."""
         with self.engine.connect() as conn:
-            pulls = conn.execute(
-                sa.text("SELECT p.data || jsonb_build_object('commits', COALESCE(d.data->'commits', '[]'::jsonb)) "
-                        "FROM gh_pulls p LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number "
-                        "WHERE p.repo_id = :r ORDER BY p.number"), {"r": self.repo_id},
-            ).scalars().all()  # fmt: skip
-            issues = set(conn.execute(sa.text("SELECT number FROM gh_issues WHERE repo_id = :r"),
-                                      {"r": self.repo_id}).scalars())  # fmt: skip
+            pulls = (
+                conn.execute(
+                    sa.text(PULLS_WITH_COMMITS),
+                    {"r": self.repo_id},
+                )
+                .scalars()
+                .all()
+            )
+            issues = set(
+                conn.execute(sa.text("SELECT number FROM gh_issues WHERE repo_id = :r"), {"r": self.repo_id}).scalars()
+            )
         pull_numbers = {p["number"] for p in pulls}
-        found = [(n, p["number"], method, evidence) for p in pulls
-                 for n, method, evidence in github_links.keyword_links(p, self.names, self.web_host)]  # fmt: skip
+        found = [
+            (n, p["number"], method, evidence)
+            for p in pulls
+            for n, method, evidence in github_links.keyword_links(p, self.names, self.web_host)
+        ]
         known = {int(o.split("/")[1]) for o in self._skipped_objects("issue/")}
         for number in sorted({n for n, *_ in found} - issues - pull_numbers - known):
             if self._fetch_issue(number):
@@ -429,13 +565,15 @@ class GithubCrawler:
         links = [(n, pr, m, e) for n, pr, m, e in found if n in issues]
         with self.engine.begin() as conn:
             stale = conn.execute(
-                sa.text(
-                    "DELETE FROM gh_links WHERE repo_id = :r AND method = ANY(:methods) AND (issue_number, pr_number, "
-                    "method) NOT IN (SELECT * FROM unnest(CAST(:i AS int[]), CAST(:p AS int[]), CAST(:m AS text[])))"
-                ),
-                {"r": self.repo_id, "methods": list(github_links.KEYWORD_METHODS), "i": [x[0] for x in links],
-                 "p": [x[1] for x in links], "m": [x[2] for x in links]},
-            ).rowcount  # fmt: skip
+                sa.text(STALE_KEYWORD_LINKS),
+                {
+                    "r": self.repo_id,
+                    "methods": list(github_links.KEYWORD_METHODS),
+                    "i": [x[0] for x in links],
+                    "p": [x[1] for x in links],
+                    "m": [x[2] for x in links],
+                },
+            ).rowcount
         self.result.links_removed += stale
         self._insert_links(links)
 
@@ -464,8 +602,13 @@ class GithubCrawler:
     def _insert_links(self, links: Iterable[tuple[int, int, str, str]]) -> None:
         rows = sorted({(self.repo_id, n, pr, m, e[:500]) for n, pr, m, e in links})
         with self.engine.begin() as conn:
-            written = insert_new(conn, "gh_links", ("repo_id", "issue_number", "pr_number", "method", "evidence"),
-                                 rows, ("repo_id", "issue_number", "pr_number", "method"))  # fmt: skip
+            written = insert_new(
+                conn,
+                "gh_links",
+                ("repo_id", "issue_number", "pr_number", "method", "evidence"),
+                rows,
+                ("repo_id", "issue_number", "pr_number", "method"),
+            )
         self.result.links_new += len(written)
 
     def timelines(self) -> None:
@@ -475,22 +618,13 @@ class GithubCrawler:
             return
         with self.engine.connect() as conn:
             todo = conn.execute(
-                sa.text(
-                    "SELECT number, closed_at, updated_at FROM gh_issues i WHERE repo_id = :r AND state = 'closed' "
-                    "AND COALESCE(data->>'state_reason', 'completed') <> 'not_planned' "
-                    "AND (timeline_checked_at IS NULL OR timeline_checked_at < updated_at) "
-                    "AND NOT EXISTS (SELECT 1 FROM gh_links l JOIN gh_pulls p ON p.repo_id = l.repo_id "
-                    "AND p.number = l.pr_number JOIN gh_repos g ON g.repo_id = p.repo_id "
-                    "WHERE l.repo_id = i.repo_id AND l.issue_number = i.number AND p.merged_at IS NOT NULL "
-                    "AND p.base_ref = g.default_branch) ORDER BY number"
-                ),
+                sa.text(ISSUES_FOR_TIMELINES),
                 {"r": self.repo_id},
             ).all()
             merged = conn.execute(
-                sa.text("SELECT p.number, p.merged_at, p.merge_commit_sha, d.data->'commits' FROM gh_pulls p "
-                        "LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number "
-                        "WHERE p.repo_id = :r AND p.merged_at IS NOT NULL"), {"r": self.repo_id},
-            ).all()  # fmt: skip
+                sa.text(MERGED_PULLS),
+                {"r": self.repo_id},
+            ).all()
         by_commit = {c["sha"]: n for n, _, _, commits in merged for c in commits or ()}
         by_commit |= {sha: n for n, _, sha, _ in merged if sha}
         merged_at = {n: at for n, at, _, _ in merged}
@@ -517,14 +651,7 @@ class GithubCrawler:
         """For each reviewed commit of a merged PR: what changed between it and the PR's final head."""
         with self.engine.connect() as conn:
             todo = conn.execute(
-                sa.text(
-                    "SELECT DISTINCT c.data->>'original_commit_id', p.head_sha FROM gh_review_comments c "
-                    "JOIN gh_pulls p ON p.repo_id = c.repo_id AND p.number = c.pull_number "
-                    "WHERE c.repo_id = :r AND p.merged_at IS NOT NULL AND c.data->>'in_reply_to' IS NULL "
-                    "AND c.data->>'original_commit_id' <> p.head_sha AND NOT EXISTS (SELECT 1 FROM gh_compares g "
-                    "WHERE g.repo_id = c.repo_id AND g.base_sha = c.data->>'original_commit_id' "
-                    "AND g.head_sha = p.head_sha) ORDER BY 1, 2"
-                ),
+                sa.text(REVIEWED_COMMITS_TO_COMPARE),
                 {"r": self.repo_id},
             ).all()
         gone = self._skipped_objects("compare/")
@@ -543,13 +670,25 @@ class GithubCrawler:
                 continue
             data = {
                 "commits": [c["sha"] for c in item.get("commits") or ()],
-                "files": [{"path": f.get("filename"), "previous_path": f.get("previous_filename"),
-                           "status": f.get("status"), "patch": f.get("patch")} for f in item.get("files") or ()],
-            }  # fmt: skip
+                "files": [
+                    {
+                        "path": f.get("filename"),
+                        "previous_path": f.get("previous_filename"),
+                        "status": f.get("status"),
+                        "patch": f.get("patch"),
+                    }
+                    for f in item.get("files") or ()
+                ],
+            }
             with self.engine.begin() as conn:
                 row = (self.repo_id, base, head, canonical_json(data))
-                insert_new(conn, "gh_compares", ("repo_id", "base_sha", "head_sha", "data"), [row],
-                           ("repo_id", "base_sha", "head_sha"))  # fmt: skip
+                insert_new(
+                    conn,
+                    "gh_compares",
+                    ("repo_id", "base_sha", "head_sha", "data"),
+                    [row],
+                    ("repo_id", "base_sha", "head_sha"),
+                )
 
     def count_requests(self) -> None:
         self.result.requests = {str(k): v for k, v in sorted(self.client.requests.items())}
@@ -564,12 +703,25 @@ def crawl_github(
         crawler = GithubCrawler(engine, run, full_name, client, config, web_url)
         try:
             if crawler.repository() is not None:
-                for step in (crawler.issues, crawler.pulls, crawler.pull_details, crawler.review_comments,
-                             crawler.link_keywords, crawler.timelines, crawler.compares):  # fmt: skip
+                for step in (
+                    crawler.issues,
+                    crawler.pulls,
+                    crawler.pull_details,
+                    crawler.review_comments,
+                    crawler.link_keywords,
+                    crawler.timelines,
+                    crawler.compares,
+                ):
                     step()
         finally:
             crawler.count_requests()
     result = crawler.result
-    log.info("%s: GitHub %s written, %d new links, %s not modified, requests %s", full_name, result.written,
-             result.links_new, result.not_modified, result.requests)  # fmt: skip
+    log.info(
+        "%s: GitHub %s written, %d new links, %s not modified, requests %s",
+        full_name,
+        result.written,
+        result.links_new,
+        result.not_modified,
+        result.requests,
+    )
     return result

@@ -69,8 +69,11 @@ def web_host(web_url: str) -> str:
 
 
 def timeline_links(
-    events: Iterable[Mapping[str, Any]], names: Collection[str], closed_at: datetime | None,
-    pulls_by_commit: Mapping[str, int], merged_at: Mapping[int, datetime],
+    events: Iterable[Mapping[str, Any]],
+    names: Collection[str],
+    closed_at: datetime | None,
+    pulls_by_commit: Mapping[str, int],
+    merged_at: Mapping[int, datetime],
 ) -> Iterator[tuple[int, str, str]]:
     """(PR number, method, evidence) from an issue's timeline.
 

@@ -26,6 +26,8 @@ def github_web() -> str:
 
 
 OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+
+
 class RepoSkipReason(StrEnum):
     NOT_FOUND = "not_found"
     NOT_A_REPOSITORY = "not_a_repository"
@@ -122,5 +124,3 @@ def resolve_source(spec: str, cwd: Path | None = None) -> RepoSource:
         return RepoSource(source=clean, clone_url=clean, name=name, web_url=None, auth=auth)
     path = local.resolve()
     return RepoSource(source=str(path), clone_url=str(path), name=path.name, web_url=None)
-
-

@@ -97,21 +97,30 @@ class Selection:
             return f"{self.name}: keep ({self.licence}, {len(self.checks)} checks passed)"
         if self.decision == "keep":
             return f"{self.name}: keep (listed in select.force_keep), despite: " + "; ".join(
-                c.reason() for c in self.rejected_by)
+                c.reason() for c in self.rejected_by
+            )
         return f"{self.name}: reject: " + "; ".join(c.reason() for c in self.rejected_by)
 
 
 def _git(mirror: Path, *args: str) -> bytes:
-    return subprocess.run(["git", *gitlog.GIT_SAFE, f"--git-dir={mirror}", *args], check=True, capture_output=True,
-                          stdin=subprocess.DEVNULL, env={**os.environ, **gitlog.GIT_LOG_ENV}).stdout  # fmt: skip
+    return subprocess.run(
+        ["git", *gitlog.GIT_SAFE, f"--git-dir={mirror}", *args],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **gitlog.GIT_LOG_ENV},
+    ).stdout
 
 
 def tree_paths(mirror: Path, ref: str) -> list[str]:
     """Every file (blob) path of the tree at ``ref``, read from the object database: nothing is checked
     out; submodules and symlinks are left out."""
     entries = _git(mirror, "ls-tree", "-r", "-z", ref).decode("utf-8", "replace").split("\0")[:-1]
-    return [path for meta, _, path in (e.partition("\t") for e in entries)
-            if meta.split(" ")[1] == "blob" and not meta.startswith("120000")]  # fmt: skip
+    return [
+        path
+        for meta, _, path in (e.partition("\t") for e in entries)
+        if meta.split(" ")[1] == "blob" and not meta.startswith("120000")
+    ]
 
 
 def _decode(blob: bytes) -> str:
@@ -205,16 +214,23 @@ WHERE r.repo_id = :r
 """
 
 
-def select_repository(engine: Engine, repo_id: str, config: SelectConfig, bot_authors: Sequence[str] = (),
-                      run_id: str | None = None) -> Selection:  # fmt: skip
+def select_repository(
+    engine: Engine, repo_id: str, config: SelectConfig, bot_authors: Sequence[str] = (), run_id: str | None = None
+) -> Selection:
     """Measure a crawled repository, decide, store the decision with every check, log it in one line."""
     with engine.connect() as conn:
         repo = conn.execute(sa.text(REPOSITORY), {"r": repo_id}).mappings().one()
-        gh = conn.execute(sa.text("SELECT license, archived, fork FROM gh_repos WHERE repo_id = :r"),
-                          {"r": repo_id}).mappings().first()  # fmt: skip
+        gh = (
+            conn.execute(sa.text("SELECT license, archived, fork FROM gh_repos WHERE repo_id = :r"), {"r": repo_id})
+            .mappings()
+            .first()
+        )
         commits = conn.execute(sa.text(COMMIT_ACTIVITY), {"r": repo_id}).mappings().one()
-        tracker = conn.execute(sa.text(TRACKER_ACTIVITY), {"r": repo_id, "days": config.tracker_days}
-                               ).mappings().one() if gh else None  # fmt: skip
+        tracker = (
+            conn.execute(sa.text(TRACKER_ACTIVITY), {"r": repo_id, "days": config.tracker_days}).mappings().one()
+            if gh
+            else None
+        )
     name, mirror, ref = repo["name"], Path(repo["mirror_path"]), repo["ref"]
     paths = tree_paths(mirror, ref) if ref else []
     if gh and (gh["license"] or "").upper() not in NO_LICENCE:
@@ -226,34 +242,69 @@ def select_repository(engine: Engine, repo_id: str, config: SelectConfig, bot_au
     tests = [p for p in paths if is_test_path(p)]
     test_share = round(len(tests) / len(paths), 4) if paths else 0.0
     metrics = {
-        "commits": commits["commits"], "active_months": commits["active_months"], "authors": len(authors),
-        "idle_days": commits["idle_days"], "files": len(paths), "test_files": len(tests), "test_share": test_share,
-        "ci": sorted(p for p in paths if CI_FILE.match(p))[:5], "unrecognised_licence_files": unknown_files,
-        "archived": bool(gh and gh["archived"]), "fork": bool(gh and gh["fork"]),
+        "commits": commits["commits"],
+        "active_months": commits["active_months"],
+        "authors": len(authors),
+        "idle_days": commits["idle_days"],
+        "files": len(paths),
+        "test_files": len(tests),
+        "test_share": test_share,
+        "ci": sorted(p for p in paths if CI_FILE.match(p))[:5],
+        "unrecognised_licence_files": unknown_files,
+        "archived": bool(gh and gh["archived"]),
+        "fork": bool(gh and gh["fork"]),
         "tracker": dict(tracker) if tracker else None,
-    }  # fmt: skip
+    }
     checks = [
         Check("licence", allowed, licence or "none", "an allowed licence", why),
-        Check("active_months", commits["active_months"] >= config.min_active_months, commits["active_months"],
-              f">= {config.min_active_months}"),
+        Check(
+            "active_months",
+            commits["active_months"] >= config.min_active_months,
+            commits["active_months"],
+            f">= {config.min_active_months}",
+        ),
         Check("authors", len(authors) >= config.min_authors, len(authors), f">= {config.min_authors}"),
-        Check("idle_days", commits["idle_days"] is not None and commits["idle_days"] <= config.max_idle_days,
-              commits["idle_days"], f"<= {config.max_idle_days}"),
+        Check(
+            "idle_days",
+            commits["idle_days"] is not None and commits["idle_days"] <= config.max_idle_days,
+            commits["idle_days"],
+            f"<= {config.max_idle_days}",
+        ),
         Check("test_share", test_share >= config.min_test_share, test_share, f">= {config.min_test_share}"),
-        Check("ci", bool(metrics["ci"]) or not config.require_ci, bool(metrics["ci"]),
-              "CI configuration" if config.require_ci else "optional"),
-        Check("archived", not metrics["archived"] or config.allow_archived, metrics["archived"],
-              "allowed" if config.allow_archived else "not archived"),
-        Check("fork", not metrics["fork"] or config.allow_forks, metrics["fork"],
-              "allowed" if config.allow_forks else "not a fork"),
-    ]  # fmt: skip
+        Check(
+            "ci",
+            bool(metrics["ci"]) or not config.require_ci,
+            bool(metrics["ci"]),
+            "CI configuration" if config.require_ci else "optional",
+        ),
+        Check(
+            "archived",
+            not metrics["archived"] or config.allow_archived,
+            metrics["archived"],
+            "allowed" if config.allow_archived else "not archived",
+        ),
+        Check(
+            "fork",
+            not metrics["fork"] or config.allow_forks,
+            metrics["fork"],
+            "allowed" if config.allow_forks else "not a fork",
+        ),
+    ]
     if tracker is not None:
         checks += [
-            Check("issues_closed", tracker["issues_closed"] >= config.min_issues_closed, tracker["issues_closed"],
-                  f">= {config.min_issues_closed} in {config.tracker_days} days"),
-            Check("prs_merged", tracker["prs_merged"] >= config.min_prs_merged, tracker["prs_merged"],
-                  f">= {config.min_prs_merged} in {config.tracker_days} days"),
-        ]  # fmt: skip
+            Check(
+                "issues_closed",
+                tracker["issues_closed"] >= config.min_issues_closed,
+                tracker["issues_closed"],
+                f">= {config.min_issues_closed} in {config.tracker_days} days",
+            ),
+            Check(
+                "prs_merged",
+                tracker["prs_merged"] >= config.min_prs_merged,
+                tracker["prs_merged"],
+                f">= {config.min_prs_merged} in {config.tracker_days} days",
+            ),
+        ]
     decision = "keep" if all(c.passed for c in checks) else "reject"
     if decision == "reject" and repo["source"] in config.force_keep:
         decision = "keep"  # vetted by hand: the failing checks stay on record
@@ -288,6 +339,13 @@ def _store(engine: Engine, s: Selection, run_id: str | None) -> None:
             ledger.replace_skip(conn, "select", s.repo_id, "", "rejected_by_select", s.summary(), run_id)
         conn.execute(
             sa.text(STORE_DECISION),
-            {"r": s.repo_id, "d": s.decision, "reasons": ledger.canonical_json([asdict(c) for c in s.checks]),
-             "l": s.licence, "lf": s.licence_from, "m": ledger.canonical_json(s.metrics), "run": run_id},
-        )  # fmt: skip
+            {
+                "r": s.repo_id,
+                "d": s.decision,
+                "reasons": ledger.canonical_json([asdict(c) for c in s.checks]),
+                "l": s.licence,
+                "lf": s.licence_from,
+                "m": ledger.canonical_json(s.metrics),
+                "run": run_id,
+            },
+        )
