@@ -1,6 +1,7 @@
-"""Evaluate the score and the classifier against the labelled commits of ``eval/labels.csv``.
+"""Evaluate the score and the classifier against the labelled commits (``eval/labels.csv``, and the
+sets labelled against ``eval/RUBRIC.md``: ``eval/labels/`` for development, ``eval/heldout/`` held out).
 
-The labels hold references only (repository URL, commit SHA, good/bad, category, a one-line reason).
+The labels hold references only (repository URL, commit SHA, good/borderline/bad, category, a reason).
 This script runs the real pipeline over local clones of those repositories (crawl, gates, extract,
 score) in a scratch database and compares:
 
@@ -68,6 +69,30 @@ def category_figures(truth: Sequence[str], predicted: Sequence[str]) -> dict[str
     return {"accuracy": round(accuracy, 3), "per_category": per}
 
 
+def default_label_files() -> list[Path]:
+    return [
+        LABELS,
+        *sorted((ROOT / "eval" / "labels").glob("*.csv")),
+        *sorted((ROOT / "eval" / "heldout").glob("*.csv")),
+    ]
+
+
+def read_labels(path: Path) -> list[dict[str, str]]:
+    """A labels file's rows, each with the set it belongs to: ``held_out`` (eval/heldout/: never used to
+    tune), ``development`` (eval/labels/, and the first set's development repositories), or
+    ``held_out_v1`` (the first set's other repositories, good/bad labels only)."""
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        if path.parent.name == "heldout":
+            row["set"] = "held_out"
+        elif path == LABELS and row["repo_url"] not in DEVELOPMENT:
+            row["set"] = "held_out_v1"
+        else:
+            row["set"] = "development"
+    return rows
+
+
 def find_clone(url: str, clones_dir: Path | None, explicit: dict[str, str]) -> Path:
     if url in explicit:
         return Path(explicit[url])
@@ -85,7 +110,6 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
     import sqlalchemy as sa
     from codepairs import pipeline, store
     from codepairs.config import load_config
-    from codepairs.quality import score
 
     config = load_config()
     config = dataclasses.replace(
@@ -96,15 +120,20 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
     engine = store.get_engine(database_url)
     repo_ids = {}
     for url, path in clones.items():
-        state = pipeline.process_repository(engine, str(path), config)
+        try:
+            state = pipeline.process_repository(engine, str(path), config)
+        except Exception as err:  # a broken snapshot: its labels count as not exported
+            print(f"{url}: could not be crawled: {type(err).__name__}: {str(err)[:200]}", file=sys.stderr)
+            continue
         repo_ids[state["repo_id"]] = url
-    score.score_pairs(engine, config.score)
+    pipeline.score_pairs(engine, config)
+    pipeline.dedup_pairs(engine, config)  # and the ranking again: one selected pair per duplicate group
     outcome: dict[tuple[str, str], dict[str, Any]] = {}
     with engine.connect() as conn:
         for r in conn.execute(
             sa.text(
                 "SELECT p.repo_id, p.commit_sha, s.score, s.category, s.confidence, s.category_rule, s.explanation, "
-                "p.lines_added, p.lines_deleted FROM pairs p "
+                "s.selected, p.lines_added, p.lines_deleted FROM pairs p "
                 "JOIN pair_scores s ON s.pair_id = p.pair_id WHERE p.kind = 'commit'"
             )
         ).mappings():
@@ -118,16 +147,30 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
 
 
 def figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    scores = [r["score"] for r in rows]
-    good = [r["label"] == "good" for r in rows]
+    """AUC of good against bad (borderline labels left out of it), and what the ranking selects: the
+    share of good, borderline and bad among the labelled pairs it would export."""
+    decided = [r for r in rows if r["label"] in ("good", "bad")]
+    scores = [r["score"] for r in decided]
+    good = [r["label"] == "good" for r in decided]
     scored = [r for r in rows if r["skipped"] is None]
+    selected = [r for r in rows if r.get("selected")]
     out = {
         "pairs": len(rows),
-        "good": sum(good),
+        "labels": dict(Counter(r["label"] for r in rows)),
         "skipped_by_extract": len(rows) - len(scored),
         "roc_auc": round(roc_auc(scores, good), 3),
-        "roc_auc_scored_only": round(roc_auc([r["score"] for r in scored], [r["label"] == "good" for r in scored]), 3),
+        "roc_auc_scored_only": round(
+            roc_auc(
+                [r["score"] for r in decided if r["skipped"] is None],
+                [r["label"] == "good" for r in decided if r["skipped"] is None],
+            ),
+            3,
+        ),
         "precision_top_decile": round(precision_at_top(scores, good), 3),
+        "selected": len(selected),
+        "selected_labels": {k: round(v / len(selected), 3) for k, v in Counter(r["label"] for r in selected).items()}
+        if selected
+        else {},
     }
     out["category"] = category_figures([r["category"] for r in scored], [r["predicted"] for r in scored])
     return out
@@ -137,7 +180,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clones-dir", type=Path)
     parser.add_argument("--clone", action="append", default=[], help="URL=PATH")
-    parser.add_argument("--labels", type=Path, default=LABELS)
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        action="append",
+        help="a labels CSV (repeatable); default: eval/labels.csv, eval/labels/*.csv, eval/heldout/*.csv",
+    )
     parser.add_argument("--json", type=Path, help="write the figures and every row's outcome here")
     parser.add_argument(
         "--database-url",
@@ -145,8 +193,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     explicit = dict(item.split("=", 1) for item in args.clone)
-    with args.labels.open() as f:
-        labels = list(csv.DictReader(f))
+    labels = [row for path in (args.labels or default_label_files()) for row in read_labels(path)]
     clones = {url: find_clone(url, args.clones_dir, explicit) for url in dict.fromkeys(r["repo_url"] for r in labels)}
 
     if args.database_url:
@@ -159,8 +206,8 @@ def main() -> None:
     rows = []
     for label in labels:
         o = outcome.get((label["repo_url"], label["commit"]))
-        if o is None:
-            raise SystemExit(f"{label['repo_url']} {label['commit']}: neither scored nor skipped (not in the clone?)")
+        if o is None:  # not in the snapshot, or its repository could not be crawled: not exported
+            o = {"skipped": "not_crawled"}
         rows.append(
             {
                 **label,
@@ -168,6 +215,7 @@ def main() -> None:
                 "predicted": o.get("category"),
                 "skipped": o.get("skipped"),
                 "explanation": o.get("explanation"),
+                "selected": bool(o.get("selected")),
                 "rule": o.get("category_rule"),
                 "added": o.get("lines_added"),
                 "deleted": o.get("lines_deleted"),
@@ -175,8 +223,7 @@ def main() -> None:
         )
     result = {
         "all": figures(rows),
-        "development": figures([r for r in rows if r["repo_url"] in DEVELOPMENT]),
-        "held_out": figures([r for r in rows if r["repo_url"] not in DEVELOPMENT]),
+        **{name: figures([r for r in rows if r["set"] == name]) for name in sorted({r["set"] for r in rows})},
         "by_repository": {u: figures([r for r in rows if r["repo_url"] == u]) for u in clones},
     }
     print(json.dumps({k: v for k, v in result.items() if k != "by_repository"}, indent=1))

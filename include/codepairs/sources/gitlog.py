@@ -489,7 +489,7 @@ def section_stats(section: bytes) -> tuple[bool, int, int, bool, bool]:
 
 def diff_files(diff: str) -> list[tuple[dict[str, Any], str]]:
     """Each file of a ``git diff`` text (as GitHub serves a pull request's diff): its facts, in the
-    shape of ``FileChange.as_json`` that ``extract.classify_file`` reads, and its section."""
+    shape of ``FileChange.as_json`` that ``filerules.classify_file`` reads, and its section."""
     files = []
     for section in split_sections(diff):
         if not section.startswith("diff --git "):  # text before the first file
