@@ -221,11 +221,10 @@ def codepairs_build() -> None:
         """
         from pathlib import Path
 
-        from codepairs import settings
-        from codepairs.export import dataset
+        from codepairs import pipeline, settings
 
         out = Path(params()["out_dir"]) if params().get("out_dir") else settings.default_export_dir()
-        return dataset.write_export(engine(), out, pipeline_config(params()).export).as_dict()
+        return pipeline.export_dataset(engine(), pipeline_config(params()), out)
 
     @task
     def verify_export(result: dict) -> dict:
@@ -239,9 +238,9 @@ def codepairs_build() -> None:
         """
         from pathlib import Path
 
-        from codepairs.export import dataset
+        from codepairs import pipeline
 
-        return dataset.verify_export(Path(result["out_dir"]))
+        return pipeline.verify_export(Path(result["out_dir"]))
 
     deduped = dedup_pairs(validate_scores(score_pairs()))
     inputs = validate_balance_input()

