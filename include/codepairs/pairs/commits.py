@@ -1,4 +1,4 @@
-"""Extract stage: stored commits -> commit-message -> diff pairs, with a named reason for every skip.
+"""Commit pairs (part of extract): stored commits -> commit-message -> diff pairs, with a named reason for every skip.
 
 Reads ``commits`` of crawl batches that passed the commits gate and were not yet extracted (commits
 orphaned by a force-push are left out); writes ``pairs``, ``skips`` (stage 'extract'), ``batches``
