@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task, task_group
-from codepairs_airflow import COMMON_DAG_ARGS, GITHUB_POOL, PAIRS_ASSET, engine, pipeline_config
+from codepairs_airflow import COMMON_DAG_ARGS, GITHUB_POOL, PAIRS_ASSET, REPO_SPEC_SCHEMA, engine, pipeline_config
 
 MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more repositories share shards
 
@@ -45,9 +45,11 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
         "repos": Param(
             [],
             type="array",
-            items={"type": "string", "pattern": r"^\S(.*\S)?$"},
+            items=REPO_SPEC_SCHEMA,
             title="Repositories",
-            description="Local paths, file:// or https clone URLs, or owner/name. Empty: the config's list.",
+            description="Local paths, file:// or https clone URLs, or owner/name. Empty: the config's list. "
+            "No credential in a URL: a private repository's login and password go in the Airflow connection "
+            "git_<host>.",
         ),
         "search": Param(
             None,
@@ -93,20 +95,23 @@ def codepairs_crawl() -> None:
         """
         #### list_repositories
         The repositories of this run: the trigger form's list, else the config's, plus what the GitHub
-        search finds, one entry per repository however it is spelled; in at most 1024 shards.
+        search finds, one entry per repository however it is spelled; in at most 1024 shards. No
+        credential goes on: each entry is handed on without one (a credential in the config's list is
+        removed with a warning naming the connection `git_<host>` that should hold it).
 
         - **Reads**: Params `repos`, `search`; `include/config/pipeline.yaml`; GitHub's search API.
-        - **Writes**: nothing (the shards go to XCom). With `dry_run`, the plan goes to this log.
+        - **Writes**: nothing (the credential-free shards go to XCom). With `dry_run`, the plan goes to
+          this log.
         - **Rerun**: safe; it only lists.
         """
         from codepairs import pipeline
-        from codepairs_airflow import github_credentials
+        from codepairs_airflow import github_credentials, without_credentials
 
         params = get_current_context()["params"]
         config = pipeline_config(params)
         search = params.get("search") or config.select.github_search
         credentials = github_credentials() if search else (None, None)
-        specs = pipeline.candidates(config, params.get("repos"), search, *credentials)
+        specs = without_credentials(pipeline.candidates(config, params.get("repos"), search, *credentials))
         if params.get("dry_run"):
             pipeline.dry_run(engine(), specs)
             return []
@@ -121,18 +126,21 @@ def codepairs_crawl() -> None:
             Mirrors each repository of the shard (bare clone, then fetch; never checked out, hooks off)
             and stores the commits new since its watermark in checksummed COPY batches.
 
-            - **Reads**: the repository; `crawl_state` (the last crawled commit of each branch).
+            - **Reads**: the repository (over http(s) with the login and password of the connection
+              `git_<host>_<port>` or `git_<host>` when one exists); `crawl_state` (the last crawled commit
+              of each branch).
             - **Writes**: `repositories`, `commits`, `batches`, `crawl_state`, `skips`, `runs`; the mirror
               under `.data/mirrors`. Progress lines: commits done of the total, rate, time left.
             - **Rerun**: safe: commits are keyed by sha and inserted once; a killed run resumes from the
               watermark.
             """
             from codepairs import pipeline
+            from codepairs_airflow import git_auth
 
             context = get_current_context()
             context["repo_label"] = specs[0] + (f" (+{len(specs) - 1})" if len(specs) > 1 else "")
             config = pipeline_config(context["params"])
-            return [pipeline.crawl_step(engine(), spec, config) for spec in specs]
+            return [pipeline.crawl_step(engine(), spec, config, auth=git_auth(spec)) for spec in specs]
 
         @task(pool=GITHUB_POOL)
         def crawl_github(states: list[dict]) -> list[dict]:

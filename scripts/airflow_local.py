@@ -77,8 +77,17 @@ def migrate_airflow() -> None:
 
 
 def run(repos: list[str], out_dir: str | None) -> int:
+    """Both DAGs through ``dag.test()``. A credential in REPOS stops at this door: the URL goes on
+    without it, and an http(s) login and password become this process's ``AIRFLOW_CONN_GIT_*``
+    connection, so no secret reaches the run's conf, XCom, a map label, a log or a database."""
     env = airflow_env()
     os.environ.update(env)
+    from codepairs_airflow import connections_from_urls  # imports Airflow: after its environment is set
+
+    repos, connections, notes = connections_from_urls(repos)
+    os.environ.update(connections)
+    for note in notes:
+        print(f"REPOS: {note}", flush=True)
     started = datetime.now(UTC)
     log_path = Path(env["AIRFLOW_HOME"]) / f"run-{started:%Y%m%dT%H%M%S}.log"
     with _quiet(log_path) as say:

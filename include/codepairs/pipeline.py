@@ -100,7 +100,7 @@ def dry_run(engine: Engine, specs: list[str]) -> list[dict[str, Any]]:
             repo = identity.resolve_source(spec)  # its source carries no credential
             crawl.check_local_path(repo)
         except SourceError as err:
-            shown = identity.split_credentials(err.source)[0]
+            shown = identity.redact(err.source)
             plan.append({"repository": shown, "action": "skip", "reason": str(err.reason)})
         else:
             branches = known.get(repo.repo_id, 0)
@@ -172,8 +172,11 @@ def chain_step(step: Callable[..., RepoState]) -> Callable[..., Any]:
     return run
 
 
-def crawl_step(engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None) -> dict[str, Any]:
-    return RepoState.from_crawl(crawl.crawl_repository(engine, spec, config.crawl, cwd)).as_dict()
+def crawl_step(
+    engine: Engine, spec: str, config: PipelineConfig, cwd: Path | None = None, auth: str | None = None
+) -> dict[str, Any]:
+    """The crawl of one repository; ``auth``: its HTTP credential from a secret store (the DAG's connection)."""
+    return RepoState.from_crawl(crawl.crawl_repository(engine, spec, config.crawl, cwd, auth)).as_dict()
 
 
 @chain_step

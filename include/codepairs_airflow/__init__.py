@@ -7,19 +7,35 @@ files import it the same way under the dag-processor, ``dag.test()``, pytest and
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
-from codepairs.errors import one_line
+from codepairs.errors import SourceError, one_line
+from codepairs.sources import identity
 
 log = logging.getLogger(__name__)
 
 PIPELINE_DB_CONN_ID = "codepairs_db"
 GITHUB_CONN_ID = "github_default"  # the GitHub provider's convention: token in the password, API URL in host
 PAIRS_ASSET = Asset("codepairs_pairs", uri="codepairs://pipeline/pairs")
+GIT_CONN_PREFIX = "git_"  # git_<host>[_<port>]: login and password for cloning from that host over http(s)
+
+# One repository of the crawl DAG's Param ``repos``: trimmed, and with no credential (see
+# ``identity.CREDENTIAL_PATTERN``), so a secret is refused when the run is triggered, before the run
+# and its conf exist; Airflow's refusal quotes this schema, description included.
+REPO_SPEC_SCHEMA: dict[str, str] = {
+    "type": "string",
+    "pattern": rf"^(?![\s\S]*({identity.CREDENTIAL_PATTERN}))\S(.*\S)?$",
+    "description": "a path, owner/name or clone URL with no credential in it (no user:password@ or token@, "
+    "no ?query, no #fragment but #github=owner/name): a private repository's login and password go in the "
+    f"Airflow connection {GIT_CONN_PREFIX}<host> (github.com: {GIT_CONN_PREFIX}github_com), never in Params",
+}
 
 # Pools the DAGs name, created at setup (``make up``/``make run``, docker-compose's init): a task
 # whose pool does not exist is never scheduled, and ``dag.test()`` does not notice.
@@ -189,3 +205,98 @@ def github_step(state: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]
         # An HTTP error after the client's own retries: the git side goes on, the chain fails at its end.
         log.error("GitHub crawl of %s failed: %s", state.get("name"), err)
         return {**state, "github_error": str(err)}
+
+
+def git_connection_ids(url: str) -> list[str]:
+    """The Airflow connections that may hold the credential for a clone URL's host, most specific
+    first: ``git_<host>_<port>``, then ``git_<host>``, lower case, every run of other characters one
+    ``_`` (``https://git.example.com:8443/x.git``: ``git_git_example_com_8443``, then
+    ``git_git_example_com``), so the id is also a valid ``AIRFLOW_CONN_*`` variable name."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return []
+    try:
+        port = parts.port
+    except ValueError:  # not a number: no port-specific connection
+        port = None
+    keys = [f"{parts.hostname}_{port}"] if port else []
+    return [GIT_CONN_PREFIX + re.sub(r"[^a-z0-9]+", "_", key.lower()).strip("_") for key in [*keys, parts.hostname]]
+
+
+def git_auth(spec: str) -> str | None:
+    """The HTTP Basic credential (``login:password``) for cloning a repository over http(s), from its
+    connection ``git_<host>`` (an ``AIRFLOW_CONN_*`` variable, the metadata database or a secrets
+    backend); None when it is not an http(s) repository or no connection is defined. It goes to git
+    through the environment only; Airflow masks a connection's password in every log."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        clone_url = identity.resolve_source(spec).clone_url
+    except SourceError:  # the crawl records why it cannot be read
+        return None
+    if not clone_url.lower().startswith(("http://", "https://")):
+        return None
+    for conn_id in git_connection_ids(clone_url):
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            continue
+        return base64.b64encode(f"{conn.login or ''}:{conn.password or ''}".encode()).decode()
+    return None
+
+
+def _connection_hint(spec: str) -> str:
+    ids = git_connection_ids(identity.redact(spec))
+    return ids[0] if ids else f"{GIT_CONN_PREFIX}<host>"
+
+
+def without_credentials(specs: list[str]) -> list[str]:
+    """``list_repositories``' door: every repository as ``identity.redact`` spells it, so no secret
+    reaches XCom, a map label or a log. The trigger form already refused a credential (its schema);
+    one that still arrives (the config's list) is removed with a warning naming the connection that
+    should hold it, rather than failing the whole run for it: the others are crawled, and this one is
+    too when the connection exists."""
+    clean = []
+    for spec in specs:
+        safe = identity.redact(spec)
+        if identity.carries_credential(spec):
+            log.warning(
+                "%s: its credential was removed (Airflow carries none in Params, XCom or logs); "
+                "a private repository's login and password go in the Airflow connection %s",
+                safe,
+                _connection_hint(spec),
+            )
+        clean.append(safe)
+    return clean
+
+
+def connections_from_urls(specs: list[str]) -> tuple[list[str], dict[str, str], list[str]]:
+    """``make run REPOS=...``'s door, before anything reaches Airflow: (the repositories without their
+    credentials, ``AIRFLOW_CONN_GIT_*`` variables holding each http(s) URL's login and password for
+    this process only, one credential-free note per URL changed). A credential git cannot use
+    unattended (an ssh or git:// password, a token in a query string or fragment) is only removed."""
+    from urllib.parse import unquote, urlsplit
+
+    clean, env, notes = [], {}, []
+    for spec in specs:
+        safe = identity.redact(spec)
+        clean.append(safe)
+        if not identity.carries_credential(spec):
+            continue
+        parts = urlsplit(spec.strip().partition("#github=")[0])
+        conn_id = _connection_hint(spec)
+        if parts.scheme in ("http", "https") and parts.username is not None:
+            login, password = unquote(parts.username), unquote(parts.password or "")
+            env[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+                {"conn_type": "generic", "login": login, "password": password}
+            )
+            notes.append(f"{safe}: its credential goes to git through the connection {conn_id}, for this run only")
+        else:
+            notes.append(
+                f"{safe}: a credential git cannot use unattended was removed (ssh: keys or the agent; "
+                f"http(s): login and password in the Airflow connection {conn_id})"
+            )
+    return clean, env, notes

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -325,9 +325,17 @@ WHERE repo_id = :id
 """
 
 
-def crawl_repository(engine: Engine, spec: str, config: CrawlConfig, cwd: Path | None = None) -> CrawlResult:
-    """Crawl one repository: mirror it, stream the commits new since the watermark, store them."""
+def crawl_repository(
+    engine: Engine, spec: str, config: CrawlConfig, cwd: Path | None = None, auth: str | None = None
+) -> CrawlResult:
+    """Crawl one repository: mirror it, stream the commits new since the watermark, store them.
+
+    ``auth`` (an HTTP Basic credential, from a secret store such as an Airflow connection) is used
+    where the spec carries none: it reaches git through the environment only, like the URL's own.
+    """
     repo = resolve_source(spec, cwd)
+    if auth and not repo.auth:
+        repo = replace(repo, auth=auth)
     with engine.begin() as conn:
         upsert_repository(conn, repo)
     with ledger.stage_run(engine, "crawl", repo.repo_id) as run:

@@ -4,6 +4,9 @@ One identity per repository however the user spelt it (``owner/name``, an https 
 ``file://``, a local path, ``PATH#github=owner/name``): ``repo_id`` hashes the canonical source, so the
 crawl, select, the dry run and the config's ``force_keep`` all agree on which repository is meant.
 Credentials in a URL never reach the source: they travel to git through its environment only.
+``redact`` gives the spelling with no credential that may be shown, logged, stored or handed between
+Airflow tasks, and ``CREDENTIAL_PATTERN`` recognises a spec that carries one (the crawl DAG's trigger
+form refuses it with that pattern, before the run and its conf exist).
 """
 
 from __future__ import annotations
@@ -26,6 +29,18 @@ def github_web() -> str:
 
 
 OWNER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+
+# A spec that carries (or may carry) a secret. One expression that Python's ``re`` and JavaScript read
+# alike (no inline flags, no look-behind): the crawl DAG's Param schema uses it as well, and a UI may
+# check a schema's pattern in the browser.
+CREDENTIAL_PATTERN = (
+    r"[hH][tT][tT][pP][sS]?://[^/?#]*@"  # http(s) user info: a user alone is a token (http://TOKEN@host)
+    r"|://[^/@?#]*:[^@]*@"  # a password in any URL: ssh://git:PW@, git://u:PW@, file://u:PW@
+    r"|://[^?#]*[?]"  # a query string: ?access_token=...
+    r"|://[^#]*#(?!github=)"  # a URL fragment other than #github=owner/name
+    r"|#github=(?![A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$)"  # a #github= that is not just owner/name
+)
+_CREDENTIAL = re.compile(CREDENTIAL_PATTERN)
 
 
 class RepoSkipReason(StrEnum):
@@ -55,17 +70,39 @@ class RepoSource:
         return f"{self.web_url}/commit/{sha}" if self.web_url else None
 
 
+def carries_credential(spec: str) -> bool:
+    """Whether a repository spec carries what may be a secret (see ``CREDENTIAL_PATTERN``)."""
+    return bool(_CREDENTIAL.search(spec))
+
+
+def redact(spec: str) -> str:
+    """The spec with every credential removed, naming the same repository (``resolve_source`` gives it
+    the same source, clone URL and GitHub identity, only without ``auth``): what may be shown, logged,
+    stored or handed from one Airflow task to the next. A ``#github=`` that is not ``owner/name`` is
+    replaced, so the spec still fails the same way without echoing what was there."""
+    body, sep, fragment = spec.strip().partition("#github=")
+    if "://" in body:
+        body = split_credentials(body)[0]
+    if fragment and not OWNER_NAME.match(fragment.strip()):
+        fragment = "(not owner/name)"
+    return body + sep + fragment
+
+
 def split_credentials(url: str) -> tuple[str, str | None]:
     """(the URL with no secret in it, an HTTP Basic credential or None).
 
     Secrets never reach git's command line, the mirror's config, the database or a log: the URL
-    loses its password and query string, and an https credential travels to git as an
+    loses its password, query string and fragment, and an https credential travels to git as an
     ``http.extraHeader`` through the environment (``GIT_CONFIG_*``) of the clone or fetch only.
-    Host and port are kept verbatim (IPv6 brackets, odd ports).
+    Host and port are kept verbatim (IPv6 brackets, odd ports). A ``file://`` URL loses its user
+    info altogether (git needs none to read a local repository): ``file://u:PW@localhost/srv/r`` is
+    ``file://localhost/srv/r`` (its host is kept, so a URL that had no user info keeps its identity).
     """
     parts = urlsplit(url)
-    if not parts.scheme or parts.scheme == "file":
+    if not parts.scheme:
         return url, None
+    if parts.scheme == "file":
+        return urlunsplit(("file", parts.netloc.rpartition("@")[2], parts.path, "", "")), None
     userinfo, at, hostport = parts.netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
     auth = None
@@ -102,8 +139,8 @@ def resolve_source(spec: str, cwd: Path | None = None) -> RepoSource:
     """
     spec, _, fragment = spec.strip().partition("#github=")
     if fragment:  # a mirror or clone elsewhere of a GitHub repository: "PATH_OR_URL#github=owner/name"
-        if not OWNER_NAME.match(fragment.strip()):
-            raise SourceError(spec, RepoSkipReason.NOT_FOUND, f"#github= wants owner/name, not {fragment!r}")
+        if not OWNER_NAME.match(fragment.strip()):  # not echoed: it may be a token pasted in the wrong place
+            raise SourceError(redact(spec), RepoSkipReason.NOT_FOUND, "#github= wants owner/name")
         repo = resolve_source(spec, cwd)
         web = f"{github_web()}/{fragment.strip().lower()}"
         return replace(repo, github=fragment.strip().lower(), web_url=repo.web_url or web)
