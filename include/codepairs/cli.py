@@ -54,8 +54,9 @@ def cmd_crawl(args: argparse.Namespace) -> int:
         github = ""
         if gh:
             github = f"GitHub {gh['status']}: {json.dumps(gh['written'])} written, {gh['links_new']} new links; "
+        unread = f", {state['commits_skipped']} skipped as unreadable" if state.get("commits_skipped") else ""
         print(
-            f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new; {github}"
+            f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new{unread}; {github}"
             f"{ex['pairs_new']} pairs kept, skipped {json.dumps(ex['skipped'])}; gates passed"
         )
     return status

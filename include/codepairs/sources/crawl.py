@@ -3,7 +3,8 @@
 Reads and writes: ``repositories`` (one row per source, with its status or skip reason),
 ``crawl_state`` (last crawled SHA per branch: the incremental watermark), ``runs``, ``batches``
 (one per COPY batch: rows read, rows written, sha256 of the rows written), ``commits``, and
-``skips`` (repository-level skips and commits orphaned by a force-push).
+``skips`` (repository-level skips, commits orphaned by a force-push, commits git cannot read or a shallow
+clone's boundary commits; a repository git cannot read at all is ``corrupt_repository``, with git's message).
 
 Safety: the repository is held as a bare mirror (``clone --mirror``, then ``fetch``), never checked
 out; every git call disables hooks, external diff drivers and textconv, and never prompts.
@@ -68,6 +69,7 @@ class CrawlResult(ledger.StageResult):
     batches: list[str] = field(default_factory=list)
     force_push: bool = False
     orphaned: int = 0
+    commits_skipped: int = 0  # unreadable (objects missing) or a shallow boundary: a ``skips`` row each
 
 
 def git(
@@ -85,6 +87,26 @@ def git(
     if check and proc.returncode != 0:
         raise subprocess.CalledProcessError(proc.returncode, cmd[:3] + args[:1], proc.stdout, proc.stderr)
     return proc.stdout.decode("utf-8", "replace").strip()
+
+
+# What git says when the objects themselves are bad, on this side or the remote's (upload-pack): a
+# corrupt repository, not a network problem.
+CORRUPTION = re.compile(
+    r"does not match index|(?:unable to|Could not) read [0-9a-f]{7}|missing (?:blob|tree|commit|object) [0-9a-f]{7}"
+    r"|bad object [0-9a-f]{7}|is corrupt|corrupt (?:loose|packed) object|not our ref [0-9a-f]{7}"
+    r"|did not send all necessary objects|inflate:|invalid object [0-9a-f]{7}|packfile \S+ cannot be accessed"
+    r"|Failed to traverse parents|unable to unpack [0-9a-f]{7}|unable to parse commit [0-9a-f]{7}",
+    re.IGNORECASE,
+)
+
+
+def git_failure(source: str, stderr: bytes | str | None) -> SourceError:
+    """A clone or fetch that failed: ``corrupt_repository`` when git says objects are bad, else
+    ``unreachable`` (network, authentication, no such repository)."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    if CORRUPTION.search(text):
+        return SourceError(source, RepoSkipReason.CORRUPT_REPOSITORY, gitlog.git_message(text))
+    return SourceError(source, RepoSkipReason.UNREACHABLE, _first_line(text))
 
 
 def _first_line(stderr: bytes | str | None) -> str:
@@ -128,18 +150,21 @@ def ensure_mirror(repo: RepoSource, config: CrawlConfig) -> Path:
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     except subprocess.CalledProcessError as exc:
-        raise SourceError(repo.source, RepoSkipReason.UNREACHABLE, _first_line(exc.stderr)) from None
+        raise git_failure(repo.source, exc.stderr) from None
     except subprocess.TimeoutExpired:
         raise SourceError(repo.source, RepoSkipReason.UNREACHABLE, "git timed out") from None
     return mirror
 
 
 def _follow_remote_head(mirror: Path, auth: str | None) -> None:
-    """``fetch`` does not move a mirror's HEAD: follow an upstream rename of the default branch."""
+    """``fetch`` does not move a mirror's HEAD: follow an upstream rename of the default branch, and a
+    detached upstream HEAD to its commit (when a fetched branch holds it)."""
     answer = git(["ls-remote", "--symref", "origin", "HEAD"], mirror, check=False, auth=auth)
     first = answer.splitlines()[0] if answer else ""
     if first.startswith("ref: refs/heads/") and first.endswith("\tHEAD"):
         git(["symbolic-ref", "HEAD", first[len("ref: ") : -len("\tHEAD")]], mirror)
+    elif gitlog.SHA.match(first.removesuffix("\tHEAD").encode()) and _object_exists(mirror, first[:-5]):
+        git(["update-ref", "--no-deref", "HEAD", first[:-5]], mirror)
 
 
 def _is_git_dir(path: Path) -> bool:
@@ -152,23 +177,44 @@ def _is_git_dir(path: Path) -> bool:
     return proc.returncode == 0
 
 
+DETACHED = "HEAD"  # the "branch" a detached HEAD is crawled (and watermarked) as
+
+
 def branches_to_crawl(mirror: Path, config: CrawlConfig) -> dict[str, str]:
-    """Branch name -> tip SHA. The default branch is whatever HEAD names, not assumed 'main'."""
+    """Branch name -> tip SHA. The default branch is whatever HEAD names, not assumed 'main'; a detached
+    HEAD (a mirror of a checkout at a commit) is crawled from its commit, as the branch ``HEAD``.
+    A ref whose commit cannot be read is a corrupt repository, not a missing branch."""
     names = list(config.branches)
     if not names:
         head = git(["symbolic-ref", "--quiet", "HEAD"], mirror, check=False)
-        names = [head.removeprefix("refs/heads/")] if head else []
+        names = [head.removeprefix("refs/heads/")] if head else [DETACHED]
     tips: dict[str, str] = {}
     for name in names:
-        sha = git(["rev-parse", "--verify", "--quiet", f"refs/heads/{name}^{{commit}}"], mirror, check=False)
+        ref = DETACHED if name == DETACHED and not config.branches else f"refs/heads/{name}"
+        sha = git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], mirror, check=False)
         if sha:
             tips[name] = sha
+            continue
+        pointed = git(["rev-parse", "--verify", "--quiet", ref], mirror, check=False)  # reads the ref only
+        if pointed:
+            raise SourceError(str(mirror), RepoSkipReason.CORRUPT_REPOSITORY, _unreadable(mirror, ref, pointed))
     if not tips:
         has_any = git(["for-each-ref", "--count=1", "refs/heads"], mirror, check=False)
         if not has_any:
             raise SourceError(str(mirror), RepoSkipReason.EMPTY_REPOSITORY, "the repository has no commits")
         raise SourceError(str(mirror), RepoSkipReason.BRANCH_NOT_FOUND, f"none of the branches {names} exist")
     return tips
+
+
+def _unreadable(mirror: Path, ref: str, sha: str) -> str:
+    """Why the commit a ref points at cannot be read, in git's words."""
+    proc = subprocess.run(
+        ["git", *gitlog.GIT_SAFE, "--git-dir", str(mirror), "cat-file", "commit", sha],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **gitlog.GIT_LOG_ENV},
+    )
+    return f"{ref} points at {sha}, which cannot be read: {gitlog.git_message(proc.stderr)}"
 
 
 def _object_exists(mirror: Path, sha: str) -> bool:
@@ -292,7 +338,10 @@ def mark_orphans(engine: Engine, mirror: Path, run: ledger.StageRun) -> int:
     """After a force-push: flag stored commits no branch of the repository reaches any more (kept,
     not exported); commits a branch reaches again lose the flag."""
     repo_id = run.repo_id or ""
-    reachable = git(["rev-list", "--branches"], mirror).split()
+    try:
+        reachable = git(["rev-list", "--branches", *([DETACHED] if _detached(mirror) else [])], mirror).split()
+    except subprocess.CalledProcessError as exc:  # a commit object is missing: orphans cannot be told apart
+        raise SourceError(str(mirror), RepoSkipReason.CORRUPT_REPOSITORY, gitlog.git_message(exc.stderr)) from None
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE _reachable (sha text PRIMARY KEY) ON COMMIT DROP"))
         copy_rows(conn, "_reachable", ["sha"], ((s,) for s in reachable))
@@ -352,13 +401,39 @@ def crawl_repository(
         try:
             mirror = ensure_mirror(repo, config)
             tips = branches_to_crawl(mirror, config)
+            _crawl_branches(engine, run, repo, mirror, tips, config, result)
         except SourceError as err:
             log.warning("skipping %s: %s (%s)", repo.source, err.reason, err.detail)
             record_repo_skip(engine, repo, run.run_id, str(err.reason), err.detail)
             result.status, result.skip_reason, result.skip_detail = "skipped", str(err.reason), err.detail
             return result
-        _crawl_branches(engine, run, repo, mirror, tips, config, result)
     return result
+
+
+def _detached(mirror: Path) -> bool:
+    return not git(["symbolic-ref", "--quiet", "HEAD"], mirror, check=False)
+
+
+def _restore_messages(mirror: Path, commits: list[gitlog.Commit]) -> None:
+    """``git log`` cuts a message at a NUL byte: such a commit keeps its whole message (NUL shown as
+    U+FFFD, as ``gitlog.decode`` does) and is flagged ``text_lossy``, so extract makes no pair of it."""
+    for sha, raw in gitlog.raw_messages(mirror, [c.sha for c in commits]).items():
+        if b"\x00" in raw:
+            commit = next(c for c in commits if c.sha == sha)
+            commit.message, commit.text_lossy = gitlog.decode(raw)[0], True
+
+
+def write_commit_skips(engine: Engine, run: ledger.StageRun, skipped: list[gitlog.SkippedCommit]) -> int:
+    """The commits the log could not read (or would misread), one ``skips`` row each; returns how many
+    are new. The list is emptied: each is written once."""
+    rows = [ledger.skip_row("crawl", run.repo_id or "", s.sha, str(s.reason), s.detail, run.run_id) for s in skipped]
+    skipped.clear()
+    if not rows:
+        return 0
+    for row in rows:
+        log.warning("%s: commit %s skipped: %s (%s)", run.repo_id, row[2], row[3], row[4])
+    with engine.begin() as conn:
+        return len(ledger.write_skips(conn, rows))
 
 
 def _crawl_branches(
@@ -388,19 +463,27 @@ def _crawl_branches(
     # so the total counts it twice too.
     total = sum(gitlog.count_commits(mirror, *r, timeout=config.git_timeout_seconds) for r in ranges.values())
     progress = Progress(log, f"crawl {repo.name}", total, "commits")
+    skipped: list[gitlog.SkippedCommit] = []
     for revisions, max_count in ranges.values():
-        stream = gitlog.stream_commits(mirror, revisions, max_diff_bytes=config.max_diff_bytes, max_count=max_count)
+        stream = gitlog.stream_commits(
+            mirror, revisions, max_diff_bytes=config.max_diff_bytes, max_count=max_count, skipped=skipped
+        )
         for commits in _batched(stream, config.batch_size, config.batch_bytes):
+            _restore_messages(mirror, commits)
             result.commits_read += len(commits)
+            result.commits_skipped += len(skipped)
+            write_commit_skips(engine, run, skipped)
             batch_id, written = write_commit_batch(engine, run, seq, commits)
             result.batches.append(batch_id)
             result.commits_new += written
             progress.advance(len(commits))
             seq += 1
+        result.commits_skipped += len(skipped)
+        write_commit_skips(engine, run, skipped)
     progress.finish()
     if result.force_push:
         result.orphaned = mark_orphans(engine, mirror, run)
-    default_branch = next(iter(tips)) if not config.branches else None
+    default_branch = next(iter(tips)) if not config.branches and DETACHED not in tips else None
     with engine.begin() as conn:
         for branch, tip in tips.items():
             conn.execute(sa.text(SAVE_WATERMARK), {"id": repo.repo_id, "b": branch, "sha": tip})

@@ -6,6 +6,10 @@ find, count run in C), so parsing keeps pace with git itself; ``benchmarks/crawl
 measures the ratio. A commit whose diff exceeds ``max_diff_bytes`` keeps its header and file list
 but not its diff, and the bytes past the cap are dropped as they stream by, so memory stays flat
 whatever a single commit weighs (a 50 MB file, thousands of touched files).
+
+A history git cannot read whole (a blob or commit object missing, as in mirrors that lack a few
+binary files) is not an error: the commit git stops at is reported as skipped, with git's message,
+and the log resumes after it (``stream_commits(skipped=...)``); the healthy path stays one process.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
 
@@ -151,49 +156,280 @@ def new_sentinel() -> bytes:
     return b"\x00\x00CPC" + secrets.token_hex(8).encode() + b"\x00"
 
 
-def log_command(git_dir: Path, revisions: Sequence[str], sentinel: bytes, max_count: int | None = None) -> list[str]:
+def log_command(
+    git_dir: Path, revisions: Sequence[str], sentinel: bytes, max_count: int | None = None, *, listed: bool = False
+) -> list[str]:
+    """``listed``: print exactly the commits fed on stdin, in that order (``--no-walk=unsorted``):
+    how the crawl resumes after a commit it cannot read."""
     marker = "".join(f"%x{b:02x}" if b < 0x20 else chr(b) for b in sentinel)
     cmd = ["git", *GIT_SAFE, "--git-dir", str(git_dir), *LOG_OPTIONS, f"--format={marker}{FIELDS}"]
+    if listed:
+        return [*cmd, "--no-walk=unsorted", "--stdin", "--"]
     if max_count:
         cmd.append(f"--max-count={max_count}")
     return [*cmd, *revisions, "--"]
+
+
+class MissingCommitSkip(StrEnum):
+    """Why a commit of the history was left out of the crawl (``skips`` rows of stage crawl)."""
+
+    MISSING_OBJECTS = "missing_objects"  # git cannot read a blob, tree or commit the diff needs
+    SHALLOW_BOUNDARY = "shallow_boundary"  # a shallow clone's edge: its diff would add the whole tree
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedCommit:
+    sha: str
+    reason: str
+    detail: str
+
+
+class GitLogError(subprocess.CalledProcessError):
+    """``git log`` exited non-zero; ``stderr`` holds git's own message (its last 2000 characters)."""
+
+
+def git_message(stderr: bytes | str | None, limit: int = 300) -> str:
+    """git's message in one line: its distinct lines, first and last (a corrupt pack repeats one
+    error per lookup, and the last line alone, "fatal: …", often names no object)."""
+    text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else (stderr or "")
+    lines = list(dict.fromkeys(ln.strip() for ln in text.splitlines() if ln.strip()))
+    if not lines:
+        return "git failed without a message"
+    shown = lines[0] if len(lines) == 1 else f"{lines[0]} … {lines[-1]}"
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def _git_env() -> dict[str, str]:
+    return {**os.environ, **GIT_LOG_ENV}
 
 
 def count_commits(
     git_dir: Path, revisions: Sequence[str], max_count: int | None = None, timeout: float | None = None
 ) -> int:
     """How many commits ``stream_commits`` will yield for these revisions: the total that progress lines
-    count against (``rev-list --count`` walks the graph without reading a diff: milliseconds)."""
+    count against (``rev-list --count`` walks the graph without reading a diff: milliseconds). A history
+    with a commit object missing is counted by the gentle walk instead."""
     cmd = ["git", *GIT_SAFE, "--git-dir", str(git_dir), "rev-list", "--count"]
     if max_count:
         cmd.append(f"--max-count={max_count}")
     out = subprocess.run(
-        [*cmd, *revisions, "--"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        check=True,
-        env={**os.environ, **GIT_LOG_ENV},
-        timeout=timeout,
+        [*cmd, *revisions, "--"], capture_output=True, stdin=subprocess.DEVNULL, env=_git_env(), timeout=timeout
     )
-    return int(out.stdout)
+    if out.returncode == 0:
+        return int(out.stdout)
+    return len(list_commits(git_dir, revisions, max_count)[0])
+
+
+def list_commits(
+    git_dir: Path, revisions: Sequence[str], max_count: int | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The commits ``git log revisions`` walks, newest first, and the commit objects the walk could not
+    read (sha -> git's message). ``rev-list`` reads commit objects only (no tree, no blob), so it
+    lists a history whose blobs are missing; one whose commit objects are missing stops it, and the
+    commits are then walked one object at a time (``walk_commits``)."""
+    cmd = ["git", *GIT_SAFE, "--git-dir", str(git_dir), "rev-list"]
+    if max_count:
+        cmd.append(f"--max-count={max_count}")
+    out = subprocess.run([*cmd, *revisions, "--"], capture_output=True, stdin=subprocess.DEVNULL, env=_git_env())
+    if out.returncode == 0:
+        return out.stdout.decode("ascii").split(), {}
+    return walk_commits(git_dir, revisions, max_count, git_message(out.stderr))
+
+
+def walk_commits(
+    git_dir: Path, revisions: Sequence[str], max_count: int | None = None, why: str = ""
+) -> tuple[list[str], dict[str, str]]:
+    """The history walked past missing commit objects: what the positive revisions reach, less what the
+    ``^`` ones reach, newest committer date first (git log's order for a plain walk), and the commit
+    objects that could not be read. Commits only a missing commit leads to cannot be found at all."""
+    positive = [r for r in revisions if not r.startswith("^")]
+    negative = [r[1:] for r in revisions if r.startswith("^")]
+    with CatFile(git_dir) as objects:
+        reached, missing = _reach(objects, positive, why)
+        excluded, _ = _reach(objects, negative, why)
+    order = sorted((sha for sha in reached if sha not in excluded), key=lambda s: (-reached[s], s))
+    return order[:max_count] if max_count else order, missing
+
+
+def _reach(objects: CatFile, starts: Sequence[str], why: str) -> tuple[dict[str, int], dict[str, str]]:
+    """Every commit reachable from ``starts`` (sha -> committer time), and the unreadable ones."""
+    seen: dict[str, int] = {}
+    missing: dict[str, str] = {}
+    todo = list(starts)
+    while todo:
+        name = todo.pop()
+        if name in seen or name in missing:
+            continue
+        found = objects.read(name)
+        if found is None or found[1] != "commit":
+            missing[name] = f"commit object {name} cannot be read" + (f" (git: {why})" if why else "")
+            continue
+        sha, _, content = found
+        parents, when = _commit_parents(content)
+        seen[sha] = when
+        todo.extend(p for p in parents if p not in seen)
+    return seen, missing
+
+
+def _commit_parents(raw: bytes) -> tuple[list[str], int]:
+    """(parents, committer time) of a raw commit object."""
+    head = raw.split(b"\n\n", 1)[0].split(b"\n")
+    parents = [line[7:].decode("ascii", "replace") for line in head if line.startswith(b"parent ")]
+    committer = next((line for line in head if line.startswith(b"committer ")), b"")
+    stamp = committer.rsplit(b" ", 2)[-2:-1]
+    return parents, int(stamp[0]) if stamp and stamp[0].isdigit() else 0
+
+
+class CatFile:
+    """One ``git cat-file --batch`` process, asked for one object at a time."""
+
+    def __init__(self, git_dir: Path) -> None:
+        self._proc = subprocess.Popen(
+            ["git", *GIT_SAFE, "--git-dir", str(git_dir), "cat-file", "--batch"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=_git_env(),
+        )
+
+    def read(self, name: str) -> tuple[str, str, bytes] | None:
+        """(sha, type, content) of an object, or None if it is missing or cannot be read."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(name.encode() + b"\n")
+        self._proc.stdin.flush()
+        parts = self._proc.stdout.readline().split()
+        if len(parts) != 3 or not parts[2].isdigit():
+            return None
+        content = self._proc.stdout.read(int(parts[2]) + 1)[:-1]
+        return parts[0].decode(), parts[1].decode(), content
+
+    def __enter__(self) -> CatFile:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._proc.stdin:
+            self._proc.stdin.close()
+        if self._proc.stdout:
+            self._proc.stdout.close()
+        self._proc.wait()
+
+
+def raw_messages(git_dir: Path, shas: Sequence[str]) -> dict[str, bytes]:
+    """The message bytes of each commit object, as stored (``git log`` cuts a message at its first NUL)."""
+    out = subprocess.run(
+        ["git", *GIT_SAFE, "--git-dir", str(git_dir), "cat-file", "--batch"],
+        input="".join(f"{s}\n" for s in shas).encode(),
+        capture_output=True,
+        env=_git_env(),
+        check=True,
+    )
+    messages: dict[str, bytes] = {}
+    data, pos = out.stdout, 0
+    for sha in shas:
+        end = data.index(b"\n", pos)
+        parts = data[pos:end].split()
+        pos = end + 1
+        if len(parts) != 3:  # missing
+            continue
+        size = int(parts[2])
+        body = data[pos : pos + size]
+        pos += size + 1
+        messages[sha] = body.split(b"\n\n", 1)[1] if b"\n\n" in body else b""
+    return messages
+
+
+def shallow_boundary(git_dir: Path) -> frozenset[str]:
+    """The commits a shallow mirror holds without their parents (``shallow``, one SHA a line)."""
+    try:
+        return frozenset((git_dir / "shallow").read_text().split())
+    except FileNotFoundError:
+        return frozenset()
 
 
 def stream_commits(
-    git_dir: Path, revisions: Sequence[str], *, max_diff_bytes: int, max_count: int | None = None
+    git_dir: Path,
+    revisions: Sequence[str],
+    *,
+    max_diff_bytes: int,
+    max_count: int | None = None,
+    skipped: list[SkippedCommit] | None = None,
 ) -> Iterator[Commit]:
     """Yield every commit of ``git log revisions`` (newest first), parsed, as git prints it.
 
-    The last commit is held back until git has exited cleanly: a git that dies mid-way (a missing
-    object, a killed process) must not leave a half-printed commit that looks complete.
+    Without ``skipped`` a failing git raises ``GitLogError``. With it, a commit git cannot print (a blob,
+    tree or commit object missing) is appended to ``skipped`` with git's message and the log goes on
+    after it, as does a shallow clone's boundary commit: every other commit is yielded once. The
+    healthy path is the one ``git log`` process; only a failure lists the history (``rev-list``)
+    and resumes, one ``git log`` process per unreadable commit.
     """
+    if skipped is None:
+        yield from _stream_once(git_dir, revisions, max_count, max_diff_bytes)
+        return
+    boundary = shallow_boundary(git_dir)
+    done: set[str] = set()
+    try:
+        for commit in _stream_once(git_dir, revisions, max_count, max_diff_bytes):
+            done.add(commit.sha)
+            if _keep(commit, boundary, skipped):
+                yield commit
+        return
+    except GitLogError as err:
+        if err.returncode < 0:  # killed by a signal: nothing to do with the history
+            raise
+    listed, missing = list_commits(git_dir, revisions, max_count)
+    skipped.extend(SkippedCommit(sha, MissingCommitSkip.MISSING_OBJECTS, why) for sha, why in missing.items())
+    for commit in _resume(git_dir, [s for s in listed if s not in done], max_diff_bytes, skipped):
+        if _keep(commit, boundary, skipped):
+            yield commit
+
+
+def _keep(commit: Commit, boundary: frozenset[str], skipped: list[SkippedCommit]) -> bool:
+    if commit.sha not in boundary:
+        return True
+    detail = "a shallow clone holds it without its parents: its diff would add the whole tree"
+    skipped.append(SkippedCommit(commit.sha, MissingCommitSkip.SHALLOW_BOUNDARY, detail))
+    return False
+
+
+def _resume(git_dir: Path, remaining: list[str], max_diff_bytes: int, skipped: list[SkippedCommit]) -> Iterator[Commit]:
+    """The listed commits, in order: the first alone (the one git stopped at, or the one before it whose
+    output git had not finished), then the rest in one ``git log``, until git stops again."""
+    while remaining:
+        first, rest = remaining[0], remaining[1:]
+        try:
+            yield from _stream_once(git_dir, [first], None, max_diff_bytes, listed=True)
+        except GitLogError as err:
+            if err.returncode < 0:
+                raise
+            skipped.append(SkippedCommit(first, MissingCommitSkip.MISSING_OBJECTS, git_message(err.stderr)))
+        done: set[str] = set()
+        try:
+            for commit in _stream_once(git_dir, rest, None, max_diff_bytes, listed=True):
+                done.add(commit.sha)
+                yield commit
+            return
+        except GitLogError as err:
+            if err.returncode < 0:
+                raise
+            remaining = [s for s in rest if s not in done]
+
+
+def _stream_once(
+    git_dir: Path, revisions: Sequence[str], max_count: int | None, max_diff_bytes: int, *, listed: bool = False
+) -> Iterator[Commit]:
+    """One ``git log`` process, parsed. The last commit is held back until git has exited cleanly: a
+    git that dies mid-way (a missing object, a killed process) must not leave a half-printed commit
+    that looks complete. ``listed``: ``revisions`` are the very commits to print, fed on stdin."""
+    if listed and not revisions:
+        return
     sentinel = new_sentinel()
-    with tempfile.TemporaryFile() as errors:
+    cmd = log_command(git_dir, revisions, sentinel, max_count, listed=listed)
+    with tempfile.TemporaryFile() as errors, tempfile.TemporaryFile() as feed:
+        if listed:
+            feed.write("".join(f"{s}\n" for s in revisions).encode())
+            feed.seek(0)
         proc = subprocess.Popen(
-            log_command(git_dir, revisions, sentinel, max_count),
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **GIT_LOG_ENV},
+            cmd, stdout=subprocess.PIPE, stderr=errors, stdin=feed if listed else subprocess.DEVNULL, env=_git_env()
         )
         assert proc.stdout is not None
         reader = Prefetcher(proc.stdout)
@@ -210,7 +446,7 @@ def stream_commits(
         if code != 0:
             errors.seek(0)
             message = errors.read()[-2000:].decode("utf-8", "replace")
-            raise subprocess.CalledProcessError(code, "git log", stderr=message)
+            raise GitLogError(code, "git log", stderr=message)
     if held is not None:
         yield parse_block(*held, max_diff_bytes)
 

@@ -49,6 +49,7 @@ class RepoSkipReason(StrEnum):
     UNREACHABLE = "unreachable"
     EMPTY_REPOSITORY = "empty_repository"
     BRANCH_NOT_FOUND = "branch_not_found"
+    CORRUPT_REPOSITORY = "corrupt_repository"  # git cannot read what a ref or the history needs; detail: git's message
 
 
 @dataclass(frozen=True)
