@@ -303,6 +303,34 @@ def test_the_input_gate_stops_duplicates_among_the_selected(engine, mirrors, rep
         pipeline.balance_step(engine, config())
 
 
+def test_the_balance_gates_refuse_selected_pairs_dedup_never_saw(engine, mirrors, repo) -> None:
+    """Balance takes only pairs dedup has seen: after a dedup that read nothing, both its gates saw an
+    empty set and passed, and the export held none of the selected pairs."""
+    from codepairs.config import DedupConfig
+    from codepairs.dedup import deduplicate as dedup
+
+    pipeline.process_repository(engine, str(repo.path), config())
+    pipeline.score_step(engine, config())
+    idle = DedupConfig()
+    object.__setattr__(idle, "batch_size", 0)  # past the range check, as the config allowed before
+    dedup.dedup_pairs(engine, idle)  # its own gate not run: the balance gates must see it themselves
+    with engine.connect() as conn:
+        selected = conn.execute(sa.text("SELECT count(*) FROM pair_scores WHERE selected")).scalar_one()
+    assert selected == 6
+    missing = (
+        "expect_column_values_to_be_between(column='selected_not_deduplicated', min_value=0.0, max_value=0.0) "
+        "observed [6]"
+    )
+    with pytest.raises(GateFailedError) as err:
+        balance_checks.validate_balance_input(engine, "test", DedupConfig(), config().balance)
+    assert err.value.failed == [missing]
+    result = balance.balance_pairs(engine, config().balance)
+    assert slots(engine) == {}
+    with pytest.raises(GateFailedError) as err:
+        balance_checks.validate_balance(engine, result.run_id, result.as_dict(), config().balance)
+    assert err.value.failed == [missing]
+
+
 def test_builds_give_the_same_bytes_twice_and_after_a_kill(
     new_database, mirrors, repo, tmp_path: Path, monkeypatch
 ) -> None:

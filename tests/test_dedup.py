@@ -151,6 +151,27 @@ def test_the_gate_refuses_a_broken_dedup_state(engine, mirrors, repos) -> None:
         dedup_checks.validate_dedup(engine, "test", DedupConfig())
 
 
+def test_a_dedup_that_did_nothing_fails_its_gate_and_nothing_is_exported(engine, mirrors, repos, tmp_path) -> None:
+    """``dedup.batch_size: 0`` (refused at load time now, forced here) made dedup read no pair; the gate
+    checked an empty frame and passed, and the export held 0 of the pairs."""
+    crawl(engine, *repos.values())
+    with engine.connect() as conn:
+        gated = conn.execute(sa.text("SELECT count(*) FROM gated_pairs")).scalar_one()
+    assert gated == 9  # 3 of the original, 3 of its fork, 1 each of the others
+    idle = DedupConfig()
+    object.__setattr__(idle, "batch_size", 0)  # past the range check, as the config allowed before
+    with pytest.raises(GateFailedError) as err:
+        pipeline.build(engine, tmp_path / "out", replace(PipelineConfig(), dedup=idle))
+    assert err.value.suite == "dedup_suite"
+    assert err.value.failed == [
+        "expect_column_values_to_be_between(column='pairs_not_deduplicated', min_value=0.0, max_value=0.0) observed [9]"
+    ]
+    assert not (tmp_path / "out").exists()
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT success, failed FROM gate_results WHERE suite = 'dedup_suite'")).all()
+    assert [(ok, failed) for ok, failed in stored] == [(False, err.value.failed)]
+
+
 def test_normalised_hash_ignores_whitespace_and_line_endings() -> None:
     a = dedup.exact_hash("Fix  the parser\r\n", "-x = 1\r\n+x  =  2\r\n\r\n")
     assert a == dedup.exact_hash("Fix the parser", "-x = 1\n+x = 2\n")

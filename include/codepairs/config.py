@@ -2,14 +2,24 @@
 
 Defaults live in ``include/config/pipeline.yaml``; trigger-form Params and CLI flags override single
 values with ``dataclasses.replace``.
+
+Every value is checked when a section is built, whoever builds it (the YAML, a Param, a CLI flag,
+a test): its type against the field's annotation (a string where a list belongs is refused, not
+read letter by letter) and, for a number, its range in ``RANGES`` (a batch size of 0 would make a
+stage do nothing and its gate see nothing). A bad value is a ``ConfigError`` naming
+``section.key``, the value and what is allowed; read from a file, also the file and the line.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -17,8 +27,181 @@ from codepairs import settings
 from codepairs.errors import ConfigError
 
 
+class SettingError(ConfigError):
+    """A bad value of one setting; ``key`` is its ``section.key`` (a file's error gives its line)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
-class CrawlConfig:
+class Range:
+    """The values a numeric setting may take; a bound of None is no bound, ``open_low`` excludes ``low``."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        above = self.low is None or (value > self.low if self.open_low else value >= self.low)
+        return above and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}]"
+
+
+AT_LEAST_1 = Range(1)  # counts of things a stage takes at a time, sizes in bytes: 0 would take nothing
+NON_NEGATIVE = Range(0)  # minimums, waits, retries: 0 turns the check (or the wait) off
+POSITIVE = Range(0, open_low=True)  # timeouts: 0 would give up before starting
+FRACTION = Range(0, 1)  # shares and rates
+THRESHOLD = Range(0, 1, open_low=True)  # a similarity or a fraction of 0 would take everything or nothing
+
+# The range of every numeric setting, by section (``tests/test_config.py`` checks none is missing).
+RANGES: dict[str, dict[str, Range]] = {
+    "crawl": {
+        "batch_size": AT_LEAST_1,
+        "batch_bytes": AT_LEAST_1,
+        "max_diff_bytes": AT_LEAST_1,
+        "max_commits": AT_LEAST_1,  # git reads --max-count=0 as no limit: null says that
+        "git_timeout_seconds": POSITIVE,
+    },
+    "extract": {
+        "batch_size": AT_LEAST_1,
+        "min_message_chars": NON_NEGATIVE,
+        "min_message_words": NON_NEGATIVE,
+        "max_files": AT_LEAST_1,
+        "max_diff_bytes": AT_LEAST_1,
+        "max_future_days": NON_NEGATIVE,
+    },
+    "github": {
+        "per_page": Range(1, 100),  # GitHub's maximum
+        "timeout_seconds": POSITIVE,
+        "retries": NON_NEGATIVE,
+        "backoff_seconds": NON_NEGATIVE,
+        "secondary_wait_seconds": NON_NEGATIVE,
+        "max_wait_seconds": NON_NEGATIVE,
+        "seconds_between_requests": NON_NEGATIVE,
+        "max_diff_bytes": AT_LEAST_1,
+        "max_pr_commits": Range(1, 250),  # GitHub lists at most 250
+        "resync_days": NON_NEGATIVE,
+    },
+    "dedup": {
+        "threshold": THRESHOLD,
+        "num_perm": AT_LEAST_1,
+        "shingle_tokens": Range(1, 8),  # the shingle hash has 8 position constants
+        "seed": NON_NEGATIVE,
+        "batch_size": AT_LEAST_1,
+    },
+    "select": {
+        "min_active_months": NON_NEGATIVE,
+        "min_authors": NON_NEGATIVE,
+        "max_idle_days": NON_NEGATIVE,
+        "min_test_share": FRACTION,
+        "min_issues_closed": NON_NEGATIVE,
+        "min_prs_merged": NON_NEGATIVE,
+        "tracker_days": AT_LEAST_1,
+        "search_limit": Range(1, 1000),  # GitHub serves at most 1,000 results of a search
+    },
+    "score": {
+        "batch_size": AT_LEAST_1,
+        "min_score": FRACTION,
+        "top_fraction": THRESHOLD,
+    },
+    "balance": {
+        "total": NON_NEGATIVE,
+        "tolerance": FRACTION,
+        "max_copies": AT_LEAST_1,
+        "max_synthetic_share": FRACTION,
+        "max_near_duplicate_rate": FRACTION,
+        "llm_max_tokens": AT_LEAST_1,
+    },
+    "export": {
+        "shard_rows": AT_LEAST_1,
+        "validation_fraction": FRACTION,
+    },
+}
+
+
+def _type_name(hint: Any) -> str:
+    """What a value of this annotation is, in the words of an error message."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings"
+    if typing.get_origin(hint) is dict:
+        return "a mapping of names to numbers"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", date: "a date (YYYY-MM-DD)"}
+    return names.get(hint, f"a {getattr(hint, '__name__', hint)}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type (an int is a float; a bool is not a number; a str or a
+    list is not a tuple: YAML lists become tuples in ``_build``)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple) and all(isinstance(v, str) for v in value)
+    if typing.get_origin(hint) is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) and _is_number(v) for k, v in value.items())
+    if hint is float:
+        return _is_number(value)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is date:
+        return isinstance(value, date)
+    return isinstance(value, hint)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _shown(value: Any) -> str:
+    return f"the string {value!r}" if isinstance(value, str) else repr(value)
+
+
+def check_settings(config: Any, section: str) -> None:
+    """Every field of a config section of its annotated type and, if a number, in its range."""
+    ranges = RANGES.get(section, {})
+    for name, hint in _hints(type(config)).items():
+        if typing.get_origin(hint) is ClassVar:
+            continue
+        value, key = getattr(config, name), f"{section}.{name}" if section else name
+        if not _fits(value, hint):
+            raise SettingError(key, f"{key} must be {_type_name(hint)}, got {_shown(value)}")
+        if name in ranges and _is_number(value) and value not in ranges[name]:
+            raise SettingError(key, f"{key} must be {ranges[name]}, got {value!r}")
+
+
+class Section:
+    """A config section (``class CrawlConfig(Section, section="crawl")``): its values are checked
+    whenever one is made, ``dataclasses.replace`` included."""
+
+    section: ClassVar[str]
+
+    def __init_subclass__(cls, section: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.section = section
+
+    def __post_init__(self) -> None:
+        check_settings(self, self.section)
+
+
+@dataclass(frozen=True)
+class CrawlConfig(Section, section="crawl"):
     branches: tuple[str, ...] = ()
     batch_size: int = 1000
     batch_bytes: int = 32 << 20
@@ -28,7 +211,7 @@ class CrawlConfig:
 
 
 @dataclass(frozen=True)
-class ExtractConfig:
+class ExtractConfig(Section, section="extract"):
     batch_size: int = 1000
     min_message_chars: int = 12
     min_message_words: int = 2
@@ -45,7 +228,7 @@ class ExtractConfig:
 
 
 @dataclass(frozen=True)
-class GithubConfig:
+class GithubConfig(Section, section="github"):
     enabled: bool = True  # crawl issues, pull requests and reviews of repositories hosted on GitHub
     api_url: str = "https://api.github.com"  # CODEPAIRS_GITHUB_API_URL or the connection's host override it
     per_page: int = 100  # GitHub's maximum: fewest requests
@@ -58,20 +241,29 @@ class GithubConfig:
     max_diff_bytes: int = 1_000_000  # a merged PR's diff above this is not stored (skip recorded)
     max_pr_commits: int = 250  # GitHub lists at most 250 commits of a PR
     timeline: bool = True  # read the timeline of closed issues no closing keyword links
-    since: str | None = None  # ISO date: ignore issues and PRs not updated since (a fixed lower bound)
+    since: date | None = None  # ignore issues and PRs not updated since (a fixed lower bound)
     resync_days: int = 30  # a listing older than this is read whole again (cursor and ETag ignored)
 
 
 @dataclass(frozen=True)
-class GateConfig:
+class GateConfig(Section, section="gates"):
     # Raw commits are stored whatever their date (extract skips implausible ones, git allows any);
     # a stored date outside what the parser can produce means corruption, not history.
     commit_dates_from: date = date(1970, 1, 1)
     commit_dates_to: date = date(9999, 12, 31)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.commit_dates_from > self.commit_dates_to:
+            raise SettingError(
+                "gates.commit_dates_from",
+                f"gates.commit_dates_from ({self.commit_dates_from}) must not be after gates.commit_dates_to "
+                f"({self.commit_dates_to})",
+            )
+
 
 @dataclass(frozen=True)
-class DedupConfig:
+class DedupConfig(Section, section="dedup"):
     threshold: float = 0.8  # estimated Jaccard similarity of the responses' shingles: near duplicates
     num_perm: int = 128  # MinHash permutations
     shingle_tokens: int = 5  # tokens per shingle
@@ -101,7 +293,7 @@ PERMISSIVE = (
 
 
 @dataclass(frozen=True)
-class SelectConfig:
+class SelectConfig(Section, section="select"):
     enabled: bool = False  # pipeline.yaml turns it on; a bare PipelineConfig() selects nothing away
     licences: tuple[str, ...] = PERMISSIVE  # SPDX identifiers allowed
     min_active_months: int = 6  # months with at least one commit
@@ -118,24 +310,13 @@ class SelectConfig:
     github_search: str | None = None  # a GitHub search query whose results join the repository list
     search_limit: int = 100  # of its results, the first this many (GitHub serves at most 1,000)
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.search_limit <= 1000:
-            raise ConfigError(f"select.search_limit must be in [1, 1000] (GitHub's cap), got {self.search_limit}")
-
 
 @dataclass(frozen=True)
-class ScoreConfig:
+class ScoreConfig(Section, section="score"):
     rules_file: str = "scoring.yaml"  # weights, vague-message patterns, file kinds, category rules (include/config/)
     batch_size: int = 5000  # pairs per transaction
     min_score: float = 0.0  # the ranking selects pairs at or above this (pipeline.yaml ships 0.5) ...
     top_fraction: float = 1.0  # ... and within the best this share of their category
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_score <= 1 or not 0 < self.top_fraction <= 1 or self.batch_size < 1:
-            raise ConfigError(
-                f"score: min_score must be in [0, 1], top_fraction in (0, 1], batch_size >= 1; got "
-                f"{self.min_score}, {self.top_fraction}, {self.batch_size}"
-            )
 
     def rules_path(self) -> Path:
         path = Path(self.rules_file)
@@ -161,7 +342,7 @@ DEFAULT_SHARES = {
 
 
 @dataclass(frozen=True)
-class BalanceConfig:
+class BalanceConfig(Section, section="balance"):
     enabled: bool = False  # pipeline.yaml turns it on; off, every selected pair is exported once
     total: int | None = None  # pairs in the balanced set; None: as many as were selected
     shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))  # a category not listed: 0
@@ -176,30 +357,25 @@ class BalanceConfig:
     llm_max_tokens: int = 2000
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         unknown = set(self.shares) - set(CATEGORIES)
         if unknown or any(v < 0 for v in self.shares.values()) or (self.enabled and not sum(self.shares.values())):
-            raise ConfigError(
+            raise SettingError(
+                "balance.shares",
                 f"balance.shares: known categories {sorted(CATEGORIES)}, shares >= 0, not all 0 "
-                f"(unknown: {sorted(unknown)})"
+                f"(unknown: {sorted(unknown)}, got {self.shares!r})",
             )
-        if (
-            self.max_copies < 1
-            or not 0 <= self.max_synthetic_share <= 1
-            or self.tolerance < 0
-            or (self.total is not None and self.total < 0)
-        ):
-            raise ConfigError("balance: max_copies >= 1, max_synthetic_share in [0, 1], tolerance >= 0, total >= 0")
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(Section, section="export"):
     shard_rows: int = 50_000
     validation_fraction: float = 0.1  # of repositories (a repository is on one side only)
     split_seed: str = "codepairs-v1"  # changing it reshuffles which repositories validate
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Section):
     repositories: tuple[str, ...] = (".",)
     crawl: CrawlConfig = CrawlConfig()
     extract: ExtractConfig = ExtractConfig()
@@ -212,20 +388,32 @@ class PipelineConfig:
     export: ExportConfig = ExportConfig()
 
 
-def _build(cls: type, section: str, raw: dict[str, Any] | None) -> Any:
-    raw = raw or {}
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(raw) - set(known)
+def _value(key: str, value: Any, hint: Any) -> Any:
+    """A YAML value as the field holds it: a list as a tuple, a date's string parsed (naming its key);
+    the type itself is checked by ``check_settings``."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, str) and date in (hint, *typing.get_args(hint)):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise SettingError(key, f"{key} must be a date (YYYY-MM-DD), got the string {value!r}") from None
+    return value
+
+
+def _build(cls: type, section: str, raw: Any) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise SettingError(section, f"config section '{section}' must be a mapping of settings, got {_shown(raw)}")
+    hints = _hints(cls)
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(map(str, set(raw) - set(known)))
     if unknown:
-        raise ConfigError(f"config section '{section}': unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-    values = {}
-    for key, value in raw.items():
-        if isinstance(value, list):
-            value = tuple(value)
-        if key in ("min_author_date", "commit_dates_from", "commit_dates_to") and isinstance(value, str):
-            value = date.fromisoformat(value)
-        values[key] = value
-    return cls(**values)
+        raise SettingError(
+            f"{section}.{unknown[0]}", f"config section '{section}': unknown key(s) {unknown}; known: {sorted(known)}"
+        )
+    return cls(**{key: _value(f"{section}.{key}", value, hints[key]) for key, value in raw.items()})
 
 
 def _resolve_local(source: str) -> str:
@@ -244,21 +432,103 @@ def _select(raw: dict[str, Any] | None) -> SelectConfig:
     return replace(config, force_keep=keep)
 
 
-def load_config(path: Path | None = None) -> PipelineConfig:
-    path = path or settings.config_path()
+class _Loader(yaml.SafeLoader):
+    """YAML without its implicit dates: a date stays a string until ``_value`` parses it under its key
+    (PyYAML would raise a bare ValueError for 1980-13-01, naming neither key nor line)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_yaml(path: Path, what: str = "config file", hint: str = "") -> tuple[Any, dict[str, int]]:
+    """The file's document and the line of each ``section`` and ``section.key`` in it; a file that cannot
+    be read or parsed is a ``ConfigError`` naming it (and the line and column of a syntax error)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} not found (set CODEPAIRS_CONFIG to another one)") from exc
-    return PipelineConfig(
-        repositories=tuple(_resolve_local(r) for r in raw.get("repositories") or (".",)),
-        crawl=_build(CrawlConfig, "crawl", raw.get("crawl")),
-        extract=_build(ExtractConfig, "extract", raw.get("extract")),
-        gates=_build(GateConfig, "gates", raw.get("gates")),
-        github=_build(GithubConfig, "github", raw.get("github")),
-        select=_select(raw.get("select")),
-        score=_build(ScoreConfig, "score", raw.get("score")),
-        dedup=_build(DedupConfig, "dedup", raw.get("dedup")),
-        balance=_build(BalanceConfig, "balance", raw.get("balance")),
-        export=_build(ExportConfig, "export", raw.get("export")),
-    )
+        raise ConfigError(f"{what} {path} not found{hint}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from exc
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        document = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(f"{path}:{_yaml_problem(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return document, _key_lines(node)
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """``LINE:COLUMN: malformed YAML: what``, with where the construct began if that was elsewhere
+    (an unclosed bracket is found at the end of the file)."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f"{mark.line + 1}:{mark.column + 1}" if mark else "?"
+    context = exc.context or ""
+    if exc.context_mark and mark and exc.context_mark.line != mark.line:
+        context += f" (line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return f"{where}: malformed YAML: " + "; ".join(m for m in (context, exc.problem or "") if m)
+
+
+def _key_lines(node: yaml.Node | None) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return lines
+    for key, value in node.value:
+        lines[str(key.value)] = key.start_mark.line + 1
+        if isinstance(value, yaml.MappingNode):
+            for sub, _ in value.value:
+                lines[f"{key.value}.{sub.value}"] = sub.start_mark.line + 1
+    return lines
+
+
+SECTIONS = {f.name: f for f in fields(PipelineConfig) if f.name != "repositories"}
+
+
+def _repositories(raw: Any) -> tuple[str, ...]:
+    """The repository list; a single string is refused (iterated, "abc" was three repositories)."""
+    if raw is None:
+        return (".",)
+    if not isinstance(raw, list) or not all(isinstance(r, str) and r.strip() for r in raw):
+        raise SettingError(
+            "repositories", f"repositories must be a list of sources (paths, URLs, owner/name), got {_shown(raw)}"
+        )
+    return tuple(_resolve_local(r) for r in raw) or (".",)
+
+
+def _pipeline(raw: Any) -> PipelineConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"the top level must be a mapping of sections ({', '.join(['repositories', *SECTIONS])}), "
+            f"got {type(raw).__name__} {_shown(raw)[:80]}"
+        )
+    unknown = sorted(map(str, set(raw) - {"repositories", *SECTIONS}))
+    if unknown:
+        raise SettingError(unknown[0], f"unknown section(s) {unknown}; known: {['repositories', *SECTIONS]}")
+    sections = {
+        name: _select(raw.get(name)) if name == "select" else _build(_hints(PipelineConfig)[name], name, raw.get(name))
+        for name in SECTIONS
+    }
+    return PipelineConfig(repositories=_repositories(raw.get("repositories")), **sections)
+
+
+def load_config(path: Path | None = None) -> PipelineConfig:
+    """The pipeline's configuration from ``path`` (``CODEPAIRS_CONFIG``, else the shipped file). Any error
+    is a ``ConfigError`` that names the file and, where the bad value is, its line."""
+    path = path or settings.config_path()
+    raw, lines = read_yaml(path, hint=" (set CODEPAIRS_CONFIG to another one)")
+    try:
+        return _pipeline(raw)
+    except SettingError as exc:
+        line = lines.get(exc.key) or lines.get(exc.key.split(".")[0])
+        raise ConfigError(f"{path}:{line}: {exc}" if line else f"{path}: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

@@ -3,7 +3,10 @@
 A suite is declared beside the stage it guards (``<stage package>/checks.py``): a name, the stage
 whose batches it passes, what it loads (a DataFrame of the rows to check, with recomputed checksums
 as columns beside the stored ones, and the batches it covers) and its expectations on those
-columns. This module knows no stage: it validates the frame, stores the result in
+columns. Facts about the whole state (how many pairs the stage left undone, a rate over all rows)
+go in ``Loaded.state`` and are validated on one row of their own: a frame with no rows makes every
+expectation on its columns pass, so a count beside the rows could never fail a stage that did
+nothing. This module knows no stage: it validates the frame, stores the result in
 ``gate_results``, marks the batches validated through the ledger when the suite passes, and raises
 ``GateFailedError`` naming every failed expectation when it does not. GX is imported inside the
 functions: it takes seconds to import and DAG parsing must stay fast.
@@ -51,16 +54,27 @@ class Loaded:
     batches: list[str] = field(default_factory=list)
     rows: int | None = None  # rows checked, if not the frame's length (a frame of one summary row)
     extra: dict[str, Any] = field(default_factory=dict)  # what the expectations need beside the frame
+    state: dict[str, Any] = field(default_factory=dict)  # whole-state facts, checked on a row of their own
+
+
+def none_missing(loaded: Loaded, **scope: Any) -> list[Any]:
+    """The default expectations on ``Loaded.state``: each fact counts what the stage should have done
+    and did not (gated pairs it never processed), and must be 0."""
+    import great_expectations.expectations as gxe
+
+    return [gxe.ExpectColumnValuesToBeBetween(column=k, min_value=0, max_value=0) for k in loaded.state]
 
 
 @dataclass(frozen=True)
 class Suite:
-    """One gate: ``load(conn, **scope)`` gives what to check, ``expect(loaded, **scope)`` the expectations."""
+    """One gate: ``load(conn, **scope)`` gives what to check, ``expect(loaded, **scope)`` the expectations
+    on the frame, ``expect_state(loaded, **scope)`` those on ``loaded.state`` (by default: all 0)."""
 
     name: str
     stage: str
     load: Callable[..., Loaded]
     expect: Callable[..., list[Any]]
+    expect_state: Callable[..., list[Any]] = none_missing
 
 
 def epochs(low: datetime | date, high: datetime | date) -> tuple[float, float]:
@@ -199,10 +213,24 @@ def run(engine: Engine, suite: Suite, run_id: str, **scope: Any) -> GateReport:
     return check(engine, suite, run_id, loaded, **scope)
 
 
+def _validate_loaded(suite: Suite, loaded: Loaded, **scope: Any) -> tuple[bool, int, list[str], dict[str, Any]]:
+    """The frame against ``expect``, then the state, as one row, against ``expect_state``: one outcome."""
+    outcome = validate(loaded.frame, suite.name, suite.expect(loaded, **scope))
+    if not loaded.state:
+        return outcome
+    expectations = suite.expect_state(loaded, **scope)
+    if not expectations:
+        raise ValueError(f"suite {suite.name}: state {sorted(loaded.state)} loaded but no expectation on it")
+    state = frame([tuple(loaded.state.values())], list(loaded.state))
+    ok, evaluated, failed, raw = validate(state, f"{suite.name}_state", expectations)
+    merged = {**outcome[3], "success": outcome[0] and ok, "results": [*outcome[3]["results"], *raw["results"]]}
+    return outcome[0] and ok, outcome[1] + evaluated, outcome[2] + failed, merged
+
+
 def check(engine: Engine, suite: Suite, run_id: str, loaded: Loaded, **scope: Any) -> GateReport:
     """Validate what was loaded (a suite checked in chunks calls this once per chunk)."""
     rows = len(loaded.frame) if loaded.rows is None else loaded.rows
-    outcome = validate(loaded.frame, suite.name, suite.expect(loaded, **scope))
+    outcome = _validate_loaded(suite, loaded, **scope)
     with engine.begin() as conn:
         _store(conn, suite, run_id, loaded, rows, outcome)
     if not outcome[0]:

@@ -18,9 +18,8 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from codepairs import settings
+from codepairs.config import read_yaml
 from codepairs.errors import ConfigError
 from codepairs.filerules import is_test_path
 
@@ -125,10 +124,9 @@ def has_label(labels: Sequence[str], needles: Sequence[str]) -> str | None:
 def load_rules(path: Path | None = None) -> ScoringRules:
     """Read the weights and rules; an unknown feature name is a config error, not a silent zero."""
     path = path or settings.PROJECT_ROOT / "include" / "config" / "scoring.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"scoring rules {path} not found") from exc
+    raw, _ = read_yaml(path, "scoring rules")  # a syntax error names the file and line
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the scoring rules must be a mapping (weights, bias, ...), got {type(raw).__name__}")
     weights = {str(k): float(v) for k, v in (raw.get("weights") or {}).items()}
     unknown = set(weights) - set(FEATURES)
     if unknown:
