@@ -230,8 +230,9 @@ def codepairs_build() -> None:
     def verify_export(result: dict) -> dict:
         """
         #### verify_export
-        Re-reads every file of the export and checks rows and sha256 against the manifest; fails on
-        a changed, missing or extra file.
+        Re-reads every file of the export and checks rows and sha256 against the manifest, the JSONL
+        shards against the Parquet shards, and the manifest against the export the database recorded;
+        fails on a changed, missing or extra file.
 
         - **Reads**: the export folder. **Writes**: nothing.
         - **Rerun**: safe; `codepairs verify DIR` does the same from the command line.
@@ -240,7 +241,7 @@ def codepairs_build() -> None:
 
         from codepairs import pipeline
 
-        return pipeline.verify_export(Path(result["out_dir"]))
+        return pipeline.verify_export(Path(result["out_dir"]), engine())
 
     deduped = dedup_pairs(validate_scores(score_pairs()))
     inputs = validate_balance_input()

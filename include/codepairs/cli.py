@@ -10,7 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from codepairs import pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
@@ -84,6 +85,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     config = _config(args)
     out = Path(args.out) if args.out else settings.default_export_dir()
+    export.export_target(out)  # a folder the export may not replace is refused before the build runs
     result = pipeline.build(store.get_engine(args.database_url), out, config)
     print(
         f"exported {result.rows} pairs in {result.files} files to {result.out_dir} "
@@ -93,9 +95,28 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    checked = pipeline.verify_export(Path(args.dir))
-    print(f"ok: {checked['files']} files, {checked['rows']} pairs match {args.dir}/manifest.json")
+    engine = None if args.no_database else _verify_engine(args.database_url)
+    checked = pipeline.verify_export(Path(args.dir), engine)
+    against = {
+        None: "",
+        "recorded": " and the export recorded in the database",
+        "no record": " (the database has no record of this export: the files were checked on their own)",
+    }[checked.get("database")]
+    print(f"ok: {checked['files']} files, {checked['rows']} pairs match {args.dir}/manifest.json{against}")
     return 0
+
+
+def _verify_engine(url: str | None) -> Engine | None:
+    """The pipeline database from the usual settings, or None (said on stderr) when none can be used:
+    the files can still be checked against their manifest and each other."""
+    try:
+        return store.get_engine(url)
+    except (SQLAlchemyError, CodepairsError, OSError) as err:
+        where = store.redact(url) if url else "the configured database"
+        lines = str(getattr(err, "orig", None) or err).strip().splitlines()
+        reason = lines[0] if lines else type(err).__name__
+        print(f"codepairs: note: cannot use {where} ({reason}): verifying the files only", file=sys.stderr)
+        return None
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -141,8 +162,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str | None]]
     "dashboard": (cmd_dashboard, "the dataset dashboard in a browser, without Airflow",
                   "Serve the dashboard (funnel, categories, scores, gates, spot checks) that Airflow shows at "
                   "/codepairs."),
-    "verify": (cmd_verify, "re-check an export against its manifest",
-               "Fail on any changed, missing or extra file of an export."),
+    "verify": (cmd_verify, "re-check an export against its manifest, its shards and the database",
+               "Fail on any changed, missing or extra file of an export, on a JSONL shard that differs from "
+               "its Parquet twin, and on a manifest other than the one the database recorded for the folder "
+               "(when a database can be used; --no-database checks the files only)."),
     "summary": (cmd_summary, "repositories, commits, pairs, skips by reason, last export", None),
     "db": (cmd_db, "the pipeline database: url, upgrade, stop (embedded server)", None),
 }  # fmt: skip
@@ -168,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands["dashboard"].add_argument("--host", default="127.0.0.1")
     commands["dashboard"].add_argument("--port", type=int, default=8765)
     commands["verify"].add_argument("dir", help="export folder")
+    commands["verify"].add_argument("--no-database", action="store_true", help="check the files only")
     commands["db"].add_argument("action", choices=["url", "upgrade", "stop"])
     return parser
 

@@ -333,9 +333,10 @@ def export_dataset(engine: Engine, config: PipelineConfig, out_dir: Path) -> dic
     return export.write_export(engine, out_dir, config.export).as_dict()
 
 
-def verify_export(out_dir: Path) -> dict[str, Any]:
-    """Every file of an export against its manifest."""
-    return export.verify_export(out_dir)
+def verify_export(out_dir: Path, engine: Engine | None = None) -> dict[str, Any]:
+    """Every file of an export against its manifest and its other shards; with ``engine``, against the
+    export the database recorded for that folder."""
+    return export.verify_export(out_dir, engine)
 
 
 def score_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:

@@ -11,18 +11,33 @@ order with a server-side cursor so memory does not grow with the dataset. Writes
 Determinism: rows in ``pair_id`` order, fixed schema, fixed shard size, no timestamps in any file,
 so the same database content gives byte-identical files. Atomicity: the export is built in a
 sibling temporary folder and swapped in with renames; the manifest is written last.
+
+Safety of the target folder: an export replaces only an empty folder or an earlier export (a folder
+whose ``manifest.json`` is a codepairs manifest that describes at least one file in it); a folder of
+other files, a plain file, the filesystem root or a path below a file is refused before anything is
+written. The temporary folder (``.<name>.partial-*``) holds a marker file locked by the process
+writing it, so a later export can prove a partial folder left by a killed export is its own and
+stale (the lock is free), and removes it; nothing else next to the target is ever removed.
+
+``verify`` rechecks every file against the manifest, the JSONL shards against the Parquet shards
+(same rows, same values, in ``pair_id`` order) and, given a database, the manifest against the
+``exports`` record of the folder: a file edited and the manifest resealed is caught.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +54,9 @@ from codepairs.errors import CodepairsError, ExportVerificationError
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
+PARTIAL_MARKER = ".codepairs-export-partial"  # in a temporary export folder, locked while it is written
+FILE_FORMATS = ("parquet", "jsonl", "card")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 SPLITS = ("train", "validation")
 FORMAT_VERSION = 5  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card;
 # 4: score, category and explanation columns; only pairs the ranking selected; 5: the balanced set
@@ -188,9 +206,11 @@ SELECT count(*) FROM balanced bl LEFT JOIN batches b ON b.batch_id = bl.batch_id
 
 
 def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportResult:
-    """Export the balanced set to ``out_dir`` (replaced atomically if it exists): train and validation
-    shards split by repository, a dataset card, and the manifest. Refuses a balanced set that was not
-    sealed or did not pass its gate (a build killed during balance): the build must run again."""
+    """Export the balanced set to ``out_dir`` (an earlier export there is replaced atomically; any other
+    content is refused, see ``export_target``): train and validation shards split by repository, a
+    dataset card, and the manifest. Refuses a balanced set that was not sealed or did not pass its
+    gate (a build killed during balance): the build must run again."""
+    out_dir = export_target(out_dir)
     with engine.connect() as conn:
         unsealed = conn.execute(sa.text(UNSEALED)).scalar()
     if unsealed:
@@ -198,16 +218,167 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
             f"{unsealed} balanced slot(s) were not sealed by a balance run that passed its gate "
             "(a build stopped mid-way?): run the build again"
         )
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CodepairsError(f"cannot export to {out_dir}: cannot create {out_dir.parent}: {err.strerror}") from err
+    remove_stale_partials(out_dir)
     with ledger.stage_run(engine, "export") as run:
         result = _write(engine, out_dir, config, run)
         run.report(result)
     return result
 
 
+def export_target(out_dir: Path) -> Path:
+    """``out_dir`` resolved, if an export may be written there: it does not exist yet, or it is an empty
+    folder or an earlier export. Anything else raises ``CodepairsError`` before anything is touched:
+    an export replaces its folder whole, so a folder of someone's files would be lost."""
+    out_dir = out_dir.expanduser().resolve()
+    if out_dir.parent == out_dir:
+        raise CodepairsError(f"cannot export to {out_dir}: the root of a filesystem cannot be an export folder")
+    for parent in out_dir.parents:  # the nearest existing ancestor must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise CodepairsError(f"cannot export to {out_dir}: {parent} is a file, not a folder")
+            break
+    if not out_dir.exists():
+        return out_dir
+    if not out_dir.is_dir():
+        raise CodepairsError(
+            f"refusing to export to {out_dir}: it is a file, not an export folder (nothing was changed)"
+        )
+    try:
+        empty = next(out_dir.iterdir(), None) is None
+    except OSError as err:
+        raise CodepairsError(f"cannot export to {out_dir}: {err.strerror}") from err
+    if not empty and not is_earlier_export(out_dir):
+        raise CodepairsError(
+            f"refusing to export to {out_dir}: it holds files and is not an earlier export (no codepairs "
+            f"{MANIFEST} describing its files); an export replaces its folder whole, so give a new or "
+            "empty folder (nothing was changed)"
+        )
+    return out_dir
+
+
+def is_earlier_export(folder: Path) -> bool:
+    """A folder an export may replace: its manifest is a codepairs manifest (known ``format_version``,
+    ``rows``, ``files`` each with a path inside the folder, a format and a sha256) and at least one
+    file it lists is there with that sha256, so the manifest describes this folder and is not a copy
+    dropped among other files. Files added to an earlier export are replaced with it (as they
+    always were); an export damaged beyond every listed file is refused and must be removed by hand."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if manifest_problems(manifest):
+        return False
+    for entry in sorted(manifest["files"], key=lambda f: f["bytes"]):  # the cheapest proof first
+        path = folder / entry["path"]
+        if path.is_file() and not path.is_symlink() and sha256_file(path) == entry["sha256"]:
+            return True
+    return False
+
+
+def manifest_problems(manifest: Any) -> list[str]:
+    """What makes ``manifest`` not a codepairs export manifest (empty: it is one)."""
+    if not isinstance(manifest, dict):
+        return [f"{MANIFEST} is not a JSON object"]
+    problems = []
+    version = manifest.get("format_version")
+    if not _is_int(version) or not 1 <= version <= FORMAT_VERSION:
+        problems.append(f"{MANIFEST} has no format_version this codepairs knows (1 to {FORMAT_VERSION}): {version!r}")
+    if not _is_int(manifest.get("rows")):
+        problems.append(f"{MANIFEST} has no row count (rows)")
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        return [*problems, f"{MANIFEST} has no list of files (files)"]
+    seen: set[str] = set()
+    for n, entry in enumerate(files):
+        problems += [f"{MANIFEST} files[{n}]: {p}" for p in _entry_problems(entry, seen)]
+    return problems
+
+
+def _entry_problems(entry: Any, seen: set[str]) -> list[str]:
+    if not isinstance(entry, dict):
+        return ["not an object"]
+    problems = []
+    path = entry.get("path")
+    if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
+        problems.append(f"path {path!r} is not a path inside the export")
+    elif path in seen or path == MANIFEST:
+        problems.append(f"path {path!r} is listed twice")
+    else:
+        seen.add(path)
+    if entry.get("format") not in FILE_FORMATS:
+        problems.append(f"format {entry.get('format')!r} is not one of {', '.join(FILE_FORMATS)}")
+    for key in ("rows", "bytes"):
+        if not _is_int(entry.get(key)) or entry[key] < 0:
+            problems.append(f"{key} {entry.get(key)!r} is not a count")
+    if not isinstance(entry.get("sha256"), str) or not SHA256.fullmatch(entry["sha256"]):
+        problems.append(f"sha256 {entry.get('sha256')!r} is not a sha256")
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _marker_text(out_dir: Path) -> bytes:
+    return f"codepairs export in progress for {out_dir}\n".encode()
+
+
+def _make_partial(out_dir: Path) -> tuple[Path, int]:
+    """A fresh ``.<name>.partial-*`` folder next to ``out_dir`` and the open, locked descriptor of its
+    marker. The marker is locked before it gets its name, so no other export can see it unlocked while
+    this one lives; the kernel frees the lock when this process dies, however it dies."""
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as err:
+        raise CodepairsError(f"cannot export to {out_dir}: cannot write in {out_dir.parent}: {err.strerror}") from err
+    fd = os.open(tmp / f"{PARTIAL_MARKER}.new", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.write(fd, _marker_text(out_dir))
+    os.rename(tmp / f"{PARTIAL_MARKER}.new", tmp / PARTIAL_MARKER)
+    return tmp, fd
+
+
+def remove_stale_partials(out_dir: Path) -> list[Path]:
+    """Remove the temporary folders that killed exports to ``out_dir`` left next to it, and return them.
+    Only a folder named ``.<name>.partial-*`` whose marker says it is an export to ``out_dir`` and whose
+    marker lock is free (its writer is dead) is removed: a live export's, a user's look-alike or any
+    other folder is left alone."""
+    removed = []
+    for candidate in sorted(out_dir.parent.glob(f".{glob_escape(out_dir.name)}.partial-*")):
+        if _stale_partial(candidate, out_dir):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def _stale_partial(folder: Path, out_dir: Path) -> bool:
+    marker = folder / PARTIAL_MARKER
+    if folder.is_symlink() or not folder.is_dir() or marker.is_symlink():
+        return False
+    try:
+        fd = os.open(marker, os.O_RDONLY)
+    except OSError:
+        return False  # no marker: not provably ours
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        same = os.fstat(fd).st_ino == os.stat(marker).st_ino  # still the folder's marker, not renamed away
+        return same and os.read(fd, 4096) == _marker_text(out_dir)
+    except OSError:
+        return False  # locked: an export is writing it now
+    finally:
+        os.close(fd)
+
+
 def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.StageRun) -> ExportResult:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    tmp, marker = _make_partial(out_dir)
     try:
         files: list[dict[str, Any]] = []
         buffers: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
@@ -244,46 +415,48 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
         }
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
         (tmp / MANIFEST).write_text(text, encoding="utf-8")
-        _swap_in(tmp, out_dir)
+        manifest_sha = hashlib.sha256(text.encode()).hexdigest()
+        result = ExportResult(
+            out_dir=str(out_dir),
+            rows=manifest["rows"],
+            files=len(files),
+            manifest_sha256=manifest_sha,
+            run_id=run.run_id,
+            splits=counts,
+        )
+        with engine.begin() as conn:  # recorded if and only if swapped in (a failed swap rolls it back)
+            _record(conn, run, result, files, text)
+            os.unlink(tmp / PARTIAL_MARKER)  # not part of the export; the lock is held until the swap is done
+            _swap_in(tmp, out_dir)
     finally:
+        os.close(marker)
         shutil.rmtree(tmp, ignore_errors=True)
-    manifest_sha = hashlib.sha256(text.encode()).hexdigest()
-    result = ExportResult(
-        out_dir=str(out_dir),
-        rows=manifest["rows"],
-        files=len(files),
-        manifest_sha256=manifest_sha,
-        run_id=run.run_id,
-        splits=counts,
-    )
-    _record(engine, run, result, files, text)
     return result
 
 
 def _record(
-    engine: Engine, run: ledger.StageRun, result: ExportResult, files: list[dict[str, Any]], manifest: str
+    conn: sa.Connection, run: ledger.StageRun, result: ExportResult, files: list[dict[str, Any]], manifest: str
 ) -> None:
     """Each file as an export batch (sha256, rows, what it was made from), and the export."""
-    with engine.begin() as conn:
-        for seq, f in enumerate(files):
-            made_from = {"query": "the balanced set, by pair_id and copy", "file": f["path"], "split": f["split"]}
-            batch = ledger.open_batch(conn, run, seq, f["rows"], made_from, batch=f"{run.run_id}-{f['path']}")
-            batch.seal(f["rows"], f["sha256"])
-        conn.execute(
-            sa.text(
-                "INSERT INTO exports (export_id, out_dir, rows, files, manifest, run_id) "
-                "VALUES (:id, :o, :n, :f, CAST(:m AS jsonb), :r) ON CONFLICT (export_id) DO UPDATE "
-                "SET out_dir = EXCLUDED.out_dir, run_id = EXCLUDED.run_id, created_at = now()"
-            ),
-            {
-                "id": result.manifest_sha256,
-                "o": result.out_dir,
-                "n": result.rows,
-                "f": result.files,
-                "m": manifest,
-                "r": result.run_id,
-            },
-        )
+    for seq, f in enumerate(files):
+        made_from = {"query": "the balanced set, by pair_id and copy", "file": f["path"], "split": f["split"]}
+        batch = ledger.open_batch(conn, run, seq, f["rows"], made_from, batch=f"{run.run_id}-{f['path']}")
+        batch.seal(f["rows"], f["sha256"])
+    conn.execute(
+        sa.text(
+            "INSERT INTO exports (export_id, out_dir, rows, files, manifest, run_id) "
+            "VALUES (:id, :o, :n, :f, CAST(:m AS jsonb), :r) ON CONFLICT (export_id) DO UPDATE "
+            "SET out_dir = EXCLUDED.out_dir, run_id = EXCLUDED.run_id, created_at = now()"
+        ),
+        {
+            "id": result.manifest_sha256,
+            "o": result.out_dir,
+            "n": result.rows,
+            "f": result.files,
+            "m": manifest,
+            "r": result.run_id,
+        },
+    )
 
 
 def dataset_card(
@@ -376,41 +549,191 @@ def _balance_section(stats: _Stats, plan: dict[str, dict[str, int]], total: int)
 
 
 def _swap_in(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
+    """Rename ``tmp`` to ``out_dir``; an earlier export there is moved aside first and removed after.
+    ``out_dir`` is checked again right before (it may have changed while the export was written)."""
+    export_target(out_dir)
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+    else:
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old)  # onto the empty folder just made: a name no other export uses
         os.replace(tmp, out_dir)
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
+    for stale in sorted(out_dir.parent.glob(f".{glob_escape(out_dir.name)}.old-*")):
+        _remove_stale_old(stale)
 
 
-def verify_export(out_dir: Path) -> dict[str, Any]:
-    """Re-check every file against the manifest; raise on any changed, missing or extra file."""
-    manifest_path = out_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise ExportVerificationError(str(out_dir), [f"{MANIFEST} is missing"])
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+def _remove_stale_old(folder: Path) -> None:
+    """An earlier export a killed export had moved aside (killed between the renames), or the empty
+    folder made for it (killed before them); anything else of that name is left alone."""
+    if folder.is_symlink() or not folder.is_dir():
+        return
+    if is_earlier_export(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only if empty
+
+
+RECORDS = """
+SELECT export_id, manifest, created_at FROM exports WHERE export_id = :sha OR out_dir = :dir
+ORDER BY export_id = :sha DESC, created_at DESC LIMIT 1
+"""
+
+
+def verify_export(out_dir: Path, engine: Engine | None = None) -> dict[str, Any]:
+    """Re-check every file against the manifest, the JSONL shards against the Parquet shards (same
+    rows, same values, in ``pair_id`` order) and, with ``engine``, the manifest against the export the
+    database recorded for this folder; raise ``ExportVerificationError`` naming every problem. The
+    result says what the database knew (``database``) only when one was given."""
+    out_dir = out_dir.expanduser().resolve()
+    manifest, text = _read_manifest(out_dir)
     problems: list[str] = []
     listed = {f["path"]: f for f in manifest["files"]}
     present = {p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()} - {MANIFEST}
     problems += [f"extra file {name}" for name in sorted(present - set(listed))]
     problems += [f"missing file {name}" for name in sorted(set(listed) - present)]
     for name in sorted(present & set(listed)):
-        entry, path = listed[name], out_dir / name
-        if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
-            problems.append(f"changed file {name} (sha256 differs from the manifest)")
-            continue
-        if entry["format"] == "card":
-            continue
-        rows = pq.ParquetFile(path).metadata.num_rows if entry["format"] == "parquet" else _count_lines(path)
-        if rows != entry["rows"]:
-            problems.append(f"file {name} has {rows} rows, manifest says {entry['rows']}")
+        problems += _file_problems(out_dir, listed[name])
     if sum(f["rows"] for f in manifest["files"] if f["format"] == "parquet") != manifest["rows"]:
         problems.append("manifest row total does not match its files")
+    if not problems:  # every file is the one listed: now whether the files agree with each other
+        problems += _shards_problems(out_dir, manifest)
+    checked: dict[str, Any] = {"out_dir": str(out_dir), "files": len(listed), "rows": manifest["rows"]}
+    if engine is not None:
+        checked["database"], found = _record_problems(engine, out_dir, text, manifest)
+        problems += found
     if problems:
         raise ExportVerificationError(str(out_dir), problems)
-    return {"out_dir": str(out_dir), "files": len(listed), "rows": manifest["rows"]}
+    return checked
+
+
+def _read_manifest(out_dir: Path) -> tuple[dict[str, Any], str]:
+    """The manifest and its text, or ``ExportVerificationError`` saying why it is not a manifest."""
+    manifest_path = out_dir / MANIFEST
+    if not manifest_path.is_file():
+        raise ExportVerificationError(str(out_dir), [f"{MANIFEST} is missing"])
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+        manifest = json.loads(text)
+    except ValueError as err:
+        raise ExportVerificationError(str(out_dir), [f"{MANIFEST} is not JSON: {err}"]) from err
+    except OSError as err:
+        raise ExportVerificationError(str(out_dir), [f"{MANIFEST} cannot be read: {err.strerror}"]) from err
+    problems = manifest_problems(manifest)
+    if problems:
+        raise ExportVerificationError(str(out_dir), problems)
+    return manifest, text
+
+
+def _file_problems(out_dir: Path, entry: dict[str, Any]) -> list[str]:
+    name, path = entry["path"], out_dir / entry["path"]
+    if path.stat().st_size != entry["bytes"] or sha256_file(path) != entry["sha256"]:
+        return [f"changed file {name} (sha256 differs from the manifest)"]
+    if entry["format"] == "card":
+        return []
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows if entry["format"] == "parquet" else _count_lines(path)
+    except pa.ArrowException as err:
+        return [f"file {name} is not a Parquet file: {err}"]
+    return [f"file {name} has {rows} rows, manifest says {entry['rows']}"] if rows != entry["rows"] else []
+
+
+def _shards_problems(out_dir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Each Parquet shard against its JSONL twin, row by row; the Parquet schema against the manifest's;
+    rows in (``pair_id``, ``copy``) order within a split, none twice; the split totals."""
+    stems: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry in manifest["files"]:
+        if entry["format"] != "card":
+            stems.setdefault(entry["path"].rsplit(".", 1)[0], {})[entry["format"]] = entry
+    problems: list[str] = []
+    last: dict[Any, tuple[str, int]] = {}  # split -> the last (pair_id, copy) seen
+    totals: Counter[Any] = Counter()
+    for stem, twins in sorted(stems.items()):
+        if set(twins) != {"parquet", "jsonl"}:
+            problems.append(f"shard {stem} has no {'JSONL' if 'parquet' in twins else 'Parquet'} twin")
+            continue
+        split = twins["parquet"]["split"]
+        totals[split] += twins["parquet"]["rows"]
+        problems += _compare_shard(out_dir, stem, manifest.get("schema"), split, last)
+    expected = manifest.get("splits")
+    if isinstance(expected, dict) and _nonzero(expected) != _nonzero(totals):
+        problems.append(f"manifest splits {expected} do not match its shards {dict(totals)}")
+    return problems
+
+
+def _compare_shard(out_dir: Path, stem: str, schema: Any, split: Any, last: dict[Any, tuple[str, int]]) -> list[str]:
+    """The first difference between a Parquet shard and its JSONL twin (a JSONL line must be exactly what
+    the export writes for the Parquet row), how many rows differ, and rows out of order."""
+    try:
+        parquet = pq.ParquetFile(out_dir / f"{stem}.parquet")
+    except pa.ArrowException as err:
+        return [f"shard {stem}.parquet cannot be read: {err}"]
+    if schema is not None and [f"{f.name}:{_type_name(f.type)}" for f in parquet.schema_arrow] != schema:
+        return [f"shard {stem}.parquet does not have the manifest's schema"]
+    problems: list[str] = []
+    differing, first = 0, ""
+    with (out_dir / f"{stem}.jsonl").open(encoding="utf-8", newline="\n") as jsonl:
+        for n, (row, line) in enumerate(zip_longest(_parquet_rows(parquet), jsonl), start=1):
+            if row is None or line is None:
+                return [*problems, f"shard {stem}: Parquet and JSONL differ in length (from row {n})"]
+            if json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" != line:
+                differing += 1
+                first = first or f"row {n} (pair {row.get('pair_id')}): {_differing_columns(row, line)}"
+            copy = row.get("copy")
+            key = (str(row.get("pair_id")), copy if _is_int(copy) else 0)
+            if split in last and key <= last[split]:
+                problems.append(f"shard {stem}: row {n} (pair {key[0]}, copy {key[1]}) is out of pair_id order")
+            last[split] = max(key, last.get(split, key))
+    if differing:
+        problems.insert(0, f"shard {stem}: {differing} row(s) differ between Parquet and JSONL, first {first}")
+    return problems
+
+
+def _type_name(type_: pa.DataType) -> str:
+    """The type as the manifest names it (Parquet calls a list's items ``element``, Arrow ``item``)."""
+    return f"list<item: {type_.value_type}>" if pa.types.is_list(type_) else str(type_)
+
+
+def _nonzero(counts: Any) -> dict[Any, Any]:
+    return {k: n for k, n in counts.items() if n}
+
+
+def _parquet_rows(parquet: pq.ParquetFile) -> Iterator[dict[str, Any]]:
+    for batch in parquet.iter_batches(batch_size=1000):
+        yield from batch.to_pylist()
+
+
+def _differing_columns(row: dict[str, Any], line: str) -> str:
+    try:
+        other = json.loads(line)
+    except ValueError:
+        return "the JSONL line is not JSON"
+    if not isinstance(other, dict):
+        return "the JSONL line is not a JSON object"
+    columns = sorted(k for k in row.keys() | other.keys() if k not in row or k not in other or row[k] != other[k])
+    return "column(s) " + ", ".join(columns) if columns else "formatting"
+
+
+def _record_problems(engine: Engine, out_dir: Path, text: str, manifest: dict[str, Any]) -> tuple[str, list[str]]:
+    """Whether the database recorded this manifest (``recorded``), recorded another for this folder
+    (``differs``: a file edited and the manifest resealed, or a manifest swapped in), or knows neither
+    (``no record``: exported from another database, or moved here; the files were checked)."""
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    with engine.connect() as conn:
+        record = conn.execute(sa.text(RECORDS), {"sha": sha, "dir": str(out_dir)}).one_or_none()
+    if record is None:
+        return "no record", []
+    if record.export_id == sha:
+        return "recorded", []
+    recorded = {f["path"]: f["sha256"] for f in record.manifest["files"]}
+    now = {f["path"]: f["sha256"] for f in manifest["files"]}
+    changed = sorted(p for p in recorded.keys() | now.keys() if recorded.get(p) != now.get(p))
+    return "differs", [
+        f"{MANIFEST} is not the manifest the database recorded for this folder (export {record.export_id[:12]} "
+        f"of {record.created_at.isoformat(timespec='seconds')}): edited or resealed; files that differ from the "
+        f"recorded export: {', '.join(changed) or 'none (the manifest alone was edited)'}"
+    ]
 
 
 def _count_lines(path: Path) -> int:
