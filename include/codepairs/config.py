@@ -199,6 +199,12 @@ class Section:
     def __post_init__(self) -> None:
         check_settings(self, self.section)
 
+    @staticmethod
+    def require(ok: bool, key: str, message: str) -> None:
+        """A check across settings that a range cannot express: ``message`` when it does not hold."""
+        if not ok:
+            raise SettingError(key, message)
+
 
 @dataclass(frozen=True)
 class CrawlConfig(Section, section="crawl"):
@@ -254,12 +260,12 @@ class GateConfig(Section, section="gates"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.commit_dates_from > self.commit_dates_to:
-            raise SettingError(
-                "gates.commit_dates_from",
-                f"gates.commit_dates_from ({self.commit_dates_from}) must not be after gates.commit_dates_to "
-                f"({self.commit_dates_to})",
-            )
+        self.require(
+            self.commit_dates_from <= self.commit_dates_to,
+            "gates.commit_dates_from",
+            f"gates.commit_dates_from ({self.commit_dates_from}) must not be after gates.commit_dates_to "
+            f"({self.commit_dates_to})",
+        )
 
 
 @dataclass(frozen=True)
@@ -359,12 +365,13 @@ class BalanceConfig(Section, section="balance"):
     def __post_init__(self) -> None:
         super().__post_init__()
         unknown = set(self.shares) - set(CATEGORIES)
-        if unknown or any(v < 0 for v in self.shares.values()) or (self.enabled and not sum(self.shares.values())):
-            raise SettingError(
-                "balance.shares",
-                f"balance.shares: known categories {sorted(CATEGORIES)}, shares >= 0, not all 0 "
-                f"(unknown: {sorted(unknown)}, got {self.shares!r})",
-            )
+        shares = self.shares.values()
+        self.require(
+            not unknown and all(v >= 0 for v in shares) and (not self.enabled or sum(shares) > 0),
+            "balance.shares",
+            f"balance.shares: known categories {sorted(CATEGORIES)}, shares >= 0, not all 0 "
+            f"(unknown: {sorted(unknown)}, got {self.shares!r})",
+        )
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,13 @@ _CREDENTIAL = re.compile(CREDENTIAL_PATTERN)
 
 
 class RepoSkipReason(StrEnum):
+    """Why a repository gave no commits this run (its skip row's reason)."""
+
+    # The source names no repository git can reach:
     NOT_FOUND = "not_found"
     NOT_A_REPOSITORY = "not_a_repository"
     UNREACHABLE = "unreachable"
+    # The repository is there, but holds nothing to crawl, or nothing git can read:
     EMPTY_REPOSITORY = "empty_repository"
     BRANCH_NOT_FOUND = "branch_not_found"
     CORRUPT_REPOSITORY = "corrupt_repository"  # git cannot read what a ref or the history needs; detail: git's message
