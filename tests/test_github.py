@@ -387,6 +387,18 @@ def test_gate_refuses_a_tampered_record(engine, mirrors, fake, local_repo) -> No
     assert table(engine, "SELECT count(*) FROM batches WHERE stage = 'github' AND validated") == [(0,)]
 
 
+def test_audit_names_a_github_record_edited_after_its_gate(engine, mirrors, fake, local_repo) -> None:
+    from codepairs.audit import audit
+
+    build_demo(fake)
+    github_only(engine, local_repo)
+    assert audit(engine).findings == []
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE gh_issues SET data = jsonb_set(data, '{title}', '\"edited\"') WHERE number = 1"))
+        (batch,) = conn.execute(sa.text("SELECT batch_id FROM gh_issues WHERE number = 1")).one()
+    assert audit(engine).findings == [f"github records.row_sha256: issues/1 of batch {batch}"]
+
+
 def test_normalised_records_keep_what_matters() -> None:
     item = {
         "number": 5,

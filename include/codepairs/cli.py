@@ -120,6 +120,20 @@ def _verify_engine(url: str | None) -> Engine | None:
         return None
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from codepairs.audit import audit
+
+    result = audit(store.get_engine(args.database_url))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2, sort_keys=True))
+    for finding in [] if args.json else result.findings:
+        print(f"changed: {finding}")
+    rows, batches = sum(result.rows.values()), sum(result.batches.values())
+    verdict = f"{len(result.findings)} changed" if result.findings else "nothing changed"
+    print(f"audit: {rows} row checks and {batches} batches: {verdict}", file=sys.stderr if args.json else sys.stdout)
+    return 1 if result.findings else 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     print(report.format_summary(report.summary(store.get_engine(args.database_url))))
     return 0
@@ -167,6 +181,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str | None]]
                "Fail on any changed, missing or extra file of an export, on a JSONL shard that differs from "
                "its Parquet twin, and on a manifest other than the one the database recorded for the folder "
                "(when a database can be used; --no-database checks the files only)."),
+    "audit": (cmd_audit, "recheck every stored row and batch against its checksum, naming what changed",
+              "Recompute the checksum of every stored commit, pair, score, synthetic pair and GitHub record, "
+              "and the digest of every sealed batch and of the balanced set; list each that differs "
+              "(exit 1), or say that nothing changed (exit 0)."),
     "summary": (cmd_summary, "repositories, commits, pairs, skips by reason, last export", None),
     "db": (cmd_db, "the pipeline database: url, upgrade, stop (embedded server)", None),
 }  # fmt: skip
@@ -193,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands["dashboard"].add_argument("--port", type=int, default=8765)
     commands["verify"].add_argument("dir", help="export folder")
     commands["verify"].add_argument("--no-database", action="store_true", help="check the files only")
+    commands["audit"].add_argument("--json", action="store_true", help="the full report as JSON")
     commands["db"].add_argument("action", choices=["url", "upgrade", "stop"])
     return parser
 

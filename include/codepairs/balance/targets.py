@@ -75,6 +75,8 @@ ORDER BY p.repo_id, f.path, p.author_date DESC, p.pair_id
 SYNTHETIC_COLUMNS = tuple(
     ("pair_id method source_pair_id repo_id category instruction response response_sha256 detail").split()
 )
+# What a synthetic pair's ``row_sha256`` covers (``ledger.text_digest``; migration 0006 backfills the same).
+SYNTHETIC_ROW_PARTS = ("pair_id", "method", "source_pair_id", "repo_id", "category", "instruction", "response_sha256")
 
 
 @dataclass
@@ -218,11 +220,15 @@ def _store_synthetic(engine: Engine, rows: list[tuple[Any, ...]]) -> None:
         with engine.begin() as conn:
             conn.execute(
                 sa.text(
-                    f"INSERT INTO synthetic_pairs ({', '.join(SYNTHETIC_COLUMNS)}) VALUES "
-                    f"({', '.join(':' + c for c in SYNTHETIC_COLUMNS)}) ON CONFLICT (pair_id) DO NOTHING"
+                    f"INSERT INTO synthetic_pairs ({', '.join(SYNTHETIC_COLUMNS)}, row_sha256) VALUES "
+                    f"({', '.join(':' + c for c in SYNTHETIC_COLUMNS)}, :row_sha256) ON CONFLICT (pair_id) DO NOTHING"
                 ),
-                [dict(zip(SYNTHETIC_COLUMNS, r, strict=True)) for r in rows],
+                [_with_row_digest(dict(zip(SYNTHETIC_COLUMNS, r, strict=True))) for r in rows],
             )
+
+
+def _with_row_digest(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "row_sha256": ledger.text_digest(*(row[c] for c in SYNTHETIC_ROW_PARTS))}
 
 
 def _ui_components(engine: Engine, budget: int) -> list[str]:

@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import ledger
+from codepairs import audit, ledger
 from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import ExportConfig
 from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
@@ -96,10 +96,12 @@ SELECT bl.pair_id, bl.copy, bl.synthetic, p.kind, p.instruction, p.response, r.n
        to_char(p.author_date AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS author_date,
        p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage,
        p.repo_id, COALESCE(sel.licence, g.license) AS license, s.score, s.category, s.confidence AS category_confidence,
-       s.explanation AS score_explanation, NULL AS synthesis_method, NULL AS source_pair_id
+       s.explanation AS score_explanation, NULL AS synthesis_method, NULL AS source_pair_id,
+       x.row_sha256, s.features, s.row_sha256 AS score_sha256  -- checked on the way out (audit.exported_row_problems)
 FROM balanced bl
 JOIN batches bb ON bb.batch_id = bl.batch_id AND bb.validated  -- sealed, and passed the balance gate
 JOIN pair_texts p ON p.pair_id = bl.pair_id
+JOIN pairs x ON x.pair_id = bl.pair_id
 JOIN pair_scores s ON s.pair_id = bl.pair_id
 JOIN repositories r ON r.repo_id = p.repo_id
 LEFT JOIN gh_repos g ON g.repo_id = p.repo_id
@@ -112,7 +114,7 @@ SELECT bl.pair_id, bl.copy, bl.synthetic, 'synthetic', sp.instruction, sp.respon
        NULL, CASE WHEN sp.detail ? 'path' THEN jsonb_build_array(sp.detail->>'path') ELSE '[]'::jsonb END,
        0, 0, sp.response_sha256, NULL, sp.detail::text,
        sp.repo_id, COALESCE(sel.licence, g.license), NULL, sp.category, 1.0, 'synthetic: ' || sp.method,
-       sp.method, sp.source_pair_id
+       sp.method, sp.source_pair_id, sp.row_sha256, NULL, NULL
 FROM balanced bl
 JOIN batches bb ON bb.batch_id = bl.batch_id AND bb.validated
 JOIN synthetic_pairs sp ON sp.pair_id = bl.pair_id
@@ -384,13 +386,18 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
         buffers: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
         shards = dict.fromkeys(SPLITS, 0)
         stats = _Stats()
+        with engine.connect() as conn:
+            tampered = audit.balanced_set_problems(conn)
         for row in _stream_rows(engine):
+            tampered += audit.exported_row_problems(row)
             split = split_of(row["repo_id"], config)
             stats.add(split, row)
             buffers[split].append(row)
             if len(buffers[split]) == config.shard_rows:
                 files += _write_shard(tmp, split, shards[split], buffers[split])
                 shards[split], buffers[split] = shards[split] + 1, []
+        if tampered:
+            raise audit.TamperedError("export refused", list(dict.fromkeys(tampered)))  # once per pair, not per copy
         for split in SPLITS:
             if buffers[split]:
                 files += _write_shard(tmp, split, shards[split], buffers[split])

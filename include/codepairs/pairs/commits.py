@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from codepairs import ledger
 from codepairs.config import ExtractConfig
@@ -81,6 +81,9 @@ PAIR_COLUMNS = tuple(
         "author_date url response_sha256 batch_id"
     ).split()
 )
+# What a pair's ``row_sha256`` covers (``ledger.text_digest``; migration 0006 backfills the same in SQL):
+# the response enters through its own checksum.
+ROW_PARTS = ("pair_id", "kind", "repo_id", "commit_sha", "instruction", "response_sha256", "tests")
 
 
 @dataclass(kw_only=True)
@@ -190,6 +193,16 @@ def _pair_row(repo_id: str, row: Any, d: Decision, web_url: str | None, batch_id
     )
 
 
+def row_digest(pair: Mapping[str, Any]) -> str:
+    return ledger.text_digest(*(pair.get(c) for c in ROW_PARTS))
+
+
+def insert_pairs(conn: Connection, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """New pairs with their row checksum (last), by ``store.insert_new``: the rows it wrote."""
+    rows = [(*row, row_digest(dict(zip(columns, row, strict=True)))) for row in rows]
+    return insert_new(conn, "pairs", (*columns, "row_sha256"), rows, ("pair_id",))
+
+
 def extract_commits(engine: Engine, run: ledger.StageRun, config: ExtractConfig, result: ExtractResult) -> int:
     """Pairs and skips from every gated, not yet extracted crawl batch of the run's repository, one
     transaction per crawl batch (its pairs, its skips, the extract batch record and the mark that the
@@ -253,7 +266,7 @@ def _extract_batch(
                 skipped[d.reason.value] += 1
                 skips.append(ledger.skip_row("extract", repo_id, row["sha"], d.reason.value, d.detail, run.run_id))
         batch = ledger.open_batch(conn, run, seq, len(rows), {"crawl_batch": source, "skipped": len(skips)})
-        inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
+        inserted = insert_pairs(conn, PAIR_COLUMNS, pairs)
         ledger.write_skips(conn, skips)
         batch.seal(len(inserted), ledger.digest((p[0], p[12]) for p in inserted))
         ledger.mark_extracted(conn, [source])

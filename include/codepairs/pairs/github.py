@@ -34,7 +34,6 @@ from codepairs.pairs import commits
 from codepairs.pairs.commits import TRAILER, ExtractResult, pair_id
 from codepairs.sources import gitlog
 from codepairs.sources.github_links import KEYWORD
-from codepairs.store import insert_new
 
 STAGE = "extract"
 PAIR_COLUMNS = (*commits.PAIR_COLUMNS, "lineage", "tests")
@@ -372,7 +371,7 @@ class GithubPairs:
         self.pairs = []
         with self.engine.begin() as conn:
             batch = ledger.open_batch(conn, self.run, self.seq, len(pairs), {"source": "github"})
-            inserted = insert_new(conn, "pairs", PAIR_COLUMNS, pairs, ("pair_id",))
+            inserted = commits.insert_pairs(conn, PAIR_COLUMNS, pairs)
             if not inserted:
                 batch.drop()
                 return

@@ -31,7 +31,9 @@ from codepairs.store import copy_rows, count_pairs, keyset_pair_ids
 
 log = logging.getLogger(__name__)
 
-COLUMNS = tuple("pair_id score features explanation category confidence category_rule rules_sha256 batch_id".split())
+COLUMNS = tuple(
+    "pair_id score features explanation category confidence category_rule rules_sha256 row_sha256 batch_id".split()
+)
 # Author history: the author's commits before this one, or the PR author's PRs merged before this one,
 # counted up to AUTHOR_CAP (the feature saturates there; uncapped, a prolific author costs a count
 # over all their commits for each of their commits).
@@ -205,7 +207,7 @@ def _write_batch(
         .all()
     )
     result.rescored += len(stale)
-    copy_rows(conn, "pair_scores", COLUMNS, ((*r[:-1], batch.batch_id) for r in records))
+    copy_rows(conn, "pair_scores", COLUMNS, ((*r, batch.batch_id) for r in records))
     batch.seal(len(records), ledger.digest((r[0], r[-1]) for r in records))
     _reseal(conn, set(stale))
     result.pairs_scored += len(records)
