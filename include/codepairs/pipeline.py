@@ -232,7 +232,7 @@ def select_step(engine: Engine, state: RepoState, config: PipelineConfig) -> Rep
 @chain_step
 def extract_step(engine: Engine, state: RepoState, config: PipelineConfig) -> RepoState:
     github = bool(state.crawl.get("github")) and config.github.enabled and not state.github_error
-    result = extract.extract_repository(engine, state.repo_id, config.extract, github)
+    result = extract.extract_repository(engine, state.repo_id, config.extract, github, config.safety)
     spotcheck.save(engine, "extract", result.run_id)
     state.extract = result.as_dict()
     return state
