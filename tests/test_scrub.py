@@ -321,3 +321,15 @@ def test_issue_and_pull_request_pairs_are_screened_too(engine, mirrors, tmp_path
     assert table(engine, "SELECT object_id, reason FROM skips WHERE object_id LIKE 'issue/%'") == [
         ("issue/2/pull/11", "private_key")
     ]
+
+
+def test_each_detect_secrets_prefilter_literal_is_in_its_plugins_own_patterns() -> None:
+    """The literals that decide whether a plugin runs come from its patterns: one that is not would make
+    it skip texts it could match (a pattern with an alternation needs every branch's literal listed)."""
+    plugins = {type(p).__name__: p for p in scrub._plugins()}
+    assert set(plugins) == set(scrub.DETECT_SECRETS_PLUGINS)
+    for name, needles in {**scrub.NEEDLES, **scrub.CASED_NEEDLES, **scrub.KEYWORD_PLUGINS}.items():
+        patterns = " ".join(p.pattern.replace("\\", "") for p in plugins[name].denylist).lower()
+        assert all(n.lower() in patterns for n in needles), name
+    sample = 'ibm_cloud_iam_key = "x7Kd9fQ2mZp4Lr8Wv1Ns6Tb3Hc5Jg0YeUa2Xo9Qw4Rt1"'
+    assert scrub.scrub(sample).counts == {"detect_secrets:ibm_cloud_iam_key": 1}

@@ -37,6 +37,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 PLACEHOLDERS = ("<KEY>", "<TOKEN>", "<PASSWORD>", "<EMAIL>", "<IP_ADDRESS>")
 DETECT_SECRETS_PLUGINS = (  # BigCode's set, less the two entropy detectors and the two replaced by RULES
@@ -66,6 +67,44 @@ DETECT_SECRETS_FILTERS = tuple(
     f"detect_secrets.filters.heuristic.{name}"
     for name in ("is_potential_uuid", "is_likely_id_string", "is_templated_secret", "is_sequential_string")
 )
+# A detect-secrets plugin runs only on a text holding one of its literals (lower case: ``NEEDLES``, as
+# written: ``CASED_NEEDLES``), taken from its own patterns (``tests/test_scrub.py`` checks that each
+# literal is in them); most plugins scan character by character, and most texts hold none of these.
+# A plugin not listed (Discord, Telegram: no literal) always runs.
+NEEDLES = {
+    "AWSKeyDetector": ("akia", "a3t", "abia", "acca", "asia", "aws"),
+    "AzureStorageKeyDetector": ("accountkey=",),
+    "GitHubTokenDetector": ("ghp", "gho", "ghu", "ghs", "ghr"),
+    "GitLabTokenDetector": (
+        "glpat",
+        "gldt",
+        "glft",
+        "glsoat",
+        "glrt",
+        "gr1348941",
+        "glcbt-",
+        "glimt-",
+        "glptt-",
+        "glagent-",
+        "gloas-",
+    ),
+    "IbmCosHmacDetector": ("secret",),
+    "JwtTokenDetector": ("eyj",),
+    "MailchimpDetector": ("-us",),
+    "NpmDetector": ("_authtoken",),
+    "OpenAIDetector": ("t3blbkfj",),
+    "PypiTokenDetector": ("pypi-",),
+    "SendGridDetector": ("sg.",),
+    "SlackDetector": ("xox", "hooks.slack.com"),
+    "SquareOAuthDetector": ("sq0csp-",),
+    "StripeDetector": ("k_live_",),
+}
+CASED_NEEDLES = {"ArtifactoryDetector": ("AKC", "AP"), "TwilioKeyDetector": ("AC", "SK")}
+# Three plugins look for a key, password or token word followed by a long value (24+ characters): they
+# run where such a word is followed by one, or where their service's host name is.
+KEYWORD_PLUGINS = {"CloudantDetector": ("cloudant",), "IbmCloudIamDetector": (), "SoftlayerDetector": ("softlayer",)}
+KEYWORDS = ("key", "pwd", "pw", "pass", "token")
+KEYWORD_VALUE = re.compile(r"[\w-]{0,8}[\"'\]]{0,3} *(?:=|:|:=|=>| +|::) *[\"']?[a-z0-9_-]{24}")
 MIN_DETECTED_CHARS = 12  # a detect-secrets value shorter than this is part of a match (``ghp``), not a secret
 
 
@@ -75,17 +114,23 @@ class Rule:
     placeholder: str
     pattern: re.Pattern[str]
     group: int = 0  # the part of the match that is the secret
-    needles: tuple[str, ...] = ()  # the rule runs only on a text that holds one of these (lower case): speed
+    needles: tuple[str, ...] = ()  # the rule runs only on a text holding one of these (lower case): speed
+    cased: tuple[str, ...] = ()  # ... or one of these, as written
+    anchored: bool = False  # the pattern starts with one of ``needles``: matched only where one is (speed)
 
 
 RULES = (
     Rule(
-        "github_token", "<TOKEN>", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,246})\b")
+        "github_token",
+        "<TOKEN>",
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,246})\b"),
+        cased=("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
     ),
     Rule(
         "aws_access_key_id",
         "<KEY>",
         re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AROA|AIPA|ANPA|APKA)[A-Z0-9]{16}\b"),
+        cased=("AKIA", "ASIA", "ABIA", "ACCA", "AGPA", "AIDA", "AROA", "AIPA", "ANPA", "APKA"),
     ),
     Rule(
         "aws_secret_access_key",
@@ -95,18 +140,36 @@ RULES = (
             r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
         ),
         1,
-        ("secret",),
+        ("aws", "secret"),
+        anchored=True,
     ),
-    Rule("slack_token", "<TOKEN>", re.compile(r"\bxox[abposre]-(?:\d+-)?[A-Za-z0-9-]{10,}")),
-    Rule("slack_webhook", "<TOKEN>", re.compile(r"hooks\.slack\.com/services/(T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/\w+)"), 1),
-    Rule("stripe_key", "<KEY>", re.compile(r"\b[sr]k_(?:live|test)_[0-9a-zA-Z]{16,247}\b")),
-    Rule("google_api_key", "<KEY>", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])")),
-    Rule("jwt", "<TOKEN>", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),
+    Rule("slack_token", "<TOKEN>", re.compile(r"\bxox[abposre]-(?:\d+-)?[A-Za-z0-9-]{10,}"), cased=("xox",)),
+    Rule(
+        "slack_webhook",
+        "<TOKEN>",
+        re.compile(r"hooks\.slack\.com/services/(T[A-Za-z0-9_]+/B[A-Za-z0-9_]+/\w+)"),
+        1,
+        cased=("hooks.slack.com",),
+    ),
+    Rule(
+        "stripe_key",
+        "<KEY>",
+        re.compile(r"\b[sr]k_(?:live|test)_[0-9a-zA-Z]{16,247}\b"),
+        cased=("k_live_", "k_test_"),
+    ),
+    Rule("google_api_key", "<KEY>", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), cased=("AIza",)),
+    Rule(
+        "jwt",
+        "<TOKEN>",
+        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+        cased=("eyJ",),
+    ),
     Rule(
         "url_password",
         "<PASSWORD>",
         re.compile(r"(?<![\w.+-])[A-Za-z][A-Za-z0-9+.-]{1,20}://([^\s:/@\"'<>]{0,64}):([^\s:/@\"'<>]{1,128})@[\w.\[-]"),
         2,
+        cased=("://",),
     ),
     Rule(
         "password",
@@ -116,6 +179,7 @@ RULES = (
         ),
         2,
         ("pass", "pwd"),
+        anchored=True,
     ),
     Rule(
         "secret_assignment",
@@ -125,16 +189,19 @@ RULES = (
             r"\s*(?:=|:|=>|:=)\s*([\"'])([^\"'\s\\]{8,256})\1"
         ),
         2,
-        ("secret", "key", "token"),
+        ("secret", "api", "access", "auth"),
+        anchored=True,
     ),
     Rule(  # "password: Tr0ub4dor&3" in prose (a commit message, an issue): a value of letters and digits
         "password",
         "<PASSWORD>",
         re.compile(
-            r"(?i)\b(?:password|passwd|pwd)\s*(?:=|:|\bis\b)\s*(?=[^\s]*\d)(?=[^\s]*[A-Za-z])([^\s\"'`,;()\[\]{}<>.]{8,64})"
+            r"(?i)\b(?:password|passwd|pwd)\s*(?:=|:|\bis\b)\s*(?=[^\s]*\d)(?=[^\s]*[A-Za-z])"
+            r"([^\s\"'`,;()\[\]{}<>.]{8,64})"
         ),
         1,
         ("pass", "pwd"),
+        anchored=True,
     ),
 )
 PRIVATE_KEY = re.compile(
@@ -205,31 +272,113 @@ def _kept(rule: Rule, match: re.Match[str], value: str, keep_examples: bool) -> 
 def _rule_findings(text: str, keep_examples: bool) -> Iterator[Finding]:
     lower = text.lower()
     for rule in RULES:
-        if rule.needles and not any(n in lower for n in rule.needles):
+        if (rule.needles or rule.cased) and not (
+            any(n in lower for n in rule.needles) or any(n in text for n in rule.cased)
+        ):
             continue
-        for match in rule.pattern.finditer(text):
+        for match in _matches(rule, text, lower):
             value = match.group(rule.group)
             if not _kept(rule, match, value, keep_examples):
                 yield Finding(rule.kind, rule.placeholder, match.start(rule.group), match.end(rule.group))
 
 
+def _matches(rule: Rule, text: str, lower: str) -> Iterator[re.Match[str]]:
+    """The rule's matches: an anchored rule is tried only where one of its words starts (finding those
+    with ``str.find`` is many times faster than a case-insensitive scan of every position)."""
+    if not rule.anchored or len(lower) != len(text):  # lower() changed a length: positions would not align
+        yield from rule.pattern.finditer(text)
+        return
+    starts = set()
+    for word in rule.needles:
+        at = lower.find(word)
+        while at >= 0:
+            starts.add(at)
+            at = lower.find(word, at + 1)
+    for at in sorted(starts):
+        match = rule.pattern.match(text, at)
+        if match:
+            yield match
+
+
 @functools.cache
-def _settings() -> dict[str, list[dict[str, str]]]:
-    return {
-        "plugins_used": [{"name": name} for name in DETECT_SECRETS_PLUGINS],
-        "filters_used": [{"path": path} for path in DETECT_SECRETS_FILTERS],
-    }
+def _plugins() -> tuple[Any, ...]:
+    """The detect-secrets plugins, configured once per process (detect-secrets keeps its settings
+    globally; nothing else in the process uses it)."""
+    from detect_secrets.settings import (
+        cache_bust,
+        configure_settings_from_baseline,
+        get_filters,
+        get_plugins,
+        get_settings,
+    )
+
+    cache_bust()
+    configure_settings_from_baseline(
+        {
+            "plugins_used": [{"name": name} for name in DETECT_SECRETS_PLUGINS],
+            "filters_used": [{"path": path} for path in DETECT_SECRETS_FILTERS],
+        }
+    )
+    get_settings().disable_filters("detect_secrets.filters.common.is_invalid_file")  # as its scan_line does
+    get_filters.cache_clear()
+    return tuple(get_plugins())
+
+
+def _keyword_value(lower: str) -> bool:
+    """Whether a key, password or token word is followed by a long value anywhere in the text."""
+    for word in KEYWORDS:
+        at = lower.find(word)
+        while at >= 0:
+            if KEYWORD_VALUE.match(lower, at + len(word)):
+                return True
+            at = lower.find(word, at + 1)
+    return False
+
+
+def _wanted(plugin: Any, text: str, lower: str, keyword_value: bool) -> bool:
+    name = type(plugin).__name__
+    if name in KEYWORD_PLUGINS:
+        return keyword_value or any(n in lower for n in KEYWORD_PLUGINS[name])
+    if name not in NEEDLES and name not in CASED_NEEDLES:
+        return True
+    return any(n in lower for n in NEEDLES.get(name, ())) or any(n in text for n in CASED_NEEDLES.get(name, ()))
+
+
+def _detect_secrets_values(text: str) -> set[tuple[str, str]]:
+    """(type, value) of what detect-secrets finds in the text: its ``scan_line`` for ad hoc strings
+    (``detect_secrets.core.scan``, pinned version), over the plugins whose literals the text holds."""
+    from detect_secrets.core.scan import _is_filtered_out, _scan_line, get_code_snippet
+
+    lower = text.lower()
+    keyword_value = _keyword_value(lower)
+    plugins = [p for p in _plugins() if _wanted(p, text, lower, keyword_value)]
+    context = get_code_snippet(lines=[text], line_number=1)
+    found = set()
+    for plugin in plugins:
+        for secret in _scan_line(
+            plugin=plugin,
+            filename="adhoc-string-scan",
+            line=text,
+            line_number=0,
+            enable_eager_search=True,
+            context=context,
+        ):
+            if not _is_filtered_out(
+                required_filter_parameters=["context"],
+                filename=secret.filename,
+                secret=secret.secret_value,
+                plugin=plugin,
+                line=text,
+                context=context,
+            ):
+                found.add((secret.type, secret.secret_value))
+    return found
 
 
 def _detect_secrets_findings(text: str, keep_examples: bool) -> Iterator[Finding]:
     """What detect-secrets finds in the text, at every place each value occurs (it reports values only)."""
-    from detect_secrets.core.scan import scan_line
-    from detect_secrets.settings import transient_settings
-
-    with transient_settings(_settings()):
-        values = {(s.type, s.secret_value) for s in scan_line(text) if s.secret_value}
-    for kind, value in sorted(values):
-        if len(value) < MIN_DETECTED_CHARS or (keep_examples and EXAMPLE_AWS.search(value)):
+    for kind, value in sorted(_detect_secrets_values(text)):
+        if not value or len(value) < MIN_DETECTED_CHARS or (keep_examples and EXAMPLE_AWS.search(value)):
             continue
         slug = "detect_secrets:" + re.sub(r"\W+", "_", kind.lower()).strip("_")
         placeholder = "<TOKEN>" if "token" in kind.lower() else "<KEY>"
