@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 PLACEHOLDERS = ("<KEY>", "<TOKEN>", "<PASSWORD>", "<EMAIL>", "<IP_ADDRESS>")
 DETECT_SECRETS_PLUGINS = (  # BigCode's set, less the two entropy detectors and the two replaced by RULES
@@ -228,6 +229,14 @@ EXAMPLE_AWS = re.compile(r"EXAMPLE(?:KEY)?$")
 KEPT_DOMAINS = re.compile(
     r"(?:^|\.)(?:example\.(?:com|org|net)|[\w-]+\.(?:example|test|invalid|localhost)|localhost)$", re.I
 )
+PUBLIC_SERVICES = frozenset(
+    "8.8.8.8 8.8.4.4 1.1.1.1 1.0.0.1 9.9.9.9 208.67.222.222 208.67.220.220".split()
+)  # resolvers
+NUMBERED = re.compile(r"(?i)(?:\bv|[=~<>!]=\s*|(?:version|release|section|rfc|§)[\w\s'\"=:(#-]{0,16})$")
+ROLES = frozenset(  # a mailbox of a role, not of a person
+    "abuse admin contact hello help info legal noc postmaster press privacy report security support team "
+    "webmaster".split()
+)
 FILE_SUFFIXES = frozenset(
     "py js ts tsx jsx rs go md txt json yaml yml html css rb java sh toml cfg ini lock png jpg svg".split()
 )
@@ -252,8 +261,11 @@ class Scrubbed:
 
 def is_placeholder(value: str, user: str | None = None) -> bool:
     """A password or key that is a stand-in, not a secret: ``changeme``, ``${X}``, ``xxxx``, the user's name."""
-    low = value.lower()
-    return low in PLACEHOLDER_VALUES or bool(TEMPLATE.match(value)) or (user is not None and low == user.lower())
+    low = unquote(value).lower()
+    if low in PLACEHOLDER_VALUES or TEMPLATE.match(value) or (user is not None and low == user.lower()):
+        return True
+    words = [w for w in re.split(r"[^a-z0-9]+", low) if w]  # "pass%20pass", "test-password": words of stand-ins
+    return bool(words) and all(w in PLACEHOLDER_VALUES or w.isdigit() for w in words)
 
 
 def _kept(rule: Rule, match: re.Match[str], value: str, keep_examples: bool) -> bool:
@@ -388,8 +400,11 @@ def _detect_secrets_findings(text: str, keep_examples: bool) -> Iterator[Finding
 
 def _email_findings(text: str) -> Iterator[Finding]:
     for match in EMAIL.finditer(text):
+        before = text[max(0, match.start() - 8) : match.start()]
+        if before.endswith("://") or (before.endswith(":") and not before.lower().endswith("mailto:")):
+            continue  # a URL's user (and password): ``http://user@host``, ``http://u:p@host`` name no mailbox
         local, domain = match.group(1).lower(), match.group(2).lower()
-        if "noreply" in local or "no-reply" in local or local == "git" or "noreply" in domain:
+        if "noreply" in local or "no-reply" in local or local == "git" or local in ROLES or "noreply" in domain:
             continue
         if KEPT_DOMAINS.search(domain) or domain.rsplit(".", 1)[-1] in FILE_SUFFIXES:
             continue
@@ -399,8 +414,11 @@ def _email_findings(text: str) -> Iterator[Finding]:
 def _ip_findings(text: str) -> Iterator[Finding]:
     for match in IPV4.finditer(text):
         address = ipaddress.IPv4Address(match.group(0))
-        if address.is_global and not match.group(0).startswith(("255.", "0.")):
-            yield Finding("ip_address", "<IP_ADDRESS>", match.start(), match.end())
+        if not address.is_global or match.group(0).startswith(("255.", "0.")) or match.group(0) in PUBLIC_SERVICES:
+            continue
+        if NUMBERED.search(text[max(0, match.start() - 24) : match.start()]):
+            continue  # "__version__ = '3.5.0.1'", "section 3.4.1.1": a number with dots, not an address
+        yield Finding("ip_address", "<IP_ADDRESS>", match.start(), match.end())
 
 
 def findings(text: str, secrets: bool = True, personal: bool = True, keep_examples: bool = True) -> list[Finding]:
