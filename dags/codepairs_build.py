@@ -4,7 +4,7 @@
 Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand). Every gate is a task of
 its own, so a refused gate is a red box of its name:
 `score_pairs → validate_scores → dedup_pairs → validate_dedup → validate_split → validate_balance_input
-→ balance_dataset → validate_balance → export_dataset → verify_export`.
+→ balance_dataset → validate_balance → validate_safety → export_dataset → verify_export`.
 
 - **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push;
   `pair_scores` (a pair is scored again only when `include/config/scoring.yaml` changed);
@@ -209,6 +209,21 @@ def codepairs_build() -> None:
         return pipeline.validate_balance(engine(), pipeline_config(params()), balanced)
 
     @task
+    def validate_safety(balanced: dict) -> dict:
+        """
+        #### validate_safety
+        GX gate `safety_suite` on the balanced set: every row scanned again for secrets and personal
+        data left unredacted and private key blocks, and matched again against the benchmarks
+        (`safety` in `pipeline.yaml`).
+
+        - **Reads**: `balanced`, `pair_texts`, `synthetic_pairs`. **Writes**: `gate_results`.
+        - **Rerun**: fails at once when the data is bad (no retries).
+        """
+        from codepairs import pipeline
+
+        return pipeline.validate_safety(engine(), pipeline_config(params()), balanced)
+
+    @task
     def export_dataset(gate: dict) -> dict:
         """
         #### export_dataset
@@ -248,7 +263,10 @@ def codepairs_build() -> None:
     [validate_dedup(deduped), validate_split(deduped)] >> inputs
     balanced = balance_dataset()
     inputs >> balanced
-    verify_export(export_dataset(validate_balance(balanced)))
+    checked = validate_balance(balanced)
+    safe = validate_safety(balanced)
+    checked >> safe
+    verify_export(export_dataset(safe))
 
 
 codepairs_build()

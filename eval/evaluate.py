@@ -116,6 +116,8 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
         config,
         github=dataclasses.replace(config.github, enabled=False),
         select=dataclasses.replace(config.select, enabled=False),
+        # psf/requests, held out here, is a SWE-bench repository: its pairs are judged, not left out
+        safety=dataclasses.replace(config.safety, benchmark_repositories=()),
     )  # scores, not repositories
     engine = store.get_engine(database_url)
     repo_ids = {}

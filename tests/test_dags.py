@@ -123,6 +123,7 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
         "validate_balance",
         "validate_balance_input",
         "validate_dedup",
+        "validate_safety",
         "validate_scores",
         "validate_split",
         "verify_export",
@@ -130,8 +131,9 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
     # every gate is a task of its own, right after what it guards
     assert dag.get_task("score_pairs").downstream_task_ids == {"validate_scores"}
     assert dag.get_task("dedup_pairs").downstream_task_ids == {"validate_dedup", "validate_split"}
-    assert dag.get_task("balance_dataset").downstream_task_ids == {"validate_balance"}
-    assert dag.get_task("validate_balance").downstream_task_ids == {"export_dataset"}
+    assert dag.get_task("balance_dataset").downstream_task_ids == {"validate_balance", "validate_safety"}
+    assert dag.get_task("validate_balance").downstream_task_ids == {"validate_safety"}
+    assert dag.get_task("validate_safety").downstream_task_ids == {"export_dataset"}
     assert dag.get_task("balance_dataset").upstream_task_ids == {"validate_balance_input"}
     assert set(dag.params.keys()) == {"min_score", "top_fraction", "total", "shares", "max_synthetic_share", "out_dir"}
 

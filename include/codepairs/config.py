@@ -124,6 +124,10 @@ RANGES: dict[str, dict[str, Range]] = {
         "shard_rows": AT_LEAST_1,
         "validation_fraction": FRACTION,
     },
+    "safety": {
+        "ngram": Range(5, 50),  # shorter n-grams match common code, longer ones miss edited copies
+        "overlap_threshold": THRESHOLD,
+    },
 }
 
 
@@ -382,6 +386,23 @@ class ExportConfig(Section, section="export"):
 
 
 @dataclass(frozen=True)
+class SafetyConfig(Section, section="safety"):
+    """Secrets, personal data and benchmarks, applied to every pair at extract (``codepairs.safety``)."""
+
+    redact_secrets: bool = True  # keys, tokens, passwords -> <KEY>, <TOKEN>, <PASSWORD>; a private key drops the pair
+    redact_personal_data: bool = True  # e-mail and IP addresses -> <EMAIL>, <IP_ADDRESS>
+    keep_examples: bool = True  # AWS's documented example keys and placeholder passwords (changeme) stay as written
+    decontaminate: bool = True  # drop pairs that overlap a benchmark problem
+    ngram: int = 13  # words per n-gram
+    overlap_threshold: float = 0.5  # share of a benchmark prompt's or solution's n-grams that makes a pair contaminated
+    benchmark_files: tuple[str, ...] = ()  # JSONL files of one's own benchmarks (task_id + prompt/solution fields)
+    benchmark_repositories: tuple[
+        str, ...
+    ] = ()  # owner/name: every pair of these is dropped (pipeline.yaml: SWE-bench's)
+    cutoff_date: date | None = None  # pairs authored on or after this date are dropped (a time-split evaluation)
+
+
+@dataclass(frozen=True)
 class PipelineConfig(Section):
     repositories: tuple[str, ...] = (".",)
     crawl: CrawlConfig = CrawlConfig()
@@ -393,6 +414,7 @@ class PipelineConfig(Section):
     dedup: DedupConfig = DedupConfig()
     balance: BalanceConfig = BalanceConfig()
     export: ExportConfig = ExportConfig()
+    safety: SafetyConfig = SafetyConfig()
 
 
 def _value(key: str, value: Any, hint: Any) -> Any:

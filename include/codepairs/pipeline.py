@@ -5,7 +5,7 @@
   CLI). A repository that was skipped (unreadable, rejected by select) passes through the steps
   after untouched. ``process_repository`` runs the chain in a row.
 - The build: score -> validate_scores -> dedup -> validate_dedup -> validate_split ->
-  validate_balance_input -> balance -> validate_balance -> export. ``build`` runs it in a row.
+  validate_balance_input -> balance -> validate_balance -> validate_safety -> export. ``build`` runs it in a row.
 
 The DAGs run each step as a task of its own, so a failed gate is a red box of its own name, and
 only the GitHub step takes a slot of the GitHub pool.
@@ -39,6 +39,7 @@ from codepairs.pairs import extract
 from codepairs.quality import checks as score_checks
 from codepairs.quality import score
 from codepairs.quality.features import load_rules
+from codepairs.safety import checks as safety_checks
 from codepairs.sources import checks as source_checks
 from codepairs.sources import crawl, github_crawl, identity, selection
 
@@ -232,7 +233,7 @@ def select_step(engine: Engine, state: RepoState, config: PipelineConfig) -> Rep
 @chain_step
 def extract_step(engine: Engine, state: RepoState, config: PipelineConfig) -> RepoState:
     github = bool(state.crawl.get("github")) and config.github.enabled and not state.github_error
-    result = extract.extract_repository(engine, state.repo_id, config.extract, github)
+    result = extract.extract_repository(engine, state.repo_id, config.extract, github, config.safety)
     spotcheck.save(engine, "extract", result.run_id)
     state.extract = result.as_dict()
     return state
@@ -328,6 +329,11 @@ def validate_balance(engine: Engine, config: PipelineConfig, balanced: dict[str,
     return balance_checks.validate_balance(engine, balanced["run_id"], balanced, config.balance).as_dict()
 
 
+def validate_safety(engine: Engine, config: PipelineConfig, balanced: dict[str, Any]) -> dict[str, Any]:
+    """No secret, personal data or benchmark problem in the balanced set (rescanned)."""
+    return safety_checks.validate_safety(engine, balanced["run_id"], config.safety).as_dict()
+
+
 def export_dataset(engine: Engine, config: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     """The balanced set (sealed by a balance run whose gate passed) to ``out_dir``."""
     return export.write_export(engine, out_dir, config.export).as_dict()
@@ -356,10 +362,11 @@ def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
 
 
 def balance_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """The gate on the selected pairs, the balance, then the gate on the balanced set."""
+    """The gate on the selected pairs, the balance, then the gates on the balanced set."""
     validate_balance_input(engine, config)
     result = balance_dataset(engine, config)
-    return {**result, "gate": validate_balance(engine, config, result)}
+    gate = validate_balance(engine, config, result)
+    return {**result, "gate": gate, "safety_gate": validate_safety(engine, config, result)}
 
 
 def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.ExportResult:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from codepairs.safety import scrub
+
 log = logging.getLogger(__name__)
 
 COMPONENT_FILE = re.compile(r"\.(tsx|jsx)$", re.IGNORECASE)
@@ -193,7 +195,8 @@ def component_pair(source: bytes, path: str) -> tuple[str, str] | None:
     except UnicodeDecodeError:
         return None
     instruction = component_instruction(parse_components(source, path), path)
-    return (instruction, text) if instruction else None
+    response = scrub.cleaned(text)  # a component file, as written: secrets and personal data out
+    return (instruction, response) if instruction and response is not None else None
 
 
 def make_client(url: str, api_key: str | None) -> Any:
@@ -240,4 +243,5 @@ def llm_pair(
     ):
         log.warning("synthesis: the model's answer for %s was not the JSON asked for; skipped", example["pair_id"])
         return None
-    return str(data["instruction"]).strip(), str(data["response"])
+    instruction, response = scrub.cleaned(str(data["instruction"]).strip()), scrub.cleaned(str(data["response"]))
+    return (instruction, response) if instruction is not None and response is not None else None

@@ -51,6 +51,7 @@ from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import ExportConfig
 from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
 from codepairs.errors import CodepairsError, ExportVerificationError
+from codepairs.safety.card import card_section
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -408,6 +409,7 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
             dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
             plan = conn.execute(sa.text(CURRENT_PLAN)).scalar()
         card = dataset_card(counts, stats, dedup_figures, plan or {}, config)
+        card += "\n" + card_section(engine)
         (tmp / CARD).write_text(card, encoding="utf-8")
         files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))
         manifest = {

@@ -16,7 +16,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -25,9 +25,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from codepairs import ledger
-from codepairs.config import ExtractConfig
+from codepairs.config import ExtractConfig, SafetyConfig
 from codepairs.filerules import FileDrop, classify_file, is_bot
 from codepairs.progress import Progress
+from codepairs.safety.screen import Screen
 from codepairs.sources import gitlog
 from codepairs.store import insert_new
 
@@ -78,7 +79,7 @@ ORDER BY created_at, seq
 PAIR_COLUMNS = tuple(
     (
         "pair_id kind repo_id commit_sha instruction response files dropped_files lines_added lines_deleted "
-        "author_date url response_sha256 batch_id"
+        "author_date url response_sha256 batch_id redactions"
     ).split()
 )
 # What a pair's ``row_sha256`` covers (``ledger.text_digest``; migration 0006 backfills the same in SQL):
@@ -94,6 +95,13 @@ class ExtractResult(ledger.StageResult):
     pairs_new: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     batches: list[str] = field(default_factory=list)
+    redactions: dict[str, int] = field(default_factory=dict)  # of the pairs written, by kind (codepairs.safety)
+
+    def count_redactions(self, rows: Sequence[Sequence[Any]], column: int) -> None:
+        """Add the redaction counts (JSON in ``column``) of the pair rows written."""
+        for row in rows:
+            for kind, n in json.loads(row[column]).items():
+                self.redactions[kind] = self.redactions.get(kind, 0) + n
 
 
 def pair_id(kind: str, repo_id: str, object_id: str) -> str:
@@ -108,7 +116,7 @@ def clean_message(message: str) -> str:
 
 @dataclass(frozen=True)
 class Decision:
-    reason: SkipReason | None
+    reason: StrEnum | None  # a SkipReason, or a SafetySkip (codepairs.safety)
     detail: str = ""
     instruction: str = ""
     response: str | None = None  # None: the commit's whole diff (not stored twice)
@@ -118,6 +126,7 @@ class Decision:
     added: int = 0
     deleted: int = 0
     needs_diff: bool = False  # some files are dropped: decide again with the diff text
+    redactions: dict[str, int] = field(default_factory=dict)
 
 
 def decide(row: Mapping[str, Any], config: ExtractConfig, window: tuple[datetime, datetime] | None = None) -> Decision:
@@ -190,6 +199,7 @@ def _pair_row(repo_id: str, row: Any, d: Decision, web_url: str | None, batch_id
         f"{web_url}/commit/{row['sha']}" if web_url else None,
         d.response_sha256,
         batch_id,
+        ledger.canonical_json(d.redactions),
     )
 
 
@@ -203,11 +213,14 @@ def insert_pairs(conn: Connection, columns: Sequence[str], rows: Sequence[Sequen
     return insert_new(conn, "pairs", (*columns, "row_sha256"), rows, ("pair_id",))
 
 
-def extract_commits(engine: Engine, run: ledger.StageRun, config: ExtractConfig, result: ExtractResult) -> int:
+def extract_commits(
+    engine: Engine, run: ledger.StageRun, config: ExtractConfig, result: ExtractResult, screen: Screen | None = None
+) -> int:
     """Pairs and skips from every gated, not yet extracted crawl batch of the run's repository, one
     transaction per crawl batch (its pairs, its skips, the extract batch record and the mark that the
     crawl batch was read), so a killed run resumes at the first unread batch. Returns the batches read."""
     repo_id = run.repo_id
+    screen = screen or Screen.of(engine, repo_id or "", SafetyConfig())
     with engine.connect() as conn:
         web_url = conn.execute(sa.text("SELECT web_url FROM repositories WHERE repo_id = :r"), {"r": repo_id}).scalar()
         sources = conn.execute(sa.text(UNREAD_CRAWL_BATCHES), {"r": repo_id}).all()
@@ -215,10 +228,11 @@ def extract_commits(engine: Engine, run: ledger.StageRun, config: ExtractConfig,
     progress = Progress(log, f"extract {repo_id}", sum(n for _, n in sources), "commits")
     for seq, (source, _) in enumerate(sources):
         rows = _read_commits(engine, source)
-        batch_id, inserted = _extract_batch(engine, run, seq, source, rows, web_url, config, skipped)
+        batch_id, inserted = _extract_batch(engine, run, seq, source, rows, web_url, config, skipped, screen)
         result.batches.append(batch_id)
         result.commits_in += len(rows)
         result.pairs_new += len(inserted)
+        result.count_redactions(inserted, PAIR_COLUMNS.index("redactions"))
         progress.advance(len(rows))
     progress.finish()
     result.skipped = dict(skipped)
@@ -244,6 +258,7 @@ def _extract_batch(
     web_url: str | None,
     config: ExtractConfig,
     skipped: Counter[str],
+    screen: Screen,
 ) -> tuple[str, list[Sequence[Any]]]:
     """One transaction: pairs, skips, the extract batch record, and the crawl batch marked read."""
     window = config.date_window()
@@ -258,6 +273,7 @@ def _extract_batch(
                 decide({**row, "diff": diffs[row["sha"]]}, config, window) if d.needs_diff else d
                 for row, d in zip(rows, decisions, strict=True)
             ]
+        decisions = _screened(conn, repo_id, rows, decisions, screen)
         pairs, skips = [], []
         for row, d in zip(rows, decisions, strict=True):
             if d.reason is None:
@@ -271,3 +287,31 @@ def _extract_batch(
         batch.seal(len(inserted), ledger.digest((p[0], p[12]) for p in inserted))
         ledger.mark_extracted(conn, [source])
     return batch_id, inserted
+
+
+def _screened(
+    conn: sa.Connection, repo_id: str, rows: list[Any], decisions: list[Decision], screen: Screen
+) -> list[Decision]:
+    """Every pair kept through the safety rules (``codepairs.safety``): its texts redacted, or the pair
+    dropped with the reason. A pair of the whole diff whose diff was redacted stores the redacted text
+    in ``response`` (and its sha256): it no longer reads ``commits.diff``, which keeps what git has."""
+    whole = [row["sha"] for row, d in zip(rows, decisions, strict=True) if d.reason is None and d.response is None]
+    query = sa.text("SELECT sha, diff FROM commits WHERE repo_id = :r AND sha = ANY(:s)")
+    diffs = dict(conn.execute(query, {"r": repo_id, "s": whole}).all()) if whole else {}
+    screened = []
+    for row, d in zip(rows, decisions, strict=True):
+        if d.reason is not None:
+            screened.append(d)
+            continue
+        text = d.response if d.response is not None else diffs[row["sha"]]
+        s = screen.pair(d.instruction, text, None, row["author_date"])
+        if s.skip is not None:
+            screened.append(Decision(s.skip, s.detail))
+            continue
+        response, digest = d.response, d.response_sha256
+        if s.response != text:
+            response, digest = s.response, hashlib.sha256(s.response.encode()).hexdigest()
+        screened.append(
+            replace(d, instruction=s.instruction, response=response, response_sha256=digest, redactions=s.redactions)
+        )
+    return screened

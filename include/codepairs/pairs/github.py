@@ -32,6 +32,7 @@ from codepairs.config import ExtractConfig
 from codepairs.filerules import classify_file, is_bot, is_test_path
 from codepairs.pairs import commits
 from codepairs.pairs.commits import TRAILER, ExtractResult, pair_id
+from codepairs.safety.screen import Screen
 from codepairs.sources import gitlog
 from codepairs.sources.github_links import KEYWORD
 
@@ -218,16 +219,17 @@ class GithubPairs:
     """One extract run of one repository's GitHub records: links and review threads not yet paired
     are read as a stream and written in batches; each run judges again what it could not pair."""
 
-    def __init__(self, engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int) -> None:
-        self.engine, self.run, self.config, self.seq = engine, run, config, seq
+    def __init__(self, engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int, screen: Screen) -> None:
+        self.engine, self.run, self.config, self.seq, self.screen = engine, run, config, seq, screen
         self.repo_id, self.run_id = run.repo_id or "", run.run_id
         self.skipped: Counter[str] = Counter()
         self.skips: list[tuple[Any, ...]] = []
         self.pairs: list[tuple[Any, ...]] = []
         self.batches: list[str] = []
         self.written = 0
+        self.redacted: list[Any] = []  # the pair rows written, for their redaction counts
 
-    def skip(self, object_id: str, reason: GithubSkip, detail: str) -> None:
+    def skip(self, object_id: str, reason: StrEnum, detail: str) -> None:
         self.skips.append(ledger.skip_row(STAGE, self.repo_id, object_id, reason.value, detail, self.run_id))
 
     def add(
@@ -242,29 +244,34 @@ class GithubPairs:
         lineage: Mapping[str, Any],
     ) -> None:
         """A pair's id hashes what it came from, not its kind: an issue edited into a debugging one
-        is still the same pair."""
+        is still the same pair. Stored as the safety rules leave it (``codepairs.safety``), or skipped."""
+        s = self.screen.pair(instruction, response.text, response.tests, author_date)
+        if s.skip is not None:
+            return self.skip(object_id, s.skip, s.detail)
         self.pairs.append(
             (
                 pair_id("github", self.repo_id, object_id),
                 kind,
                 self.repo_id,
                 commit_sha,
-                instruction,
-                response.text,
+                s.instruction,
+                s.response,
                 json.dumps(list(response.files)),
                 json.dumps([{"path": p, "reason": r} for p, r in response.dropped]),
                 response.added,
                 response.deleted,
                 author_date,
                 url,
-                _digest(response.text),
+                _digest(s.response),
                 None,
+                ledger.canonical_json(s.redactions),
                 ledger.canonical_json(lineage),
-                response.tests,
+                s.tests,
             )
         )
         if len(self.pairs) >= PAIRS_PER_BATCH:
             self.flush()
+        return None
 
     def _stream(self, query: str) -> Iterator[Mapping[str, Any]]:
         with self.engine.connect().execution_options(stream_results=True, yield_per=100) as conn:
@@ -379,6 +386,7 @@ class GithubPairs:
         self.seq += 1
         self.batches.append(batch_id)
         self.written += len(inserted)
+        self.redacted += inserted
 
     def write_skips(self) -> None:
         """Links and reviews are judged again each run: a PR merged since, or a reason that changed,
@@ -390,15 +398,16 @@ class GithubPairs:
 
 
 def extract_github_pairs(
-    engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int, result: ExtractResult
+    engine: Engine, run: ledger.StageRun, config: ExtractConfig, seq: int, result: ExtractResult, screen: Screen
 ) -> None:
     """Issue, debugging and review pairs of one repository, added to the extract run's result."""
-    builder = GithubPairs(engine, run, config, seq)
+    builder = GithubPairs(engine, run, config, seq, screen)
     considered = builder.issue_pairs() + builder.review_pairs()
     builder.flush()
     builder.write_skips()
     result.batches += builder.batches
     result.github_in += considered
     result.pairs_new += builder.written
+    result.count_redactions(builder.redacted, PAIR_COLUMNS.index("redactions"))
     for reason, n in builder.skipped.items():
         result.skipped[reason] = result.skipped.get(reason, 0) + n
