@@ -25,7 +25,7 @@ import yaml
 from codepairs.errors import ConfigError
 from codepairs.quality.features import FEATURES
 
-C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # inverse regularisation strengths tried
+C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # inverse regularisation strengths tried
 BINS = 10  # reliability table: tenths of the score range
 MIN_GROUPS = 3  # leave-one-repository-out needs repositories to leave out
 
