@@ -93,6 +93,12 @@ def read_labels(path: Path) -> list[dict[str, str]]:
     return rows
 
 
+def sha256_file(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def find_clone(url: str, clones_dir: Path | None, explicit: dict[str, str]) -> Path:
     if url in explicit:
         return Path(explicit[url])
@@ -135,7 +141,7 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
         for r in conn.execute(
             sa.text(
                 "SELECT p.repo_id, p.commit_sha, s.score, s.category, s.confidence, s.category_rule, s.explanation, "
-                "s.selected, p.lines_added, p.lines_deleted FROM pairs p "
+                "s.selected, s.features, p.lines_added, p.lines_deleted FROM pairs p "
                 "JOIN pair_scores s ON s.pair_id = p.pair_id WHERE p.kind = 'commit'"
             )
         ).mappings():
@@ -195,7 +201,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     explicit = dict(item.split("=", 1) for item in args.clone)
-    labels = [row for path in (args.labels or default_label_files()) for row in read_labels(path)]
+    label_files = [p.resolve() for p in args.labels or default_label_files()]
+    labels = [row for path in label_files for row in read_labels(path)]
     clones = {url: find_clone(url, args.clones_dir, explicit) for url in dict.fromkeys(r["repo_url"] for r in labels)}
 
     if args.database_url:
@@ -220,6 +227,7 @@ def main() -> None:
                 "selected": bool(o.get("selected")),
                 "rule": o.get("category_rule"),
                 "added": o.get("lines_added"),
+                "features": o.get("features"),  # what `codepairs fit-score` fits the weights on
                 "deleted": o.get("lines_deleted"),
             }
         )
@@ -240,7 +248,9 @@ def main() -> None:
     )
     print("most frequent category confusions (labelled -> predicted):", confusion.most_common(8))
     if args.json:
-        args.json.write_text(json.dumps({"figures": result, "rows": rows}, indent=1, default=str))
+        files = {str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p): sha256_file(p) for p in label_files}
+        document = {"figures": result, "rows": rows, "label_files": files}
+        args.json.write_text(json.dumps(document, indent=1, default=str))
 
 
 if __name__ == "__main__":

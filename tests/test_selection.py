@@ -107,6 +107,24 @@ def test_licence_files_are_matched_against_the_spdx_texts(tmp_path: Path) -> Non
         "file:COPYING,LICENSE",
         [],
     )
+    # Copyright notices above the title, below the text, or anywhere ("jq is copyright (C) ..."), and
+    # a line that a wrap starts with "COPYRIGHT HOLDERS" (go-chi/chi's MIT text), are the same licence.
+    mit = TEXTS["MIT"].replace("Copyright (c) [year] [fullname]\n\n", "")
+    rewrapped = mit.replace("AUTHORS OR COPYRIGHT HOLDERS BE LIABLE", "AUTHORS OR\nCOPYRIGHT HOLDERS BE LIABLE")
+    assert "\nCOPYRIGHT HOLDERS BE LIABLE" in rewrapped
+    noticed = GitRepo(tmp_path / "c")
+    noticed.commit(
+        "Add the licences",
+        {
+            "LICENSE": "Copyright (c) 2015-present A. Person (https://example.com), Google Inc.\n\n" + rewrapped,
+            "LICENSE-BSD": TEXTS["BSD-3-Clause"] + "\nproject is copyright (C) 2012 B. Person\n",
+        },
+    )
+    assert licence_from_files(noticed.path / ".git", "HEAD", ["LICENSE", "LICENSE-BSD"]) == (
+        "BSD-3-Clause AND MIT",
+        "file:LICENSE,LICENSE-BSD",
+        [],
+    )
     none = GitRepo(tmp_path / "n")
     none.commit("Add the readme", {"README.md": "hello\n"})
     assert licence_from_files(none.path / ".git", "HEAD", ["README.md"]) == (None, "none", [])
@@ -136,6 +154,7 @@ def test_an_active_permissive_repository_is_kept_and_makes_pairs(engine, mirrors
     [
         ({"LICENSE": TEXTS["GPL-3.0"]}, 7, {}, {"licence": "GPL-3.0"}),
         ({}, 7, {}, {"licence": "none"}),
+        ({"LICENSE": "All rights reserved. Ask us before you use this."}, 7, {}, {"licence": "none"}),
         ({"LICENSE": TEXTS["MIT"]}, 3, {}, {"active_months": 3}),
         ({"LICENSE": TEXTS["MIT"]}, 7, {"min_authors": 4}, {"authors": 3}),
         ({"LICENSE": TEXTS["MIT"]}, 7, {"require_ci": True}, {"ci": False}),
@@ -156,6 +175,8 @@ def test_a_rejected_repository_makes_no_pairs_and_says_why(
         assert conn.execute(sa.text("SELECT count(*) FROM pairs")).scalar() == 0
         skip = conn.execute(sa.text("SELECT reason, detail FROM skips WHERE stage = 'select'")).one()
     assert skip[0] == "rejected_by_select" and skip[1].startswith("bad: reject: ")
+    if licence_files.get("LICENSE", "").startswith("All rights"):  # the file that was there is named
+        assert "licence=none (needs an allowed licence: no licence recognised in LICENSE (not a standard" in skip[1]
 
 
 def test_force_keep_and_a_later_rejection_leaving_the_export(engine, mirrors, tmp_path: Path) -> None:

@@ -134,6 +134,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 1 if result.findings else 0
 
 
+def cmd_fit_score(args: argparse.Namespace) -> int:
+    from codepairs.quality import fit
+
+    source = Path(args.eval_json)
+    document = json.loads(source.read_text(encoding="utf-8"))
+    sets = args.set or ["development"]  # the held-out sets are never fitted on unless named
+    rows = [r for r in document["rows"] if r["set"] in sets and r.get("features")]
+    result = fit.fit([fit.Labelled(r["features"], r["label"] == "good", r["repo_url"]) for r in rows])
+    provenance = {
+        "evaluation": {"file": source.name, "sha256": fit.file_sha256(source)},
+        "label_files": document.get("label_files", {}),
+        "sets": sorted(sets),
+        "code": fit.code_version(),
+    }
+    out = Path(args.out) if args.out else settings.PROJECT_ROOT / "include" / "config" / "score_weights.yaml"
+    fit.write_weights(out, result, provenance)
+    if args.report:
+        Path(args.report).write_text(fit.report_markdown(result, provenance), encoding="utf-8")
+    loro = result.out_of_fold
+    print(
+        f"fitted {len(result.weights)} weights on {result.pairs} pairs ({result.good} good) from "
+        f"{result.repositories} repositories, C={result.c}; leave-one-repository-out: ROC AUC {loro['roc_auc']}, "
+        f"Brier {loro['brier']}, calibration error {loro['ece']}; wrote {out}"
+    )
+    return 0
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     print(report.format_summary(report.summary(store.get_engine(args.database_url))))
     return 0
@@ -185,6 +212,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str | None]]
               "Recompute the checksum of every stored commit, pair, score, synthetic pair and GitHub record, "
               "and the digest of every sealed batch and of the balanced set; list each that differs "
               "(exit 1), or say that nothing changed (exit 0)."),
+    "fit-score": (cmd_fit_score, "fit the score's weights on labelled pairs (leave-one-repository-out figures)",
+                  "Fit the score's weights and bias by logistic regression on the labelled pairs of an "
+                  "`eval/evaluate.py --json` run (their stored features; target: judged good), choosing the "
+                  "regularisation by leave-one-repository-out, and write them, with the data and code they "
+                  "came from, to the file scoring.yaml's `fitted_weights` names."),
     "summary": (cmd_summary, "repositories, commits, pairs, skips by reason, last export", None),
     "db": (cmd_db, "the pipeline database: url, upgrade, stop (embedded server)", None),
 }  # fmt: skip
@@ -212,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands["verify"].add_argument("dir", help="export folder")
     commands["verify"].add_argument("--no-database", action="store_true", help="check the files only")
     commands["audit"].add_argument("--json", action="store_true", help="the full report as JSON")
+    fit_score = commands["fit-score"]
+    fit_score.add_argument("eval_json", help="the --json output of eval/evaluate.py")
+    fit_score.add_argument("--set", action="append", help="label sets to fit on (default: development)")
+    fit_score.add_argument("--out", help="weights file (default: include/config/score_weights.yaml)")
+    fit_score.add_argument("--report", help="also write the figures and the reliability table as Markdown here")
     commands["db"].add_argument("action", choices=["url", "upgrade", "stop"])
     return parser
 

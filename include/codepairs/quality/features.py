@@ -127,20 +127,35 @@ def load_rules(path: Path | None = None) -> ScoringRules:
     raw, _ = read_yaml(path, "scoring rules")  # a syntax error names the file and line
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the scoring rules must be a mapping (weights, bias, ...), got {type(raw).__name__}")
-    weights = {str(k): float(v) for k, v in (raw.get("weights") or {}).items()}
-    unknown = set(weights) - set(FEATURES)
-    if unknown:
-        raise ConfigError(f"{path}: unknown feature weight(s) {sorted(unknown)}; known: {sorted(FEATURES)}")
+    weights, bias = _weights(raw, path)
+    if raw.get("fitted_weights"):  # `codepairs fit-score` wrote them: they replace the hand-set ones
+        fitted_path = path.parent / str(raw["fitted_weights"])
+        fitted, _ = read_yaml(fitted_path, "fitted score weights", ": write it with `codepairs fit-score`")
+        if not isinstance(fitted, dict) or "bias" not in fitted:
+            raise ConfigError(f"{fitted_path}: fitted weights need 'weights' and 'bias'; fit again")
+        weights, bias = _weights(fitted, fitted_path)
     f = raw.get("files") or {}
     return ScoringRules(
         weights=weights,
-        bias=float(raw.get("bias", 0.0)),
+        bias=bias,
         vague=tuple(raw.get("vague") or ()),
         mechanical=tuple(raw.get("mechanical") or ()),
         trivial=tuple(raw.get("trivial") or ()),
         files=FileRules(*(tuple(f.get(k) or ()) for k in ("tests", "docs", "build", "ui", "ui_dirs"))),
         categories=raw.get("categories") or {},
     )
+
+
+def _weights(raw: Mapping[str, Any], path: Path) -> tuple[dict[str, float], float]:
+    """A file's ``weights`` and ``bias``; an unknown feature name is a config error, not a silent zero."""
+    weights = {str(k): float(v) for k, v in (raw.get("weights") or {}).items()}
+    unknown = set(weights) - set(FEATURES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown feature weight(s) {sorted(unknown)}; known: {sorted(FEATURES)}")
+    bias = float(raw.get("bias", 0.0))
+    if not all(math.isfinite(v) for v in (*weights.values(), bias)):
+        raise ConfigError(f"{path}: every weight and the bias must be finite numbers")
+    return weights, bias
 
 
 # Every feature the score may weigh, with what it means (the explanation uses these words).
