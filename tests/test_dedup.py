@@ -186,8 +186,11 @@ def test_near_duplicates_by_signature() -> None:
 
 
 def test_an_issue_pair_outranks_the_commit_pair_of_the_same_change() -> None:
-    assert dedup.rank(0.9, "commit", False, "f" * 32) < dedup.rank(0.8, "issue_pr", True, "0" * 32)  # score first
-    assert dedup.rank(0.8, "issue_pr", False, "f" * 32) < dedup.rank(0.8, "commit", True, "0" * 32)
+    # kind first, even over a better score: review, debugging, issue, then commit
+    assert dedup.rank(0.5, "issue_pr", False, "f" * 32) < dedup.rank(0.9, "commit", True, "0" * 32)
+    assert dedup.rank(0.1, "review", False, "f" * 32) < dedup.rank(0.9, "debugging", True, "0" * 32)
+    assert dedup.rank(0.1, "debugging", False, "f" * 32) < dedup.rank(0.9, "issue_pr", True, "0" * 32)
+    assert dedup.rank(0.9, "commit", False, "f" * 32) < dedup.rank(0.8, "commit", True, "0" * 32)  # then score
     assert dedup.rank(None, "commit", True, "f" * 32) < dedup.rank(0.0, "commit", False, "0" * 32)  # the kept stays
 
 

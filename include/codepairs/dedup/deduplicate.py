@@ -8,9 +8,11 @@ kept for its group, ``duplicate_of``. Its LSH bands go to ``dedup_bands``, so a 
 its candidates with one indexed lookup instead of reloading history. Candidates are confirmed by the
 signatures' estimated Jaccard similarity; groups are the connected components of confirmed edges.
 
-The pair kept for a group is the best ranked: by score (the score stage runs first), then by kind
-(an issue or debugging pair carries a richer instruction than the commit message of the same
-change), then the pair already kept (a fork copy arriving later changes nothing), then the pair id.
+The pair kept for a group is the best ranked: by kind first (a review comment, a debugging issue or
+an issue carries a richer instruction than the commit message of the same change, and those kinds
+are scarce: ranked by score alone, a review's pair collapsed into the commit that answered it), then
+by score (the score stage runs first), then the pair already kept (a fork copy arriving later
+changes nothing), then the pair id.
 Batches are taken in pair-id order, so a rerun, or a run resumed after a kill, decides the same way.
 """
 
@@ -40,7 +42,7 @@ from codepairs.store import copy_int64, copy_rows, keyset_pair_ids
 log = logging.getLogger(__name__)
 
 HASH_CHUNK = 5000  # pairs hashed at a time: numpy's arrays for 5,000 240-token responses peak at ~250 MB
-KIND_RANK = {"debugging": 0, "issue_pr": 1, "review": 2, "commit": 3}
+KIND_RANK = {"review": 0, "debugging": 1, "issue_pr": 2, "commit": 3}  # scarcest and richest first
 TODO = "SELECT count(*) FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)"
 # The pairs of a keyset range still to do (a range, not a list of ids: one parameter however big the batch).
 PENDING = """
@@ -295,10 +297,10 @@ def similarity(a: bytes, b: bytes) -> float:
     return float(np.mean(np.frombuffer(a, np.uint32) == np.frombuffer(b, np.uint32)))
 
 
-def rank(score: float | None, kind: str, kept_before: bool, pair_id: str) -> tuple[float, int, int, str]:
-    """The pair kept for a group ranks first: best score (pairs not scored count as 0), then kind,
-    then the pair already kept, then the id."""
-    return -(score or 0.0), KIND_RANK.get(kind, len(KIND_RANK)), 0 if kept_before else 1, pair_id
+def rank(score: float | None, kind: str, kept_before: bool, pair_id: str) -> tuple[int, float, int, str]:
+    """The pair kept for a group ranks first: the richer kind, then the best score (pairs not scored
+    count as 0), then the pair already kept, then the id."""
+    return KIND_RANK.get(kind, len(KIND_RANK)), -(score or 0.0), 0 if kept_before else 1, pair_id
 
 
 class _Groups:

@@ -55,9 +55,9 @@ WHERE p.pair_id = ANY(:ids) AND (s.pair_id IS NULL OR s.rules_sha256 <> :rules)
 ORDER BY p.pair_id
 """
 # The ranking runs over what export may take: pairs of validated batches, not orphaned, of repositories
-# not rejected, one per duplicate group: its best-scored such member, on a tie the one dedup kept
-# (normally the same pair: dedup ranks by score too; another when the kept one is not exportable any
-# more, or was kept before the others were scored). Others are not selected.
+# not rejected, one per duplicate group: the member dedup kept (the richer kind, then the better score),
+# else, when that one is not exportable any more, the best-scored exportable member. Others are not
+# selected.
 RANK = """
 WITH eligible AS (
   SELECT s.pair_id, s.category, s.score, COALESCE(d.duplicate_of, s.pair_id) AS grp,
@@ -66,7 +66,7 @@ WITH eligible AS (
   JOIN exportable_pairs p ON p.pair_id = s.pair_id
   LEFT JOIN dedup d ON d.pair_id = s.pair_id
 ), representative AS (
-  SELECT DISTINCT ON (grp) pair_id, category, score FROM eligible ORDER BY grp, score DESC, kept DESC, pair_id
+  SELECT DISTINCT ON (grp) pair_id, category, score FROM eligible ORDER BY grp, kept DESC, score DESC, pair_id
 ), ranked AS (
   SELECT pair_id, score >= :min_score
          AND row_number() OVER (PARTITION BY category ORDER BY score DESC, pair_id)
