@@ -1,0 +1,188 @@
+"""The failure classes of issue 13, each on made-up commits whose answer is known: release and version
+commits, regenerated and snapshot files, vague summaries after a conventional prefix, "typo" used for a
+real fix, work in progress, short but specific summaries; and the categories (style, example code,
+refactors and fixes that are not features)."""
+
+from __future__ import annotations
+
+import pytest
+from codepairs.quality.features import features, load_rules
+from codepairs.quality.score import score_one
+
+RULES = load_rules()
+
+
+def hunk(path: str, removed: list[str], added: list[str]) -> str:
+    """One file's unified diff: ``removed`` lines replaced by ``added`` ones."""
+    body = "".join(f"-{line}\n" for line in removed) + "".join(f"+{line}\n" for line in added)
+    return f"diff --git a/{path} b/{path}\n--- a/{path}\n+++ b/{path}\n@@ -1,{len(removed)} +1,{len(added)} @@\n{body}"
+
+
+def pair(instruction: str, *diffs: str) -> dict:
+    return {"kind": "commit", "instruction": instruction, "response": "".join(diffs), "tests": None, "labels": []}
+
+
+def feats(instruction: str, *diffs: str) -> dict[str, float]:
+    return features(pair(instruction, *diffs), RULES)
+
+
+CODE = hunk(
+    "src/client.py",
+    ["def send(self, request):", "    return self._transport.send(request)"],
+    ["def send(self, request, timeout=None):", "    return self._transport.send(request, timeout=timeout)"],
+)
+MANIFEST = hunk("package.json", ['  "version": "0.6.3",'], ['  "version": "0.6.4",'])
+CHANGELOG = hunk("CHANGELOG.md", ["# Unreleased"], ["# 0.6.4", "", "- Fix the router's trailing slash."])
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "Version 0.6.4 (#105)",
+        "axum: Version 0.7.1",
+        "Release axum, axum-extra and axum-core",
+        "Release 2.0.0",
+        "Bump version to 1.3.0",
+        "v1.2.3",
+        "chore(release): 1.4.0",
+        "chore(release): publish packages",
+        "subscriber: prepare to release 0.1 (#320)",
+        "1.6.1 - @headlessui/react",
+        "Tagging 2.8.5",
+        "Update NEWS.md and AUTHORS for 1.8.1",
+        "Update dependency @playwright/test to v1.48.0 (#4195)",
+        "chore(ci): update actions/checkout action to v4",
+        "npm: update rollup@1.1.2",
+        "[maven-release-plugin] prepare for next development iteration",
+    ],
+)
+def test_release_version_and_dependency_commits_are_mechanical(summary: str) -> None:
+    assert feats(summary, MANIFEST, CHANGELOG)["mechanical_message"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "summary",
+    ["Release the lock before calling the callback", "Add a --version flag to the CLI", "Support Python 3.12 in CI"],
+)
+def test_a_summary_that_only_mentions_a_release_or_version_is_not_mechanical(summary: str) -> None:
+    assert feats(summary, CODE)["mechanical_message"] == 0.0
+
+
+def test_a_release_commit_scores_below_the_bar_and_a_specific_change_above() -> None:
+    release = score_one(pair("Version 0.6.4 (#105)", MANIFEST, CHANGELOG), RULES)
+    change = score_one(pair("Add a timeout argument to Client.send, passed to the transport", CODE), RULES)
+    assert release["score"] < 0.5 <= change["score"]
+    assert "release, version or dependency bump" in release["explanation"]
+
+
+def test_changelog_only_is_flagged_and_a_change_with_its_changelog_entry_is_not() -> None:
+    assert feats("Add the 0.6.4 notes", CHANGELOG)["changelog_only"] == 1.0
+    assert feats("Add the 0.6.4 notes", hunk("changelog.d/123.change.md", [], ["Fixed x."]))["changelog_only"] == 1.0
+    assert feats("Add a timeout to Client.send", CODE, CHANGELOG)["changelog_only"] == 0.0
+
+
+def test_regenerated_files_count_by_their_share_of_the_change() -> None:
+    stderr = hunk("tests/ui/missing_colon.stderr", ["error: expected `:`"], ["error: expected `:`, found `}`"])
+    godoc = hunk("godoc-current.txt", ["func Run() error"], ["func Run(ctx context.Context) error"])
+    types = hunk("src/components/select/docs/select.types.json", ['{"a": 1}'], ['{"a": 2}'])
+    assert feats("Update ui tests for the new nightly", stderr)["regenerated_share"] == 1.0
+    assert feats("Regenerate the API surface", godoc, types)["regenerated_share"] == 1.0
+    assert feats("Add a timeout to Client.send", CODE, stderr)["regenerated_share"] == 0.3333  # 2 of 6 changed lines
+    assert feats("Add a timeout to Client.send", CODE)["regenerated_share"] == 0.0
+    snapshot = score_one(pair("Update ui tests for rustc nightly-2018-11-29", stderr), RULES)
+    assert snapshot["score"] < 0.5
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "fix(website): fix some more trigger components",
+        "chore: update more stories",
+        "chore: vue update more stories",
+        "refactor(x): types, fix css",
+        "test: add more tests",
+        "fix: address review comments",
+        "Changes from code review",
+        "Touch up PR 814",
+    ],
+)
+def test_a_vague_summary_is_vague_after_a_conventional_prefix_and_earns_no_bonus(summary: str) -> None:
+    f = feats(summary, CODE)
+    assert (f["vague_message"], f["imperative"]) == (1.0, 0.0)
+
+
+def test_a_specific_conventional_summary_keeps_its_bonus() -> None:
+    f = feats("fix(client): pass the timeout to the transport", CODE)
+    assert (f["vague_message"], f["imperative"]) == (0.0, 1.0)
+
+
+def test_a_typo_that_changes_code_identifiers_is_a_fix_not_a_typo() -> None:
+    misspelt = hunk(
+        "httpx/_transports/default.py",
+        ["        extenstions = request.extensions", '        timeout = extenstions.get("timeout")'],
+        ["        extensions = request.extensions", '        timeout = extensions.get("timeout")'],
+    )
+    real = pair("Fix extenstions typo in AsyncHTTPTransport", misspelt)
+    assert features(real, RULES)["trivial_message"] == 0.0
+    assert score_one(real, RULES)["score"] >= 0.5
+
+
+@pytest.mark.parametrize(
+    ("summary", "diff"),
+    [
+        ("Fix typo in README", hunk("README.md", ["Teh client"], ["The client"])),
+        ("Fix typo in a comment", hunk("src/client.py", ["# retrun the response"], ["# return the response"])),
+        (
+            "Fix typo in the error message",
+            hunk("src/client.py", ['raise ValueError("invlaid")'], ['raise ValueError("invalid")']),
+        ),
+    ],
+)
+def test_a_typo_in_prose_comments_or_strings_stays_trivial(summary: str, diff: str) -> None:
+    assert features(pair(summary, diff), RULES)["trivial_message"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "Attempt link to files in md",
+        "WIP: parser",
+        "wip",
+        "Try a different cache layout",
+        "temporarily target es2019 instead of es2020",
+        "hopefully removed some warnings",
+        "This should fix the flaky test?",
+    ],
+)
+def test_work_in_progress_attempts_and_hacks_are_flagged(summary: str) -> None:
+    assert feats(summary, CODE)["work_in_progress"] == 1.0
+
+
+@pytest.mark.parametrize("summary", ["Add retry to the HTTP client", "Add a timeout to Client.send"])
+def test_a_finished_change_is_not_work_in_progress(summary: str) -> None:
+    assert feats(summary, CODE)["work_in_progress"] == 0.0
+
+
+def test_a_short_summary_naming_what_the_diff_changes_is_not_punished_for_its_length() -> None:
+    npn = hunk(
+        "src/tls.rs",
+        [
+            "    /// The protocols offered by NPN.",
+            "    pub fn set_npn_protocols(&mut self, protocols: &[&str]) {",
+            "        self.npn = protocols.iter().map(|p| p.to_string()).collect();",
+            "    }",
+            "",
+            "    pub fn npn_protocols(&self) -> &[String] {",
+            "        &self.npn",
+            "    }",
+        ],
+        [],
+    )
+    specific, vague = feats("Remove NPN support", npn), feats("Fix stuff", npn)
+    assert (specific["short_summary"], vague["short_summary"]) == (0.0, 1.0)
+    assert score_one(pair("Remove NPN support", npn), RULES)["score"] >= 0.5
+
+
+def test_a_version_string_in_the_summary_is_not_an_identifier_named_in_the_diff() -> None:
+    assert feats("Prepare 0.6.4", MANIFEST)["named_in_diff"] == 0.0
+    assert feats("Pass timeout to `send`", CODE)["named_in_diff"] > 0.0
