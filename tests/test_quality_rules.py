@@ -1,11 +1,14 @@
 """The failure classes of issue 13, each on made-up commits whose answer is known: release and version
 commits, regenerated and snapshot files, vague summaries after a conventional prefix, "typo" used for a
-real fix, work in progress, short but specific summaries; and the categories (style, example code,
+real fix, work in progress, short but specific summaries; instructions cleaned of ``(#N)`` references and
+squash-merge subject lists; and the categories (style, example code,
 refactors and fixes that are not features)."""
 
 from __future__ import annotations
 
 import pytest
+from codepairs.pairs.commits import clean_message
+from codepairs.pairs.github import clean_issue
 from codepairs.quality.features import features, load_rules
 from codepairs.quality.score import score_one
 
@@ -186,3 +189,58 @@ def test_a_short_summary_naming_what_the_diff_changes_is_not_punished_for_its_le
 def test_a_version_string_in_the_summary_is_not_an_identifier_named_in_the_diff() -> None:
     assert feats("Prepare 0.6.4", MANIFEST)["named_in_diff"] == 0.0
     assert feats("Pass timeout to `send`", CODE)["named_in_diff"] > 0.0
+
+
+SQUASH = (
+    "Add a timeout to Client.send (#2246)\n\n"
+    "* Add a timeout to Client.send\n\n"
+    "The transport waited forever on a silent server; send now passes\n"
+    "the timeout through (see #2240).\n\n"
+    "* wip\n\n"
+    "* Address review comments\n\n"
+    "* Raise TimeoutError instead of returning None\n\n"
+    "* Update CHANGELOG.md\n\n"
+    "Fixes #2240\n\n"
+    "---------\n\n"
+    "Co-authored-by: Bob <bob@example.com>\n"
+)
+
+
+def test_a_squash_merge_keeps_its_summary_its_explanation_and_the_subjects_that_say_something() -> None:
+    assert clean_message(SQUASH) == (
+        "Add a timeout to Client.send\n\n"
+        "The transport waited forever on a silent server; send now passes\n"
+        "the timeout through (see #2240).\n\n"
+        "* Raise TimeoutError instead of returning None"
+    )
+    assert clean_message(clean_message(SQUASH)) == clean_message(SQUASH)  # a fixed point: cleaning is stable
+
+
+def test_a_squash_of_noise_subjects_leaves_the_summary() -> None:
+    assert clean_message("Fix x (#12)\n\n* fix x\n* wip\n* more") == "Fix x"
+    assert clean_message("Bump (#3)\n\n* chore: bump\n\n* Apply suggestions from code review") == "Bump"
+
+
+@pytest.mark.parametrize(
+    ("message", "instruction"),
+    [
+        ("Version 0.6.4 (#105)", "Version 0.6.4"),
+        ("Add x (#3) and y (owner/repo#4)", "Add x and y"),
+        ("Support OAuth (#1, #2)\r\n\r\nSigned-off-by: A <a@example.com>", "Support OAuth"),
+        ("Fix crash on empty input\n\nThe parser read past the end.\n\nFixes #12\nCloses org/x#3, #4.", None),
+        ("Fixes #12", "Fixes #12"),  # a summary is never emptied: extract judges it (too short, vague)
+    ],
+)
+def test_pr_references_and_reference_only_lines_are_cleaned(message: str, instruction: str | None) -> None:
+    assert clean_message(message) == (instruction or "Fix crash on empty input\n\nThe parser read past the end.")
+
+
+def test_an_author_written_bullet_list_is_kept() -> None:
+    message = "Docs fixes: markdown, links.\n\n* Removed extra spacing after bullets\n* Fixed all links to GitHub"
+    assert clean_message(message) == message
+    unreferenced = "Refactor the pager\n\n* wip\n\n* Extract the page arithmetic"  # no (#N): not a GitHub squash
+    assert clean_message(unreferenced) == unreferenced
+
+
+def test_an_issue_title_loses_a_cross_repository_reference_too() -> None:
+    assert clean_issue("Save fails (octo/demo#121)", "It fails.") == "Save fails\n\nIt fails."
