@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from codepairs.pairs.commits import clean_message
 from codepairs.pairs.github import clean_issue
+from codepairs.quality.classify import classify
 from codepairs.quality.features import features, load_rules
 from codepairs.quality.score import score_one
 
@@ -244,3 +245,80 @@ def test_an_author_written_bullet_list_is_kept() -> None:
 
 def test_an_issue_title_loses_a_cross_repository_reference_too() -> None:
     assert clean_issue("Save fails (octo/demo#121)", "It fails.") == "Save fails\n\nIt fails."
+
+
+MISSPELT = hunk(
+    "httpx/_transports/default.py",
+    ["        extenstions = request.extensions", '        timeout = extenstions.get("timeout")'],
+    ["        extensions = request.extensions", '        timeout = extensions.get("timeout")'],
+)
+EXAMPLE = hunk(
+    "examples/exec/main.go",
+    ['\teditor := os.Getenv("EDITOR")'],
+    ['\teditor := os.Getenv("EDITOR")', '\tif editor == "" {', '\t\teditor = "vim"', "\t}"],
+)
+
+
+@pytest.mark.parametrize(
+    ("summary", "diff", "category"),
+    [
+        ("Fix typo in README", hunk("README.md", ["Teh client"], ["The client"]), "style"),
+        ("Fix typo in a comment", hunk("src/client.py", ["# retrun it"], ["# return it"]), "style"),
+        ("Fix typo in the error message", hunk("src/c.py", ['raise E("invlaid")'], ['raise E("invalid")']), "style"),
+        ("Fix extenstions typo in AsyncHTTPTransport", MISSPELT, "bug_fix"),  # a misspelt identifier
+        ("Format with black", hunk("src/c.py", ["x = f( 1 )"], ["x = f(1)"]), "style"),
+        ("Resolve redundant_field_names clippy lint", hunk("src/de.rs", ["S { a: a }"], ["S { a }"]), "style"),
+        ("style: sort imports", CODE, "style"),
+        ("Tidy the pager", hunk("src/pager.py", ["    return x"], ["        return x"]), "style"),  # whitespace only
+        ("Fix lint to allow empty SCRIPT_NAME", CODE, "bug_fix"),  # a module called Lint, not a lint fix
+    ],
+)
+def test_style_is_a_category_and_a_typo_in_code_is_a_fix(summary: str, diff: str, category: str) -> None:
+    assert classify(pair(summary, diff), RULES).name == category
+
+
+def test_example_code_is_classified_by_what_it_does_not_as_docs() -> None:
+    assert classify(pair("docs: default to vim if no EDITOR on exec example", EXAMPLE), RULES).name == "bug_fix"
+    added = hunk(
+        "examples/cp_progress.py", [], ["import shutil", "", "def copy(src, dst):", "    shutil.copy(src, dst)"]
+    )
+    assert classify(pair("Add an example showing how to copy a file with a progress bar", added), RULES).name == (
+        "feature"
+    )
+    prose = hunk("docs/examples.md", ["Run it."], ["Run it with `--verbose` to see each step."])
+    assert classify(pair("docs: explain the verbose example", prose), RULES).name == "docs"
+    docstring = hunk("src/c.py", ['    """Send."""'], ['    """Send the request and return the response."""'])
+    assert classify(pair("Add missing Args to the send docstring", docstring), RULES).name == "docs"
+
+
+def test_refactors_and_fixes_are_not_features_by_default() -> None:
+    removed = hunk("src/legacy.py", [f"def old_{i}():\n    pass" for i in range(30)], [])
+    assert classify(pair("Cleaning up client privates and configuration checks", CODE), RULES).name == "refactor"
+    assert classify(pair("Deleted the spurious codegen directory", removed), RULES).name == "refactor"
+    assert classify(pair("The codegen directory is gone", removed), RULES).name == "refactor"  # shrinking: any size
+    assert classify(pair("Add missing error handling for raw mode", CODE), RULES).name == "bug_fix"
+    assert classify(pair("Allow underscores in IDENT tokens, fixes a lexer crash", CODE), RULES).name == "bug_fix"
+    assert classify(pair("Add a timeout to Client.send", CODE), RULES).name == "feature"
+
+
+@pytest.mark.parametrize(
+    ("paths", "category"),
+    [
+        (["CHANGELOG.md"], "other"),
+        (["CONTRIBUTORS.md"], "other"),
+        ([".github/ISSUE_TEMPLATE/bug.md", ".github/PULL_REQUEST_TEMPLATE.md"], "other"),
+        (["LICENSE"], "other"),
+        (["pom.xml"], "build_ci"),
+        (["composer.json"], "build_ci"),
+        (["docs/content/manual/manual.yml"], "docs"),
+        (["docs/guide.md"], "docs"),
+    ],
+)
+def test_changelogs_and_repository_metadata_are_other_and_manifests_build(paths: list[str], category: str) -> None:
+    diffs = [hunk(p, ["a line"], ["a changed line"]) for p in paths]
+    assert classify(pair("Rework the wording of the page", *diffs), RULES).name == category
+
+
+def test_react_components_in_plain_javascript_are_ui_components() -> None:
+    component = hunk("src/Select.js", ["  render() { return null; }"], ["  render() { return <Menu />; }"])
+    assert classify(pair("Render the menu when open", component), RULES).name == "ui_component"

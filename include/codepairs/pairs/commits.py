@@ -129,10 +129,11 @@ SQUASH_NOISE = re.compile(
     r"|format(?:ting)?|typos?|tests?|docs?|changes|review|feedback|(?:fix|update|add)(?:ed)? (?:lint|linter|build|ci"
     r"|tests?|typos?|format(?:ting)?|style|docs|comments?)"
     r"|fix (?:\w+ )?(?:warnings?|lint(?:s|ing)?)|apply suggestions? from code review.*"
-    r"|(?:address|incorporat|appl|implement)\w* (?:the |some )?(?:pr |code )?(?:review|feedback|suggestions?|comments?).*"
+    r"|(?:address|incorporat|appl|implement)\w* (?:the |some )?(?:pr |code )?"
+    r"(?:review|feedback|suggestions?|comments?).*"
     r"|.*\b(?:pr|code) review\b.*|merge (?:branch|remote-tracking branch|pull request)\b.*"
-    r"|(?:update|add|fix)(?:ed)? (?:the )?(?:changelog|changes|readme|news|history|snapshots?|newsfragments?|changesets?"
-    r"|release notes)(?: entry)?(?:\.\w+)?|add (?:a )?(?:newsfragment|changelog entry|changeset)"
+    r"|(?:update|add|fix)(?:ed)? (?:the )?(?:changelog|changes|readme|news|history|snapshots?|newsfragments?"
+    r"|changesets?|release notes)(?: entry)?(?:\.\w+)?|add (?:a )?(?:newsfragment|changelog entry|changeset)"
     r"|(?:update|edit|change|modify|create|delete)[ds]? [\w./-]+\.\w{1,5}|.{0,3})[.!]*$",
     re.IGNORECASE,
 )
