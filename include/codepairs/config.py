@@ -334,7 +334,7 @@ class ScoreConfig(Section, section="score"):
 
 
 CATEGORIES = tuple(
-    ("bug_fix feature refactor ui_component code_review debugging docs tests performance build_ci other").split()
+    ("bug_fix feature refactor ui_component code_review debugging docs tests performance build_ci style other").split()
 )
 DEFAULT_SHARES = {
     "bug_fix": 0.2,
@@ -347,6 +347,7 @@ DEFAULT_SHARES = {
     "docs": 0.06,
     "performance": 0.04,
     "build_ci": 0.04,
+    "style": 0.02,  # typo, format and lint changes: a small share, most of them teach little
     "other": 0.04,
 }
 

@@ -109,9 +109,78 @@ def pair_id(kind: str, repo_id: str, object_id: str) -> str:
 
 
 def clean_message(message: str) -> str:
-    """The instruction: the message without trailers (sign-offs, co-authors, review metadata)."""
+    """The instruction: the message without trailers (sign-offs, co-authors, review metadata), without
+    ``(#N)`` references and reference-only lines a model cannot follow, and without the sub-commit
+    subjects a squash merge lists when they only repeat the summary or say nothing ("* wip", "* Address
+    review"). Pure text rules, so the same message always gives the same instruction; the message as
+    written stays in ``commits`` (the pair's lineage, by its commit)."""
     text = TRAILER.sub("", message.replace("\r\n", "\n"))
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    squash = _is_squash(text)
+    summary, newline, body = PR_REFERENCE.sub("", text).strip().partition("\n")
+    text = summary + newline + REFERENCE_LINE.sub("", body)  # the summary stays, even "Fixes #12"
+    if squash:
+        text = _drop_squash_subjects(text)
+    return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE)).strip()
+
+
+# "(#123)", "(#12, #13)", "(owner/repo#7)": a pull request or issue number, meaningless without the forge.
+PR_REFERENCE = re.compile(r"[ \t]*\((?:(?:[\w.-]+/[\w.-]+)?#\d+(?:,[ \t]*)?)+\)")
+# A body line that is only references: "Fixes #364", "see #2916", "Related to #2831", "Closes org/x#1, #2".
+REFERENCE_LINE = re.compile(
+    r"^[ \t]*(?:(?:fix(?:es|ed)?|close[sd]?|resolve[sd]?|refs?|references?|see(?: also)?|related(?: to)?|part of"
+    r"|follow[- ]?up (?:to|of|for)|cc)[ \t]*:?[ \t]*)?(?:(?:(?:[\w.-]+/[\w.-]+)?#\d+|https?://\S+/(?:issues|pull)/\d+\S*)"
+    r"[ \t,]*(?:and[ \t]+)?)+\.?[ \t]*$\n?",
+    re.IGNORECASE | re.MULTILINE,
+)
+SQUASH_SEPARATOR = re.compile(r"^-{3,}[ \t]*$\n?", re.MULTILINE)
+SQUASH_SUBJECT = re.compile(r"^\* (.+)$\n?", re.MULTILINE)
+# Sub-commit subjects that say nothing a model could act on (judged without a conventional prefix).
+SQUASH_NOISE = re.compile(
+    r"^(?:wip|more|again|tmp|temp|fix(?:es)?|fixup!?.*|squash!.*|updates?|tweaks?|clean ?up|lint(?:ing)?"
+    r"|format(?:ting)?|typos?|tests?|docs?|changes|review|feedback|(?:fix|update|add)(?:ed)? (?:lint|linter|build|ci"
+    r"|tests?|typos?|format(?:ting)?|style|docs|comments?)"
+    r"|fix (?:\w+ )?(?:warnings?|lint(?:s|ing)?)|apply suggestions? from code review.*"
+    r"|(?:address|incorporat|appl|implement)\w* (?:the |some )?(?:pr |code )?"
+    r"(?:review|feedback|suggestions?|comments?).*"
+    r"|.*\b(?:pr|code) review\b.*|merge (?:branch|remote-tracking branch|pull request)\b.*"
+    r"|(?:update|add|fix)(?:ed)? (?:the )?(?:changelog|changes|readme|news|history|snapshots?|newsfragments?"
+    r"|changesets?|release notes)(?: entry)?(?:\.\w+)?|add (?:a )?(?:newsfragment|changelog entry|changeset)"
+    r"|(?:update|edit|change|modify|create|delete)[ds]? [\w./-]+\.\w{1,5}|.{0,3})[.!]*$",
+    re.IGNORECASE,
+)
+
+
+def _is_squash(text: str) -> bool:
+    """A squash merge as GitHub writes it: a summary ending in ``(#N)``, then a body that opens with a
+    ``* `` sub-commit subject."""
+    summary, _, body = text.strip().partition("\n")
+    return bool(re.search(r"\(#\d+\)\s*$", summary)) and body.strip().startswith("* ")
+
+
+def _bare_subject(subject: str) -> str:
+    """A sub-commit subject without a leading gitmoji and conventional prefix."""
+    subject = re.sub(r"^(?::[a-z0-9_+-]+:\s*)+", "", subject.strip(), flags=re.IGNORECASE)
+    return re.sub(r"^\w+(?:\([^)]*\))?!?:\s*", "", subject).strip()
+
+
+def _subject_key(subject: str) -> str:
+    """A sub-commit subject reduced to its words, to compare it with the summary and the others."""
+    return " ".join(re.findall(r"\w+", _bare_subject(subject).lower()))
+
+
+def _drop_squash_subjects(text: str) -> str:
+    """The squash body without the sub-commit subjects that repeat the summary or an earlier subject, or
+    are noise; the subjects that say something and every body paragraph under them are kept."""
+    summary = text.strip().split("\n", 1)[0]
+    seen = {_subject_key(summary)}
+
+    def keep(m: re.Match[str]) -> str:
+        key = _subject_key(m.group(1))
+        noise = key in seen or SQUASH_NOISE.match(_bare_subject(m.group(1))) is not None
+        seen.add(key)
+        return "" if noise else m.group(0)
+
+    return SQUASH_SUBJECT.sub(keep, SQUASH_SEPARATOR.sub("", text))
 
 
 @dataclass(frozen=True)

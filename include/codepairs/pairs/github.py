@@ -56,7 +56,7 @@ SOLUTION_LINE = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 FENCE = re.compile(r"(^[ \t]*(```|~~~)[^\n]*\n.*?^[ \t]*\2[^\n]*$)", re.DOTALL | re.MULTILINE)
-PR_SUFFIX = re.compile(r"\s*\(#\d+\)")
+PR_SUFFIX = commits.PR_REFERENCE  # "(#12)", "(#1, #2)", "(owner/repo#7)": the same rule as commit messages
 UNCHECKED_BOX = re.compile(r"^[ \t]*[-*] \[ \].*$", re.MULTILINE)
 NO_RESPONSE = re.compile(r"^[ \t]*_?No response_?[ \t]*$", re.IGNORECASE | re.MULTILINE)  # issue forms' placeholder
 EMPTY_HEADING = re.compile(r"^#{1,6}[ \t][^\n]*\n(?=\s*(?:#{1,6}[ \t]|\Z))", re.MULTILINE)

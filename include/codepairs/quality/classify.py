@@ -4,12 +4,20 @@ Rules are tried in a fixed order, the first that applies wins, and all of them l
 ``include/config/scoring.yaml`` (``categories``):
 
 1. the pair's kind (a review comment is code review; an issue with a trace is debugging);
-2. what the files are: documentation only, tests only, build/CI/packaging only, data only;
-3. UI components: most of the changed code lines are in component files or folders;
-4. issue labels; a priority keyword anywhere in the summary (a revert, documentation, typing or lint,
-   a measured speed-up); the conventional-commit prefix; then the earliest keyword of the summary;
-5. the shape of the change: comments only is documentation; a small change that removes more than
-   it adds is a refactor, a small one otherwise a fix, a large one a feature (low confidence).
+2. style: a summary that says typo, formatting, lint or whitespace (but a "typo" whose diff changes
+   code identifiers is a bug fix), or a diff that changes whitespace only;
+3. what the files are: documentation only, tests only, build/CI/packaging only, data only, changelogs
+   and repository metadata (contributors, templates, licence) only;
+4. UI components: most of the changed code lines are in component files or folders;
+5. issue labels; a priority keyword anywhere in the summary (a revert, documentation, typing or lint,
+   a measured speed-up); the conventional-commit prefix; then the keywords of the summary (a fix word
+   anywhere beats a feature word: "Add missing error handling" is a fix);
+6. the shape of the change: comments only is documentation; a change that removes more than it adds is
+   a refactor, a small one otherwise a fix, a large one a feature (low confidence).
+
+Documentation is what prose says: a rule that names docs ("docs:", "example", "document") places a change
+of code files under docs only when it changes prose files, comments only, or says docstring or comment;
+example programs are code, classified by what they do.
 """
 
 from __future__ import annotations
@@ -21,9 +29,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from codepairs.quality.features import CONVENTIONAL, ScoringRules, bare_summary, diff_stats, has_label, summary_line
+from codepairs.quality.features import (
+    CONVENTIONAL,
+    TYPO_WORD,
+    DiffStats,
+    ScoringRules,
+    bare_summary,
+    diff_stats,
+    has_label,
+    identifiers_changed,
+    summary_line,
+)
 
-ONLY_KIND = {"docs": "docs", "tests": "tests", "build": "build_ci", "data": "other"}
+ONLY_KIND = {"docs": "docs", "tests": "tests", "build": "build_ci", "data": "other", "meta": "other"}
+DOCS_IN_CODE = re.compile(r"\b(doc ?strings?|doc ?comments?|comments?|javadoc|godoc|rustdoc|jsdoc|docblocks?)\b", re.I)
 
 
 @dataclass(frozen=True)
@@ -45,13 +64,20 @@ def classify(pair: Mapping[str, Any], rules: ScoringRules, stats: Any = None) ->
     if pair["kind"] in (c.get("kinds") or {}):
         return Category(c["kinds"][pair["kind"]], conf.get("kind", 1.0), "kind")
     stats = stats or diff_stats(pair["response"] or "", pair.get("tests"))
+    summary = summary_line(pair["instruction"] or "")
+    bare = bare_summary(summary)
+    style = _style(bare, stats, rules)
+    if style:
+        return style
     lines: Counter[str] = Counter()
     for path in stats.paths:
         lines[_file_kind(path, rules)] += stats.changed.get(path, 0) or 1
     kinds = set(lines)
     if len(kinds) == 1 and next(iter(kinds)) in ONLY_KIND:
         return Category(ONLY_KIND[next(iter(kinds))], conf.get("files", 0.95), "files")
-    if kinds and kinds <= {"build", "docs", "data"} and "build" in kinds:
+    if kinds and kinds <= {"docs", "meta"}:  # changelog and contributors beside prose: repository metadata
+        return Category("other" if lines["meta"] >= lines["docs"] else "docs", conf.get("files", 0.95), "files")
+    if kinds and kinds <= {"build", "docs", "data", "meta"} and "build" in kinds:
         return Category("build_ci", conf.get("files", 0.95), "files")
     code = lines["code"] + lines["ui"]
     if stats.comment_only and code:
@@ -62,29 +88,83 @@ def classify(pair: Mapping[str, Any], rules: ScoringRules, stats: Any = None) ->
     needle = has_label([str(x).lower() for x in pair.get("labels") or ()], list(label_map))
     if needle:
         return Category(label_map[needle], conf.get("label", 0.9), "label")
-    summary = summary_line(pair["instruction"] or "")
-    bare = bare_summary(summary)
+    prose = lines["docs"] > 0 or bool(DOCS_IN_CODE.search(bare))  # docs names a change of code only so
     for category, pattern in (c.get("priority") or {}).items():
-        if _keywords(((category, pattern),)).search(bare):
+        if (category != "docs" or prose) and _keywords(((category, pattern),)).search(bare):
             return Category(category, conf.get("priority", 0.8), "priority")
     prefix = CONVENTIONAL.match(summary)
-    if prefix and prefix.group(1).lower() in (c.get("prefixes") or {}):
-        return Category(c["prefixes"][prefix.group(1).lower()], conf.get("prefix", 0.85), "prefix")
+    named = (c.get("prefixes") or {}).get(prefix.group(1).lower()) if prefix else None
+    if named and (named != "docs" or prose):
+        return Category(named, conf.get("prefix", 0.85), "prefix")
+    keyword = _keyword(bare, rules, prose)
+    if keyword:
+        return keyword
+    return _shape(stats, rules)
+
+
+def _style(bare: str, stats: DiffStats, rules: ScoringRules) -> Category | None:
+    """Style, by the summary (typo, formatting, lint, whitespace) or by a diff that changes whitespace
+    only; a "typo" whose diff changes the identifiers of code is the bug fix it is."""
+    c = rules.categories
+    conf = c.get("confidence") or {}
+    if c.get("style") and _keywords((("style", c["style"]),)).search(bare):
+        if TYPO_WORD.search(bare) and identifiers_changed(stats, rules):
+            return Category("bug_fix", conf.get("priority", 0.8), "typo_fix")
+        return Category("style", conf.get("priority", 0.8), "style")
+    if whitespace_only(stats.text):
+        return Category("style", conf.get("files", 0.95), "whitespace")
+    return None
+
+
+def whitespace_only(diff: str) -> bool:
+    """Whether the removed and the added lines are the same once whitespace is taken out (re-indenting,
+    trailing spaces, line endings), and there are some."""
+    removed: Counter[str] = Counter()
+    added: Counter[str] = Counter()
+    for line in diff.split("\n"):
+        if line.startswith(("+++ ", "--- ")) or line[:1] not in ("+", "-"):
+            continue
+        (added if line[0] == "+" else removed)["".join(line[1:].split())] += 1
+    removed.pop("", None)
+    added.pop("", None)
+    return bool(removed) and removed == added
+
+
+def _keyword(bare: str, rules: ScoringRules, prose: bool) -> Category | None:
+    """The keywords of the summary: the earliest decides, except that a fix word anywhere beats a
+    feature word ("Add missing error handling", "Allow underscores in tokens, fixes a crash")."""
+    c = rules.categories
+    conf = c.get("confidence") or {}
     pattern = _keywords(tuple((c.get("keywords") or {}).items()))
     hits = [(m.start(), m.lastgroup) for m in pattern.finditer(bare) if m.lastgroup and m.group()]
-    if hits:
-        first = min(hits)[1]
-        mixed = len({name for _, name in hits}) > 1
-        return Category(first, conf.get("keyword_mixed" if mixed else "keyword", 0.7), "keyword")
+    hits = [(at, name) for at, name in hits if name != "docs" or prose]
+    if not hits:
+        return None
+    names = {name for _, name in hits}
+    first = min(hits)[1]
+    if first == "feature" and "bug_fix" in names:
+        first = "bug_fix"
+    return Category(first, conf.get("keyword_mixed" if len(names) > 1 else "keyword", 0.7), "keyword")
+
+
+def _shape(stats: DiffStats, rules: ScoringRules) -> Category:
+    """A code change no rule places, by its size: one that removes more than it adds restructures or
+    deletes (refactor), a small one is mostly a fix, a large one a feature (low confidence)."""
+    c = rules.categories
     shape = c.get("shape") or {}
-    if stats.added + stats.deleted > shape.get("small_lines", 40):
-        return Category(shape.get("large", "feature"), conf.get("default", 0.3), "default")
+    confidence = (c.get("confidence") or {}).get("default", 0.3)
     if stats.deleted > stats.added:
-        return Category(shape.get("shrinking", "refactor"), conf.get("default", 0.3), "default")
-    return Category(shape.get("small", "bug_fix"), conf.get("default", 0.3), "default")
+        return Category(shape.get("shrinking", "refactor"), confidence, "default")
+    if stats.added + stats.deleted > shape.get("small_lines", 40):
+        return Category(shape.get("large", "feature"), confidence, "default")
+    return Category(shape.get("small", "bug_fix"), confidence, "default")
 
 
 def _file_kind(path: str, rules: ScoringRules) -> str:
+    """A path's kind for the category: changelogs and repository metadata (contributors, issue
+    templates, code owners, licence) are ``meta``, data files ``data``, else what the file rules say."""
+    if rules.files.is_changelog(path) or _data_re(tuple(rules.categories.get("meta_files") or ())).search(path):
+        return "meta"
     kind = rules.files.kind(path)
     if kind == "code" and _data_re(tuple(rules.categories.get("data_files") or ())).search(path):
         return "data"

@@ -102,6 +102,8 @@ def rules_digest(rules: ScoringRules) -> str:
         "vague": rules.vague,
         "mechanical": rules.mechanical,
         "trivial": rules.trivial,
+        "work_in_progress": rules.work_in_progress,
+        "generic_words": sorted(rules.generic_words),
         "files": asdict(rules.files),
         "categories": rules.categories,
     }
