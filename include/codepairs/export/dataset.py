@@ -262,18 +262,46 @@ def _file_entry(root: Path, path: Path, fmt: str, rows: int, split: str | None) 
     }
 
 
-def _write_shard(root: Path, split: str, index: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    folder = root / split
-    folder.mkdir(exist_ok=True)
-    stem = f"pairs-{index:05d}"
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    parquet = folder / f"{stem}.parquet"
-    pq.write_table(table, parquet, compression="zstd", write_statistics=False, store_schema=True)
-    jsonl = folder / f"{stem}.jsonl"
-    with jsonl.open("w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps({k: row[k] for k in SCHEMA.names}, ensure_ascii=False, sort_keys=True) + "\n")
-    return [_file_entry(root, p, fmt, len(rows), split) for p, fmt in ((parquet, "parquet"), (jsonl, "jsonl"))]
+ROW_GROUP = 1000  # rows per Parquet row group: a shard is written as its rows stream by, not held whole
+
+
+class _Shard:
+    """One shard being written (its Parquet and JSONL twins), a row group at a time: rows carry context
+    now, and a whole shard of them (50,000 by default) would not fit in memory."""
+
+    def __init__(self, root: Path, split: str, index: int) -> None:
+        folder = root / split
+        folder.mkdir(exist_ok=True)
+        self.root, self.split, self.rows = root, split, 0
+        self.parquet = folder / f"pairs-{index:05d}.parquet"
+        self.jsonl = folder / f"pairs-{index:05d}.jsonl"
+        self._writer = pq.ParquetWriter(
+            self.parquet, SCHEMA, compression="zstd", write_statistics=False, store_schema=True
+        )
+        self._lines = self.jsonl.open("w", encoding="utf-8", newline="\n")
+        self._group: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._lines.write(json.dumps({k: row[k] for k in SCHEMA.names}, ensure_ascii=False, sort_keys=True) + "\n")
+        self._group.append(row)
+        self.rows += 1
+        if len(self._group) == ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._group:
+            self._writer.write_table(pa.Table.from_pylist(self._group, schema=SCHEMA))
+            self._group = []
+
+    def close(self) -> list[dict[str, Any]]:
+        """Finish both files and return their manifest entries."""
+        self._flush()
+        self._writer.close()
+        self._lines.close()
+        return [
+            _file_entry(self.root, path, fmt, self.rows, self.split)
+            for path, fmt in ((self.parquet, "parquet"), (self.jsonl, "jsonl"))
+        ]
 
 
 UNSEALED = """
@@ -458,19 +486,21 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
     tmp, marker = _make_partial(out_dir)
     try:
         files: list[dict[str, Any]] = []
-        buffers: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+        open_shards: dict[str, _Shard] = {}
         shards = dict.fromkeys(SPLITS, 0)
         stats = _Stats()
         for row in _stream_rows(engine, config):
             split = split_of(row["repo_id"], config)
             stats.add(split, row)
-            buffers[split].append(row)
-            if len(buffers[split]) == config.shard_rows:
-                files += _write_shard(tmp, split, shards[split], buffers[split])
-                shards[split], buffers[split] = shards[split] + 1, []
+            if split not in open_shards:
+                open_shards[split] = _Shard(tmp, split, shards[split])
+            open_shards[split].add(row)
+            if open_shards[split].rows == config.shard_rows:
+                files += open_shards.pop(split).close()
+                shards[split] += 1
         for split in SPLITS:
-            if buffers[split]:
-                files += _write_shard(tmp, split, shards[split], buffers[split])
+            if split in open_shards:
+                files += open_shards.pop(split).close()
         counts = {
             split: sum(f["rows"] for f in files if f["split"] == split and f["format"] == "parquet") for split in SPLITS
         }
