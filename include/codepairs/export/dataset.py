@@ -854,6 +854,9 @@ def _compare_shard(out_dir: Path, stem: str, schema: Any, split: Any, last: dict
             if json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" != line:
                 differing += 1
                 first = first or f"row {n} (pair {row.get('pair_id')}): {_differing_columns(row, line)}"
+            mismatch = _trainer_mismatch(row)
+            if mismatch:
+                problems.append(f"shard {stem}: row {n} (pair {row.get('pair_id')}): {mismatch}")
             copy = row.get("copy")
             key = (str(row.get("pair_id")), copy if _is_int(copy) else 0)
             if split in last and key <= last[split]:
@@ -862,6 +865,24 @@ def _compare_shard(out_dir: Path, stem: str, schema: Any, split: Any, last: dict
     if differing:
         problems.insert(0, f"shard {stem}: {differing} row(s) differ between Parquet and JSONL, first {first}")
     return problems
+
+
+def _trainer_mismatch(row: dict[str, Any]) -> str:
+    """What makes a row's trainer columns disagree with each other (empty: nothing): the turns are
+    system, user, assistant; the user turn is the prompt, the assistant turn the completion, the
+    completion the response, and every context file's content appears in the prompt."""
+    if "messages" not in row:  # an export of format 5 or earlier
+        return ""
+    turns = row["messages"] or []
+    if [t.get("role") for t in turns] != ["system", "user", "assistant"]:
+        return "messages are not a system, a user and an assistant turn"
+    if turns[1]["content"] != row["prompt"] or turns[2]["content"] != row["completion"]:
+        return "messages do not match prompt and completion"
+    if row["completion"] != row["response"]:
+        return "completion is not the response"
+    if any((f.get("content") or "") not in row["prompt"] for f in row.get("context") or []):
+        return "a context file is not in the prompt"
+    return ""
 
 
 def _type_name(type_: pa.DataType) -> str:
