@@ -39,6 +39,7 @@ from sqlalchemy.engine import Connection, Engine
 from codepairs import ledger
 from codepairs.config import ExportConfig
 from codepairs.sources import gitlog
+from codepairs.store import insert_new
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,8 @@ WHERE NOT bl.synthetic
   AND NOT EXISTS (SELECT 1 FROM pair_context x WHERE x.pair_id = p.pair_id AND x.settings = :s)
 ORDER BY p.repo_id, p.pair_id
 """
-INSERT_BLOB = "INSERT INTO blobs (sha256, bytes, content) VALUES (:sha, :n, :c) ON CONFLICT (sha256) DO NOTHING"
+BLOB_COLUMNS = ("sha256", "bytes", "content")
 CLEAR = "DELETE FROM pair_context WHERE pair_id = ANY(:ids)"
-INSERT_CONTEXT = """
-INSERT INTO pair_context (pair_id, side, seq, path, object_id, blob_sha256, file_bytes, kept_bytes, truncated,
-                          reason, settings, run_id)
-VALUES (:pair_id, :side, :seq, :path, :object_id, :blob_sha256, :file_bytes, :kept_bytes, :truncated,
-        :reason, :settings, :run_id)
-"""
 
 
 @dataclass(kw_only=True)
@@ -292,9 +287,10 @@ def _parents(raw: bytes) -> list[str]:
     return [line[7:].decode("ascii", "replace") for line in head if line.startswith(b"parent ")]
 
 
-def collect_context(engine: Engine, config: ExportConfig) -> ContextResult:
+def collect_context(engine: Engine, config: ExportConfig, pairs_query: str = PENDING) -> ContextResult:
     """Context for every exported real pair that has none under the current bounds; nothing at all
-    when ``context_file_bytes`` is 0."""
+    when ``context_file_bytes`` is 0. ``pairs_query``: another choice of pairs with ``PENDING``'s
+    columns, in repository order, and its ``:s`` (the benchmark takes every extracted pair)."""
     digest = settings_digest(config)
     with ledger.stage_run(engine, "context") as run:
         result = ContextResult(run_id=run.run_id)
@@ -303,17 +299,17 @@ def collect_context(engine: Engine, config: ExportConfig) -> ContextResult:
             return result
         started = time.monotonic()
         cut: Counter[str] = Counter()
-        for repo_pairs in _by_repository(engine, digest):
+        for repo_pairs in _by_repository(engine, digest, pairs_query):
             _collect_repository(engine, repo_pairs, config, digest, run.run_id, result, cut)
         result.cut = dict(sorted(cut.items()))
         result.seconds = round(time.monotonic() - started, 3)
     return result
 
 
-def _by_repository(engine: Engine, digest: str) -> Iterator[list[Any]]:
+def _by_repository(engine: Engine, digest: str, query: str) -> Iterator[list[Any]]:
     """The pending pairs, a repository at a time (in repository and pair order)."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(PENDING), {"s": digest}).mappings().all()
+        rows = conn.execute(sa.text(query), {"s": digest}).mappings().all()
     group: list[Any] = []
     for row in rows:
         if group and group[-1]["repo_id"] != row["repo_id"]:
@@ -346,6 +342,11 @@ def _collect_repository(
             blobs.close()
 
 
+CONTEXT_COLUMNS = tuple(
+    "pair_id side seq path object_id blob_sha256 file_bytes kept_bytes truncated reason settings run_id".split()
+)
+
+
 def _write(
     conn: Connection,
     rows: list[tuple[Any, list[tuple[str, str, Read]]]],
@@ -354,47 +355,32 @@ def _write(
     result: ContextResult,
     cut: Counter[str],
 ) -> None:
-    """One transaction: the new blobs, then the pairs' rows (earlier rows of other bounds replaced)."""
+    """One transaction: the new blobs, then the pairs' rows (earlier rows of other bounds replaced),
+    both by COPY (``insert_new``: a probe of the keys, then only what is new)."""
     blobs: dict[str, str] = {}
     records = []
     for pair, reads in rows:
         seqs: Counter[str] = Counter()
         for side, path, read in reads:
-            sha = None
+            sha, kept = None, 0
             if read.text is not None:
-                sha = hashlib.sha256(read.text.encode()).hexdigest()
+                encoded = read.text.encode()
+                sha, kept = hashlib.sha256(encoded).hexdigest(), len(encoded)
                 blobs[sha] = read.text
                 result.kept += 1
-                result.bytes_kept += len(read.text.encode())
+                result.bytes_kept += kept
             if read.reason is not None:
                 cut[read.reason.value] += 1
+            truncated = read.reason in KEPT_PARTLY and read.text is not None
+            reason = read.reason.value if read.reason else None
             records.append(
-                {
-                    "pair_id": pair["pair_id"],
-                    "side": side,
-                    "seq": seqs[side],
-                    "path": path,
-                    "object_id": read.object_id,
-                    "blob_sha256": sha,
-                    "file_bytes": read.file_bytes,
-                    "kept_bytes": len(read.text.encode()) if read.text is not None else 0,
-                    "truncated": read.reason in KEPT_PARTLY and read.text is not None,
-                    "reason": read.reason.value if read.reason else None,
-                    "settings": digest,
-                    "run_id": run_id,
-                }
+                (pair["pair_id"], side, seqs[side], path, read.object_id, sha, read.file_bytes, kept, truncated)
+                + (reason, digest, run_id)
             )
             seqs[side] += 1
-    if blobs:
-        known = set(
-            conn.execute(sa.text("SELECT sha256 FROM blobs WHERE sha256 = ANY(:s)"), {"s": list(blobs)}).scalars()
-        )
-        new = [{"sha": s, "n": len(t.encode()), "c": t} for s, t in sorted(blobs.items()) if s not in known]
-        if new:
-            conn.execute(sa.text(INSERT_BLOB), new)
-            result.blobs_new += len(new)
+    new = insert_new(conn, "blobs", BLOB_COLUMNS, [(s, len(t.encode()), t) for s, t in blobs.items()], ("sha256",))
+    result.blobs_new += len(new)
     conn.execute(sa.text(CLEAR), {"ids": [pair["pair_id"] for pair, _ in rows]})
-    if records:
-        conn.execute(sa.text(INSERT_CONTEXT), records)
+    insert_new(conn, "pair_context", CONTEXT_COLUMNS, records, ("pair_id", "side", "seq"))
     result.pairs += len(rows)
     result.files += len(records)
