@@ -82,5 +82,5 @@ def test_text_from_the_database_is_escaped(engine, mirrors, tmp_path: Path) -> N
     pipeline.score_step(engine, PipelineConfig())
     client = TestClient(dashboard.create_app(lambda: engine))
     page = client.get("/spot-checks", params={"stage": "score"}).text
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page and "<script>alert" not in page  # Jinja2: &#34;
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
