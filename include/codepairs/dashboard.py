@@ -149,7 +149,7 @@ def gate_runs(conn: Connection) -> list[dict[str, Any]]:
     for suite, last in latest.items():
         shown = checking.get(suite, last)
         if suite not in checking:
-            note = "no run of this suite has checked a batch or row yet"
+            note = "no run of this suite has had a batch or row to check yet"
         elif shown["run_id"] != last["run_id"]:
             note = f"the latest run, {last['run_id']} at {last['created_at']:%Y-%m-%d %H:%M:%S %Z}, checked nothing"
         else:
