@@ -5,7 +5,8 @@ at ``/codepairs``, and ``codepairs dashboard`` serves it alone for people who ru
 
 - ``/``: the funnel (repositories → commits and issues → pairs → after gates → scored and selected →
   after dedup → balanced → exported) with skip reasons; categories against their targets; the score
-  histogram; yield per repository; dedup figures; GX results per stage, failing expectations listed;
+  histogram; yield per repository; dedup figures; per GX suite its latest run that checked something,
+  failing expectations listed;
 - ``/spot-checks``: the stored spot-check samples per stage and category, instruction and response
   side by side, the diff highlighted, with score and explanation;
 - ``/api/summary``: the same figures as JSON.
