@@ -126,37 +126,6 @@ def serving(app: Any) -> Iterator[str]:
         sock.close()
 
 
-def test_the_standalone_dashboard_lays_out_its_charts_in_their_cells(engine, mirrors, tmp_path: Path) -> None:
-    from codepairs import dashboard
-    from playwright.sync_api import sync_playwright
-    from test_dashboard import built
-
-    built(engine, tmp_path)  # funnel: 1 repository, 3 commits, 0 issues, 2 pairs … 4 balanced, 4 exported
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with serving(dashboard.create_app(lambda: engine)) as base, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            for width, columns in ((1400, 2), (800, 1)):
-                page = browser.new_page(viewport={"width": width, "height": 1000})
-                page.add_init_script(
-                    "window.blocked = []; document.addEventListener('securitypolicyviolation',"
-                    " e => window.blocked.push(e.violatedDirective + ' ' + e.blockedURI));"
-                )
-                page.goto(f"{base}/")
-                page.wait_for_selector("#chart-yield .main-svg")  # the last chart was drawn
-                page.screenshot(path=SHOTS / f"standalone-dashboard-{width}.png", full_page=True)
-                assert_funnel_fits(page.evaluate(FUNNEL_BOXES), ["1", "3", "2", "2", "2", "2", "2", "4", "4"])
-                lefts = page.eval_on_selector_all(".chart", "cells => cells.map(c => c.getBoundingClientRect().left)")
-                assert len(set(lefts)) == columns, lefts
-                for chart in ("categories", "scores", "yield"):  # every chart within its own cell
-                    cell, svg = page.evaluate(CHART_BOXES, f"chart-{chart}")
-                    assert inside(svg, cell), (chart, cell, svg)
-                assert page.evaluate("window.blocked") == []  # the CSP allows all the page needs
-                page.close()
-        finally:
-            browser.close()
-
-
 @pytest.fixture
 def airflow_ui(tmp_path: Path) -> Iterator[Airflow]:
     from codepairs import store
@@ -225,7 +194,8 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
             page.screenshot(path=SHOTS / "05-dashboard.png", full_page=True)
             page.goto(f"{base}/plugin/codepairs")  # the navigation entry: the dashboard inside Airflow's frame
             expect(page.frame_locator("iframe").locator("h1")).to_have_text("codepairs dataset")
-            (frame,) = [f for f in page.frames if "/codepairs/" in f.url]
+            frame = page.locator("iframe").element_handle().content_frame()
+            assert frame is not None, [f.url for f in page.frames]
             frame.wait_for_selector("#chart-yield .main-svg")
             page.screenshot(path=SHOTS / "06-dashboard-in-airflow.png")
             values = [shown[k] for k in STEPS if shown[k] not in ("0", "None")]  # a zero step has no label
@@ -253,3 +223,34 @@ def test_trigger_a_crawl_from_the_form_and_read_the_dashboard(airflow_ui: Airflo
         "scored": "3",
         "exported": "3",
     }
+
+
+def test_the_standalone_dashboard_lays_out_its_charts_in_their_cells(engine, mirrors, tmp_path: Path) -> None:
+    from codepairs import dashboard
+    from playwright.sync_api import sync_playwright
+    from test_dashboard import built
+
+    built(engine, tmp_path)  # funnel: 1 repository, 3 commits, 0 issues, 2 pairs … 4 balanced, 4 exported
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with serving(dashboard.create_app(lambda: engine)) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            for width, columns in ((1400, 2), (800, 1)):
+                page = browser.new_page(viewport={"width": width, "height": 1000})
+                page.add_init_script(
+                    "window.blocked = []; document.addEventListener('securitypolicyviolation',"
+                    " e => window.blocked.push(e.violatedDirective + ' ' + e.blockedURI));"
+                )
+                page.goto(f"{base}/")
+                page.wait_for_selector("#chart-yield .main-svg")  # the last chart was drawn
+                page.screenshot(path=SHOTS / f"standalone-dashboard-{width}.png", full_page=True)
+                assert_funnel_fits(page.evaluate(FUNNEL_BOXES), ["1", "3", "2", "2", "2", "2", "2", "4", "4"])
+                lefts = page.eval_on_selector_all(".chart", "cells => cells.map(c => c.getBoundingClientRect().left)")
+                assert len(set(lefts)) == columns, lefts
+                for chart in ("categories", "scores", "yield"):  # every chart within its own cell
+                    cell, svg = page.evaluate(CHART_BOXES, f"chart-{chart}")
+                    assert inside(svg, cell), (chart, cell, svg)
+                assert page.evaluate("window.blocked") == []  # the CSP allows all the page needs
+                page.close()
+        finally:
+            browser.close()
