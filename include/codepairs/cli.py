@@ -171,9 +171,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     from codepairs import dashboard
 
+    token = settings.dashboard_token()
+    dashboard.check_binding(args.host, token)  # before the database: a refusal is one line, at once
     engine = store.get_engine(args.database_url)
-    print(f"codepairs dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it)")
-    uvicorn.run(dashboard.create_app(lambda: engine), host=args.host, port=args.port, log_level="warning")
+    needs = "; requests need CODEPAIRS_DASHBOARD_TOKEN" if token else ""
+    print(f"codepairs dashboard on http://{args.host}:{args.port}/ (Ctrl-C stops it{needs})")
+    # log_level warning: no access log, so a ?token= never reaches one.
+    app = dashboard.create_app(lambda: engine, token=token)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -239,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_argument("--search", help="also crawl what this GitHub repository search finds (select.search_limit)")
     crawl.add_argument("--no-select", action="store_true", help="skip the licence and activity checks")
     commands["export"].add_argument("--out", help="export folder (default: .data/export)")
-    commands["dashboard"].add_argument("--host", default="127.0.0.1")
+    commands["dashboard"].add_argument(
+        "--host", default="127.0.0.1", help="address to bind (not a loopback one: CODEPAIRS_DASHBOARD_TOKEN required)"
+    )
     commands["dashboard"].add_argument("--port", type=int, default=8765)
     commands["verify"].add_argument("dir", help="export folder")
     commands["verify"].add_argument("--no-database", action="store_true", help="check the files only")

@@ -5,30 +5,42 @@ at ``/codepairs``, and ``codepairs dashboard`` serves it alone for people who ru
 
 - ``/``: the funnel (repositories → commits and issues → pairs → after gates → scored and selected →
   after dedup → balanced → exported) with skip reasons; categories against their targets; the score
-  histogram; yield per repository; dedup figures; GX results per stage, failing expectations listed;
+  histogram; yield per repository; dedup figures; per GX suite its latest run that checked something,
+  failing expectations listed;
 - ``/spot-checks``: the stored spot-check samples per stage and category, instruction and response
   side by side, the diff highlighted, with score and explanation;
 - ``/api/summary``: the same figures as JSON.
 
-Charts are Plotly figures; plotly.js is served from the installed package (no CDN: it works offline).
+Pages are Jinja2 templates (``templates/dashboard/``, autoescaped); charts are Plotly figures, drawn by
+``static/dashboard.js`` from each chart's ``data-figure`` attribute, with plotly.js served from the
+installed package (no CDN: it works offline). No page has an inline script, so every response's
+Content-Security-Policy allows scripts from the dashboard itself only; ``frame-ancestors 'self'`` lets
+Airflow's own UI (same origin) frame it and no other site. A query parameter that is not allowed (a
+NUL or other control character, an unknown stage or category) is answered 400 with the reason. With a
+``token`` (``codepairs dashboard`` on a non-loopback address requires one) every request must carry it:
+``Authorization: Bearer <token>``, or ``?token=<token>`` once, which sets an HttpOnly cookie.
 """
 
 from __future__ import annotations
 
-import html
+import hmac
+import ipaddress
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import sqlalchemy as sa
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse
-from sqlalchemy.engine import Engine
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
+from sqlalchemy.engine import Connection, Engine
 
 from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import CATEGORIES
 from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
+from codepairs.errors import ConfigError
 
 FUNNEL = """
 SELECT (SELECT count(*) FROM repositories) AS repositories,
@@ -63,9 +75,21 @@ SELECT r.name, r.status, sel.decision, (SELECT count(*) FROM commits c WHERE c.r
         WHERE COALESCE(p.repo_id, sp.repo_id) = r.repo_id) AS balanced
 FROM repositories r LEFT JOIN repo_selection sel USING (repo_id) ORDER BY r.name
 """
-GATES = """
-SELECT DISTINCT ON (suite) id, suite, stage, run_id, success, evaluated, failed, created_at
-FROM gate_results ORDER BY suite, created_at DESC, id DESC
+# One row per suite and run (a run gates each repository, and the score suite in chunks, so it stores
+# several results): all passed, expectations, failures, and what was checked. What was checked is read
+# back from ``target``, which ``gates._store`` writes as "<n> batch(es), <m> rows".
+GATE_RUNS = """
+SELECT suite, min(stage) AS stage, run_id, bool_and(success) AS success, sum(evaluated)::int AS evaluated,
+       jsonb_path_query_array(jsonb_agg(failed ORDER BY id), '$[*][*]') AS failed,
+       sum(coalesce(substring(target FROM '^(\\d+) batch')::bigint, 0))::bigint AS batches,
+       sum(coalesce(substring(target FROM '(\\d+) rows$')::bigint, 0))::bigint AS rows,
+       max(created_at) AS created_at, max(id) AS id
+FROM gate_results GROUP BY suite, run_id
+"""
+LATEST_GATE_RUN = f"SELECT DISTINCT ON (suite) * FROM ({GATE_RUNS}) AS r ORDER BY suite, created_at DESC, id DESC"
+LATEST_CHECKING_GATE_RUN = f"""
+SELECT DISTINCT ON (suite) * FROM ({GATE_RUNS}) AS r WHERE batches > 0 OR rows > 0
+ORDER BY suite, created_at DESC, id DESC
 """
 SPOT_CHECKS = """
 SELECT stage, run_id, pair_id, sample FROM spot_checks
@@ -99,9 +123,7 @@ def summary(engine: Engine) -> dict[str, Any]:
             "scores": [dict(r) for r in conn.execute(sa.text(SCORES)).mappings()],
             "repositories": [dict(r) for r in conn.execute(sa.text(REPOSITORIES)).mappings()],
             "dedup": dict(conn.execute(sa.text(DEDUP_FIGURES)).mappings().one()),
-            "gates": [
-                {**dict(r), "created_at": r["created_at"].isoformat()} for r in conn.execute(sa.text(GATES)).mappings()
-            ],
+            "gates": gate_runs(conn),
         }
 
 
@@ -118,7 +140,36 @@ def spot_checks(engine: Engine, stage: str, category: str = "", n: int = 12) -> 
     return rows
 
 
-def _figures(s: dict[str, Any]) -> list[tuple[str, Any]]:
+def gate_runs(conn: Connection) -> list[dict[str, Any]]:
+    """Per suite, its latest run that checked at least one batch or row: after a run with nothing new
+    (a no-op build), the latest run alone would hide what was last actually checked. ``note`` says when
+    the suite's latest run checked nothing, or that no run of it ever checked anything."""
+    latest = {r["suite"]: dict(r) for r in conn.execute(sa.text(LATEST_GATE_RUN)).mappings()}
+    checking = {r["suite"]: dict(r) for r in conn.execute(sa.text(LATEST_CHECKING_GATE_RUN)).mappings()}
+    out = []
+    for suite, last in latest.items():
+        shown = checking.get(suite, last)
+        if suite not in checking:
+            note = "no run of this suite has had a batch or row to check yet"
+        elif shown["run_id"] != last["run_id"]:
+            note = f"the latest run, {last['run_id']} at {last['created_at']:%Y-%m-%d %H:%M:%S %Z}, checked nothing"
+        else:
+            note = ""
+        out.append(
+            {
+                **shown,
+                "created_at": shown["created_at"].isoformat(),
+                "latest_run_id": last["run_id"],
+                "latest_at": last["created_at"].isoformat(),
+                "note": note,
+            }
+        )
+    return out
+
+
+def _figures(s: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """The four charts as (id, title, figure). Sized by their cells, not by a fixed width: the page draws
+    them once the grid exists and redraws them when it changes (``static/dashboard.js``)."""
     import plotly.graph_objects as go
 
     f = s["funnel"]
@@ -134,7 +185,18 @@ def _figures(s: dict[str, Any]) -> list[tuple[str, Any]]:
         ("balanced", f["balanced"]),
         ("exported", f["exported"] or 0),
     ]
-    funnel = go.Figure(go.Funnel(y=[k for k, _ in steps], x=[v for _, v in steps], textinfo="value"))
+    funnel = go.Figure(
+        go.Funnel(
+            y=[k for k, _ in steps],
+            x=[v for _, v in steps],
+            textinfo="value",
+            textposition="inside",
+            constraintext="none",  # a value stays its own size in a narrow bar (its text is dark on light)
+            insidetextfont={"color": "#1f2933"},
+            marker={"color": "#9ecae1"},
+            cliponaxis=False,
+        )
+    )
     cats = s["categories"]
     names = list(cats)
     targets = go.Figure(
@@ -168,93 +230,51 @@ def _figures(s: dict[str, Any]) -> list[tuple[str, Any]]:
         ]
     )
     out = [
-        ("Funnel", funnel),
-        ("Categories against targets", targets),
-        ("Quality scores", scores),
-        ("Yield per repository", yield_),
+        ("funnel", "Funnel", funnel),
+        ("categories", "Categories against targets", targets),
+        ("scores", "Quality scores", scores),
+        ("yield", "Yield per repository", yield_),
     ]
-    for _, fig in out:
-        fig.update_layout(height=340, margin={"l": 40, "r": 20, "t": 20, "b": 40}, template="plotly_white")
+    for _, _, fig in out:
+        fig.update_layout(
+            autosize=True, height=340, margin={"l": 20, "r": 20, "t": 20, "b": 40}, template="plotly_white"
+        )
+        fig.update_xaxes(automargin=True)
+        fig.update_yaxes(automargin=True)  # the funnel's step names get the room they need
     return out
 
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
-<script src="{base}static/plotly.min.js"></script>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5rem; color: #1f2933; }}
-h1 {{ font-size: 1.4rem; }} h2 {{ font-size: 1.1rem; margin-top: 1.6rem; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1rem; }}
-table {{ border-collapse: collapse; font-size: .9rem; }}
-td, th {{ border-bottom: 1px solid #e4e7eb; padding: .25rem .6rem; text-align: left; }}
-.ok {{ color: #1a7f37; }} .failed {{ color: #cf222e; font-weight: 600; }}
-.pair {{ display: grid; grid-template-columns: 1fr 2fr; gap: 1rem; border-top: 1px solid #cbd2d9;
-         padding: .8rem 0; }}
-pre {{ white-space: pre-wrap; font-size: .8rem; background: #f5f7fa; padding: .6rem; margin: 0; }}
-.add {{ background: #e6ffec; display: block; }} .del {{ background: #ffebe9; display: block; }}
-.hunk {{ color: #8250df; display: block; }}
-nav a {{ margin-right: 1rem; }}
-</style></head><body>
-<nav><a href="{base}">Overview</a><a href="{base}spot-checks">Spot checks</a></nav>
-{body}</body></html>"""
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+_JINJA = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined
+)
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], id_: str = "") -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in columns) + "</tr>" for r in rows
-    )
-    return f'<table id="{id_}"><tr>{head}</tr>{body}</table>'
+def render(template: str, **values: Any) -> str:
+    """A page from ``templates/dashboard/``; every value is HTML-escaped unless a template says otherwise."""
+    return _JINJA.get_template(f"dashboard/{template}").render(**values)
 
 
 def overview_html(s: dict[str, Any], base: str) -> str:
-    charts = "".join(
-        f"<div><h2>{html.escape(t)}</h2>{fig.to_html(full_html=False, include_plotlyjs=False)}</div>"
-        for t, fig in _figures(s)
+    charts = [{"id": i, "title": t, "figure": fig.to_json()} for i, t, fig in _figures(s)]
+    return render(
+        "overview.html",
+        title="codepairs dataset",
+        base=base,
+        charts=charts,
+        funnel=[{"step": k, "count": v} for k, v in s["funnel"].items()],
+        skips=s["skips"],
+        dedup=s["dedup"],
+        categories=list(s["categories"].values()),
+        repositories=s["repositories"],
+        gates=s["gates"],
     )
-    f = s["funnel"]
-    numbers = _table([{"step": k, "count": v} for k, v in f.items()], ["step", "count"], "funnel-numbers")
-    gates = []
-    for g in s["gates"]:
-        state = '<span class="ok">passed</span>' if g["success"] else '<span class="failed">failed</span>'
-        failed = "".join(f"<li>{html.escape(x)}</li>" for x in g["failed"])
-        gates.append(
-            f'<tr id="gate-{g["id"]}"><td>{html.escape(g["stage"])}</td><td>{html.escape(g["suite"])}</td>'
-            f"<td>{state}</td><td>{g['evaluated']}</td><td>{html.escape(g['run_id'] or '')}</td>"
-            f"<td><ul>{failed}</ul></td></tr>"
-        )
-    body = (
-        "<h1>codepairs dataset</h1>"
-        f'<div class="grid">{charts}</div>'
-        "<h2>Funnel in numbers</h2>"
-        + numbers
-        + "<h2>Skipped, by stage and reason</h2>"
-        + _table(s["skips"], ["stage", "reason", "n"], "skips")
-        + "<h2>Deduplication</h2>"
-        + _table([s["dedup"]], list(s["dedup"]), "dedup")
-        + "<h2>Categories</h2>"
-        + _table(list(s["categories"].values()), ["category", "target", "real", "copies", "synthetic"], "categories")
-        + "<h2>Repositories</h2>"
-        + _table(
-            s["repositories"],
-            ["name", "status", "decision", "commits", "pairs", "selected", "balanced"],
-            "repositories",
-        )
-        + '<h2>Quality gates (latest result of each suite)</h2><table id="gates"><tr><th>stage</th><th>suite</th>'
-        "<th>result</th><th>expectations</th><th>run</th><th>failed expectations</th></tr>"
-        + "".join(gates)
-        + "</table>"
-    )
-    return PAGE.format(title="codepairs dataset", base=base, body=body)
 
 
-def highlight(diff: str, limit: int = 400) -> str:
-    """A unified diff as HTML, added, removed and hunk lines marked."""
-    out = []
-    for line in diff.splitlines()[:limit]:
-        cls = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "")
-        text = html.escape(line)
-        out.append(f'<span class="{cls}">{text}</span>' if cls else text + "\n")
-    return "".join(out)
+def diff_lines(diff: str, limit: int = 400) -> list[tuple[str, str]]:
+    """A unified diff's first ``limit`` lines, each with its class: added, removed, hunk header or ''."""
+    return [({"+": "add", "-": "del", "@": "hunk"}.get(line[:1], ""), line) for line in diff.splitlines()[:limit]]
 
 
 def _show(value: Any) -> str:
@@ -264,40 +284,144 @@ def _show(value: Any) -> str:
 def spot_checks_html(
     rows: list[dict[str, Any]], stage: str, category: str, categories: Sequence[str], base: str
 ) -> str:
-    stage_links = " ".join(f'<a href="{base}spot-checks?stage={s}">{s}</a>' for s in STAGES)
-    cat_links = " ".join(f'<a href="{base}spot-checks?stage={stage}&category={c}">{c}</a>' for c in categories)
-    pairs = []
-    for r in rows:
-        sample = r["sample"]
-        facts = "".join(
-            f"<li><b>{html.escape(k)}</b>: {html.escape(_show(v))}</li>"
-            for k, v in sample.items()
-            if k not in ("instruction", "features")
-        )
-        pairs.append(
-            f'<div class="pair"><div><h3>{html.escape(r["pair_id"])}</h3><ul>{facts}</ul>'
-            f"<pre>{html.escape(r['instruction'] or '')}</pre></div>"
-            f'<pre class="diff">{highlight(r["response"] or "")}</pre></div>'
-        )
-    body = (
-        f"<h1>Spot checks: {html.escape(stage)}{' / ' + html.escape(category) if category else ''}</h1>"
-        f"<p>Stage: {stage_links}</p><p>Category: {cat_links}</p>" + ("".join(pairs) or "<p>No samples yet.</p>")
+    shown = [
+        {
+            "pair_id": r["pair_id"],
+            "facts": [(k, _show(v)) for k, v in r["sample"].items() if k not in ("instruction", "features")],
+            "instruction": r["instruction"] or "",
+            "diff": diff_lines(r["response"] or ""),
+        }
+        for r in rows
+    ]
+    return render(
+        "spot_checks.html",
+        title="codepairs spot checks",
+        base=base,
+        stage=stage,
+        category=category,
+        stages=STAGES,
+        categories=categories,
+        rows=shown,
     )
-    return PAGE.format(title="codepairs spot checks", base=base, body=body)
 
 
-def create_app(engine: Callable[[], Engine], dependencies: Sequence[Any] = ()) -> FastAPI:
-    """The dashboard app; ``engine`` is called per request (the Airflow connection may change)."""
+# Scripts and styles from the dashboard itself only (it has no inline script; plotly.js sets inline
+# styles on the SVG it draws, hence 'unsafe-inline' for styles alone); framed only by its own origin,
+# which is Airflow's UI when the plugin mounts it.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "SAMEORIGIN",  # frame-ancestors for browsers that predate it
+}
+TOKEN_COOKIE = "codepairs_dashboard_token"
+MIN_TOKEN_LENGTH = 16
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can reach ``host`` (a hostname other than localhost may resolve anywhere)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_binding(host: str, token: str | None) -> None:
+    """Refuse to serve the standalone dashboard beyond this machine without a token, or with a short one."""
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"CODEPAIRS_DASHBOARD_TOKEN must be at least {MIN_TOKEN_LENGTH} characters long")
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"the dashboard on {host} (not a loopback address) needs a token: set CODEPAIRS_DASHBOARD_TOKEN "
+            "to a secret of at least 16 characters, or bind 127.0.0.1"
+        )
+
+
+def _same(given: str | None, token: str) -> bool:
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _authorize(request: Request, token: str) -> Response | None:
+    """None when the request carries the token; else the answer: a redirect that sets the cookie (the
+    token came as ``?token=``, so it leaves the address bar and the history), or 401."""
+    if "token" in request.query_params:
+        if not _same(request.query_params["token"], token):
+            return _unauthorized("the token given as ?token= is not this dashboard's")
+        answer = RedirectResponse(str(request.url.remove_query_params("token")), status_code=303)
+        answer.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict", path="/")
+        return answer
+    bearer = request.headers.get("authorization", "")
+    if bearer[:7].lower() == "bearer " and _same(bearer[7:].strip(), token):
+        return None
+    if _same(request.cookies.get(TOKEN_COOKIE), token):
+        return None
+    return _unauthorized("this dashboard needs its token: open it once with ?token=<CODEPAIRS_DASHBOARD_TOKEN>")
+
+
+def _unauthorized(reason: str) -> Response:
+    return PlainTextResponse(reason + "\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+
+
+def plain_query(request: Request) -> None:
+    """Refuse, with the reason, a query parameter holding a NUL or other control character: no page
+    takes one, and Postgres cannot store a NUL in a string (it was a 500)."""
+    for key, value in request.query_params.multi_items():
+        bad = [c for c in key + value if ord(c) < 32 or ord(c) == 127]
+        if bad:
+            raise HTTPException(400, f"query parameter {key!r} contains the control character {bad[0]!r}")
+
+
+def _one_of(name: str, value: str, allowed: Sequence[str]) -> str:
+    if value not in allowed:
+        raise HTTPException(400, f"{name} must be one of {', '.join(a or repr(a) for a in allowed)}; got {value!r}")
+    return value
+
+
+def _add_guards(app: FastAPI, token: str | None) -> None:
+    """Security headers on every response; the token, when there is one, on every request; invalid
+    parameters answered 400 (FastAPI's default is 422)."""
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        denied = _authorize(request, token) if token is not None else None
+        response = denied or await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        reasons = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors()]
+        return JSONResponse({"detail": "; ".join(reasons)}, status_code=400)
+
+
+def create_app(engine: Callable[[], Engine], dependencies: Sequence[Any] = (), token: str | None = None) -> FastAPI:
+    """The dashboard app; ``engine`` is called per request (the Airflow connection may change). With a
+    ``token``, every request must carry it (see the module's docstring)."""
     import plotly
 
     # No /docs or /openapi.json: FastAPI serves them outside the app's dependencies (Airflow's login).
     app = FastAPI(
-        title="codepairs dashboard", dependencies=list(dependencies), docs_url=None, redoc_url=None, openapi_url=None
+        title="codepairs dashboard",
+        dependencies=[*dependencies, Depends(plain_query)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
-    plotly_js = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    _add_guards(app, token)
+    assets = {
+        "plotly.min.js": (Path(plotly.__file__).parent / "package_data" / "plotly.min.js", "application/javascript"),
+        "dashboard.js": (STATIC / "dashboard.js", "application/javascript"),
+        "dashboard.css": (STATIC / "dashboard.css", "text/css"),
+    }
 
     def base(request: Request) -> str:
-        return html.escape(str(request.scope.get("root_path", "")).rstrip("/") + "/", quote=True)
+        return str(request.scope.get("root_path", "")).rstrip("/") + "/"
 
     @app.get("/", response_class=HTMLResponse)
     def overview(request: Request) -> str:
@@ -305,16 +429,19 @@ def create_app(engine: Callable[[], Engine], dependencies: Sequence[Any] = ()) -
 
     @app.get("/spot-checks", response_class=HTMLResponse)
     def spot(request: Request, stage: str = Query("score"), category: str = Query("")) -> str:
-        if stage not in STAGES:
-            stage = "score"
+        _one_of("stage", stage, STAGES)
+        _one_of("category", category, ("", *CATEGORIES))
         return spot_checks_html(spot_checks(engine(), stage, category), stage, category, CATEGORIES, base(request))
 
     @app.get("/api/summary")
     def api_summary() -> dict[str, Any]:
         return json.loads(json.dumps(summary(engine()), default=str))
 
-    @app.get("/static/plotly.min.js")
-    def plotly_asset() -> Any:
-        return FileResponse(plotly_js, media_type="application/javascript")
+    @app.get("/static/{name}")
+    def asset(name: str) -> Any:
+        if name not in assets:
+            raise HTTPException(404, f"no asset {name!r}")
+        path, media_type = assets[name]
+        return FileResponse(path, media_type=media_type)
 
     return app

@@ -29,3 +29,8 @@ def default_export_dir() -> Path:
 
 def config_path() -> Path:
     return Path(os.environ.get("CODEPAIRS_CONFIG", CONFIG_DIR / "pipeline.yaml")).resolve()
+
+
+def dashboard_token() -> str | None:
+    """The secret every request to the standalone dashboard must carry (required off loopback)."""
+    return os.environ.get("CODEPAIRS_DASHBOARD_TOKEN") or None
