@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -28,6 +30,41 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCK_FILE = "run.lock"  # under the data dir: one Airflow on its embedded database at a time
+
+
+class RunLocked(Exception):
+    """Another ``make run``, ``make up`` or ``make celery`` holds the data dir's lock."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"another codepairs run holds {path} (pid {holder})")
+
+
+def take_run_lock(data_dir: Path) -> int:
+    """Lock ``<data dir>/run.lock`` for this process (and what it execs) or raise ``RunLocked`` at once.
+
+    Two Airflows on one metadata database collide: the second ``make run`` a second after the first
+    died in Airflow's DAG sync with a raw UniqueViolation. ``flock`` is released by the kernel when
+    the holder exits, however it exits, so a killed run leaves no stale lock; the pid written into
+    the file only names the holder. The descriptor is inheritable: ``make up`` execs ``airflow
+    standalone``, which keeps the lock for as long as it runs.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLocked(path, holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.set_inheritable(fd, True)
+    return fd
 
 
 def airflow_env() -> dict[str, str]:
@@ -290,6 +327,14 @@ def main() -> int:
     p.add_argument("--queue", default="default", help="the Celery queue the tasks go to and the workers serve")
     sub.add_parser("env")
     args = parser.parse_args()
+    if args.command in ("run", "up", "celery"):
+        from codepairs import settings
+
+        try:
+            take_run_lock(settings.data_dir())
+        except RunLocked as locked:
+            print(f"codepairs: {locked}", file=sys.stderr)
+            return 3
     if args.command == "run":
         return run([r for r in args.repos.split(",") if r.strip()], args.out)
     if args.command == "up":
