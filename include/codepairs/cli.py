@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from codepairs import pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
@@ -208,10 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     except CodepairsError as err:
         print(visible(f"codepairs: error: {err}"), file=sys.stderr)
         return 1
-    except OperationalError as err:
+    except Exception as err:  # the database gone or the disk full: one line, no traceback; anything else raises
         where = store.redact(args.database_url) if args.database_url else "the configured database"
-        reason = str(err.orig).strip().splitlines()[0] if err.orig else type(err).__name__
-        print(f"codepairs: error: cannot use {where}: {reason}", file=sys.stderr)
+        line = store.lost_resource(err, where)
+        if line is None:
+            raise
+        print(visible(f"codepairs: error: {line}"), file=sys.stderr)
         return 2
 
 
