@@ -65,3 +65,21 @@ def test_the_lock_goes_with_its_holder_however_it_ends(tmp_path: Path) -> None:
             airflow_local.take_run_lock(tmp_path)  # a second descriptor of the same process is refused too
     finally:
         os.close(fd)
+
+
+def test_the_execution_api_thread_of_dag_test_is_stopped_before_exit() -> None:
+    """The cause of the exit-134 abort: dag.test's execution API thread alive (and logging) at shutdown.
+    It is stopped even while a client still holds its transport, as the run's clients do."""
+    import threading
+
+    from airflow.sdk.execution_time.supervisor import in_process_api_server
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import airflow_local
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    held = in_process_api_server().transport  # noqa: F841 (a client's reference)
+    assert airflow_local.EXECUTION_API_THREAD in {t.name for t in threading.enumerate()}
+    airflow_local.stop_execution_api()
+    assert airflow_local.EXECUTION_API_THREAD not in {t.name for t in threading.enumerate()}
