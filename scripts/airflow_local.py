@@ -16,18 +16,57 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import fcntl
 import json
 import logging
 import os
 import secrets
 import shlex
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCK_FILE = "run.lock"  # under the data dir: one Airflow on its embedded database at a time
+
+
+class RunLocked(Exception):
+    """Another ``make run``, ``make up`` or ``make celery`` holds the data dir's lock."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"another codepairs run holds {path} (pid {holder})")
+
+
+def take_run_lock(data_dir: Path) -> int:
+    """Lock ``<data dir>/run.lock`` for this process (and what it execs) or raise ``RunLocked`` at once.
+
+    Two Airflows on one metadata database collide: the second ``make run`` a second after the first
+    died in Airflow's DAG sync with a raw UniqueViolation. ``flock`` is released by the kernel when
+    the holder exits, however it exits, so a killed run leaves no stale lock; the pid written into
+    the file only names the holder. The descriptor is inheritable: ``make up`` execs ``airflow
+    standalone``, which keeps the lock for as long as it runs.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise RunLocked(path, holder) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.set_inheritable(fd, True)
+    return fd
 
 
 def airflow_env() -> dict[str, str]:
@@ -90,29 +129,87 @@ def run(repos: list[str], out_dir: str | None) -> int:
         print(f"REPOS: {note}", flush=True)
     started = datetime.now(UTC)
     log_path = Path(env["AIRFLOW_HOME"]) / f"run-{started:%Y%m%dT%H%M%S}.log"
-    with _quiet(log_path) as say:
-        say(f"Airflow metadata: {store_redacted(env.get('AIRFLOW__DATABASE__SQL_ALCHEMY_CONN', 'configured'))}")
-        say(f"task logs: {log_path}")
-        migrate_airflow()
-        from airflow.dag_processing.dagbag import DagBag
+    try:
+        with _quiet(log_path) as say:
+            try:
+                if not run_dags(say, log_path, repos, out_dir):
+                    return 1
+            finally:
+                stop_execution_api()  # while what its thread still logs goes to the log file
+        from codepairs import report, store
 
-        bag = DagBag(dag_folder=str(ROOT / "dags"))
-        if bag.import_errors:
-            say(f"DAG import errors: {bag.import_errors}")
-            return 1
-        crawl_conf = {"repos": repos} if repos else {}
-        for dag_id, conf in (("codepairs_crawl", crawl_conf), ("codepairs_build", {"out_dir": out_dir})):
-            t0 = time.monotonic()
-            say(f"{dag_id}: running through Airflow (dag.test) …")
-            state = str(getattr(bag.get_dag(dag_id).test(run_conf=conf), "state", "unknown"))
-            say(f"{dag_id}: {state} in {time.monotonic() - t0:.1f}s")
-            if state != "success":
-                say(f"see {log_path} for the failed task's log")
-                return 1
-    from codepairs import report, store
-
-    print(report.format_summary(report.summary(store.get_engine(), since=started)))
+        print(report.format_summary(report.summary(store.get_engine(), since=started)))
+    except Exception as err:  # the database gone or the disk full: one line here, the traceback in the log
+        line = lost_resource_line(err)
+        if line is None:
+            raise
+        with contextlib.suppress(OSError), log_path.open("a") as log:
+            traceback.print_exc(file=log)
+        print(f"{line}; Airflow's log: {log_path}", file=sys.stderr, flush=True)
+        return 2
     return 0
+
+
+def run_dags(say: Callable[[str], None], log_path: Path, repos: list[str], out_dir: str | None) -> bool:
+    """Both DAGs, one after the other, through ``dag.test()``; False (said on the terminal) if one failed."""
+    env = os.environ
+    say(f"Airflow metadata: {store_redacted(env.get('AIRFLOW__DATABASE__SQL_ALCHEMY_CONN', 'configured'))}")
+    say(f"task logs: {log_path}")
+    migrate_airflow()
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    if bag.import_errors:
+        say(f"DAG import errors: {bag.import_errors}")
+        return False
+    crawl_conf = {"repos": repos} if repos else {}
+    for dag_id, conf in (("codepairs_crawl", crawl_conf), ("codepairs_build", {"out_dir": out_dir})):
+        t0 = time.monotonic()
+        say(f"{dag_id}: running through Airflow (dag.test) …")
+        state = str(getattr(bag.get_dag(dag_id).test(run_conf=conf), "state", "unknown"))
+        say(f"{dag_id}: {state} in {time.monotonic() - t0:.1f}s")
+        if state != "success":
+            say(f"see {log_path} for the failed task's log")
+            return False
+    return True
+
+
+EXECUTION_API_THREAD = "InProcessExecutionAPI-loop"
+
+
+def stop_execution_api() -> None:
+    """Stop the execution API that ``dag.test()`` serves from a daemon thread, and wait for the thread.
+
+    The cause of "Fatal Python error: _enter_buffered_busy … Aborted" (exit 134) after the database
+    died under a run: Airflow caches that server (``InProcessExecutionAPI``, its event loop on the
+    daemon thread ``InProcessExecutionAPI-loop``) for the life of the process, so the thread was still
+    running, logging the database errors of its requests, when the interpreter shut down; a daemon
+    thread inside a write to stdout or stderr at that moment makes Python abort. Dropping the cached
+    server lets Airflow's own finalizer close its lifespan, stop the loop and join the thread.
+    """
+    import weakref
+
+    supervisor = sys.modules.get("airflow.sdk.execution_time.supervisor")
+    if supervisor is None:  # no dag.test ran
+        return
+    supervisor.in_process_api_server.cache_clear()
+    # Clients of the run still hold the server's transport, so its finalizer would wait for the
+    # interpreter's exit: call it now (it closes the lifespan, stops the loop, joins the thread).
+    for finalizer in list(getattr(weakref.finalize, "_registry", {})):
+        info = finalizer.peek()
+        if info is not None and getattr(info[1], "__name__", "") == "_shutdown_loop":
+            finalizer()
+    for thread in threading.enumerate():
+        if thread.name == EXECUTION_API_THREAD:
+            thread.join(timeout=10)
+
+
+def lost_resource_line(err: BaseException) -> str | None:
+    """``codepairs: error: …`` when ``err`` is the database gone or the disk full (see ``store.lost_resource``)."""
+    from codepairs import store
+
+    line = store.lost_resource(err, "the database")
+    return f"codepairs: error: {line}" if line else None
 
 
 def store_redacted(url: str) -> str:
@@ -290,12 +387,27 @@ def main() -> int:
     p.add_argument("--queue", default="default", help="the Celery queue the tasks go to and the workers serve")
     sub.add_parser("env")
     args = parser.parse_args()
-    if args.command == "run":
-        return run([r for r in args.repos.split(",") if r.strip()], args.out)
-    if args.command == "up":
-        return up(args.port)
-    if args.command == "celery":
-        return celery(args.port, args.workers, args.concurrency, args.queue)
+    if args.command in ("run", "up", "celery"):
+        from codepairs import settings
+
+        try:
+            take_run_lock(settings.data_dir())
+        except RunLocked as locked:
+            print(f"codepairs: {locked}", file=sys.stderr)
+            return 3
+    try:
+        if args.command == "run":
+            return run([r for r in args.repos.split(",") if r.strip()], args.out)
+        if args.command == "up":
+            return up(args.port)
+        if args.command == "celery":
+            return celery(args.port, args.workers, args.concurrency, args.queue)
+    except Exception as err:  # e.g. migrating Airflow's schema on a database that went away
+        line = lost_resource_line(err)
+        if line is None:
+            raise
+        print(line, file=sys.stderr, flush=True)
+        return 2
     for key, value in airflow_env().items():
         print(f"export {key}={shlex.quote(value)}")
     return 0

@@ -339,11 +339,11 @@ class FakeGithub:
             key = "updated_at" if query.get("sort") == "updated" else "created_at"
             items = sorted(
                 items,
-                key=lambda i: (i[key], i.get("number", i.get("id"))),
+                key=lambda i: (i.get(key, ""), i.get("number", i.get("id"))),  # a malformed record too
                 reverse=query.get("direction", "desc") == "desc",
             )
             if "since" in query:
-                items = [i for i in items if i["updated_at"] >= query["since"]]
+                items = [i for i in items if i.get("updated_at", "") >= query["since"]]
             if query.get("state") not in (None, "all"):
                 items = [i for i in items if i.get("state") == query["state"]]
         per_page = min(int(query.get("per_page", 30)), self.per_page_max)

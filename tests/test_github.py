@@ -413,3 +413,67 @@ def test_normalised_records_keep_what_matters() -> None:
     record = github_crawl.normalize_issue(item)
     assert record["labels"] == ["a", "bug"] and record["body"] == "" and record["author"] == "u"
     assert github_crawl.record_digest(record) == github_crawl.record_digest(json.loads(json.dumps(record)))
+
+
+@pytest.mark.parametrize(
+    ("listing", "number", "missing", "object_id", "table_name"),
+    [
+        ("comments", 102, "html_url", "review_comments/102", "gh_review_comments"),
+        ("issues", 4, "title", "issues/4", "gh_issues"),
+        ("issues", 5, "user", "issues/5", "gh_issues"),
+        ("pulls", 14, "merged_at", "pulls/14", "gh_pulls"),
+        ("pulls", 13, "updated_at", "pulls/13", "gh_pulls"),
+    ],
+)
+def test_a_record_missing_a_field_is_a_recorded_skip_and_the_rest_is_gated(
+    engine, mirrors, fake, local_repo, listing, number, missing, object_id, table_name
+) -> None:
+    repo, _ = build_demo(fake)
+    del getattr(repo, listing)[number][missing]
+    state = run(engine, local_repo)
+    assert state["github_crawl"]["status"] == "crawled" and state["github_gate"]["success"]
+    rows = table(engine, "SELECT object_id, reason, detail FROM skips WHERE stage = 'github' AND reason <> 'gone'")
+    assert [(o, r) for o, r, _ in rows] == [(object_id, "malformed_record")]
+    assert f"without {missing}" in rows[0][2] and f"/{number}" in rows[0][2]
+    expected = {"gh_review_comments": 3, "gh_issues": 9, "gh_pulls": 6}[table_name]
+    assert table(engine, f"SELECT count(*) FROM {table_name}") == [(expected,)]
+    assert state["github_crawl"]["skipped"]["malformed_record"] == 1
+    # The next run reads the same record again and neither stores it nor records it twice.
+    assert "github_error" not in run(engine, local_repo)
+    assert len(table(engine, "SELECT 1 FROM skips WHERE reason = 'malformed_record'")) == 1
+
+
+def test_a_malformed_record_sent_complete_later_is_stored_and_loses_its_skip(engine, mirrors, fake, local_repo) -> None:
+    repo, _ = build_demo(fake)
+    del repo.comments[102]["html_url"]
+    run(engine, local_repo)
+    assert table(engine, "SELECT detail FROM skips WHERE reason = 'malformed_record'") == [
+        (f"review_comments record without html_url: /repos/{FULL_NAME}/pulls/comments/102",)
+    ]
+    repo.comments[102] |= {"html_url": f"https://github.com/{FULL_NAME}/pull/11#discussion_r102", "updated_at": ts(80)}
+    state = run(engine, local_repo)
+    assert state["github_gate"]["success"]
+    assert table(engine, "SELECT count(*) FROM skips WHERE reason = 'malformed_record'") == [(0,)]
+    assert table(engine, "SELECT count(*) FROM gh_review_comments WHERE comment_id = 102") == [(1,)]
+
+
+def test_record_fault_names_the_first_missing_or_misshapen_field() -> None:
+    pull = {k: None for k in github_crawl.REQUIRED["pulls"]} | {
+        "number": 3,
+        "title": "t",
+        "state": "open",
+        "created_at": "2025-01-01T00:00:00Z",
+        "updated_at": "2025-01-01T00:00:00Z",
+        "html_url": "https://github.com/o/r/pull/3",
+        "base": {},
+        "head": {},
+    }
+    assert github_crawl.record_fault("pulls", pull) is None  # null user, merged_at, merge_commit_sha: allowed
+    assert github_crawl.record_fault("pulls", pull | {"updated_at": "yesterday"}) == "with updated_at 'yesterday'"
+    assert github_crawl.record_fault("pulls", pull | {"number": "3"}) == "with number '3'"
+    assert (
+        github_crawl.record_fault("pulls", {k: v for k, v in pull.items() if k != "merged_at"}) == "without merged_at"
+    )
+    assert github_crawl.record_fault("issues", {"number": 3, "updated_at": "x", "pull_request": {}}) is not None
+    assert github_crawl.record_fault("issues", [1]) == "not an object but list"
+    assert github_crawl.record_key("issues", {"title": "no number"}).startswith("issues/sha256:")

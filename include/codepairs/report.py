@@ -12,6 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from codepairs.terminal import visible
+
 
 def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
     """Totals of the runs started since ``since`` (all runs if None) and of what is stored."""
@@ -101,6 +103,8 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    """The summary as text for a terminal; names and reasons from crawled data with their control
+    characters shown as ``\\xNN`` (see ``codepairs.terminal``)."""
     lines = ["codepairs summary", "", "repositories:"]
     for r in s["repositories"]:
         state = f"skipped ({r['skip_reason']})" if r["status"] == "skipped" else r["status"]
@@ -133,4 +137,4 @@ def format_summary(s: dict[str, Any]) -> str:
             f"manifest      : {e['out_dir']}/manifest.json "
             f"({e['rows']} pairs in {e['files']} files, sha256 {e['export_id'][:16]}…)",
         ]
-    return "\n".join(lines)
+    return visible("\n".join(lines))

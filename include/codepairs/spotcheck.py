@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from codepairs import ledger, settings
+from codepairs.terminal import visible
 
 SIZE = 12  # pairs per stage run
 RESPONSE_LINES = 60  # of each response, in the Markdown file
@@ -79,6 +80,8 @@ def save(engine: Engine, stage: str, run_id: str, size: int = SIZE) -> Path | No
 
 
 def render(stage: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """The Markdown a person reads; control characters from crawled text shown as ``\\xNN``, never raw
+    (a terminal escape in a commit would act on the terminal the file is read in)."""
     lines = [f"# Spot check: {stage}, run {run_id}", "", f"{len(rows)} pairs drawn at random from this run.", ""]
     for i, r in enumerate(rows, 1):
         decided = {k: v for k, v in r.items() if k not in ("pair_id", "instruction", "response", "features")}
@@ -92,7 +95,7 @@ def render(stage: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
                 "</details>",
                 "",
             ]
-        response = (r.get("response") or "").splitlines()
+        response = visible(r.get("response") or "").splitlines()  # before splitlines: it splits on \x1c, \x85 …
         more = f"\n… {len(response) - RESPONSE_LINES} more lines" if len(response) > RESPONSE_LINES else ""
         lines += [
             "**Instruction**",
@@ -108,4 +111,4 @@ def render(stage: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> str:
             "```",
             "",
         ]
-    return "\n".join(lines)
+    return visible("\n".join(lines))

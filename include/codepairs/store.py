@@ -10,6 +10,7 @@ stops it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import warnings
@@ -282,3 +283,37 @@ def keyset_pair_ids(engine: Engine, size: int) -> Iterator[list[str]]:
             return
         after = ids[-1]
         yield list(ids)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+LOST_SQLSTATE_CLASSES = ("08", "53")  # connection exception; insufficient resources (disk full, out of memory)
+LOST = ("57P01", "57P02", "57P03")  # the server shut down (by an admin, a crash) or is starting
+
+
+def lost_resource(err: BaseException, where: str) -> str | None:
+    """One line saying what went away when ``err`` is the loss of the database or of disk space, else None.
+
+    Neither is a bug to show a traceback for, and neither is fixed by the data: the database server
+    stopped or cannot be reached (psycopg's or SQLAlchemy's OperationalError; a COPY raises psycopg's
+    own), or a disk is full (OSError ENOSPC, or Postgres' DiskFull). What was committed before stays;
+    the next run resumes from it. ``where`` names the database (its URL without the password).
+    """
+    import psycopg
+
+    if isinstance(err, OSError) and err.errno in DISK_FULL:
+        target = f" writing {err.filename}" if err.filename else ""
+        return f"no space left on device{target}: free some space, then run again (what was committed is kept)"
+    cause = getattr(err, "orig", None) or err
+    connection_error = isinstance(err, (sa.exc.OperationalError, sa.exc.InterfaceError)) or isinstance(
+        cause, (psycopg.OperationalError, psycopg.InterfaceError)
+    )
+    # Of those, the server's own answers that are not about the connection (a deadlock, a cancelled
+    # statement) stay errors with their traceback; no SQLSTATE means no answer from the server at all.
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)  # psycopg 3, psycopg2
+    if not connection_error or not (sqlstate is None or sqlstate[:2] in LOST_SQLSTATE_CLASSES or sqlstate in LOST):
+        return None
+    lines = str(cause).strip().splitlines()
+    reason = lines[0] if lines else type(cause).__name__
+    if isinstance(cause, psycopg.errors.DiskFull) or "No space left on device" in str(cause):
+        return f"the database {where} has no space left on its disk ({reason}): free some space, then run again"
+    return f"cannot use {where}: {reason} (is its server running? what was committed is kept)"

@@ -157,6 +157,74 @@ def normalize_review_comment(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+MALFORMED = "malformed_record"
+# What GitHub always sends in a listed record and the crawl, its gate or its pairs rely on. A record
+# without one is a recorded skip of that record alone, never a gate refusing the whole listing.
+# NULLABLE keys may hold null (a deleted account's user, an unmerged PR's merged_at) but must be there:
+# a pull without ``merged_at`` could not be told from an unmerged one.
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "issues": ("number", "title", "state", "user", "created_at", "updated_at", "html_url"),
+    "pulls": (
+        "number",
+        "title",
+        "state",
+        "user",
+        "created_at",
+        "updated_at",
+        "html_url",
+        "merged_at",
+        "merge_commit_sha",
+        "base",
+        "head",
+    ),
+    "review_comments": ("id", "pull_request_url", "user", "created_at", "updated_at", "html_url", "original_commit_id"),
+}
+LISTED_PULL_REQUIRED = ("number", "updated_at")  # a PR in the /issues listing: skipped there, read from /pulls
+NULLABLE = frozenset({"user", "merged_at", "merge_commit_sha"})
+API_PATH = {"issues": "issues", "pulls": "pulls", "review_comments": "pulls/comments"}
+
+
+def _bad_value(key: str, value: Any) -> bool:
+    """A value of the wrong shape for its key (a timestamp that does not parse, a number that is text)."""
+    if value is None:
+        return key not in NULLABLE
+    if key in ("number", "id"):
+        return not isinstance(value, int) or isinstance(value, bool)
+    if key.endswith("_at"):
+        try:
+            return not isinstance(value, str) or parse_ts(value) is None
+        except ValueError:
+            return True
+    if key in ("html_url", "pull_request_url"):
+        return not isinstance(value, str) or not value.startswith(("https://", "http://"))
+    if key in ("base", "head", "user"):
+        return not isinstance(value, dict)
+    return key in ("title", "state", "original_commit_id", "merge_commit_sha") and not isinstance(value, str)
+
+
+def record_fault(resource: str, item: Any) -> str | None:
+    """What makes a listed record unusable (``without html_url``, ``with updated_at 'x'``), or None."""
+    if not isinstance(item, dict):
+        return f"not an object but {type(item).__name__}"
+    required = LISTED_PULL_REQUIRED if resource == "issues" and "pull_request" in item else REQUIRED[resource]
+    for key in required:
+        if key not in item:
+            return f"without {key}"
+        if _bad_value(key, item[key]):
+            return f"with {key} {str(item[key])[:60]!r}"
+    if resource == "review_comments" and not str(item["pull_request_url"]).rstrip("/").rsplit("/", 1)[-1].isdigit():
+        return f"with pull_request_url {str(item['pull_request_url'])[:80]!r}"
+    return None
+
+
+def record_key(resource: str, item: Any) -> str:
+    """The object id of a listed record, as the gate keys it (``issues/4``); a digest when it has no id."""
+    ident = item.get("id" if resource == "review_comments" else "number") if isinstance(item, dict) else None
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        return f"{resource}/{ident}"
+    return f"{resource}/sha256:{hashlib.sha256(canonical_json(item).encode()).hexdigest()[:16]}"
+
+
 def parse_ts(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
@@ -404,6 +472,7 @@ class GithubCrawler:
         floor = max(d for d in (updated_to, parse_ts(self.since)) if d) if (updated_to or self.since) else None
         newest, first_etag = None, None
         progress = Progress(log, f"github {self.full_name} {resource}", None, "records")  # GitHub gives no total
+        malformed = self._skipped_objects(f"{resource}/")  # records skipped as malformed by earlier runs
         try:
             for i, page in enumerate(self.client.pages(url, {"sort": "updated", "direction": "desc", **params}, etag)):
                 if page.status == 304:
@@ -411,18 +480,43 @@ class GithubCrawler:
                     return
                 if i == 0:
                     first_etag = page.etag
-                items = [it for it in page.items if floor is None or parse_ts(it["updated_at"]) >= floor]
+                good = self.well_formed(resource, page.items, malformed)
+                items = [it for it in good if floor is None or parse_ts(it["updated_at"]) >= floor]
                 if items:
                     newest = newest or parse_ts(items[0]["updated_at"])  # newest first: the first item seen
                     write_page(items)
                     progress.advance(len(items))
-                if len(items) < len(page.items):  # reached what the last complete listing stored
+                if len(items) < len(good):  # reached what the last complete listing stored
                     break
         except GithubGone as gone:  # e.g. 410 for /issues when the repository has issues turned off
             self.skip(resource, gone.reason, f"HTTP {gone.status}: {gone.detail}")
             return
         progress.finish()
         self._save_cursor(resource, newest, first_etag, full)
+
+    def well_formed(self, resource: str, items: list[Any], malformed: set[str]) -> list[dict[str, Any]]:
+        """The records of a page that carry what GitHub always sends; each other one is a recorded skip
+        naming the missing field and the record. A record skipped before that comes complete now
+        loses its skip."""
+        good, fixed = [], []
+        for item in items:
+            key, fault = record_key(resource, item), record_fault(resource, item)
+            if fault is None:
+                good.append(item)
+                if key in malformed:
+                    fixed.append(key)
+                continue
+            ident = key.split("/", 1)[1]
+            where = (item.get("html_url") or item.get("url")) if isinstance(item, dict) else None
+            self.skip(
+                key, MALFORMED, f"{resource} record {fault}: {where or f'{self.base}/{API_PATH[resource]}/{ident}'}"
+            )
+            malformed.add(key)
+        if fixed:
+            with self.engine.begin() as conn:
+                ledger.clear_skips(conn, STAGE, self.repo_id, fixed)
+            malformed.difference_update(fixed)
+        return good
 
     def issues(self) -> None:
         def write(items: list[dict[str, Any]]) -> None:
@@ -558,7 +652,8 @@ class GithubCrawler:
             for p in pulls
             for n, method, evidence in github_links.keyword_links(p, self.names, self.web_host)
         ]
-        known = {int(o.split("/")[1]) for o in self._skipped_objects("issue/")}
+        skipped = self._skipped_objects("issue/") | self._skipped_objects("issues/")  # gone, or listed malformed
+        known = {int(o.split("/")[1]) for o in skipped if o.split("/")[1].isdigit()}
         for number in sorted({n for n, *_ in found} - issues - pull_numbers - known):
             if self._fetch_issue(number):
                 issues.add(number)
@@ -579,8 +674,9 @@ class GithubCrawler:
 
     def _fetch_issue(self, number: int) -> bool:
         """An issue a PR names that no listing returned; False (remembered as a skip) if it is none."""
+        url = f"{self.base}/issues/{number}"
         try:
-            _, item, _ = self.client.get_json(f"{self.base}/issues/{number}")
+            _, item, _ = self.client.get_json(url)
         except GithubGone as gone:
             self.skip(f"issue/{number}", gone.reason, f"HTTP {gone.status}: a PR names it")
             return False
@@ -595,6 +691,9 @@ class GithubCrawler:
             return False
         if "pull_request" in item:
             self.skip(f"issue/{number}", "not_an_issue", "a pull request")
+            return False
+        if (fault := record_fault("issues", item)) is not None:
+            self.skip(f"issue/{number}", MALFORMED, f"issues record {fault}: {item.get('html_url') or url}")
             return False
         self.write_issues([normalize_issue(item)])
         return True
