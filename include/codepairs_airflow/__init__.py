@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+from codepairs import logs
 from codepairs.errors import SourceError, one_line
 from codepairs.sources import identity
 
@@ -84,6 +85,13 @@ def say_why_it_failed(context: Any) -> None:
     log.error("codepairs: %s failed for good: %s", where, one_line(context.get("exception")))
 
 
+def quiet_task_logs(context: Any) -> None:
+    """``on_execute_callback``: runs in the task's own process before its body, so GX's import chatter
+    and the embedded Postgres' and Alembic's lines stay out of the task log (the CLI quiets the same
+    loggers, ``codepairs.logs``)."""
+    logs.quiet_libraries()
+
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "codepairs",
     "retries": 3,
@@ -91,6 +99,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "retry_policy": NO_RETRY_ON_BAD_DATA,
+    "on_execute_callback": quiet_task_logs,
     "on_failure_callback": say_why_it_failed,
 }
 
