@@ -30,7 +30,16 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task, task_group
-from codepairs_airflow import COMMON_DAG_ARGS, GITHUB_POOL, PAIRS_ASSET, REPO_SPEC_SCHEMA, engine, pipeline_config
+from codepairs_airflow import (
+    COMMON_DAG_ARGS,
+    GITHUB_POOL,
+    PAIRS_ASSET,
+    REPO_SPEC_SCHEMA,
+    SELECT_CHOICES,
+    SELECT_FROM_CONFIG,
+    engine,
+    pipeline_config,
+)
 
 MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more repositories share shards
 
@@ -43,8 +52,8 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
     doc_md=__doc__,
     params={
         "repos": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],  # optional: empty means the config's list
             items=REPO_SPEC_SCHEMA,
             title="Repositories",
             description="Local paths, file:// or https clone URLs, or owner/name. Empty: the config's list. "
@@ -67,10 +76,13 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
             description="Newest N commits per branch on a first crawl (empty: whole history).",
         ),
         "select": Param(
-            None,
-            type=["null", "boolean"],
+            SELECT_FROM_CONFIG,
+            type="string",
+            enum=list(SELECT_CHOICES),
+            values_display=SELECT_CHOICES,
             title="Select repositories",
-            description="Licence and activity checks before extracting pairs (empty: the config's select.enabled).",
+            description="Licence and activity checks before extracting pairs: as the config says (select.enabled), "
+            "on, or off.",
         ),
         "batch_size": Param(
             None,

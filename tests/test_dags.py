@@ -158,7 +158,11 @@ def test_gate_failures_are_not_retried(dagbag) -> None:
         ("max_commits", 0, False),
         ("max_commits", "many", False),
         ("batch_size", 1_000_000, False),
-        ("select", False, True),
+        ("repos", None, True),  # empty: the config's list
+        ("select", "config", True),
+        ("select", "on", True),
+        ("select", "off", True),
+        ("select", False, False),  # a checkbox could not say "as the config says"
         ("select", "no", False),
         ("build:min_score", 0.6, True),
         ("build:min_score", 1.5, False),
@@ -190,6 +194,35 @@ def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: b
         with pytest.raises(ParamValidationError):
             params[name] = value
             params.validate()
+
+
+def test_the_crawl_form_agrees_with_itself(dagbag) -> None:
+    """Nothing the form marks required is described as optional, and "Select repositories" shows the
+    config's choice by default instead of a checkbox that reads off while selection is on."""
+    params = dagbag.get_dag("codepairs_crawl").params
+    for name in params:
+        schema = params.get_param(name).schema
+        if "Empty:" in schema.get("description", "") or "(empty:" in schema.get("description", ""):
+            assert "null" in schema["type"], name  # the UI marks a Param required unless null is allowed
+    assert params.get_param("repos").value is None and params.validate()["repos"] is None
+    select = params.get_param("select")
+    assert select.value == "config" and select.schema["enum"] == ["config", "on", "off"]
+    assert set(select.schema["values_display"]) == {"config", "on", "off"}
+
+
+@pytest.mark.parametrize(("choice", "enabled"), [("config", True), (None, True), ("on", True), ("off", False)])
+def test_the_select_choice_reaches_the_config(choice: str | None, enabled: bool, monkeypatch, tmp_path) -> None:
+    from codepairs_airflow import pipeline_config
+
+    shipped = (ROOT / "include" / "config" / "pipeline.yaml").read_text()  # select.enabled: true
+    (tmp_path / "p.yaml").write_text(shipped)
+    monkeypatch.setenv("CODEPAIRS_CONFIG", str(tmp_path / "p.yaml"))
+    assert pipeline_config({"select": choice}).select.enabled is enabled
+    if choice == "config":
+        off = shipped.replace("activity\n  enabled: true", "activity\n  enabled: false")
+        assert off != shipped
+        (tmp_path / "p.yaml").write_text(off)
+        assert pipeline_config({"select": choice}).select.enabled is False
 
 
 @pytest.mark.parametrize("dag_id", ["codepairs_crawl", "codepairs_build"])

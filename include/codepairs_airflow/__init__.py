@@ -38,6 +38,15 @@ REPO_SPEC_SCHEMA: dict[str, str] = {
     f"Airflow connection {GIT_CONN_PREFIX}<host> (github.com: {GIT_CONN_PREFIX}github_com), never in Params",
 }
 
+# The crawl form's "Select repositories": three states, since a checkbox cannot show "as the config says"
+# (it showed off while the config's selection was on). Value -> what the form shows.
+SELECT_FROM_CONFIG = "config"
+SELECT_CHOICES: dict[str, str] = {
+    SELECT_FROM_CONFIG: "As the config says (select.enabled)",
+    "on": "On: licence and activity checks",
+    "off": "Off: keep every repository",
+}
+
 # Pools the DAGs name, created at setup (``make up``/``make run``, docker-compose's init): a task
 # whose pool does not exist is never scheduled, and ``dag.test()`` does not notice.
 GITHUB_POOL = "github_api"
@@ -156,8 +165,9 @@ def pipeline_config(params: dict[str, Any]):
     crawl = {k: params[k] for k in ("max_commits", "batch_size") if params.get(k) is not None}
     if crawl:
         config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl))
-    if params.get("select") is not None:
-        config = dataclasses.replace(config, select=dataclasses.replace(config.select, enabled=params["select"]))
+    if params.get("select") in ("on", "off"):  # "config" (or no value) keeps select.enabled
+        enabled = params["select"] == "on"
+        config = dataclasses.replace(config, select=dataclasses.replace(config.select, enabled=enabled))
     score = {k: params[k] for k in ("min_score", "top_fraction") if params.get(k) is not None}
     if score:
         config = dataclasses.replace(config, score=dataclasses.replace(config.score, **score))
