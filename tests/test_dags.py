@@ -49,7 +49,7 @@ def test_crawl_dag_shape(dagbag) -> None:
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
     assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size", "dry_run"}
     assert sorted(dag.task_ids) == [
-        "fail_if_a_repository_failed",
+        "check_repositories",
         "list_repositories",
         "publish_pairs",
         "repository.crawl_github",
@@ -63,7 +63,7 @@ def test_crawl_dag_shape(dagbag) -> None:
     assert [o.name for o in dag.get_task("publish_pairs").outlets] == ["codepairs_pairs"]
     for task in dag.tasks:
         assert task.owner == "codepairs"
-        assert task.retries == (0 if task.task_id == "fail_if_a_repository_failed" else 3)
+        assert task.retries == (0 if task.task_id == "check_repositories" else 3)
         assert task.retry_exponential_backoff == 2.0
         assert task.max_retry_delay.total_seconds() == 1800
         assert task.retry_policy is not None
@@ -73,6 +73,17 @@ def test_crawl_dag_shape(dagbag) -> None:
         "repository.crawl_github"
     ]
     assert dag.get_task("repository.crawl_github").pool == "github_api"
+    # every mapped task is labelled with its repositories, and the last two run whatever the chains did
+    assert {t.task_id for t in dag.tasks if t.task_id.startswith("repository.")} == {
+        t.task_id for t in dag.tasks if getattr(t, "map_index_template", None) == "{{ repo_label }}"
+    }
+    assert {dag.get_task(t).trigger_rule for t in ("publish_pairs", "check_repositories")} == {"all_done"}
+
+
+@pytest.mark.parametrize("dag_id", ["codepairs_crawl", "codepairs_build"])
+def test_every_dag_has_a_description(dagbag, dag_id: str) -> None:
+    dag = dagbag.get_dag(dag_id)
+    assert dag.description and len(dag.description) < 200 and dag.doc_md
 
 
 def test_every_pool_a_task_names_exists_after_setup(dagbag) -> None:

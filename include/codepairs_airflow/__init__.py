@@ -124,6 +124,66 @@ COMMON_DAG_ARGS: dict[str, Any] = {
 }
 
 
+MAP_LABEL = "{{ repo_label }}"  # every mapped task's map_index_template: its shard's repositories
+
+
+def label_map_index(repositories: list[str] | list[dict[str, Any]]) -> None:
+    """Show this mapped instance in the grid and the API by its shard's repositories (the first, and
+    how many more) instead of 0, 1, …: sets the context key ``MAP_LABEL`` renders, before the task's
+    body runs (a template that errors would fail a task whose body succeeded). The values are
+    credential-free: ``list_repositories`` removed every credential, and a source never carries one."""
+    from airflow.sdk import get_current_context
+
+    names = [r["source"] if isinstance(r, dict) else r for r in repositories]  # a chain state: its source
+    more = f" (+{len(names) - 1})" if len(names) > 1 else ""
+    get_current_context()["repo_label"] = (names[0] + more) if names else "(no repository)"
+
+
+def refuse_unknown_conf() -> None:
+    """Fail at once (ConfigError: no retry) on a run whose conf names a key that is not a Param of its
+    DAG, listing the allowed keys: a misspelt ``{"repo": …}`` would otherwise crawl the config's list."""
+    from airflow.sdk import get_current_context
+    from codepairs.outcome import check_conf_keys
+
+    context = get_current_context()
+    check_conf_keys(context["dag_run"].conf, context["dag"].params.keys())
+
+
+def chain_results(value: Any) -> list[dict[str, Any]]:
+    """The repository chains' results as one list of state dicts. A mapped task group hands its
+    consumer one list per shard, but a single shard's bare list on 3.3.2 (apache/airflow#69036), and
+    nothing when no chain ran."""
+    from collections.abc import Mapping, Sequence
+
+    if not value:
+        return []
+    shards = list(value)
+    if all(isinstance(item, Mapping) for item in shards):  # the bare value of a single expansion
+        return [dict(item) for item in shards]
+    return [dict(state) for shard in shards if isinstance(shard, Sequence) for state in shard]
+
+
+def failed_tasks() -> list[str]:
+    """Each task of this run that failed, a mapped one as ``task[map index] (its repositories)`` from
+    ``list_repositories``' shards, one entry per repository chain, from the states Airflow recorded."""
+    from airflow.sdk import get_current_context
+
+    ti = get_current_context()["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    shards = ti.xcom_pull(task_ids="list_repositories") or []
+    failed: dict[str, str] = {}
+    for key, state in sorted(states.items()):
+        if state != "failed" or key == ti.task_id:
+            continue
+        task_id, _, index = key.rpartition("_")
+        if not (index.isdigit() and task_id):  # not mapped
+            failed.setdefault(key, key)
+            continue
+        shard = shards[int(index)] if int(index) < len(shards) else []
+        failed.setdefault(f"chain {index}", f"{task_id}[{index}] ({', '.join(shard) or '?'})")
+    return list(failed.values())
+
+
 def pipeline_database_url() -> str | None:
     """The Airflow connection ``codepairs_db`` if defined; None lets the library use its default.
 
