@@ -31,6 +31,7 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
     description="Scores, deduplicates and balances the gated pairs, then exports the dataset (Parquet + JSONL, "
     "manifest); runs on the codepairs_pairs Asset.",
     schedule=[PAIRS_ASSET],
+    is_paused_upon_creation=False,  # on: it runs only when a crawl publishes, and a crawl runs only when asked
     dagrun_timeout=pendulum.duration(hours=6),
     **COMMON_DAG_ARGS,
     tags=["codepairs", "build"],

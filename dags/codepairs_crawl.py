@@ -51,6 +51,9 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
     description="Nightly incremental crawl of the repositories (git, then GitHub), gated, into instruction -> code "
     "pairs; publishes the codepairs_pairs Asset when there is something new.",
     schedule="0 2 * * *",
+    # Paused until the user's first trigger (the form's "Unpause on trigger"): unpaused at creation,
+    # `make up`'s first start would crawl last night's slot at once, and build after it, unasked.
+    is_paused_upon_creation=True,
     dagrun_timeout=pendulum.duration(hours=12),
     **COMMON_DAG_ARGS,
     tags=["codepairs", "crawl"],

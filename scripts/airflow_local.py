@@ -149,12 +149,19 @@ def port_env(port: int) -> dict[str, str]:
     }
 
 
+PAUSED_NOTE = (
+    "codepairs_crawl starts paused: trigger it (tick 'Unpause codepairs_crawl on trigger') to crawl now and "
+    "turn on the nightly 02:00 UTC crawl; codepairs_build runs after each crawl that has new pairs."
+)
+
+
 def up(port: int) -> int:
     env = {**airflow_env(), **port_env(port)}
     password = admin_password(Path(env["AIRFLOW_HOME"]))
     os.environ.update(env)
     migrate_airflow()  # standalone would migrate too, but the pools must exist before the scheduler runs
     print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
+    print(PAUSED_NOTE, flush=True)
     os.execvp("airflow", ["airflow", "standalone"])
     return 0
 
@@ -263,6 +270,7 @@ def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
                     ["airflow", *args], env={**env, **worker}, stdout=out, stderr=subprocess.STDOUT
                 )
         print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
+        print(PAUSED_NOTE, flush=True)
         print(f"CeleryExecutor, {workers} workers x {concurrency} on queue {queue!r}; logs: {home}/*.log", flush=True)
         while not stopping and all(p.poll() is None for p in procs.values()):
             time.sleep(1)

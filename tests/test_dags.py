@@ -44,7 +44,7 @@ def test_dag_files_parse_fast_and_touch_no_database(monkeypatch: pytest.MonkeyPa
 def test_crawl_dag_shape(dagbag) -> None:
     dag = dagbag.get_dag("codepairs_crawl")
     assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
-    assert dag.is_paused_upon_creation is False  # the nightly refresh is on by default
+    assert dag.is_paused_upon_creation is True  # no crawl (and no build after it) before the user asks for one
     assert dag.dagrun_timeout.total_seconds() == 12 * 3600
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
     assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size", "dry_run"}

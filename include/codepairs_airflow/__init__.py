@@ -113,10 +113,9 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
-# What both DAGs share: on from the start (the nightly refresh, and the build its Asset triggers),
-# start date, no catchup, one run at a time, owner and retries.
+# What both DAGs share: start date, no catchup, one run at a time, owner and retries. Whether each
+# starts paused is its own (the crawl does, until the user's first trigger; see docs/operations.md).
 COMMON_DAG_ARGS: dict[str, Any] = {
-    "is_paused_upon_creation": False,
     "start_date": datetime(2026, 1, 1, tzinfo=UTC),
     "catchup": False,
     "max_active_runs": 1,
