@@ -282,3 +282,20 @@ def test_ruff_passes_on_the_whole_tree() -> None:
 
     out = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+def test_two_airflows_on_different_ports_serve_logs_on_different_ports() -> None:
+    """Airflow's log servers listen on fixed ports (8793, 8794) unless told: each ``make up PORT=…``
+    derives its own, so two instances do not collide."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import airflow_local
+
+    keys = (
+        "AIRFLOW__API__PORT",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+    )
+    ports = {port: [int(airflow_local.port_env(port)[k]) for k in keys] for port in (8080, 8081, 8090, 9090, 45535)}
+    assert ports[8080] == [8080, 18080, 28080]
+    taken = [p for used in ports.values() for p in used]
+    assert len(taken) == len(set(taken)) and all(1024 <= p <= 65535 for p in taken)
