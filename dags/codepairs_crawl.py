@@ -276,7 +276,7 @@ def codepairs_crawl() -> None:
     def publish_pairs(chains: list) -> dict:
         """
         #### publish_pairs
-        One `codepairs_pairs` Asset event for the whole run, whatever each repository's outcome: it
+        One `codepairs_pairs` Asset event for the whole run, whichever repositories failed: it
         schedules `codepairs_build`. Its `extra` is what the run published: each repository with its
         status, new commits, new GitHub records, new pairs, pairs withdrawn by select, batches. Ends
         **skipped** with the reason when there is nothing new for the build (no new pair and no pair to
