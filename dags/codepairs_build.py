@@ -28,7 +28,10 @@ from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_con
 
 
 @dag(
+    description="Scores, deduplicates and balances the gated pairs, then exports the dataset (Parquet + JSONL, "
+    "manifest); runs on the codepairs_pairs Asset.",
     schedule=[PAIRS_ASSET],
+    is_paused_upon_creation=False,  # on: it runs only when a crawl publishes, and a crawl runs only when asked
     dagrun_timeout=pendulum.duration(hours=6),
     **COMMON_DAG_ARGS,
     tags=["codepairs", "build"],
@@ -102,7 +105,9 @@ def codepairs_build() -> None:
         - **Rerun**: safe: a pair is scored once per rules digest.
         """
         from codepairs import pipeline
+        from codepairs_airflow import refuse_unknown_conf
 
+        refuse_unknown_conf()
         return pipeline.score_pairs(engine(), pipeline_config(params()))
 
     @task

@@ -4,8 +4,9 @@
 Nightly, incremental: for each repository (or shard of repositories, beyond 1024), one mapped chain
 `crawl_repository → validate_commits → crawl_github → validate_github → select_repository →
 extract_pairs → validate_pairs`, then `publish_pairs` updates the `codepairs_pairs` Asset, which schedules
-`codepairs_build`. A failed chain does not hold back the others; `fail_if_a_repository_failed` then
-turns the run red.
+`codepairs_build` (or ends skipped, with the reason, when the run has nothing new for it). A failed chain
+does not hold back the others; `check_repositories` then turns the run red, as it does when no repository
+could be read. Every mapped task is labelled with its repositories.
 
 - **Reads**: the repositories (bare mirrors under `.data/mirrors`, cloned then fetched; never checked
   out, hooks disabled), the watermark table `crawl_state`; for repositories on GitHub, its REST API
@@ -30,21 +31,37 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task, task_group
-from codepairs_airflow import COMMON_DAG_ARGS, GITHUB_POOL, PAIRS_ASSET, REPO_SPEC_SCHEMA, engine, pipeline_config
+from codepairs_airflow import (
+    COMMON_DAG_ARGS,
+    GITHUB_POOL,
+    MAP_LABEL,
+    PAIRS_ASSET,
+    REPO_SPEC_SCHEMA,
+    SELECT_CHOICES,
+    SELECT_FROM_CONFIG,
+    engine,
+    label_map_index,
+    pipeline_config,
+)
 
 MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more repositories share shards
 
 
 @dag(
+    description="Nightly incremental crawl of the repositories (git, then GitHub), gated, into instruction -> code "
+    "pairs; publishes the codepairs_pairs Asset when there is something new.",
     schedule="0 2 * * *",
+    # Paused until the user's first trigger (the form's "Unpause on trigger"): unpaused at creation,
+    # `make up`'s first start would crawl last night's slot at once, and build after it, unasked.
+    is_paused_upon_creation=True,
     dagrun_timeout=pendulum.duration(hours=12),
     **COMMON_DAG_ARGS,
     tags=["codepairs", "crawl"],
     doc_md=__doc__,
     params={
         "repos": Param(
-            [],
-            type="array",
+            None,
+            type=["null", "array"],  # optional: empty means the config's list
             items=REPO_SPEC_SCHEMA,
             title="Repositories",
             description="Local paths, file:// or https clone URLs, or owner/name. Empty: the config's list. "
@@ -67,10 +84,13 @@ MAX_MAP_LENGTH = 1024  # Airflow's default cap on mapped instances: more reposit
             description="Newest N commits per branch on a first crawl (empty: whole history).",
         ),
         "select": Param(
-            None,
-            type=["null", "boolean"],
+            SELECT_FROM_CONFIG,
+            type="string",
+            enum=list(SELECT_CHOICES),
+            values_display=SELECT_CHOICES,
             title="Select repositories",
-            description="Licence and activity checks before extracting pairs (empty: the config's select.enabled).",
+            description="Licence and activity checks before extracting pairs: as the config says (select.enabled), "
+            "on, or off.",
         ),
         "batch_size": Param(
             None,
@@ -105,8 +125,9 @@ def codepairs_crawl() -> None:
         - **Rerun**: safe; it only lists.
         """
         from codepairs import pipeline
-        from codepairs_airflow import github_credentials, without_credentials
+        from codepairs_airflow import github_credentials, refuse_unknown_conf, without_credentials
 
+        refuse_unknown_conf()
         params = get_current_context()["params"]
         config = pipeline_config(params)
         search = params.get("search") or config.select.github_search
@@ -118,8 +139,8 @@ def codepairs_crawl() -> None:
         return pipeline.shard(specs, MAX_MAP_LENGTH)
 
     @task_group
-    def repository(specs: list[str]) -> None:
-        @task(map_index_template="{{ repo_label }}")
+    def repository(specs: list[str]) -> list[dict]:
+        @task(map_index_template=MAP_LABEL)
         def crawl_repository(specs: list[str]) -> list[dict]:
             """
             #### crawl_repository
@@ -137,12 +158,11 @@ def codepairs_crawl() -> None:
             from codepairs import pipeline
             from codepairs_airflow import git_auth
 
-            context = get_current_context()
-            context["repo_label"] = specs[0] + (f" (+{len(specs) - 1})" if len(specs) > 1 else "")
-            config = pipeline_config(context["params"])
+            label_map_index(specs)
+            config = pipeline_config(get_current_context()["params"])
             return [pipeline.crawl_step(engine(), spec, config, auth=git_auth(spec)) for spec in specs]
 
-        @task(pool=GITHUB_POOL)
+        @task(pool=GITHUB_POOL, map_index_template=MAP_LABEL)
         def crawl_github(states: list[dict]) -> list[dict]:
             """
             #### crawl_github
@@ -156,12 +176,13 @@ def codepairs_crawl() -> None:
             - **Rerun**: safe: records are upserted by id and checksum; a rate limit with a distant reset
               reschedules the task for the reset.
             """
+            label_map_index(states)
             from codepairs_airflow import github_step
 
             params = get_current_context()["params"]
             return [github_step(state, params) for state in states]
 
-        @task
+        @task(map_index_template=MAP_LABEL)
         def validate_github(states: list[dict]) -> list[dict]:
             """
             #### validate_github
@@ -172,12 +193,13 @@ def codepairs_crawl() -> None:
             - **Writes**: `gate_results`; marks the batches validated.
             - **Rerun**: fails at once when the data is bad (no retries): fix the data, then clear the task.
             """
+            label_map_index(states)
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
             return [pipeline.validate_github_step(engine(), state, config) for state in states]
 
-        @task
+        @task(map_index_template=MAP_LABEL)
         def validate_commits(states: list[dict]) -> list[dict]:
             """
             #### validate_commits
@@ -188,12 +210,13 @@ def codepairs_crawl() -> None:
             - **Writes**: `gate_results`; marks the batches validated.
             - **Rerun**: fails at once when the data is bad (no retries): fix the data, then clear the task.
             """
+            label_map_index(states)
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
             return [pipeline.validate_commits_step(engine(), state, config) for state in states]
 
-        @task
+        @task(map_index_template=MAP_LABEL)
         def select_repository(states: list[dict]) -> list[dict]:
             """
             #### select_repository
@@ -205,12 +228,13 @@ def codepairs_crawl() -> None:
               line.
             - **Rerun**: safe; the decision is recomputed and replaced.
             """
+            label_map_index(states)
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
             return [pipeline.select_step(engine(), state, config) for state in states]
 
-        @task
+        @task(map_index_template=MAP_LABEL)
         def extract_pairs(states: list[dict]) -> list[dict]:
             """
             #### extract_pairs
@@ -220,12 +244,13 @@ def codepairs_crawl() -> None:
             - **Writes**: `pairs`, `skips` (every reason something gave no pair), `batches`. Progress lines.
             - **Rerun**: safe: one transaction per crawl batch, pairs keyed by content identity.
             """
+            label_map_index(states)
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
             return [pipeline.extract_step(engine(), state, config) for state in states]
 
-        @task
+        @task(map_index_template=MAP_LABEL)
         def validate_pairs(states: list[dict]) -> list[dict]:
             """
             #### validate_pairs
@@ -236,6 +261,7 @@ def codepairs_crawl() -> None:
             - **Writes**: `gate_results`; marks the batches validated.
             - **Rerun**: fails at once when the data is bad (no retries): fix the data, then clear the task.
             """
+            label_map_index(states)
             from codepairs import pipeline
 
             config = pipeline_config(get_current_context()["params"])
@@ -244,38 +270,60 @@ def codepairs_crawl() -> None:
             return states
 
         crawled = validate_github(crawl_github(validate_commits(crawl_repository(specs))))
-        validate_pairs(extract_pairs(select_repository(crawled)))
+        return validate_pairs(extract_pairs(select_repository(crawled)))
 
     @task(outlets=[PAIRS_ASSET], trigger_rule="all_done")
-    def publish_pairs() -> dict:
+    def publish_pairs(chains: list) -> dict:
         """
         #### publish_pairs
-        One `codepairs_pairs` Asset event for the whole run, whatever each repository's outcome: it
-        schedules `codepairs_build`. Skipped on a dry run.
+        One `codepairs_pairs` Asset event for the whole run, whichever repositories failed: it
+        schedules `codepairs_build`. Its `extra` is what the run published: each repository with its
+        status, new commits, new GitHub records, new pairs, pairs withdrawn by select, batches. Ends
+        **skipped** with the reason when there is nothing new for the build (no new pair and no pair to
+        withdraw: every repository missing, rejected, or unchanged), and on a dry run.
 
-        - **Reads**: the pipeline database's counts. **Writes**: the Asset event.
+        - **Reads**: the chains' results; `pairs` (of rejected repositories). **Writes**: the Asset event.
         - **Rerun**: safe; a second event only builds again, which adds nothing.
         """
         from airflow.sdk.exceptions import AirflowSkipException
-        from codepairs import report
+        from codepairs import outcome
+        from codepairs_airflow import chain_results
+
+        context = get_current_context()
+        if context["params"].get("dry_run"):
+            raise AirflowSkipException("dry run: nothing was crawled, so no Asset event")
+        published = outcome.crawl_outcome(engine(), chain_results(chains))
+        reason = outcome.nothing_new(published)
+        if reason:
+            raise AirflowSkipException(reason)
+        context["outlet_events"][PAIRS_ASSET].extra = published
+        return published
+
+    @task(trigger_rule="all_done", retries=0)
+    def check_repositories(chains: list) -> None:
+        """
+        #### check_repositories
+        Green when every repository's chain succeeded; red, with its reason in one line, when a chain
+        failed (a gate, a database outage: each named with its repositories), when there was no
+        repository to crawl, or when none could be read (every path missing, every URL unreachable).
+        It runs after the others were published, so one bad repository holds back none of them.
+
+        - **Reads**: the chains' results and task states. **Writes**: nothing.
+        - **Rerun**: clear the failed chain instead.
+        """
+        from codepairs import outcome
+        from codepairs_airflow import chain_results, failed_tasks
 
         if get_current_context()["params"].get("dry_run"):
-            raise AirflowSkipException("dry run: nothing was crawled, so no Asset event")
-        summary = report.summary(engine())
-        return {k: summary[k] for k in ("commits_stored", "pairs_stored", "skipped_by_reason")}
+            return
+        done = outcome.crawl_outcome(engine(), chain_results(chains))
+        reason = outcome.crawl_verdict(done, failed_tasks())
+        if reason:
+            raise RuntimeError(reason)
 
-    @task(trigger_rule="one_failed", retries=0)
-    def fail_if_a_repository_failed() -> None:
-        """
-        #### fail_if_a_repository_failed
-        Makes the run red when any repository's chain failed (a gate, a database outage), after the
-        others were published. The red task's log ends with its reason in one line.
-
-        - **Reads**, **writes**: nothing. **Rerun**: clear the failed chain instead.
-        """
-        raise RuntimeError("a repository chain failed: open the red task for its one-line reason")
-
-    repository.expand(specs=list_repositories()) >> [publish_pairs(), fail_if_a_repository_failed()]
+    chains = repository.expand(specs=list_repositories())
+    publish_pairs(chains)
+    check_repositories(chains)
 
 
 codepairs_crawl()

@@ -238,12 +238,31 @@ def _quiet(log_path: Path) -> Iterator[Callable[[str], None]]:
             terminal.close()
 
 
+def log_server_ports(port: int) -> tuple[int, int]:
+    """The worker's and the triggerer's log servers' ports, derived from the API server's: Airflow's
+    fixed 8793 and 8794 made a second ``make up`` on another PORT fail to serve its task logs.
+    PORT + 10000 and PORT + 20000, wrapped into the unprivileged range: distinct for every PORT a
+    user picks below 45536, and clear of the other instances' API ports."""
+    low, span = 1024, 65536 - 1024
+    return tuple((port - low + offset) % span + low for offset in (10000, 20000))  # type: ignore[return-value]
+
+
 def port_env(port: int) -> dict[str, str]:
-    """The API server's port, and the execution API's URL on it that task processes report to."""
+    """The API server's port, the execution API's URL on it that task processes report to, and the
+    log servers' ports that go with it."""
+    worker_logs, trigger_logs = log_server_ports(port)
     return {
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://localhost:{port}/execution/",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(worker_logs),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(trigger_logs),
     }
+
+
+PAUSED_NOTE = (
+    "codepairs_crawl starts paused: trigger it (tick 'Unpause codepairs_crawl on trigger') to crawl now and "
+    "turn on the nightly 02:00 UTC crawl; codepairs_build runs after each crawl that has new pairs."
+)
 
 
 def up(port: int) -> int:
@@ -252,6 +271,7 @@ def up(port: int) -> int:
     os.environ.update(env)
     migrate_airflow()  # standalone would migrate too, but the pools must exist before the scheduler runs
     print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
+    print(PAUSED_NOTE, flush=True)
     os.execvp("airflow", ["airflow", "standalone"])
     return 0
 
@@ -360,6 +380,7 @@ def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
                     ["airflow", *args], env={**env, **worker}, stdout=out, stderr=subprocess.STDOUT
                 )
         print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
+        print(PAUSED_NOTE, flush=True)
         print(f"CeleryExecutor, {workers} workers x {concurrency} on queue {queue!r}; logs: {home}/*.log", flush=True)
         while not stopping and all(p.poll() is None for p in procs.values()):
             time.sleep(1)

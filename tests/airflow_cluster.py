@@ -76,6 +76,9 @@ class Airflow:
             time.sleep(2)
 
     def trigger(self, dag_id: str, conf: dict[str, Any]) -> str:
+        """Unpause the DAG (the crawl starts paused; the form's "Unpause on trigger" does the same),
+        then trigger it. Unpausing the crawl also creates its latest missed nightly run."""
+        self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
         return self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:

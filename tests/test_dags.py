@@ -44,12 +44,12 @@ def test_dag_files_parse_fast_and_touch_no_database(monkeypatch: pytest.MonkeyPa
 def test_crawl_dag_shape(dagbag) -> None:
     dag = dagbag.get_dag("codepairs_crawl")
     assert dag.timetable.expression == "0 2 * * *" and dag.catchup is False and dag.max_active_runs == 1
-    assert dag.is_paused_upon_creation is False  # the nightly refresh is on by default
+    assert dag.is_paused_upon_creation is True  # no crawl (and no build after it) before the user asks for one
     assert dag.dagrun_timeout.total_seconds() == 12 * 3600
     assert set(dag.tags) == {"codepairs", "crawl"} and dag.doc_md
     assert set(dag.params.keys()) == {"repos", "search", "max_commits", "select", "batch_size", "dry_run"}
     assert sorted(dag.task_ids) == [
-        "fail_if_a_repository_failed",
+        "check_repositories",
         "list_repositories",
         "publish_pairs",
         "repository.crawl_github",
@@ -63,7 +63,7 @@ def test_crawl_dag_shape(dagbag) -> None:
     assert [o.name for o in dag.get_task("publish_pairs").outlets] == ["codepairs_pairs"]
     for task in dag.tasks:
         assert task.owner == "codepairs"
-        assert task.retries == (0 if task.task_id == "fail_if_a_repository_failed" else 3)
+        assert task.retries == (0 if task.task_id == "check_repositories" else 3)
         assert task.retry_exponential_backoff == 2.0
         assert task.max_retry_delay.total_seconds() == 1800
         assert task.retry_policy is not None
@@ -73,6 +73,17 @@ def test_crawl_dag_shape(dagbag) -> None:
         "repository.crawl_github"
     ]
     assert dag.get_task("repository.crawl_github").pool == "github_api"
+    # every mapped task is labelled with its repositories, and the last two run whatever the chains did
+    assert {t.task_id for t in dag.tasks if t.task_id.startswith("repository.")} == {
+        t.task_id for t in dag.tasks if getattr(t, "map_index_template", None) == "{{ repo_label }}"
+    }
+    assert {dag.get_task(t).trigger_rule for t in ("publish_pairs", "check_repositories")} == {"all_done"}
+
+
+@pytest.mark.parametrize("dag_id", ["codepairs_crawl", "codepairs_build"])
+def test_every_dag_has_a_description(dagbag, dag_id: str) -> None:
+    dag = dagbag.get_dag(dag_id)
+    assert dag.description and len(dag.description) < 200 and dag.doc_md
 
 
 def test_every_pool_a_task_names_exists_after_setup(dagbag) -> None:
@@ -160,7 +171,11 @@ def test_gate_failures_are_not_retried(dagbag) -> None:
         ("max_commits", 0, False),
         ("max_commits", "many", False),
         ("batch_size", 1_000_000, False),
-        ("select", False, True),
+        ("repos", None, True),  # empty: the config's list
+        ("select", "config", True),
+        ("select", "on", True),
+        ("select", "off", True),
+        ("select", False, False),  # a checkbox could not say "as the config says"
         ("select", "no", False),
         ("build:min_score", 0.6, True),
         ("build:min_score", 1.5, False),
@@ -192,6 +207,35 @@ def test_trigger_form_refuses_bad_params(dagbag, name: str, value: object, ok: b
         with pytest.raises(ParamValidationError):
             params[name] = value
             params.validate()
+
+
+def test_the_crawl_form_agrees_with_itself(dagbag) -> None:
+    """Nothing the form marks required is described as optional, and "Select repositories" shows the
+    config's choice by default instead of a checkbox that reads off while selection is on."""
+    params = dagbag.get_dag("codepairs_crawl").params
+    for name in params:
+        schema = params.get_param(name).schema
+        if "Empty:" in schema.get("description", "") or "(empty:" in schema.get("description", ""):
+            assert "null" in schema["type"], name  # the UI marks a Param required unless null is allowed
+    assert params.get_param("repos").value is None and params.validate()["repos"] is None
+    select = params.get_param("select")
+    assert select.value == "config" and select.schema["enum"] == ["config", "on", "off"]
+    assert set(select.schema["values_display"]) == {"config", "on", "off"}
+
+
+@pytest.mark.parametrize(("choice", "enabled"), [("config", True), (None, True), ("on", True), ("off", False)])
+def test_the_select_choice_reaches_the_config(choice: str | None, enabled: bool, monkeypatch, tmp_path) -> None:
+    from codepairs_airflow import pipeline_config
+
+    shipped = (ROOT / "include" / "config" / "pipeline.yaml").read_text()  # select.enabled: true
+    (tmp_path / "p.yaml").write_text(shipped)
+    monkeypatch.setenv("CODEPAIRS_CONFIG", str(tmp_path / "p.yaml"))
+    assert pipeline_config({"select": choice}).select.enabled is enabled
+    if choice == "config":
+        off = shipped.replace("activity\n  enabled: true", "activity\n  enabled: false")
+        assert off != shipped
+        (tmp_path / "p.yaml").write_text(off)
+        assert pipeline_config({"select": choice}).select.enabled is False
 
 
 @pytest.mark.parametrize("dag_id", ["codepairs_crawl", "codepairs_build"])
@@ -240,3 +284,20 @@ def test_ruff_passes_on_the_whole_tree() -> None:
 
     out = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]
+
+
+def test_two_airflows_on_different_ports_serve_logs_on_different_ports() -> None:
+    """Airflow's log servers listen on fixed ports (8793, 8794) unless told: each ``make up PORT=…``
+    derives its own, so two instances do not collide."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import airflow_local
+
+    keys = (
+        "AIRFLOW__API__PORT",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
+    )
+    ports = {port: [int(airflow_local.port_env(port)[k]) for k in keys] for port in (8080, 8081, 8090, 9090, 45535)}
+    assert ports[8080] == [8080, 18080, 28080]
+    taken = [p for used in ports.values() for p in used]
+    assert len(taken) == len(set(taken)) and all(1024 <= p <= 65535 for p in taken)

@@ -107,6 +107,10 @@ def test_a_failed_gate_fails_the_run_and_nothing_reaches_the_export(
         )
         for m in caplog.messages
     )
+    assert (  # and the run's last task names the chain, with its repository
+        "codepairs: check_repositories failed for good: RuntimeError: 1 task(s) failed: "
+        f"repository.validate_commits[0] ({repo.path}) (open the red task for its reason)"
+    ) in caplog.messages
     with engine.connect() as conn:
         failed = conn.execute(sa.text("SELECT suite, failed FROM gate_results WHERE NOT success")).one()
     assert failed[0] == "commits_suite" and any("author_epoch" in f for f in failed[1])

