@@ -105,7 +105,7 @@ def summary(engine: Engine, since: datetime | None = None) -> dict[str, Any]:
 
 def format_summary(s: dict[str, Any]) -> str:
     """The summary as text for a terminal; names and reasons from crawled data with their control
-    characters shown as ``\xNN`` (see ``codepairs.terminal``)."""
+    characters shown as ``\\xNN`` (see ``codepairs.terminal``)."""
     scope = "this run" if s.get("since") else "all runs"  # make run's summary, or codepairs summary's
     lines = ["codepairs summary", "", f"repositories ({scope}):"]
     for r in s["repositories"]:
