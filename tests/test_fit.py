@@ -14,6 +14,7 @@ from codepairs.quality import fit
 from codepairs.quality.features import FEATURES, load_rules, score
 
 SCORING = settings.PROJECT_ROOT / "include" / "config" / "scoring.yaml"
+HAND_SET = "\n".join(ln for ln in SCORING.read_text().splitlines() if not ln.startswith("fitted_weights:")) + "\n"
 
 
 def labelled(n_repos: int = 4, per_repo: int = 60, seed: int = 7) -> list[fit.Labelled]:
@@ -62,7 +63,7 @@ def test_fit_refuses_too_few_repositories() -> None:
 def _rules_with_fitted(tmp_path: Path, weights: dict) -> Path:
     (tmp_path / "score_weights.yaml").write_text(yaml.safe_dump(weights))
     rules = tmp_path / "scoring.yaml"
-    rules.write_text(SCORING.read_text() + "\nfitted_weights: score_weights.yaml\n")
+    rules.write_text(HAND_SET + "\nfitted_weights: score_weights.yaml\n")
     return rules
 
 
@@ -70,7 +71,7 @@ def test_fitted_weights_replace_the_hand_set_ones(tmp_path: Path) -> None:
     result = fit.fit(labelled())
     fit.write_weights(tmp_path / "score_weights.yaml", result, {"sets": ["development"]})
     rules_file = tmp_path / "scoring.yaml"
-    rules_file.write_text(SCORING.read_text() + "\nfitted_weights: score_weights.yaml\n")
+    rules_file.write_text(HAND_SET + "\nfitted_weights: score_weights.yaml\n")
     rules = load_rules(rules_file)
     assert dict(rules.weights) == result.weights and rules.bias == result.bias
     values = dict.fromkeys(FEATURES, 0.0) | {"word_overlap": 1.0}
@@ -96,7 +97,7 @@ def test_bad_fitted_weights_are_refused(tmp_path: Path, document: dict, message:
 
 def test_a_missing_fitted_weights_file_names_itself(tmp_path: Path) -> None:
     rules = tmp_path / "scoring.yaml"
-    rules.write_text(SCORING.read_text() + "\nfitted_weights: nowhere.yaml\n")
+    rules.write_text(HAND_SET + "\nfitted_weights: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"fitted score weights .*nowhere.yaml not found: write it with"):
         load_rules(rules)
 
@@ -121,3 +122,18 @@ def test_fit_score_command_fits_the_development_set_only(tmp_path: Path, capsys)
     assert written["provenance"]["evaluation"]["sha256"] == fit.file_sha256(source)
     text = report.read_text()
     assert "| score | pairs | mean score | judged good |" in text and "fitted on: 240 pairs" in text
+
+
+def test_the_card_shows_the_reliability_table_of_fitted_weights(tmp_path: Path) -> None:
+    result = fit.fit(labelled())
+    fit.write_weights(tmp_path / "score_weights.yaml", result, {"sets": ["development"]})
+    hand = tmp_path / "hand.yaml"
+    hand.write_text(HAND_SET)
+    assert "set by hand" in fit.card_section(hand)
+    rules = tmp_path / "scoring.yaml"
+    rules.write_text(hand.read_text() + "\nfitted_weights: score_weights.yaml\n")
+    section = fit.card_section(rules)
+    assert "on 240 labelled pairs of 4 repositories." in section
+    assert f"ROC AUC {result.out_of_fold['roc_auc']}, calibration error {result.out_of_fold['ece']}" in section
+    first = result.reliability[0]
+    assert f"| {first['bin']} | {first['pairs']} | {first['mean_score']:.2f} | {first['judged_good']:.2f} |" in section

@@ -37,6 +37,7 @@ from codepairs.export import dataset as export
 from codepairs.pairs import checks as pair_checks
 from codepairs.pairs import extract
 from codepairs.quality import checks as score_checks
+from codepairs.quality import fit as score_fit
 from codepairs.quality import score
 from codepairs.quality.features import load_rules
 from codepairs.safety import checks as safety_checks
@@ -336,7 +337,9 @@ def validate_safety(engine: Engine, config: PipelineConfig, balanced: dict[str, 
 
 def export_dataset(engine: Engine, config: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     """The balanced set (sealed by a balance run whose gate passed) to ``out_dir``."""
-    return export.write_export(engine, out_dir, config.export).as_dict()
+    return export.write_export(
+        engine, out_dir, config.export, score_fit.card_section(config.score.rules_path())
+    ).as_dict()
 
 
 def verify_export(out_dir: Path, engine: Engine | None = None) -> dict[str, Any]:
@@ -375,4 +378,4 @@ def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.Expor
     score_step(engine, config)
     dedup_step(engine, config)
     balance_step(engine, config)
-    return export.write_export(engine, out_dir, config.export)
+    return export.write_export(engine, out_dir, config.export, score_fit.card_section(config.score.rules_path()))

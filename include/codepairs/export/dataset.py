@@ -312,11 +312,12 @@ SELECT count(*) FROM balanced bl LEFT JOIN batches b ON b.batch_id = bl.batch_id
 """
 
 
-def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportResult:
+def write_export(engine: Engine, out_dir: Path, config: ExportConfig, calibration: str = "") -> ExportResult:
     """Export the balanced set to ``out_dir`` (an earlier export there is replaced atomically; any other
     content is refused, see ``export_target``): train and validation shards split by repository, a
     dataset card, and the manifest. Refuses a balanced set that was not sealed or did not pass its
-    gate (a build killed during balance): the build must run again."""
+    gate (a build killed during balance): the build must run again. ``calibration``: the score's
+    calibration section for the card (``quality.fit.card_section``)."""
     out_dir = export_target(out_dir)
     with engine.connect() as conn:
         unsealed = conn.execute(sa.text(UNSEALED)).scalar()
@@ -332,7 +333,7 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig) -> ExportR
     remove_stale_partials(out_dir)
     context.collect_context(engine, config)  # a run of its own; what it read stays if the export fails
     with ledger.stage_run(engine, "export") as run:
-        result = _write(engine, out_dir, config, run)
+        result = _write(engine, out_dir, config, run, calibration)
         run.report(result)
     return result
 
@@ -485,7 +486,9 @@ def _stale_partial(folder: Path, out_dir: Path) -> bool:
         os.close(fd)
 
 
-def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.StageRun) -> ExportResult:
+def _write(
+    engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.StageRun, calibration: str = ""
+) -> ExportResult:
     tmp, marker = _make_partial(out_dir)
     try:
         files: list[dict[str, Any]] = []
@@ -516,7 +519,7 @@ def _write(engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.Stag
             dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
             plan = conn.execute(sa.text(CURRENT_PLAN)).scalar()
         card = dataset_card(counts, stats, dedup_figures, plan or {}, config)
-        card += "\n" + card_section(engine)
+        card += "\n" + card_section(engine) + (f"\n{calibration}" if calibration else "")
         (tmp / CARD).write_text(card, encoding="utf-8")
         files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))
         manifest = {

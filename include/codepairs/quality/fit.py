@@ -227,3 +227,25 @@ def report_markdown(result: FitResult, provenance: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def card_section(rules_path: Path) -> str:
+    """The dataset card's section on the score: its reliability table when the weights were fitted
+    (``fitted_weights`` in the scoring rules), else a line saying the weights are set by hand."""
+    raw = yaml.safe_load(rules_path.read_text(encoding="utf-8")) or {}
+    if not isinstance(raw, dict) or not raw.get("fitted_weights"):
+        return "## Score\n\nThe score's weights are set by hand (`scoring.yaml`): it is a ranking, not a probability.\n"
+    fitted = yaml.safe_load((rules_path.parent / str(raw["fitted_weights"])).read_text(encoding="utf-8"))
+    loro = fitted["fit"]["leave_one_repository_out"]
+    return "\n".join(
+        [
+            "## Score",
+            "",
+            f"The score estimates the chance that a pair is judged good against `eval/RUBRIC.md`: weights fitted by "
+            f"`codepairs fit-score` on {fitted['fit']['pairs']} labelled pairs of {fitted['fit']['repositories']} "
+            f"repositories. Leave one repository out: ROC AUC {loro['roc_auc']}, calibration error {loro['ece']}.",
+            "",
+            *reliability_markdown(fitted.get("reliability") or []),
+            "",
+        ]
+    )
