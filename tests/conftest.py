@@ -34,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # commits the other stages' tests use; the tests of select and score turn them on themselves.
     shipped = (ROOT / "include" / "config" / "pipeline.yaml").read_text()
     test_config = (
-        shipped.replace("  min_score: 0.5 ", "  min_score: 0.0 ")
+        shipped.replace("  min_score: 0.6 ", "  min_score: 0.0 ")
         .replace(
             "select:                     # keep a repository only under a permissive licence and with real activity\n"
             "  enabled: true",
