@@ -199,7 +199,7 @@ def test_the_shipped_file_loads(tmp_path) -> None:
     config = load_config(ROOT / "include" / "config" / "pipeline.yaml")
     assert (config.dedup.batch_size, config.score.min_score, config.extract.min_author_date) == (
         50000,
-        0.5,
+        0.6,
         date(1980, 1, 1),
     )
     assert config.repositories == (str(ROOT),)
