@@ -117,7 +117,7 @@ BAD_QUERIES = {
     "/api/summary?q=%1b%5b31m": "query parameter 'q' contains the control character '\\x1b'",
     "/spot-checks?stage=export": "stage must be one of extract, score, dedup, balance; got 'export'",
     "/spot-checks?category=bugfix": "category must be one of '', bug_fix, feature, refactor, ui_component, "
-    "code_review, debugging, docs, tests, performance, build_ci, other; got 'bugfix'",
+    "code_review, debugging, docs, tests, performance, build_ci, style, other; got 'bugfix'",
 }
 
 
