@@ -55,7 +55,12 @@ SHARES = {"bug_fix": 1.0, "feature": 1.0, "ui_component": 1.0}
 
 @pytest.fixture
 def repo(tmp_path: Path) -> GitRepo:
-    r = GitRepo(tmp_path / "shop")
+    return shop_repo(tmp_path / "shop")
+
+
+def shop_repo(path: Path) -> GitRepo:
+    """Fixes, a feature and two UI components: a balanced set with copies and synthetic pairs."""
+    r = GitRepo(path)
     for message, path, text in FIXES:
         r.commit(message, {path: text})
     r.commit(

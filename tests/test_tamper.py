@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from codepairs import cli, pipeline, store
 from codepairs.audit import TamperedError, audit
 from gitrepo import GitRepo
-from test_balance import BADGE, FIXES, PAGER, config
+from test_balance import config, shop_repo
 
 FIRST_PAIR = "(SELECT min(pair_id) FROM balanced WHERE NOT synthetic)"
 FIRST_SYNTHETIC = "(SELECT min(pair_id) FROM balanced WHERE synthetic)"
@@ -25,16 +25,7 @@ FIRST_COMMIT_PAIR = "(SELECT min(bl.pair_id) FROM balanced bl JOIN pairs p USING
 def built(engine, mirrors, tmp_path: Path) -> tuple[GitRepo, Path]:
     """A repository with fixes, a feature and UI components (so the balanced set holds copies and
     synthetic pairs), built and exported once."""
-    repo = GitRepo(tmp_path / "shop")
-    for message, path, text in FIXES:
-        repo.commit(message, {path: text})
-    repo.commit(
-        "Add a timeout option to the HTTP client", {"src/client.py": "def get(url, timeout=10):\n    return url\n"}
-    )
-    repo.commit(
-        "Add the Pager and Badge components to the storefront",
-        {"web/components/Pager.jsx": PAGER, "web/components/Badge.jsx": BADGE},
-    )
+    repo = shop_repo(tmp_path / "shop")
     pipeline.process_repository(engine, str(repo.path), config())
     pipeline.build(engine, tmp_path / "out", config())
     return repo, tmp_path / "out"
