@@ -272,3 +272,35 @@ def test_a_mirror_kept_as_owner_plus_name_slash_repo_is_named_owner_slash_name(t
     for folder, name in (("psf+requests/repo", "psf/requests"), ("plain/repo", "plain"), ("tool", "tool")):
         (tmp_path / folder).mkdir(parents=True)
         assert resolve_source(str(tmp_path / folder)).name == name
+
+
+def test_context_is_scrubbed_like_the_pair_and_a_private_key_never_leaves(engine, mirrors, tmp_path: Path) -> None:
+    """The files before the change go through the rules extract applies to instructions and responses:
+    a token and an e-mail address replaced by placeholders, a file holding a private key left out."""
+    from test_scrub import GITHUB, PRIVATE_KEY
+
+    settings = f'TOKEN = "{GITHUB}"\nOWNER = "jane.doe.dev@gmail.com"\n'
+    notes = "".join(f"# note {i}\n" for i in range(10))  # the change below is far from the key block
+    repo = GitRepo(tmp_path / "r")
+    repo.commit(
+        "Add the settings and the deploy key", {"src/settings.py": settings, "deploy/key.pem": PRIVATE_KEY + notes}
+    )
+    repo.commit(
+        "Read the token from the environment instead",
+        {"src/settings.py": 'import os\nTOKEN = os.environ["TOKEN"]\nOWNER = "jane.doe.dev@gmail.com"\n'},
+    )
+    repo.commit(
+        "Say in the deploy key file where the key is rotated",
+        {"deploy/key.pem": PRIVATE_KEY + notes.replace("# note 9", "# rotated by the deploy job")},
+    )
+    pipeline.process_repository(engine, str(repo.path), PipelineConfig())
+    pipeline.build(engine, tmp_path / "out", PipelineConfig(export=ExportConfig(validation_fraction=0.0)))
+    rows = rows_by_instruction(tmp_path / "out")
+    token = rows["Read the token from the environment instead"]
+    assert token["context"] == [
+        {"path": "src/settings.py", "content": 'TOKEN = "<TOKEN>"\nOWNER = "<EMAIL>"\n', "truncated": False}
+    ]
+    key = rows["Say in the deploy key file where the key is rotated"]  # its diff shows none of the key
+    assert key["context"] == [] and key["context_cut"] == [{"path": "deploy/key.pem", "reason": "private_key"}]
+    text = "".join(f.read_text(encoding="utf-8") for f in (tmp_path / "out").rglob("*.jsonl"))
+    assert GITHUB not in text and "jane.doe.dev@gmail.com" not in text and "PRIVATE KEY" not in text

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from codepairs import ledger
 from codepairs.config import ExportConfig
+from codepairs.safety import scrub
 from codepairs.sources import gitlog
 from codepairs.store import insert_new
 
@@ -65,6 +66,7 @@ class ContextCut(StrEnum):
     NOT_UTF8 = "not_utf8"
     NOT_A_FILE = "not_a_file"  # a submodule, a tree
     UNREADABLE_PATH = "unreadable_path"  # a path cat-file's line protocol cannot carry (a newline)
+    PRIVATE_KEY = "private_key"  # the file holds a private key block: never exported
 
 
 KEPT_PARTLY = {ContextCut.FILE_BOUND, ContextCut.PAIR_BUDGET}
@@ -106,7 +108,7 @@ class Read:
 
 def settings_digest(config: ExportConfig) -> str:
     """The bounds the context was made under: rows made under others are made again."""
-    bounds = {"v": 1, "file": config.context_file_bytes, "pair": config.context_pair_bytes}
+    bounds = {"v": 2, "file": config.context_file_bytes, "pair": config.context_pair_bytes}  # 2: scrubbed
     bounds["after"] = config.context_after
     return hashlib.sha256(ledger.canonical_json(bounds).encode()).hexdigest()[:16]
 
@@ -217,6 +219,10 @@ def read_file(blobs: Blobs, commit: str, path: str, limit: int, budget_cut: bool
     text, problem = cut_text(data, size, limit)
     if problem is not None:
         return Read(None, oid, size, problem)
+    screened = scrub.scrub(text)  # what a pair's instruction and response get at extract: the same rules
+    if screened.private_key:
+        return Read(None, oid, size, ContextCut.PRIVATE_KEY)
+    text = screened.text
     cut = size > limit
     return Read(text, oid, size, (ContextCut.PAIR_BUDGET if budget_cut else ContextCut.FILE_BOUND) if cut else None)
 
