@@ -49,13 +49,13 @@ EXPORT_TAMPERS = {
         "instruction, tests or identity changed",
     ),
     "diff": (
-        "UPDATE commits c SET diff = replace(diff, 'def ', 'def evil_') FROM pairs p "
+        "UPDATE commits c SET diff = diff || 'evil' FROM pairs p "
         f"WHERE p.pair_id = {FIRST_COMMIT_PAIR} AND c.repo_id = p.repo_id AND c.sha = p.commit_sha",
         FIRST_COMMIT_PAIR,
         "response changed",
     ),
     "score": (
-        f"UPDATE pair_scores SET score = 0.999 WHERE pair_id = {FIRST_PAIR}",
+        f"UPDATE pair_scores SET score = CASE WHEN score > 0.5 THEN 0.01 ELSE 0.99 END WHERE pair_id = {FIRST_PAIR}",
         FIRST_PAIR,
         "score, category or features changed",
     ),
@@ -86,7 +86,7 @@ def test_an_edited_row_is_refused_on_the_way_out(engine, built, tmp_path: Path, 
 
 def test_the_balanced_set_edited_after_its_seal_is_refused(engine, built) -> None:
     _, out = built
-    _tamper(engine, f"UPDATE balanced SET category = 'feature' WHERE pair_id = {FIRST_PAIR}")
+    _tamper(engine, f"UPDATE balanced SET category = category || '_edited' WHERE pair_id = {FIRST_PAIR}")
     with pytest.raises(TamperedError, match=r"balanced: batch \S+ \(rows added, removed or changed"):
         pipeline.export_dataset(engine, config(), out)
 
@@ -121,7 +121,8 @@ AUDIT_TAMPERS = {
         ["pairs.row_sha256: {}"],
     ),
     "score": (
-        "UPDATE pair_scores SET category = 'docs' WHERE pair_id = (SELECT min(pair_id) FROM pair_scores)",
+        "UPDATE pair_scores SET category = category || '_edited' "
+        "WHERE pair_id = (SELECT min(pair_id) FROM pair_scores)",
         "SELECT min(pair_id) FROM pair_scores",
         ["pair_scores.row_sha256: {}"],
     ),
