@@ -89,28 +89,38 @@ def balanced_set_problems(conn: Connection) -> list[str]:
     return []
 
 
-# Row checks Postgres does alone: each query returns the key of every row whose checksum differs.
-SQL_ROW_CHECKS: dict[str, str] = {
-    "pairs.row_sha256": f"SELECT pair_id FROM pairs WHERE row_sha256 <> {ledger.sql_text_digest(*ROW_PARTS)}",
+# Row checks Postgres does alone: each query returns the key of every row of its table whose checksum
+# differs.
+SQL_ROW_CHECKS: dict[str, tuple[str, str]] = {
+    "pairs.row_sha256": (
+        "pairs",
+        f"SELECT pair_id FROM pairs WHERE row_sha256 <> {ledger.sql_text_digest(*ROW_PARTS)}",
+    ),
     "pairs.response_sha256": (
-        f"SELECT pair_id FROM pairs WHERE response IS NOT NULL AND {_sql_sha256('response')} <> response_sha256"
+        "pairs",
+        f"SELECT pair_id FROM pairs WHERE response IS NOT NULL AND {_sql_sha256('response')} <> response_sha256",
     ),
     "pairs.response_sha256 (the commit's diff)": (
+        "pairs",
         "SELECT p.pair_id FROM pairs p JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha "
-        f"WHERE p.response IS NULL AND c.diff IS NOT NULL AND {_sql_sha256('c.diff')} <> p.response_sha256"
+        f"WHERE p.response IS NULL AND c.diff IS NOT NULL AND {_sql_sha256('c.diff')} <> p.response_sha256",
     ),
     "commits.diff_sha256": (
-        f"SELECT repo_id || '/' || sha FROM commits WHERE diff IS NOT NULL AND {_sql_sha256('diff')} <> diff_sha256"
+        "commits",
+        f"SELECT repo_id || '/' || sha FROM commits WHERE diff IS NOT NULL AND {_sql_sha256('diff')} <> diff_sha256",
     ),
     "synthetic_pairs.row_sha256": (
-        f"SELECT pair_id FROM synthetic_pairs WHERE row_sha256 <> {ledger.sql_text_digest(*SYNTHETIC_ROW_PARTS)}"
+        "synthetic_pairs",
+        f"SELECT pair_id FROM synthetic_pairs WHERE row_sha256 <> {ledger.sql_text_digest(*SYNTHETIC_ROW_PARTS)}",
     ),
     "synthetic_pairs.response_sha256": (
-        f"SELECT pair_id FROM synthetic_pairs WHERE {_sql_sha256('response')} <> response_sha256"
+        "synthetic_pairs",
+        f"SELECT pair_id FROM synthetic_pairs WHERE {_sql_sha256('response')} <> response_sha256",
     ),
     "gh_pull_details.diff": (
+        "gh_pull_details",
         f"SELECT repo_id || '/' || number FROM gh_pull_details WHERE diff IS NOT NULL "
-        f"AND {_sql_sha256('diff')} <> data->>'diff_sha256'"
+        f"AND {_sql_sha256('diff')} <> data->>'diff_sha256'",
     ),
 }
 
@@ -198,9 +208,9 @@ def audit(engine: Engine) -> AuditReport:
     differs. Memory stays flat: the SQL checks return only keys, the streamed ones hold one row at a time."""
     report = AuditReport()
     with engine.connect() as conn:
-        for name, query in SQL_ROW_CHECKS.items():
+        for name, (table, query) in SQL_ROW_CHECKS.items():
             report.findings += [f"{name}: {key}" for key in conn.execute(sa.text(query)).scalars()]
-            report.rows[name] = _count(conn, query)
+            report.rows[name] = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
         for name, check in STREAMED_ROW_CHECKS.items():
             n = 0
             for r in _stream(conn, check.query):
@@ -220,12 +230,6 @@ def audit(engine: Engine) -> AuditReport:
             report.batches[stage] = n
         report.findings += balanced_set_problems(conn)
     return report
-
-
-def _count(conn: Connection, query: str) -> int:
-    """Rows a SQL check examined: those of its table (the FROM of its query)."""
-    table = query.split(" FROM ", 1)[1].split()[0]
-    return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
 def _stream(conn: Connection, query: str) -> Iterator[Mapping[str, Any]]:

@@ -337,9 +337,7 @@ def validate_safety(engine: Engine, config: PipelineConfig, balanced: dict[str, 
 
 def export_dataset(engine: Engine, config: PipelineConfig, out_dir: Path) -> dict[str, Any]:
     """The balanced set (sealed by a balance run whose gate passed) to ``out_dir``."""
-    return export.write_export(
-        engine, out_dir, config.export, score_fit.card_section(config.score.rules_path())
-    ).as_dict()
+    return _export(engine, config, out_dir).as_dict()
 
 
 def verify_export(out_dir: Path, engine: Engine | None = None) -> dict[str, Any]:
@@ -378,4 +376,9 @@ def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.Expor
     score_step(engine, config)
     dedup_step(engine, config)
     balance_step(engine, config)
+    return _export(engine, config, out_dir)
+
+
+def _export(engine: Engine, config: PipelineConfig, out_dir: Path) -> export.ExportResult:
+    """The export, its card told how far the score reads as a probability."""
     return export.write_export(engine, out_dir, config.export, score_fit.card_section(config.score.rules_path()))
