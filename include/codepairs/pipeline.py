@@ -41,6 +41,7 @@ from codepairs.quality import fit as score_fit
 from codepairs.quality import score
 from codepairs.quality.features import load_rules
 from codepairs.safety import checks as safety_checks
+from codepairs.shards import WHOLE, Shard
 from codepairs.sources import checks as source_checks
 from codepairs.sources import crawl, github_crawl, identity, selection
 
@@ -278,9 +279,10 @@ def process_repository(
 
 
 # The build, one function per DAG task (named as the task), then each stage with its gates in a row.
-def score_pairs(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """Score and classify every gated pair not scored under the current rules, then rank."""
-    result = score.score_pairs(engine, config.score, load_rules(config.score.rules_path()))
+def score_pairs(engine: Engine, config: PipelineConfig, shard: Shard = WHOLE, rank: bool = True) -> dict[str, Any]:
+    """Score and classify every gated pair (of ``shard``) not scored under the current rules, then rank
+    (a mapped task per shard passes ``rank=False`` and the ranking runs once after them)."""
+    result = score.score_pairs(engine, config.score, load_rules(config.score.rules_path()), shard, rank)
     spotcheck.save(engine, "score", result.run_id)
     return result.as_dict()
 
