@@ -140,6 +140,7 @@ def rows(n: int, seed: int = 11) -> Iterator[tuple[tuple, tuple]]:
             None,
             digest,
             "gen-p",
+            "{}",  # redactions: none
         )
         yield commit, pair
 
@@ -148,6 +149,7 @@ def load(url: str, n: int) -> None:
     import sqlalchemy as sa
     from codepairs import ledger, store
     from codepairs.pairs.commits import PAIR_COLUMNS
+    from codepairs.pairs.commits import row_digest as pair_row_digest
 
     commit_columns = (
         "sha",
@@ -187,7 +189,12 @@ def load(url: str, n: int) -> None:
         part = [next(stream) for _ in range(min(chunk, n - start))]
         with engine.begin() as conn:
             store.copy_rows(conn, "commits", ("repo_id", *commit_columns), (("bench", *c) for c, _ in part))
-            store.copy_rows(conn, "pairs", PAIR_COLUMNS, (p for _, p in part))
+            store.copy_rows(
+                conn,
+                "pairs",
+                (*PAIR_COLUMNS, "row_sha256"),
+                ((*p, pair_row_digest(dict(zip(PAIR_COLUMNS, p, strict=True)))) for _, p in part),
+            )
     with engine.begin() as conn:
         conn.execute(sa.text("ANALYZE"))
     engine.dispose()
@@ -195,21 +202,15 @@ def load(url: str, n: int) -> None:
 
 def child_baseline(url: str) -> None:
     """The score stage's reads alone: same batches, same query, nothing computed or written."""
-    import sqlalchemy as sa
     from codepairs import store
     from codepairs.config import ScoreConfig
-    from codepairs.quality.score import PENDING
+    from codepairs.quality.score import pending_pairs
 
     engine, config = store.get_engine(url), ScoreConfig()
     t0, n = time.perf_counter(), 0
     for ids in store.keyset_pair_ids(engine, config.batch_size):
         with engine.connect() as conn:
-            rows = (
-                conn.execution_options(stream_results=True, yield_per=100)
-                .execute(sa.text(PENDING), {"ids": ids, "rules": ""})
-                .mappings()
-            )
-            n += sum(1 for _ in rows)
+            n += sum(1 for _ in pending_pairs(conn, ids, ""))
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": n, "peak_rss_mib": peak_rss_mib()}))
 
 

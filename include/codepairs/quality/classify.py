@@ -118,13 +118,19 @@ def _style(bare: str, stats: DiffStats, rules: ScoringRules) -> Category | None:
 
 def whitespace_only(diff: str) -> bool:
     """Whether the removed and the added lines are the same once whitespace is taken out (re-indenting,
-    trailing spaces, line endings), and there are some."""
-    removed: Counter[str] = Counter()
-    added: Counter[str] = Counter()
-    for line in diff.split("\n"):
-        if line.startswith(("+++ ", "--- ")) or line[:1] not in ("+", "-"):
-            continue
-        (added if line[0] == "+" else removed)["".join(line[1:].split())] += 1
+    trailing spaces, line endings), and there are some.
+
+    Two sides whose counts of non-blank characters differ cannot be the same: most diffs are told
+    apart there, without a key per line."""
+    lines = diff.split("\n")
+    removed_lines = [line for line in lines if line[:1] == "-" and not line.startswith("--- ")]
+    added_lines = [line for line in lines if line[:1] == "+" and not line.startswith("+++ ")]
+    # each line's sign is one non-blank character
+    removed_chars = len("".join("".join(removed_lines).split())) - len(removed_lines)
+    if removed_chars == 0 or removed_chars != len("".join("".join(added_lines).split())) - len(added_lines):
+        return False
+    removed = Counter("".join(line[1:].split()) for line in removed_lines)
+    added = Counter("".join(line[1:].split()) for line in added_lines)
     removed.pop("", None)
     added.pop("", None)
     return bool(removed) and removed == added

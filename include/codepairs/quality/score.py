@@ -9,10 +9,11 @@ one SQL statement over all scores: a minimum score and a per-category top fracti
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +38,18 @@ COLUMNS = tuple(
 )
 # Author history: the author's commits before this one, or the PR author's PRs merged before this one,
 # counted up to AUTHOR_CAP (the feature saturates there; uncapped, a prolific author costs a count
-# over all their commits for each of their commits).
+# over all their commits for each of their commits). A commit's count is the number of the author's
+# first AUTHOR_CAP dates (AUTHOR_DATES, once per author and batch) before its own: the same number as
+# counting its earlier commits up to the cap, without a hundred index entries and rows read per pair
+# (asked for the authors of each chunk of rows streamed that were not asked for before in the batch).
+# The id range beside the id list lets the planner read the batch by the primary key, not every pair.
+AUTHOR_CAP = 100
+STREAM_ROWS = 100  # rows fetched at a time: the diffs held in memory at once
 PENDING = """
 SELECT p.pair_id, p.kind, p.instruction, p.response, p.tests,
        p.lineage->'labels' AS labels,
-       CASE WHEN p.kind = 'commit' THEN
-         (SELECT count(*) FROM (SELECT 1 FROM commits e WHERE e.repo_id = c.repo_id AND e.author_email = c.author_email
-            AND e.author_date < c.author_date AND NOT e.orphaned LIMIT 100) e)
-       ELSE
+       c.repo_id AS author_repo, c.author_email, c.author_date,
+       CASE WHEN p.kind = 'commit' THEN NULL ELSE
          (SELECT count(*) FROM (SELECT 1 FROM gh_pulls q WHERE q.repo_id = p.repo_id
             AND q.data->>'author' = g.data->>'author' AND q.merged_at < g.merged_at LIMIT 100) q)
        END AS author_prior
@@ -52,8 +57,17 @@ FROM gated_pairs p
 LEFT JOIN commits c ON c.repo_id = p.repo_id AND c.sha = p.commit_sha
 LEFT JOIN gh_pulls g ON p.kind <> 'commit' AND g.repo_id = p.repo_id AND g.number = (p.lineage->>'pr')::int
 LEFT JOIN pair_scores s ON s.pair_id = p.pair_id
-WHERE p.pair_id = ANY(:ids) AND (s.pair_id IS NULL OR s.rules_sha256 <> :rules)
+WHERE p.pair_id = ANY(:ids) AND p.pair_id BETWEEN :first AND :last
+  AND (s.pair_id IS NULL OR s.rules_sha256 <> :rules)
 ORDER BY p.pair_id
+"""
+AUTHOR_DATES = """
+SELECT a.repo_id, a.author_email,
+       ARRAY(SELECT e.author_date FROM commits e
+             WHERE e.repo_id = a.repo_id AND e.author_email = a.author_email AND e.author_date IS NOT NULL
+               AND NOT e.orphaned
+             ORDER BY e.author_date LIMIT :cap) AS dates
+FROM unnest(CAST(:repos AS text[]), CAST(:emails AS text[])) AS a(repo_id, author_email)
 """
 # The ranking runs over what export may take: pairs of validated batches, not orphaned, of repositories
 # not rejected, one per duplicate group: the member dedup kept (the richer kind, then the better score),
@@ -173,18 +187,38 @@ def rank_pairs(engine: Engine, config: ScoreConfig) -> tuple[int, int]:
     return int(scored), int(selected)
 
 
+def pending_pairs(conn: Connection, ids: Sequence[str], digest: str) -> Iterator[dict[str, Any]]:
+    """The pairs of ``ids`` (in id order, as ``keyset_pair_ids`` gives them) not scored under
+    ``digest``, streamed in that order, each with what ``features`` reads (``author_prior`` too).
+
+    JIT is off for these reads: Postgres compiled the plan for every batch, which took longer than
+    running it (1.75 s of a 1.8 s batch of 5,000 pairs on PG 15) and changes nothing in the rows."""
+    if not ids:
+        return
+    conn.execute(sa.text("SET LOCAL jit = off"))
+    params = {"ids": list(ids), "first": ids[0], "last": ids[-1], "rules": digest}
+    result = conn.execution_options(stream_results=True, yield_per=STREAM_ROWS).execute(sa.text(PENDING), params)
+    firsts: dict[tuple[str, str], list[Any]] = {}  # (repo, author e-mail) -> their first AUTHOR_CAP dates
+    while chunk := [dict(row) for row in result.mappings().fetchmany(STREAM_ROWS)]:
+        authors = {(p["author_repo"], p["author_email"]) for p in chunk if p["kind"] == "commit"}
+        new = sorted(a for a in authors - firsts.keys() if a[0] is not None and a[1] is not None)
+        if new:
+            query = {"repos": [r for r, _ in new], "emails": [e for _, e in new], "cap": AUTHOR_CAP}
+            firsts.update(((r, e), d) for r, e, d in conn.execute(sa.text(AUTHOR_DATES), query))
+        for pair in chunk:
+            if pair["kind"] == "commit":
+                dates, when = firsts.get((pair["author_repo"], pair["author_email"])), pair["author_date"]
+                pair["author_prior"] = bisect.bisect_left(dates, when) if dates and when is not None else 0
+            yield pair
+
+
 def _score_batch(
     engine: Engine, ids: Sequence[str], rules: ScoringRules, digest: str, result: ScoreResult
 ) -> list[tuple[Any, ...]]:
     """Score the batch's pending pairs as they stream in (only one diff held at a time)."""
     records = []
     with engine.connect() as conn:
-        rows = (
-            conn.execution_options(stream_results=True, yield_per=100)
-            .execute(sa.text(PENDING), {"ids": list(ids), "rules": digest})
-            .mappings()
-        )
-        for row in rows:
+        for row in pending_pairs(conn, ids, digest):
             s = score_one(row, rules)
             check = row_digest(row["pair_id"], s["score"], s["category"], s["confidence"], s["features"])
             records.append(
