@@ -214,6 +214,27 @@ def child_baseline(url: str) -> None:
     print(json.dumps({"seconds": time.perf_counter() - t0, "rows": n, "peak_rss_mib": peak_rss_mib()}))
 
 
+def server_cpu_seconds(engine) -> float:
+    """CPU seconds used so far by the server processes serving this database (user + system, from
+    /proc: the server runs on this machine), so a figure per core counts Postgres' work too. Parallel
+    query workers come and go within a query and are not counted; a connection opened during the run
+    counts from its start, one closed during it is lost (the scoring keeps two open in its pool)."""
+    import os
+
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        pids = conn.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")).scalars()
+        ticks = 0
+        for pid in pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def child_codepairs(url: str) -> None:
     from codepairs import store
     from codepairs.config import ScoreConfig
@@ -222,9 +243,9 @@ def child_codepairs(url: str) -> None:
     from codepairs.quality.features import load_rules
 
     engine, config, rules = store.get_engine(url), ScoreConfig(min_score=0.5), load_rules()
-    t0 = time.perf_counter()
+    server0, cpu0, t0 = server_cpu_seconds(engine), time.process_time(), time.perf_counter()
     result = score.score_pairs(engine, config, rules)
-    t1 = time.perf_counter()
+    t1, cpu1, server1 = time.perf_counter(), time.process_time(), server_cpu_seconds(engine)
     scoring_peak = peak_rss_mib()  # before the gate, whose GX runs add their own
     score_checks.validate_scores(engine, result.run_id, score.rules_digest(rules))
     t2 = time.perf_counter()
@@ -232,6 +253,8 @@ def child_codepairs(url: str) -> None:
         json.dumps(
             {
                 "seconds": t1 - t0,
+                "cpu_seconds": cpu1 - cpu0,
+                "server_cpu_seconds": server1 - server0,
                 "gate_seconds": t2 - t1,
                 "rows": result.pairs_scored,
                 "selected": result.selected,
@@ -267,6 +290,11 @@ def main() -> int:
     print(
         f"{'score + classify + write':<26} {ours['seconds']:>8.1f} {args.pairs / ours['seconds']:>8.0f} "
         f"{ours['peak_rss_mib']:>6.0f}MiB"
+    )
+    cpu = ours["cpu_seconds"] + ours["server_cpu_seconds"]
+    print(
+        f"scoring used {ours['cpu_seconds']:.1f} s of CPU here and {ours['server_cpu_seconds']:.1f} s in Postgres: "
+        f"{args.pairs / cpu:.0f} pairs per CPU second"
     )
     print(
         f"score gate: {ours['gate_seconds']:.1f} s, peak RSS with it {ours['peak_rss_with_gate_mib']:.0f} MiB; "
