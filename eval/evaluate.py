@@ -109,8 +109,11 @@ def find_clone(url: str, clones_dir: Path | None, explicit: dict[str, str]) -> P
     raise SystemExit(f"no local clone of {url}: pass --clones-dir or --clone {url}=PATH")
 
 
-def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Crawl, gate, extract and score every clone; the outcome of every commit, by (url, sha)."""
+def run_pipeline(
+    database_url: str, clones: dict[str, Path], wanted: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Crawl, gate, extract and score every clone; the outcome of every commit, by (url, sha); for the
+    ``wanted`` (labelled) ones also the category model's inputs."""
     import dataclasses
 
     import sqlalchemy as sa
@@ -125,6 +128,10 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
         # psf/requests, held out here, is a SWE-bench repository: its pairs are judged, not left out
         safety=dataclasses.replace(config.safety, benchmark_repositories=()),
     )  # scores, not repositories
+    from codepairs.quality.classify import category_inputs, classify
+    from codepairs.quality.features import diff_stats, load_rules
+
+    rules = load_rules(config.score.rules_path())
     engine = store.get_engine(database_url)
     repo_ids = {}
     for url, path in clones.items():
@@ -141,12 +148,25 @@ def run_pipeline(database_url: str, clones: dict[str, Path]) -> dict[tuple[str, 
         for r in conn.execute(
             sa.text(
                 "SELECT p.repo_id, p.commit_sha, s.score, s.category, s.confidence, s.category_rule, s.explanation, "
-                "s.selected, s.features, p.lines_added, p.lines_deleted FROM pairs p "
+                "s.selected, s.features, p.lines_added, p.lines_deleted, p.pair_id FROM pairs p "
                 "JOIN pair_scores s ON s.pair_id = p.pair_id WHERE p.kind = 'commit'"
             )
         ).mappings():
             if r["repo_id"] in repo_ids:  # the database may hold other repositories
                 outcome[repo_ids[r["repo_id"]], r["commit_sha"]] = dict(r)
+        # What `codepairs fit-category` fits on, for the labelled pairs only: the hand rules' answer and
+        # the learned model's tokens, computed by the code the score stage runs.
+        ids = {o["pair_id"]: o for key, o in outcome.items() if key in wanted}
+        pending = sa.text(
+            "SELECT pair_id, kind, instruction, response, tests, lineage->'labels' AS labels FROM pair_texts "
+            "WHERE pair_id = ANY(:ids)"
+        )
+        for r in conn.execute(pending, {"ids": list(ids)}).mappings():
+            o = ids[r["pair_id"]]
+            stats = diff_stats(r["response"] or "", r["tests"])
+            rule = classify(r, rules, stats)
+            o["rule_category"] = rule.name
+            o["category_inputs"] = category_inputs(r, rules, stats, o["features"], rule)
         for r in conn.execute(sa.text("SELECT repo_id, object_id, reason FROM skips WHERE stage = 'extract'")):
             if r.repo_id in repo_ids:
                 outcome.setdefault((repo_ids[r.repo_id], r.object_id), {"skipped": r.reason})
@@ -204,14 +224,15 @@ def main() -> None:
     label_files = [p.resolve() for p in args.labels or default_label_files()]
     labels = [row for path in label_files for row in read_labels(path)]
     clones = {url: find_clone(url, args.clones_dir, explicit) for url in dict.fromkeys(r["repo_url"] for r in labels)}
+    wanted = {(r["repo_url"], r["commit"]) for r in labels}
 
     if args.database_url:
-        outcome = run_pipeline(args.database_url, clones)
+        outcome = run_pipeline(args.database_url, clones, wanted)
     else:
         from scratch import fresh_database, scratch_server
 
         with scratch_server("codepairs-eval-") as (_, admin), fresh_database(admin) as url:
-            outcome = run_pipeline(url, clones)
+            outcome = run_pipeline(url, clones, wanted)
     rows = []
     for label in labels:
         o = outcome.get((label["repo_url"], label["commit"]))
@@ -228,6 +249,8 @@ def main() -> None:
                 "rule": o.get("category_rule"),
                 "added": o.get("lines_added"),
                 "features": o.get("features"),  # what `codepairs fit-score` fits the weights on
+                "rule_category": o.get("rule_category"),  # the hand rules' category (without the model)
+                "category_inputs": o.get("category_inputs"),  # what `codepairs fit-category` fits on
                 "deleted": o.get("lines_deleted"),
             }
         )

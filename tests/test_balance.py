@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from codepairs import pipeline, store
 from codepairs.balance import checks as balance_checks
 from codepairs.balance import targets as balance
-from codepairs.config import BalanceConfig, PipelineConfig
+from codepairs.config import BalanceConfig, PipelineConfig, load_config
 from codepairs.errors import CodepairsError, GateFailedError
 from codepairs.export import dataset as export
 from gitrepo import GitRepo
@@ -75,7 +75,11 @@ def shop_repo(path: Path) -> GitRepo:
 
 def config(**changes: Any) -> PipelineConfig:
     return PipelineConfig(
-        balance=BalanceConfig(enabled=True, **{"shares": SHARES, "total": 12, "max_synthetic_share": 0.5, **changes})
+        balance=BalanceConfig(
+            enabled=True,
+            # copies are off by default (max_copies 1); these tests ask for them, unless told otherwise
+            **{"shares": SHARES, "total": 12, "max_synthetic_share": 0.5, "max_copies": 2, **changes},
+        )
     )
 
 
@@ -100,6 +104,22 @@ def test_targets_add_up_by_largest_remainders() -> None:
     assert balance.targets(7, {"a": 1, "b": 1, "c": 1}) == {"a": 3, "b": 2, "c": 2}
     assert balance.targets(10, {"a": 0.5, "b": 0.3, "c": 0.2}) == {"a": 5, "b": 3, "c": 2}
     assert balance.targets(0, {"a": 1}) == {"a": 0}
+
+
+def test_by_default_a_short_category_stays_short_and_nothing_is_copied(engine, mirrors, repo) -> None:
+    assert BalanceConfig().max_copies == load_config().balance.max_copies == 1  # the default and the shipped config
+    default = config(max_copies=BalanceConfig().max_copies)
+    pipeline.process_repository(engine, str(repo.path), default)
+    pipeline.score_step(engine, default)
+    pipeline.dedup_step(engine, default)
+    result = pipeline.balance_step(engine, default)
+    got = slots(engine)
+    assert {c: [(copy, reason) for _, copy, reason in s if reason != "synthetic"] for c, s in got.items()} == {
+        "bug_fix": [(1, "selected")] * 4,
+        "feature": [(1, "selected")],
+        "ui_component": [(1, "selected")],
+    }
+    assert result["categories"]["feature"]["shortfall"] == 3 and result["gate"]["success"]
 
 
 def test_known_shortfalls_are_upsampled_then_synthesised_within_caps(engine, mirrors, repo) -> None:

@@ -22,7 +22,9 @@ def built(engine, tmp_path: Path) -> None:
     )
     repo.commit("Add a timeout option to the HTTP client", {"src/client.py": "def get(url, timeout=10):\n    pass\n"})
     repo.commit("wip", {"src/x.py": "x = 1\n"})
-    config = PipelineConfig(balance=BalanceConfig(enabled=True, shares={"bug_fix": 1.0, "feature": 1.0}, total=4))
+    config = PipelineConfig(
+        balance=BalanceConfig(enabled=True, shares={"bug_fix": 1.0, "feature": 1.0}, total=4, max_copies=2)
+    )
     pipeline.process_repository(engine, str(repo.path), config)
     pipeline.build(engine, tmp_path / "export", config)
 
@@ -89,7 +91,9 @@ def test_text_from_the_database_is_escaped(engine, mirrors, tmp_path: Path) -> N
 
 def test_the_gate_table_shows_the_last_run_that_checked_something(engine, mirrors, tmp_path: Path) -> None:
     built(engine, tmp_path)
-    config = PipelineConfig(balance=BalanceConfig(enabled=True, shares={"bug_fix": 1.0, "feature": 1.0}, total=4))
+    config = PipelineConfig(
+        balance=BalanceConfig(enabled=True, shares={"bug_fix": 1.0, "feature": 1.0}, total=4, max_copies=2)
+    )
     pipeline.build(engine, tmp_path / "export", config)  # nothing new: its score run checks 0 batches, 0 rows
     with engine.connect() as conn:
         runs = conn.execute(

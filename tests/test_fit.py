@@ -14,7 +14,12 @@ from codepairs.quality import fit
 from codepairs.quality.features import FEATURES, load_rules, score
 
 SCORING = settings.PROJECT_ROOT / "include" / "config" / "scoring.yaml"
-HAND_SET = "\n".join(ln for ln in SCORING.read_text().splitlines() if not ln.startswith("fitted_weights:")) + "\n"
+HAND_SET = (
+    "\n".join(
+        ln for ln in SCORING.read_text().splitlines() if not ln.startswith(("fitted_weights:", "category_model:"))
+    )
+    + "\n"
+)
 
 
 def labelled(n_repos: int = 4, per_repo: int = 60, seed: int = 7) -> list[fit.Labelled]:

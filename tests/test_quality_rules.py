@@ -7,10 +7,10 @@ refactors and fixes that are not features)."""
 from __future__ import annotations
 
 import pytest
-from codepairs.pairs.commits import clean_message
+from codepairs.pairs.commits import clean_message, says_nothing
 from codepairs.pairs.github import clean_issue
 from codepairs.quality.classify import classify
-from codepairs.quality.features import features, load_rules, score
+from codepairs.quality.features import change_shape, diff_stats, features, load_rules, score
 from codepairs.quality.score import score_one
 
 RULES = load_rules()
@@ -330,3 +330,69 @@ def test_changelogs_and_repository_metadata_are_other_and_manifests_build(paths:
 def test_react_components_in_plain_javascript_are_ui_components() -> None:
     component = hunk("src/Select.js", ["  render() { return null; }"], ["  render() { return <Menu />; }"])
     assert classify(pair("Render the menu when open", component), RULES).name == "ui_component"
+
+
+# Issue 13, the last reading: squash subjects that only narrate the work, and huge mechanical diffs.
+
+
+def test_squash_subjects_that_only_narrate_the_work_are_dropped_misspelt_or_not() -> None:
+    message = "Fix environment proxies (#1234)\n\n* Add red test\n\n* Make the test pass\n\n* chanelog\n"
+    assert clean_message(message) == "Fix environment proxies"
+    assert clean_message("Fix x (#9)\n\n* fix unit tests\n* PR feedback\n* Initial plan\n* Versions") == "Fix x"
+
+
+def test_squash_subjects_that_name_something_are_kept() -> None:
+    message = (
+        "Rework the popover (#77)\n\n* Move displayName\n\n* update types\n\n* Handle an empty proxy list\n\n"
+        "* remove `.only`"
+    )
+    assert clean_message(message) == (
+        "Rework the popover\n\n* Move displayName\n\n* Handle an empty proxy list\n\n* remove `.only`"
+    )
+
+
+@pytest.mark.parametrize(
+    ("subject", "nothing"),
+    [
+        ("Add red test", True),
+        ("Make the test pass", True),
+        ("chanelog", True),  # one letter from "changelog"
+        ("fix autmation", True),  # one from "automation"
+        ("update unit tests", True),
+        ("Move displayName", False),  # camelCase: a name in the code
+        ("Raise TimeoutError instead of returning None", False),
+        ("Fix the proxy", False),
+        ("tost", False),  # too short to be read as a misspelling
+    ],
+)
+def test_says_nothing_is_exact(subject: str, nothing: bool) -> None:
+    assert says_nothing(subject) is nothing
+
+
+def _lines(n: int, old: str, new: str) -> str:
+    return hunk("src/client.py", [f"x{i} = {old}({i})" for i in range(n)], [f"x{i} = {new}({i})" for i in range(n)])
+
+
+def test_a_rename_swept_over_many_lines_is_a_sweep_and_a_real_change_is_not() -> None:
+    sweep = change_shape(diff_stats(_lines(10, "Client", "AsyncClient")), 20)
+    assert sweep == {"size_over_600": 0.0, "moved_share": 0.0, "sweep_share": 1.0}
+    real = change_shape(diff_stats(CODE), 4)
+    assert real == {"size_over_600": 0.0, "moved_share": 0.0, "sweep_share": 0.0}  # two substitutions, once each
+
+
+def test_moved_code_counts_as_moved_and_size_counts_doublings_beyond_600() -> None:
+    body = [f"    total += item_{i}" for i in range(6)]
+    moved = hunk("src/a.py", body, []) + hunk("src/b.py", [], body + ["    return total"])
+    assert change_shape(diff_stats(moved), 13) == {
+        "size_over_600": 0.0,
+        "moved_share": round(12 / 13, 4),
+        "sweep_share": 0.0,
+    }
+    assert change_shape(diff_stats(CODE), 1200)["size_over_600"] == 1.0
+    assert change_shape(diff_stats(CODE), 4800)["size_over_600"] == 2.0  # capped at 2,400 lines
+    assert change_shape(diff_stats(CODE), 600)["size_over_600"] == 0.0
+
+
+def test_the_score_features_carry_the_change_shape() -> None:
+    values = feats("Rename Client to AsyncClient", _lines(10, "Client", "AsyncClient"))
+    assert (values["sweep_share"], values["moved_share"], values["size_over_600"]) == (1.0, 0.0, 0.0)

@@ -34,7 +34,9 @@ ALICE, BOB = ("Alice", "alice@example.com"), ("Bob", "bob@example.com")
 EXPECTED = {
     "Add the pagination helper for result lists": "feature",
     "Fix off-by-one in paginate when the result list is empty": "bug_fix",
-    "update stuff": "bug_fix",  # no rule places it: a small change defaults to a fix, at low confidence
+    # no rule places it: the rules' default is a fix at confidence 0.3, under which the learned model
+    # (include/config/category_weights.yaml) decides; of its five files it reads docs/notes.md as docs
+    "update stuff": "docs",
     "Document the page size limit in the guide": "docs",
     "Cover paginate with a negative page number": "tests",
     "Run the test suite on Python 3.13 in CI": "build_ci",
@@ -132,7 +134,7 @@ def test_known_commits_get_their_category_and_a_specific_tested_fix_outranks_a_v
     assert fix["score"] >= 0.5 > vague["score"]
     assert fix["score"] == max(s["score"] for s in got.values())
     assert "vague or template message" in vague["explanation"]
-    assert (vague["category_rule"], vague["confidence"]) == ("default", 0.3)
+    assert vague["category_rule"].startswith("model (default: bug_fix); +") and vague["confidence"] < 0.6
     assert fix["features"]["with_tests"] == 1.0 and fix["features"]["word_overlap"] >= 0.5
     assert got["Bump version to 1.2.0"]["features"]["mechanical_message"] == 1.0
     assert got["Bump version to 1.2.0"]["score"] < 0.5

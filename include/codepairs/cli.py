@@ -141,7 +141,7 @@ def cmd_fit_score(args: argparse.Namespace) -> int:
     document = json.loads(source.read_text(encoding="utf-8"))
     sets = args.set or ["development"]  # the held-out sets are never fitted on unless named
     rows = [r for r in document["rows"] if r["set"] in sets and r.get("features")]
-    result = fit.fit([fit.Labelled(r["features"], r["label"] == "good", r["repo_url"]) for r in rows])
+    result = fit.fit([fit.Labelled(r["features"], r["label"] == "good", r["repo_url"], r["label"]) for r in rows])
     provenance = {
         "evaluation": {"file": source.name, "sha256": fit.file_sha256(source)},
         "label_files": document.get("label_files", {}),
@@ -157,6 +157,33 @@ def cmd_fit_score(args: argparse.Namespace) -> int:
         f"fitted {len(result.weights)} weights on {result.pairs} pairs ({result.good} good) from "
         f"{result.repositories} repositories, C={result.c}; leave-one-repository-out: ROC AUC {loro['roc_auc']}, "
         f"Brier {loro['brier']}, calibration error {loro['ece']}; wrote {out}"
+    )
+    return 0
+
+
+def cmd_fit_category(args: argparse.Namespace) -> int:
+    from codepairs.quality import category_model, fit
+
+    source = Path(args.eval_json)
+    document = json.loads(source.read_text(encoding="utf-8"))
+    sets = args.set or ["development"]  # the held-out sets are never fitted on unless named
+    result = category_model.fit(category_model.labelled_rows(document, sets))
+    provenance = {
+        "evaluation": {"file": source.name, "sha256": fit.file_sha256(source)},
+        "label_files": document.get("label_files", {}),
+        "sets": sorted(sets),
+        "code": fit.code_version(),
+    }
+    out = Path(args.out) if args.out else settings.PROJECT_ROOT / "include" / "config" / "category_weights.yaml"
+    category_model.write_model(out, result, provenance)
+    if args.report:
+        Path(args.report).write_text(category_model.report_markdown(result, provenance), encoding="utf-8")
+    figures = result.figures
+    print(
+        f"fitted {len(result.classes)} classes x {result.vocabulary} tokens on {result.pairs} pairs from "
+        f"{result.repositories} repositories, C={result.c}, applied below rule confidence {result.apply_below}; "
+        f"leave-one-repository-out accuracy {figures['shipped']['accuracy']} (model alone "
+        f"{figures['model']['accuracy']}, hand rules {figures['rules']['accuracy']}); wrote {out}"
     )
     return 0
 
@@ -222,6 +249,12 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str | None]]
                   "`eval/evaluate.py --json` run (their stored features; target: judged good), choosing the "
                   "regularisation by leave-one-repository-out, and write them, with the data and code they "
                   "came from, to the file scoring.yaml's `fitted_weights` names."),
+    "fit-category": (cmd_fit_category, "fit the learned category classifier on labelled pairs (LORO figures)",
+                     "Fit a multinomial logistic regression from the tokens of a pair (the hand rules' answer, "
+                     "the score's features, file kinds, summary words, path extensions and folders) to the "
+                     "labelled category of an `eval/evaluate.py --json` run, choosing the regularisation by "
+                     "leave-one-repository-out accuracy, and write it, with the data and code it came from, to "
+                     "the file scoring.yaml's `category_model` names."),
     "summary": (cmd_summary, "repositories, commits, pairs, skips by reason, last export", None),
     "db": (cmd_db, "the pipeline database: url, upgrade, stop (embedded server)", None),
 }  # fmt: skip
@@ -256,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit_score.add_argument("--set", action="append", help="label sets to fit on (default: development)")
     fit_score.add_argument("--out", help="weights file (default: include/config/score_weights.yaml)")
     fit_score.add_argument("--report", help="also write the figures and the reliability table as Markdown here")
+    fit_category = commands["fit-category"]
+    fit_category.add_argument("eval_json", help="the --json output of eval/evaluate.py")
+    fit_category.add_argument("--set", action="append", help="label sets to fit on (default: development)")
+    fit_category.add_argument("--out", help="model file (default: include/config/category_weights.yaml)")
+    fit_category.add_argument("--report", help="also write the LORO figures and confusions as Markdown here")
     commands["db"].add_argument("action", choices=["url", "upgrade", "stop"])
     return parser
 

@@ -362,7 +362,7 @@ class BalanceConfig(Section, section="balance"):
     total: int | None = None  # pairs in the balanced set; None: as many as were selected
     shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))  # a category not listed: 0
     tolerance: float = 0.02  # the gate's allowed distance between a category's share and its target share
-    max_copies: int = 2  # upsampling: copies of any one pair, at most
+    max_copies: int = 1  # copies of any one pair, at most: 1, no padding (a short category stays short)
     max_synthetic_share: float = 0.3  # of a category's target, at most
     max_near_duplicate_rate: float = 0.0  # the gate before balance: near-duplicate pairs among those selected
     ui_components: bool = True  # synthesise UI pairs from real component files

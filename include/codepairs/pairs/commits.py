@@ -150,6 +150,61 @@ SQUASH_NOISE = re.compile(
 )
 
 
+# The words of a sub-commit subject that only narrates the work ("Add red test", "Make the test pass",
+# "fix unit tests", "PR feedback", "Initial plan", "update types"): change verbs, the process (tests,
+# lint, review, changelog, versions) and filler. A subject made only of these, or of near misses of the
+# longer ones ("chanelog"), names nothing a model could act on; one word outside them ("Move
+# displayName", "Raise TimeoutError instead of returning None") or a code-like token keeps it.
+SQUASH_GENERIC = frozenset(
+    """a an the and or of in on to for from with by at as it its this that these those some more few minor small
+    various misc again also back yet now ok done just all any other another extra final finally first second
+    one better proper properly correct corrected cleaner simple simpler fix fixes fixed fixing update updates
+    updated updating add adds added adding remove removes removed removing delete deletes deleted change
+    changes changed changing improve improves improved improving improvement improvements tweak tweaks
+    tweaked clean cleans cleaned cleaning cleanup up code refactor refactors refactored refactoring rename
+    renamed move moved revert reverts reverted reverting restore restored try tried trying attempt make makes
+    made making pass passes passing red green failing fails fail broken test tests testing tested unit units
+    case cases spec specs e2e coverage include includes included increase increased type types typing typings
+    lint linter linting format formatted formatting prettier style styles styling doc docs documentation
+    comment comments readme changelog changelogs changeset changesets news fragment fragments newsfragment
+    newsfragments entry entries note notes version versions versioning bump bumps bumped release package
+    packages deps dependency dependencies lock lockfile build ci automation pipeline check checks review
+    reviews feedback pr prs suggestion suggestions address addresses addressed apply applied initial plan
+    wip tmp temp stuff things thing issue issues error errors warning warnings bug bugs logic work works
+    working progress tidy nit nits typo typos grammar wording spelling simplify simplified polish adjust
+    adjusted missing use used unused save bytes api snapshot snapshots merge merged main master branch
+    conflict conflicts resolve resolved upstream sync rebase caught""".split()
+)
+CODE_LIKE = re.compile(r"[\w$]+[./_][\w$]|[a-z][A-Z]|\(\)|`")
+
+
+def _near(word: str, words: frozenset[str]) -> bool:
+    """Whether ``word`` is one edit (insertion, deletion, substitution) from a word of 6 letters or
+    more in ``words``: a misspelt "chanelog" is the changelog it meant."""
+    if len(word) < 5:
+        return False
+    for known in words:
+        if len(known) < 6 or abs(len(known) - len(word)) > 1:
+            continue
+        short, long_ = sorted((word, known), key=len)
+        i = 0
+        while i < len(short) and short[i] == long_[i]:
+            i += 1
+        rest = 1 if len(short) == len(long_) else 0  # a substitution skips one in both, else one in the longer
+        if short[i + rest :] == long_[i + 1 :]:
+            return True
+    return False
+
+
+def says_nothing(subject: str) -> bool:
+    """A sub-commit subject (without its prefix) made only of narrating words: no code-like token and
+    every word a ``SQUASH_GENERIC`` word or a near miss of one."""
+    if CODE_LIKE.search(subject):
+        return False
+    words = re.findall(r"[a-z0-9']+", subject.lower())
+    return all(w in SQUASH_GENERIC or w.isdigit() or _near(w, SQUASH_GENERIC) for w in words)
+
+
 def _is_squash(text: str) -> bool:
     """A squash merge as GitHub writes it: a summary ending in ``(#N)``, then a body that opens with a
     ``* `` sub-commit subject."""
@@ -170,13 +225,15 @@ def _subject_key(subject: str) -> str:
 
 def _drop_squash_subjects(text: str) -> str:
     """The squash body without the sub-commit subjects that repeat the summary or an earlier subject, or
-    are noise; the subjects that say something and every body paragraph under them are kept."""
+    are noise (``SQUASH_NOISE``, or narrating words only: ``says_nothing``); the subjects that say
+    something and every body paragraph under them are kept."""
     summary = text.strip().split("\n", 1)[0]
     seen = {_subject_key(summary)}
 
     def keep(m: re.Match[str]) -> str:
         key = _subject_key(m.group(1))
-        noise = key in seen or SQUASH_NOISE.match(_bare_subject(m.group(1))) is not None
+        bare = _bare_subject(m.group(1))
+        noise = key in seen or SQUASH_NOISE.match(bare) is not None or says_nothing(bare)
         seen.add(key)
         return "" if noise else m.group(0)
 

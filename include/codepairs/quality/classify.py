@@ -22,6 +22,7 @@ example programs are code, classified by what they do.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from codepairs.quality.features import (
     ScoringRules,
     bare_summary,
     diff_stats,
+    features,
     has_label,
     identifiers_changed,
     summary_line,
@@ -49,7 +51,31 @@ DOCS_IN_CODE = re.compile(r"\b(doc ?strings?|doc ?comments?|comments?|javadoc|go
 class Category:
     name: str
     confidence: float
-    rule: str  # which rule decided: kind, files, ui, label, prefix, keyword, default
+    rule: str  # which rule decided: kind, files, ui, label, prefix, keyword, default; or "model (...)"
+
+
+def categorise(
+    pair: Mapping[str, Any], rules: ScoringRules, stats: Any = None, values: Mapping[str, float] | None = None
+) -> Category:
+    """The category the score stage stores: the hand rules' (``classify``), then, when the rules name a
+    learned model (``category_model``), the model's, which reads the rules' answer as one of its
+    inputs, where the rules are not sure: their confidence under the model's ``apply_below``
+    (chosen by leave-one-repository-out). A pair's kind (review, debugging) is never overruled. The
+    rule's answer stays readable in ``rule``: "model (keyword: feature); +2.1 w=typo; +1.4 rule=style"
+    says what the rules said and which tokens pushed most toward the model's answer. ``values``: the
+    pair's score features."""
+    stats = stats or diff_stats(pair["response"] or "", pair.get("tests"))
+    rule = classify(pair, rules, stats)
+    model = rules.category_model
+    if model is None or rule.rule == "kind" or rule.confidence >= model.apply_below:
+        return rule
+    if values is None:
+        values = features(pair, rules, stats)
+    predicted = model.predict(category_inputs(pair, rules, stats, values, rule))
+    why = predicted.explain()
+    return Category(
+        predicted.name, predicted.confidence, f"model ({rule.rule}: {rule.name})" + (f"; {why}" if why else "")
+    )
 
 
 @lru_cache(maxsize=8)
@@ -166,6 +192,11 @@ def _shape(stats: DiffStats, rules: ScoringRules) -> Category:
     return Category(shape.get("small", "bug_fix"), confidence, "default")
 
 
+def file_kind(path: str, rules: ScoringRules) -> str:
+    """A path's kind as the category rules see it (code, ui, tests, docs, build, data, meta)."""
+    return _file_kind(path, rules)
+
+
 def _file_kind(path: str, rules: ScoringRules) -> str:
     """A path's kind for the category: changelogs and repository metadata (contributors, issue
     templates, code owners, licence) are ``meta``, data files ``data``, else what the file rules say."""
@@ -180,3 +211,62 @@ def _file_kind(path: str, rules: ScoringRules) -> str:
 @lru_cache(maxsize=8)
 def _data_re(patterns: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{p})" for p in patterns) or r"(?!)", re.IGNORECASE)
+
+
+# The score's features as the learned model reads them, each brought to about [0, 1].
+FEATURE_SCALE = {"directories_over_2": 5.0, "languages_over_1": 3.0, "files_log": 5.0, "hunks_log": 5.0}
+SUMMARY_WORD = re.compile(r"[a-z][a-z0-9]+")
+# The rules' answer enters as a token of this value, not 1: its weight is then regularised 100 times less
+# than a word's, so the model leaves the rules only where words and shapes say so across repositories.
+RULE_TOKEN = 10.0
+
+
+def category_inputs(
+    pair: Mapping[str, Any],
+    rules: ScoringRules,
+    stats: Any,
+    values: Mapping[str, float],
+    rule: Category,
+) -> dict[str, float]:
+    """The tokens of one pair and their values (1.0 for a present word, a share or a scaled number
+    otherwise). ``rules``: the ScoringRules; ``stats``: its ``diff_stats``; ``values``: its score
+    features; ``rule``: the hand rules' ``Category``."""
+    x: dict[str, float] = {
+        f"rule={rule.name}": RULE_TOKEN,
+        f"rule_by={rule.rule}": 1.0,
+        "rule_confidence": rule.confidence,
+    }
+    for name, value in sorted(values.items()):
+        x[f"f:{name}"] = round(min(float(value) / FEATURE_SCALE.get(name, 1.0), 1.0), 4)
+    lines: Counter[str] = Counter()
+    for path in stats.paths:
+        n = stats.changed.get(path, 0) or 1
+        lines[file_kind(path, rules)] += n
+        if rules.files.is_generated(path):
+            lines["generated"] += n
+    total = sum(n for kind, n in lines.items() if kind != "generated")
+    for kind, n in sorted(lines.items()):
+        x[f"share:{kind}"] = round(n / total, 4) if total else 0.0
+    files = len(stats.paths) or 1
+    response = pair.get("response") or ""
+    x["new_files"] = round(min(response.count("\n--- /dev/null") / files, 1.0), 4)  # files created
+    x["deleted_files"] = round(min(response.count("\n+++ /dev/null") / files, 1.0), 4)
+    changed = stats.added + stats.deleted
+    x["size"] = round(min(math.log1p(changed) / 8.0, 1.0), 4)
+    x["growth"] = round(stats.added / changed, 4) if changed else 0.5
+    summary = summary_line(pair.get("instruction") or "")
+    prefix = CONVENTIONAL.match(summary)
+    if prefix:
+        x[f"prefix={prefix.group(1).lower()}"] = 1.0
+    words = SUMMARY_WORD.findall(bare_summary(summary).lower())
+    if words:
+        x[f"first={words[0]}"] = 1.0
+    for word in words:
+        x[f"w={word}"] = 1.0
+    for path in stats.paths:
+        folders, _, name = path.lower().rpartition("/")
+        if "." in name.lstrip("."):
+            x[f"ext={name.rsplit('.', 1)[1]}"] = 1.0
+        for folder in folders.split("/") if folders else ():
+            x[f"dir={folder}"] = 1.0
+    return x

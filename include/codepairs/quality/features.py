@@ -111,6 +111,7 @@ class ScoringRules:
     categories: Mapping[str, Any] = field(default_factory=dict)
     work_in_progress: tuple[str, ...] = ()
     generic_words: frozenset[str] = frozenset()  # a summary made only of these says nothing specific
+    category_model: Any = None  # a category_model.CategoryModel (scoring.yaml's category_model), or None: rules only
 
     @cached_property
     def work_in_progress_re(self) -> re.Pattern[str]:
@@ -176,7 +177,18 @@ def load_rules(path: Path | None = None) -> ScoringRules:
         categories=raw.get("categories") or {},
         work_in_progress=tuple(raw.get("work_in_progress") or ()),
         generic_words=frozenset(str(w).lower() for w in raw.get("generic_words") or ()),
+        category_model=_category_model(raw, path),
     )
+
+
+def _category_model(raw: Mapping[str, Any], path: Path) -> Any:
+    """The learned category model the rules name (``category_model``: a file written by ``codepairs
+    fit-category``, beside the rules), or None when they name none."""
+    if not raw.get("category_model"):
+        return None
+    from codepairs.quality.category_model import load_model
+
+    return load_model(path.parent / str(raw["category_model"]))
 
 
 def _weights(raw: Mapping[str, Any], path: Path) -> tuple[dict[str, float], float]:
@@ -220,6 +232,9 @@ FEATURES: dict[str, str] = {
     "label_signal": "issue labels (bug, enhancement, ...)",
     "author_history": "author's earlier work in the repository (log)",
     "from_issue": "instruction is an issue or review",
+    "size_over_600": "changed lines beyond 600 (doublings, up to 4)",
+    "moved_share": "share of changed lines moved or re-indented unchanged",
+    "sweep_share": "share of changed lines repeating one substitution (a rename or sweep)",
 }
 
 
@@ -384,6 +399,63 @@ def features(pair: Mapping[str, Any], rules: ScoringRules, stats: DiffStats | No
         "label_signal": _label_signal(labels, rules),
         "author_history": round(math.log1p(int(pair.get("author_prior") or 0)) / math.log1p(100), 4),
         "from_issue": float(from_issue),
+        **change_shape(stats, total),
+    }
+
+
+HUGE_LINES = 600  # where huge_change starts; size_over_600 counts the doublings beyond it
+SWEEP_MIN = 3  # one substitution repeated this often is a sweep
+TOKEN = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*|\d+|\S")
+
+
+def change_shape(stats: DiffStats, total: int) -> dict[str, float]:
+    """How mechanical a change is, beyond its size. A diff of 1,500 lines that renames a class or moves a
+    module teaches less than its size says, and ``huge_change`` alone (a step at 600 lines) cannot tell
+    1,500 from 601. Over the diff's head (``DiffStats.text``):
+
+    - ``size_over_600``: log2 of changed lines / 600 when over 600, capped at 2 (2,400 lines): 0 at 600,
+      1 at 1,200;
+    - ``moved_share``: share of changed lines whose text (whitespace aside) is both removed and added
+      somewhere in the diff: moved code, re-indentation, a file deleted and added elsewhere;
+    - ``sweep_share``: share of changed lines in removed/added line pairs whose difference is the one
+      substitution repeated most (``Client`` -> ``AsyncClient`` on 300 lines), when it is repeated at
+      least ``SWEEP_MIN`` times."""
+    size = min(math.log2(total / HUGE_LINES), 2.0) if total > HUGE_LINES else 0.0
+    removed: Counter[str] = Counter()
+    added: Counter[str] = Counter()
+    substitutions: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter()
+    run: dict[str, list[str]] = {"-": [], "+": []}
+    lines = 0
+
+    def close_run() -> None:
+        for old, new in zip(run["-"], run["+"], strict=False):
+            a, b = Counter(TOKEN.findall(old)), Counter(TOKEN.findall(new))
+            if a != b:
+                substitutions[tuple(sorted((a - b).elements())), tuple(sorted((b - a).elements()))] += 1
+        run["-"].clear()
+        run["+"].clear()
+
+    for line in stats.text.split("\n"):
+        sign = line[:1]
+        if sign not in ("+", "-") or line.startswith(("+++ ", "--- ")):
+            close_run()
+            continue
+        if sign == "-" and run["+"]:
+            close_run()
+        body = "".join(line[1:].split())
+        if not body:
+            continue
+        lines += 1
+        (removed if sign == "-" else added)[body] += 1
+        run[sign].append(line[1:])
+    close_run()
+    moved = sum(((removed & added) + (added & removed)).values())
+    top = substitutions.most_common(1)
+    swept = 2 * top[0][1] if top and top[0][1] >= SWEEP_MIN else 0
+    return {
+        "size_over_600": round(size, 4),
+        "moved_share": round(min(moved / lines, 1.0), 4) if lines else 0.0,
+        "sweep_share": round(min(swept / lines, 1.0), 4) if lines else 0.0,
     }
 
 

@@ -37,6 +37,7 @@ class Labelled:
     features: Mapping[str, float]
     good: bool
     repository: str
+    label: str = ""  # good, borderline or bad: what the out-of-fold selection is made of
 
 
 @dataclass
@@ -50,6 +51,7 @@ class FitResult:
     out_of_fold: dict[str, float]  # roc_auc, brier, log_loss, ece
     reliability: list[dict[str, Any]]  # per score bin: pairs, mean score, share judged good
     c_log_loss: dict[str, float] = field(default_factory=dict)
+    selected: dict[str, dict[str, Any]] = field(default_factory=dict)  # per cut: out-of-fold selection
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,7 @@ class FitResult:
                 "repositories": self.repositories,
                 "leave_one_repository_out": self.out_of_fold,
                 "log_loss_by_C": self.c_log_loss,
+                "leave_one_repository_out_selected": self.selected,
             },
             "reliability": self.reliability,
         }
@@ -120,6 +123,22 @@ def reliability(p: Sequence[float], y: Sequence[int], bins: int = BINS) -> tuple
     return table, round(gap / len(p), 4) if len(p) else float("nan")
 
 
+CUTS = (0.5, 0.6, 0.7, 0.8)  # min_score values the out-of-fold selection is reported at
+
+
+def selection(p: Sequence[float], labels: Sequence[str], cuts: Sequence[float] = CUTS) -> dict[str, dict[str, Any]]:
+    """What a minimum score would select out of fold, per cut: pairs, and the share of each label
+    (what issue 13's goal is about: >= 85% good and <= 2% bad of what the ranking selects)."""
+    out = {}
+    for cut in cuts:
+        chosen = [lab for v, lab in zip(p, labels, strict=True) if v >= cut]
+        shares = (
+            {lab: round(chosen.count(lab) / len(chosen), 4) for lab in ("good", "borderline", "bad")} if chosen else {}
+        )
+        out[str(cut)] = {"pairs": len(chosen), **shares}
+    return out
+
+
 def fit(rows: Sequence[Labelled]) -> FitResult:
     """Weights and bias fitted on ``rows``, with the leave-one-repository-out figures."""
     from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
@@ -153,6 +172,7 @@ def fit(rows: Sequence[Labelled]) -> FitResult:
         },
         reliability=table,
         c_log_loss={str(c): round(float(v), 4) for c, v in losses.items()},
+        selected=selection(p.tolist(), [r.label or ("good" if r.good else "bad") for r in rows]),
     )
 
 
@@ -213,6 +233,15 @@ def report_markdown(result: FitResult, provenance: Mapping[str, Any]) -> str:
         f"- regularisation: C = {result.c} (lowest out-of-fold log loss of {', '.join(result.c_log_loss)})",
         f"- ROC AUC {loro['roc_auc']}, Brier score {loro['brier']}, log loss {loro['log_loss']}, "
         f"expected calibration error {loro['ece']}",
+        "",
+        "## What a minimum score selects (out of fold)",
+        "",
+        "| min_score | pairs | good | borderline | bad |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {cut} | {s['pairs']} | {s.get('good', 0):.1%} | {s.get('borderline', 0):.1%} | {s.get('bad', 0):.1%} |"
+            for cut, s in result.selected.items()
+        ),
         "",
         "## Reliability (out of fold)",
         "",

@@ -24,9 +24,10 @@ from sqlalchemy.engine import Connection, Engine
 from codepairs import filerules, ledger
 from codepairs.config import ScoreConfig
 from codepairs.progress import Progress
+from codepairs.quality import category_model as category_model_module
 from codepairs.quality import classify as classify_module
 from codepairs.quality import features as features_module
-from codepairs.quality.classify import classify
+from codepairs.quality.classify import categorise
 from codepairs.quality.features import ScoringRules, diff_stats, explain, features, load_rules, score
 from codepairs.shards import WHOLE, Shard
 from codepairs.store import copy_rows, count_pairs, keyset_pair_ids
@@ -109,7 +110,9 @@ def rules_digest(rules: ScoringRules) -> str:
     """What the scores depend on: a change of weights, rules, or the code of the features, the
     classifier or the file rules makes every score stale."""
     code = hashlib.sha256(
-        b"".join(Path(m.__file__).read_bytes() for m in (features_module, classify_module, filerules))
+        b"".join(
+            Path(m.__file__).read_bytes() for m in (features_module, classify_module, category_model_module, filerules)
+        )
     )
     payload = {
         "code": code.hexdigest(),
@@ -122,6 +125,7 @@ def rules_digest(rules: ScoringRules) -> str:
         "generic_words": sorted(rules.generic_words),
         "files": asdict(rules.files),
         "categories": rules.categories,
+        "category_model": rules.category_model.digest_payload if rules.category_model else None,
     }
     return hashlib.sha256(ledger.canonical_json(payload).encode()).hexdigest()
 
@@ -136,7 +140,7 @@ def score_one(pair: Mapping[str, Any], rules: ScoringRules) -> dict[str, Any]:
     stats = diff_stats(pair["response"] or "", pair.get("tests"))
     values = features(pair, rules, stats)
     value, contributions = score(values, rules)
-    category = classify(pair, rules, stats)
+    category = categorise(pair, rules, stats, values)
     return {
         "score": value,
         "features": values,
