@@ -208,6 +208,52 @@ def test_a_humaneval_problem_in_a_diff_is_found_and_ordinary_code_is_not() -> No
     assert index.match(ordinary, 0.1) is None
 
 
+# MBPP/18's solution (MBPP, Austin et al. 2021, CC-BY-4.0), re-indented with spaces as a repository
+# would hold it (its \r\n and tabs do not matter: the check compares words).
+MBPP_18 = """NO_OF_CHARS = 256
+def str_to_list(string):
+    temp = []
+    for x in string:
+        temp.append(x)
+    return temp
+def lst_to_string(List):
+    return ''.join(List)
+def get_char_count_array(string):
+    count = [0] * NO_OF_CHARS
+    for i in string:
+        count[ord(i)] += 1
+    return count
+def remove_dirty_chars(string, second_string):
+    count = get_char_count_array(second_string)
+    ip_ind = 0
+    res_ind = 0
+    temp = ''
+    str_list = str_to_list(string)
+    while ip_ind != len(str_list):
+        temp = str_list[ip_ind]
+        if count[ord(temp)] == 0:
+            str_list[res_ind] = str_list[ip_ind]
+            res_ind += 1
+        ip_ind+=1
+    return lst_to_string(str_list[0:res_ind])
+"""
+
+
+def test_mbpp_ships_with_the_project_and_a_planted_solution_is_caught() -> None:
+    shipped = {b for b, _, _, _ in contamination.shipped_items()}
+    assert shipped == {"HumanEval", "MBPP"}
+    assert len({item for b, item, _, _ in contamination.shipped_items() if b == "MBPP"}) == 974
+    diff = section("src/strings.py", "@@ -0,0 +1,27 @@\n" + "".join(f"+{line}\n" for line in MBPP_18.splitlines()))
+    got = Screen(SafetyConfig()).pair("Add string helpers", diff, None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert (got.skip, got.detail) == (SafetySkip.CONTAMINATED, "MBPP/18: an exact copy of its solution")
+    prompt = "Write a function to remove characters from the first string which are present in the second string."
+    got = Screen(SafetyConfig()).pair(prompt, "+x = 1\n", None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert (got.skip, got.detail) == (SafetySkip.CONTAMINATED, "MBPP/18: an exact copy of its prompt")
+    half = "\n".join(MBPP_18.splitlines()[:14])  # its first three functions, not the one the task asks for
+    got = Screen(SafetyConfig()).pair("Add string helpers", half, None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert got.skip is None
+
+
 def test_a_listed_benchmark_file_is_checked_too(tmp_path: Path) -> None:
     mine = tmp_path / "mybench.jsonl"
     problem = "Write a function that returns the seventeen largest primes below a given bound in descending order"
