@@ -6,9 +6,12 @@ the extract stage on the same repository.
 In a child process on a fresh database: crawl the repository (untimed here; see
 ``crawl_vs_git_log.py``), extract its pairs (timed), then collect the context of every extracted pair
 with the shipped bounds (timed: one ``git cat-file --batch`` process, blobs and rows written to
-Postgres), again with nothing new to read (a rerun), and once more with the contents after the
-change as well. Prints medians per pair and the ratio to extract, the bytes kept, the blobs stored
-and why files were not given whole. Uses ``$CODEPAIRS_DATABASE_URL`` if set, else an embedded server.
+Postgres; each file through the shipped safety rules as it is read), again with nothing new to read
+(a rerun), and once more with the contents after the change as well; then the safety gate's scan of
+that context (every stored text scanned again and matched against the benchmarks, as
+``safety_suite`` does for the exported pairs' files). Prints medians per pair and the ratio to
+extract, the bytes kept, the blobs stored and why files were not given whole. Uses
+``$CODEPAIRS_DATABASE_URL`` if set, else an embedded server.
 """
 
 from __future__ import annotations
@@ -51,6 +54,23 @@ def read_only(engine: Any, config: Any) -> float:
     return time.perf_counter() - started
 
 
+def gate_scan(engine: Any) -> float:
+    """Seconds the safety gate spends on the context: every stored text scanned once (``Blob``)."""
+    import sqlalchemy as sa
+    from codepairs.config import SafetyConfig
+    from codepairs.safety import checks, contamination
+
+    config = SafetyConfig()
+    index = contamination.load_index((), config.ngram)
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        for row in conn.execution_options(stream_results=True, yield_per=100).execute(
+            sa.text("SELECT sha256, content FROM blobs")
+        ):
+            checks.Blob(row.sha256, row.content, config, index)
+    return time.perf_counter() - started
+
+
 def child(spec: str, url: str) -> None:
     import json
 
@@ -76,6 +96,7 @@ def child(spec: str, url: str) -> None:
     t3 = time.perf_counter()
     both = context.collect_context(engine, replace(ExportConfig(), context_after=True), ALL_PAIRS)
     t4 = time.perf_counter()
+    gate_s = gate_scan(engine)
     with engine.connect() as conn:
         blob_bytes = conn.execute(sa.text("SELECT coalesce(sum(bytes), 0)::bigint FROM blobs")).scalar()
         table_bytes = conn.execute(sa.text("SELECT pg_total_relation_size('blobs')")).scalar()
@@ -90,6 +111,7 @@ def child(spec: str, url: str) -> None:
                 "rerun_s": t3 - t2,
                 "rerun_pairs": rerun.pairs,
                 "after_s": t4 - t3,
+                "gate_s": gate_s,
                 "files": first.files,
                 "kept": first.kept,
                 "bytes_kept": first.bytes_kept,
@@ -120,7 +142,8 @@ def main() -> int:
         for _ in range(args.repeat):
             with fresh_database(admin) as url:
                 runs.append(run_child(__file__, [args.repo, "--child", "--url", url]))
-    med = {k: statistics.median(r[k] for r in runs) for k in ("extract_s", "read_s", "context_s", "rerun_s", "after_s")}
+    keys = ("extract_s", "read_s", "context_s", "rerun_s", "after_s", "gate_s")
+    med = {k: statistics.median(r[k] for r in runs) for k in keys}
     r = runs[0]
     per = {k: 1000 * v / r["pairs"] for k, v in med.items()}
     print(f"repository {args.repo}: {r['commits']} commits, {r['pairs']} pairs, {r['files']} files; {args.repeat} runs")
@@ -131,6 +154,7 @@ def main() -> int:
         ("context_s", "context (before)"),
         ("rerun_s", "context, rerun"),
         ("after_s", "context (+ after)"),
+        ("gate_s", "gate scan of context"),
     ):
         print(f"{label:>22} {med[key]:>8.2f} {per[key]:>8.2f} {med[key] / med['extract_s']:>10.2f}")
     print(

@@ -217,11 +217,14 @@ def codepairs_build() -> None:
     def validate_safety(balanced: dict) -> dict:
         """
         #### validate_safety
-        GX gate `safety_suite` on the balanced set: every row scanned again for secrets and personal
-        data left unredacted and private key blocks, and matched again against the benchmarks
-        (`safety` in `pipeline.yaml`).
+        First reads the context the export will write (the touched files before the change, from the
+        mirrors, under the run's `safety` rules), then the GX gate `safety_suite` on the balanced set:
+        every row and context file scanned again for secrets and personal data left unredacted and
+        private key blocks, matched again against the benchmarks, and (`safety.require_licence`) each
+        row's licence against `select.licences` (`safety` in `pipeline.yaml`).
 
-        - **Reads**: `balanced`, `pair_texts`, `synthetic_pairs`. **Writes**: `gate_results`.
+        - **Reads**: `balanced`, `pair_texts`, `synthetic_pairs`, the mirrors. **Writes**: `blobs`,
+          `pair_context`, `gate_results`.
         - **Rerun**: fails at once when the data is bad (no retries).
         """
         from codepairs import pipeline

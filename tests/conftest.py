@@ -44,8 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "balance:                    # per-category targets for the exported set\n  enabled: true",
             "balance:\n  enabled: false",
         )
+        .replace("  require_licence: true ", "  require_licence: false ")  # with select off no licence is read
     )
     assert test_config.count("0.0 ") > shipped.count("0.0 ") and test_config.count("enabled: false") == 2
+    assert "require_licence: false" in test_config
     (_TMP / "pipeline.yaml").write_text(test_config)
     os.environ["CODEPAIRS_CONFIG"] = str(_TMP / "pipeline.yaml")
     from codepairs import store

@@ -158,6 +158,37 @@ def test_what_is_redacted_and_what_is_kept_on_purpose(text: str, expected: str |
     assert scrub.scrub(text).text == (text if expected is None else expected)
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("server 2a00:1450:4001:82a::200e answered", "server <IP_ADDRESS> answered"),
+        ("addr = '2606:2800:220:1:248:1893:25c8:1946'", "addr = '<IP_ADDRESS>'"),
+        ("http://[2a03:2880:f003:c07:face:b00c::2]:8080/", "http://[<IP_ADDRESS>]:8080/"),
+        ("inet6 2a01:4f8:c17:1234::1/64 scope global", "inet6 <IP_ADDRESS>/64 scope global"),  # a host
+        ("peer 2A00:1450:4001:82A::200E.", "peer <IP_ADDRESS>."),
+        ("::ffff:93.184.216.34", "::ffff:<IP_ADDRESS>"),  # the IPv4 rule finds the mapped address
+        # Code, times, hardware addresses, hashes: none is an IPv6 address.
+        ("std::vector<std::string> v; a::b::c; use std::io::Read; impl fmt::Display", None),
+        ("x[2000::2], y[2000:3000:2], z = {2000:1, 3000:2}", None),
+        ("at 12:30:45, EXIF 2023:10:12 12:30:45, 2359:59", None),
+        ("mac aa:bb:cc:dd:ee:ff and 20:1a:06:3b:4c:5d", None),
+        ("sha 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12, ssh 16:27:ac:a5:76:28:2d:36:63:1b:56:4d:eb:df:a6:48", None),
+        ("dead::beef, face::b00c, cafe:babe::1", None),
+        # Nobody's: documentation, loopback, link-local, unique-local, multicast, Teredo, resolvers, a prefix.
+        ("listen [2001:db8::1]:80; 3fff:0:1::5; 2001:0db8:0:0:0:0:0:1", None),
+        ("::1 fe80::1%eth0 fd12:3456:789a::1 ff02::1 2001::1", None),
+        ("nameserver 2001:4860:4860::8888 or 2606:4700:4700::1111", None),
+        ("route 2a00:1450:4001::/48 via the uplink", None),
+        ('{"ipv6_canonical", "2345:425:2ca1::567:5673:23b5"}', None),  # in no registry's network: made up
+    ],
+)
+def test_ipv6_addresses_are_redacted_and_code_that_looks_like_one_is_not(text: str, expected: str | None) -> None:
+    done = scrub.scrub(text)
+    assert done.text == (text if expected is None else expected)
+    if expected is not None and "::ffff:" not in text:
+        assert done.counts == {"ipv6_address": 1}
+
+
 def test_keep_examples_off_redacts_the_documented_example_keys_too() -> None:
     text = 'AWS_ACCESS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"'
     assert scrub.scrub(text, keep_examples=False).text == 'AWS_ACCESS_KEY_ID = "<KEY>"'
@@ -175,6 +206,52 @@ def test_a_humaneval_problem_in_a_diff_is_found_and_ordinary_code_is_not() -> No
     assert match is not None and match.item == "HumanEval/0" and match.overlap == 1.0
     ordinary = (Path(__file__).parents[1] / "include" / "codepairs" / "pairs" / "commits.py").read_text()
     assert index.match(ordinary, 0.1) is None
+
+
+# MBPP/18's solution (MBPP, Austin et al. 2021, CC-BY-4.0), re-indented with spaces as a repository
+# would hold it (its \r\n and tabs do not matter: the check compares words).
+MBPP_18 = """NO_OF_CHARS = 256
+def str_to_list(string):
+    temp = []
+    for x in string:
+        temp.append(x)
+    return temp
+def lst_to_string(List):
+    return ''.join(List)
+def get_char_count_array(string):
+    count = [0] * NO_OF_CHARS
+    for i in string:
+        count[ord(i)] += 1
+    return count
+def remove_dirty_chars(string, second_string):
+    count = get_char_count_array(second_string)
+    ip_ind = 0
+    res_ind = 0
+    temp = ''
+    str_list = str_to_list(string)
+    while ip_ind != len(str_list):
+        temp = str_list[ip_ind]
+        if count[ord(temp)] == 0:
+            str_list[res_ind] = str_list[ip_ind]
+            res_ind += 1
+        ip_ind+=1
+    return lst_to_string(str_list[0:res_ind])
+"""
+
+
+def test_mbpp_ships_with_the_project_and_a_planted_solution_is_caught() -> None:
+    shipped = {b for b, _, _, _ in contamination.shipped_items()}
+    assert shipped == {"HumanEval", "MBPP"}
+    assert len({item for b, item, _, _ in contamination.shipped_items() if b == "MBPP"}) == 974
+    diff = section("src/strings.py", "@@ -0,0 +1,27 @@\n" + "".join(f"+{line}\n" for line in MBPP_18.splitlines()))
+    got = Screen(SafetyConfig()).pair("Add string helpers", diff, None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert (got.skip, got.detail) == (SafetySkip.CONTAMINATED, "MBPP/18: an exact copy of its solution")
+    prompt = "Write a function to remove characters from the first string which are present in the second string."
+    got = Screen(SafetyConfig()).pair(prompt, "+x = 1\n", None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert (got.skip, got.detail) == (SafetySkip.CONTAMINATED, "MBPP/18: an exact copy of its prompt")
+    half = "\n".join(MBPP_18.splitlines()[:14])  # its first three functions, not the one the task asks for
+    got = Screen(SafetyConfig()).pair("Add string helpers", half, None, datetime(2026, 1, 1, tzinfo=UTC))
+    assert got.skip is None
 
 
 def test_a_listed_benchmark_file_is_checked_too(tmp_path: Path) -> None:

@@ -466,6 +466,9 @@ class SafetyConfig(Section, section="safety"):
         str, ...
     ] = ()  # owner/name: every pair of these is dropped (pipeline.yaml: SWE-bench's)
     cutoff_date: date | None = None  # pairs authored on or after this date are dropped (a time-split evaluation)
+    # The gate before export refuses a row whose licence is not in select.licences unless select.force_keep
+    # names its repository (pipeline.yaml turns it on; a bare PipelineConfig() exports what it is given).
+    require_licence: bool = False
 
 
 @dataclass(frozen=True)

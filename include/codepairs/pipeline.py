@@ -33,6 +33,7 @@ from codepairs.dedup import checks as dedup_checks
 from codepairs.dedup import deduplicate as dedup
 from codepairs.errors import GithubError, RateLimitWait, SourceError
 from codepairs.export import checks as export_checks
+from codepairs.export import context
 from codepairs.export import dataset as export
 from codepairs.pairs import checks as pair_checks
 from codepairs.pairs import extract
@@ -333,8 +334,12 @@ def validate_balance(engine: Engine, config: PipelineConfig, balanced: dict[str,
 
 
 def validate_safety(engine: Engine, config: PipelineConfig, balanced: dict[str, Any]) -> dict[str, Any]:
-    """No secret, personal data or benchmark problem in the balanced set (rescanned)."""
-    return safety_checks.validate_safety(engine, balanced["run_id"], config.safety).as_dict()
+    """No secret, personal data or benchmark problem in the balanced set or in the context the export
+    will write (read here first, under the run's rules, so that the gate scans what is exported), and
+    with ``safety.require_licence`` no row without an allowed licence."""
+    context.collect_context(engine, config.export, safety=config.safety)
+    report = safety_checks.validate_safety(engine, balanced["run_id"], config.safety, config.export, config.select)
+    return report.as_dict()
 
 
 def export_dataset(engine: Engine, config: PipelineConfig, out_dir: Path) -> dict[str, Any]:
@@ -383,4 +388,5 @@ def build(engine: Engine, out_dir: Path, config: PipelineConfig) -> export.Expor
 
 def _export(engine: Engine, config: PipelineConfig, out_dir: Path) -> export.ExportResult:
     """The export, its card told how far the score reads as a probability."""
-    return export.write_export(engine, out_dir, config.export, score_fit.card_section(config.score.rules_path()))
+    calibration = score_fit.card_section(config.score.rules_path())
+    return export.write_export(engine, out_dir, config.export, calibration, config.safety)

@@ -17,6 +17,12 @@ Why here and not at extraction: only the pairs that reach the export need contex
 balance drop most pairs), and the bounds may change between builds without extracting again. A mirror
 without an object (a shallow or partial clone, a pruned fork, a missing mirror) is normal: the file is
 recorded with its reason and the build goes on.
+
+Safety: each file goes through the run's ``safety`` rules as it is read, as a pair's texts do at
+extract (secrets and personal data redacted; a file with a private key block, or one overlapping a
+benchmark problem, left out with its reason). The build reads the context before the safety gate
+(``pipeline.validate_safety``), which scans every exported file again and refuses the export on a
+finding: what the export writes is what the gate saw (``settings_digest`` keys both).
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from codepairs import ledger
-from codepairs.config import ExportConfig
-from codepairs.safety import scrub
+from codepairs.config import ExportConfig, SafetyConfig
+from codepairs.safety import contamination, scrub
 from codepairs.sources import gitlog
 from codepairs.store import insert_new
 
@@ -67,6 +73,7 @@ class ContextCut(StrEnum):
     NOT_A_FILE = "not_a_file"  # a submodule, a tree
     UNREADABLE_PATH = "unreadable_path"  # a path cat-file's line protocol cannot carry (a newline)
     PRIVATE_KEY = "private_key"  # the file holds a private key block: never exported
+    CONTAMINATED = "contaminated"  # the file overlaps a benchmark problem (``safety``): never exported
 
 
 KEPT_PARTLY = {ContextCut.FILE_BOUND, ContextCut.PAIR_BUDGET}
@@ -106,10 +113,13 @@ class Read:
     reason: ContextCut | None = None
 
 
-def settings_digest(config: ExportConfig) -> str:
-    """The bounds the context was made under: rows made under others are made again."""
-    bounds = {"v": 2, "file": config.context_file_bytes, "pair": config.context_pair_bytes}  # 2: scrubbed
-    bounds["after"] = config.context_after
+def settings_digest(config: ExportConfig, safety: SafetyConfig | None = None) -> str:
+    """The bounds and safety rules the context was made under: rows made under others are made again."""
+    rules = safety or SafetyConfig()
+    bounds: dict[str, Any] = {"v": 3, "file": config.context_file_bytes, "pair": config.context_pair_bytes}
+    bounds["after"] = config.context_after  # v 2: scrubbed; 3: under the run's safety rules, decontaminated
+    bounds["safety"] = [rules.redact_secrets, rules.redact_personal_data, rules.keep_examples, rules.decontaminate]
+    bounds["benchmarks"] = [rules.ngram, rules.overlap_threshold, list(rules.benchmark_files)]
     return hashlib.sha256(ledger.canonical_json(bounds).encode()).hexdigest()[:16]
 
 
@@ -204,9 +214,11 @@ def _tree_entry(tree: bytes, name: bytes, sha_bytes: int) -> str | None:
     return None
 
 
-def read_file(blobs: Blobs, commit: str, path: str, limit: int, budget_cut: bool) -> Read:
+def read_file(
+    blobs: Blobs, commit: str, path: str, limit: int, budget_cut: bool, safety: SafetyConfig | None = None
+) -> Read:
     """One file as of ``commit``, kept up to ``limit`` bytes (``budget_cut``: the limit is the pair's
-    budget, not the file bound)."""
+    budget, not the file bound), under the run's safety rules (``safety``; None: the defaults)."""
     if "\n" in path:
         return Read(None, reason=ContextCut.UNREADABLE_PATH)
     found = blobs.read(f"{commit}:{path}", limit)
@@ -219,9 +231,15 @@ def read_file(blobs: Blobs, commit: str, path: str, limit: int, budget_cut: bool
     text, problem = cut_text(data, size, limit)
     if problem is not None:
         return Read(None, oid, size, problem)
-    screened = scrub.scrub(text)  # what a pair's instruction and response get at extract: the same rules
+    rules = safety or SafetyConfig()
+    # What a pair's instruction and response get at extract: the same rules, the same settings.
+    screened = scrub.scrub(text, rules.redact_secrets, rules.redact_personal_data, rules.keep_examples)
     if screened.private_key:
         return Read(None, oid, size, ContextCut.PRIVATE_KEY)
+    if rules.decontaminate:  # judged on the text as written, as extract judges a pair
+        index = contamination.load_index(tuple(rules.benchmark_files), rules.ngram)
+        if index.match(text, rules.overlap_threshold) is not None:
+            return Read(None, oid, size, ContextCut.CONTAMINATED)
     text = screened.text
     cut = size > limit
     return Read(text, oid, size, (ContextCut.PAIR_BUDGET if budget_cut else ContextCut.FILE_BOUND) if cut else None)
@@ -246,6 +264,7 @@ def side_context(
     files: Sequence[tuple[str, str | None, str | None]],
     config: ExportConfig,
     whole: ContextCut | None,
+    safety: SafetyConfig | None = None,
 ) -> list[tuple[str, Read]]:
     """(path, what was read) for each file of one side, the pair's budget spent in file order."""
     budget = config.context_pair_bytes
@@ -261,9 +280,8 @@ def side_context(
             out.append((path, Read(None, reason=ContextCut.PAIR_BUDGET)))
             continue
         limit = min(config.context_file_bytes, budget)
-        read = read_file(
-            blobs, commit, (old or path) if side == "before" else path, limit, limit < config.context_file_bytes
-        )
+        name = (old or path) if side == "before" else path
+        read = read_file(blobs, commit, name, limit, limit < config.context_file_bytes, safety)
         if side == "after" and read.reason is ContextCut.NOT_IN_PARENT:
             read = Read(None, read.object_id, read.file_bytes, ContextCut.DELETED)
         budget -= len(read.text.encode()) if read.text is not None else 0
@@ -271,7 +289,9 @@ def side_context(
     return out
 
 
-def pair_context(blobs: Blobs | None, pair: Any, config: ExportConfig) -> list[tuple[str, str, Read]]:
+def pair_context(
+    blobs: Blobs | None, pair: Any, config: ExportConfig, safety: SafetyConfig | None = None
+) -> list[tuple[str, str, Read]]:
     """(side, path, read) of every file of a pair: before (first parent), and after when configured."""
     files = pair_files(pair)
     commit = blobs.read(pair["commit_sha"], 1 << 20) if blobs is not None else None
@@ -280,10 +300,11 @@ def pair_context(blobs: Blobs | None, pair: Any, config: ExportConfig) -> list[t
     before = ContextCut.ROOT_COMMIT if whole is None and blobs is not None and not parents else whole
     rows = [
         ("before", p, r)
-        for p, r in side_context(blobs, parents[0] if parents else None, "before", files, config, before)
+        for p, r in side_context(blobs, parents[0] if parents else None, "before", files, config, before, safety)
     ]
     if config.context_after:
-        rows += [("after", p, r) for p, r in side_context(blobs, pair["commit_sha"], "after", files, config, whole)]
+        after = side_context(blobs, pair["commit_sha"], "after", files, config, whole, safety)
+        rows += [("after", p, r) for p, r in after]
     return rows
 
 
@@ -293,11 +314,15 @@ def _parents(raw: bytes) -> list[str]:
     return [line[7:].decode("ascii", "replace") for line in head if line.startswith(b"parent ")]
 
 
-def collect_context(engine: Engine, config: ExportConfig, pairs_query: str = PENDING) -> ContextResult:
-    """Context for every exported real pair that has none under the current bounds; nothing at all
-    when ``context_file_bytes`` is 0. ``pairs_query``: another choice of pairs with ``PENDING``'s
-    columns, in repository order, and its ``:s`` (the benchmark takes every extracted pair)."""
-    digest = settings_digest(config)
+def collect_context(
+    engine: Engine, config: ExportConfig, pairs_query: str = PENDING, safety: SafetyConfig | None = None
+) -> ContextResult:
+    """Context for every exported real pair that has none under the current bounds and safety rules
+    (``safety``, the run's; None: the defaults); nothing at all when ``context_file_bytes`` is 0.
+    ``pairs_query``: another choice of pairs with ``PENDING``'s columns, in repository order, and its
+    ``:s`` (the benchmark takes every extracted pair). The build reads it before the safety gate
+    (``pipeline.validate_safety``), which scans it again; the export's own call then finds it made."""
+    digest = settings_digest(config, safety)
     with ledger.stage_run(engine, "context") as run:
         result = ContextResult(run_id=run.run_id)
         run.report(result)
@@ -306,7 +331,7 @@ def collect_context(engine: Engine, config: ExportConfig, pairs_query: str = PEN
         started = time.monotonic()
         cut: Counter[str] = Counter()
         for repo_pairs in _by_repository(engine, digest, pairs_query):
-            _collect_repository(engine, repo_pairs, config, digest, run.run_id, result, cut)
+            _collect_repository(engine, repo_pairs, config, digest, run.run_id, result, cut, safety)
         result.cut = dict(sorted(cut.items()))
         result.seconds = round(time.monotonic() - started, 3)
     return result
@@ -334,13 +359,14 @@ def _collect_repository(
     run_id: str,
     result: ContextResult,
     cut: Counter[str],
+    safety: SafetyConfig | None = None,
 ) -> None:
     mirror = pairs[0]["mirror_path"]
     blobs = Blobs(Path(mirror)) if mirror and Path(mirror).is_dir() else None
     try:
         for start in range(0, len(pairs), FLUSH_PAIRS):
             chunk = pairs[start : start + FLUSH_PAIRS]
-            rows = [(pair, pair_context(blobs, pair, config)) for pair in chunk]
+            rows = [(pair, pair_context(blobs, pair, config, safety)) for pair in chunk]
             with engine.begin() as conn:
                 _write(conn, rows, digest, run_id, result, cut)
     finally:

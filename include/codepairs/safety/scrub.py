@@ -26,7 +26,15 @@ Personal data kept: ``noreply``/``no-reply`` addresses, ``git@`` (ssh URLs), the
 ``example.com/.org/.net`` and ``.example``/``.test``/``.invalid``/``.localhost`` (RFC 2606), and every
 IPv4 address that is not globally routable (private, loopback, link-local, the documentation ranges
 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, netmasks and broadcast): none of them is anybody's.
-Only IPv4 is looked for (IPv6's compressed form matches too much code: ``a::b``).
+
+IPv6 (``IPV6``): only global unicast addresses are looked for, the only ones in use for hosts on the
+internet (2000::/3: a first group of four hex digits starting with 2 or 3, which no C++ or Rust path
+such as ``std::vector`` or ``a::b::c``, no time ``12:30:45`` and no MAC address ``aa:bb:cc:dd:ee:ff``
+has), parsed by ``ipaddress``; a compressed form needs three groups or more (``2001:db8::1``), so a
+Python slice ``x[2000::2]`` is none. Kept: the documentation ranges 2001:db8::/32 and 3fff::/20, every
+range ``ipaddress`` does not call global, what IANA has given no regional registry (a made-up
+``2345:425:2ca1::567:5673:23b5``), the public resolvers (Google's, Cloudflare's, Quad9's, OpenDNS's),
+and a network prefix (``2a00:1450:4001::/48``: the address of a network, no host's).
 """
 
 from __future__ import annotations
@@ -215,6 +223,22 @@ EMAIL = re.compile(
 IPV4 = re.compile(
     r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w.]|\.\d)"
 )
+# A run of colon-separated hex groups starting like a global unicast address; ``ipaddress`` decides
+# whether it is one (``_ipv6_findings``). Not inside a longer run of word characters, colons or dots.
+IPV6 = re.compile(r"(?<![\w:.])[23][0-9A-Fa-f]{3}(?::[0-9A-Fa-f]{0,4}){2,8}(?![\w:]|\.\d)")
+IPV6_DOCUMENTATION = (ipaddress.IPv6Network("2001:db8::/32"), ipaddress.IPv6Network("3fff::/20"))  # RFC 3849, 9637
+IPV6_PREFIX = re.compile(r"/(\d{1,3})(?!\d)")
+# What IANA has given the regional registries of 2000::/3 (its "IPv6 Global Unicast Address
+# Assignments" registry, as of 2024): an address elsewhere (``2345:425:2ca1::567:5673:23b5``, the example
+# of many tutorials and test tables) is in no network anybody holds. 2001:0000::/23 is IANA's own.
+IPV6_ALLOCATED = tuple(
+    ipaddress.IPv6Network(n)
+    for n in (
+        "2001:200::/23 2001:400::/22 2001:800::/21 2001:1000::/20 2001:2000::/19 2001:4000::/20 2001:5000::/20 "
+        "2001:8000::/18 2002::/16 2003::/18 2400::/12 2600::/12 2610::/23 2620::/23 2630::/16 2800::/12 "
+        "2a00::/12 2a10::/12 2c00::/12"
+    ).split()
+)
 
 PLACEHOLDER_VALUES = frozenset(
     (
@@ -232,6 +256,13 @@ KEPT_DOMAINS = re.compile(
 PUBLIC_SERVICES = frozenset(
     "8.8.8.8 8.8.4.4 1.1.1.1 1.0.0.1 9.9.9.9 208.67.222.222 208.67.220.220".split()
 )  # resolvers
+PUBLIC_SERVICES_V6 = frozenset(  # the same resolvers' IPv6 addresses, and OpenDNS's
+    ipaddress.IPv6Address(a)
+    for a in (
+        "2001:4860:4860::8888 2001:4860:4860::8844 2606:4700:4700::1111 2606:4700:4700::1001 "
+        "2620:fe::fe 2620:fe::9 2620:119:35::35 2620:119:53::53"
+    ).split()
+)
 NUMBERED = re.compile(r"(?i)(?:\bv|[=~<>!]=\s*|(?:version|release|section|rfc|§)[\w\s'\"=:(#-]{0,16})$")
 ROLES = frozenset(  # a mailbox of a role, not of a person
     "abuse admin contact hello help info legal noc postmaster press privacy report security support team "
@@ -421,6 +452,36 @@ def _ip_findings(text: str) -> Iterator[Finding]:
         yield Finding("ip_address", "<IP_ADDRESS>", match.start(), match.end())
 
 
+def _ipv6_findings(text: str) -> Iterator[Finding]:
+    if ":" not in text:
+        return
+    for match in IPV6.finditer(text):
+        written = match.group(0)
+        try:
+            address = ipaddress.IPv6Address(written)
+        except ValueError:
+            continue  # "2023:10:12" (an EXIF date), "2000:3000:2" (a slice): no address
+        if "::" in written and sum(1 for g in written.split(":") if g) < 3:
+            continue  # "2000::2": a slice as often as an address
+        if not address.is_global or address in PUBLIC_SERVICES_V6 or any(address in n for n in IPV6_DOCUMENTATION):
+            continue
+        if not any(address in n for n in IPV6_ALLOCATED):
+            continue  # in no registry's network: made up
+        prefix = IPV6_PREFIX.match(text, match.end())
+        if prefix and _network(written, int(prefix.group(1))):
+            continue
+        yield Finding("ipv6_address", "<IP_ADDRESS>", match.start(), match.end())
+
+
+def _network(address: str, length: int) -> bool:
+    """Whether ``address/length`` names a network (no host bits set): a prefix, not a host."""
+    try:
+        ipaddress.IPv6Network(f"{address}/{length}")
+    except ValueError:
+        return False
+    return length < 128
+
+
 def findings(text: str, secrets: bool = True, personal: bool = True, keep_examples: bool = True) -> list[Finding]:
     """Every finding in ``text``, in order, none overlapping another (the longest wins where they start
     together; a later one inside an earlier one is dropped). Placeholders already there are no finding."""
@@ -428,7 +489,8 @@ def findings(text: str, secrets: bool = True, personal: bool = True, keep_exampl
     if secrets:
         kept = _disjoint([*_rule_findings(text, keep_examples), *_detect_secrets_findings(text, keep_examples)])
     if personal:  # after the secrets: the host part of ``user:pw@host`` is no e-mail address
-        personal_found = [f for f in (*_email_findings(text), *_ip_findings(text)) if not _overlaps(f, kept)]
+        found = (*_email_findings(text), *_ip_findings(text), *_ipv6_findings(text))
+        personal_found = [f for f in found if not _overlaps(f, kept)]
         kept = sorted(kept + _disjoint(personal_found), key=lambda f: f.start)
     return kept
 
