@@ -180,3 +180,25 @@ def test_benchmark_overlap_from_known_words_only_is_the_overlap_of_every_ngram()
             assert index.match(text, threshold) == expected, text[:80]
             found.add("none" if expected is None else "exact" if expected.overlap >= 1.0 else "partial")
     assert found == {"none", "exact", "partial"}  # each was seen, so each was compared
+
+
+def test_the_new_side_of_a_diff_drops_the_lines_the_header_pattern_names() -> None:
+    """``new_side`` by ``str.startswith`` keeps and drops the lines ``DIFF_HEADER`` did, whatever
+    ``splitlines`` cuts at (carriage returns, form feeds, Unicode line separators)."""
+
+    def plain(diff: str) -> str:
+        kept = []
+        for line in diff.splitlines():
+            if contamination.DIFF_HEADER.match(line) or line.startswith("-"):
+                continue
+            kept.append(line[1:] if line[:1] in ("+", " ") else line)
+        return "\n".join(kept)
+
+    rng = random.Random(65)
+    starts = ["diff --git a/x b/x", "index 1..2", "--- a/x", "+++ b/x", "@@ -1 +1 @@", "new file mode 100644"]
+    starts += ["deleted file mode 100644", "similarity index 90%", "rename from x", "+added", "-removed", " ctx"]
+    starts += ["plain", "", "+", "-", "indexing", "@@x", "diff --gitx", "+++x", "renamed"]
+    breaks = ["\n", "\r\n", "\r", "\x0c", "\u2028", "\x85", "\n\n"]
+    for _ in range(500):
+        diff = "".join(rng.choice(starts) + rng.choice(breaks) for _ in range(rng.randint(0, 12)))
+        assert contamination.new_side(diff) == plain(diff), repr(diff)

@@ -32,6 +32,8 @@ SOLUTION_FIELDS = ("canonical_solution", "solution", "code", "answer")
 DIFF_HEADER = re.compile(
     r"^(?:diff --git |index |--- |\+\+\+ |@@ |new file mode|deleted file mode|similarity |rename )"
 )
+# The same prefixes for ``str.startswith`` (a line starting with "-", "--- " among them, is dropped too).
+LEFT_OUT = ("-", "diff --git ", "index ", "+++ ", "@@ ", "new file mode", "deleted file mode", "similarity ", "rename ")
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,9 @@ def grams(tokens: Sequence[str], n: int) -> set[int]:
 def new_side(diff: str) -> str:
     """What a unified diff leaves: context and added lines without their marker, headers and removed
     lines left out (a change that deletes a benchmark problem does not put it in the dataset's target)."""
-    kept = []
-    for line in diff.splitlines():
-        if DIFF_HEADER.match(line) or line.startswith("-"):
-            continue
-        kept.append(line[1:] if line[:1] in ("+", " ") else line)
-    return "\n".join(kept)
+    return "\n".join(
+        line[1:] if line[:1] in ("+", " ") else line for line in diff.splitlines() if not line.startswith(LEFT_OUT)
+    )
 
 
 def read_items(path: Path, benchmark: str | None = None) -> list[tuple[str, str, str, str]]:
