@@ -132,7 +132,7 @@ class Index:
         vocabulary of the index; the others cannot be in ``holders`` (short of a 64-bit hash collision).
         Each word is looked up once, and only runs of ``n`` known words are joined and hashed: on
         the newest 3,000 commits of sqlalchemy 2,363 n-grams of 1.3 million, six times faster than hashing them all."""
-        known = bytes([t in self.vocabulary for t in tokens])
+        known = bytes(map(self.vocabulary.__contains__, tokens))
         n, join = self.n, " ".join
         return {
             hash(join(tokens[i : i + n]))
