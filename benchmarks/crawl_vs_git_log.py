@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from scratch import fresh_database, scratch_server
+from scratch import fresh_database, peak_rss_mib, scratch_server
 
 
 def child(spec: str, max_commits: int | None, url: str) -> None:
@@ -42,7 +41,6 @@ def child(spec: str, max_commits: int | None, url: str) -> None:
         conn.execute(sa.text("UPDATE batches SET validated = true"))
     ex = extract.extract_repository(engine, result.repo_id, ExtractConfig())
     t2 = time.perf_counter()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(
         json.dumps(
             {
@@ -50,7 +48,7 @@ def child(spec: str, max_commits: int | None, url: str) -> None:
                 "pairs": ex.pairs_new,
                 "crawl_s": t1 - t0,
                 "extract_s": t2 - t1,
-                "peak_rss_mib": peak_kib / 1024,
+                "peak_rss_mib": peak_rss_mib(),  # VmHWM: ru_maxrss can carry the parent's peak
             }
         )
     )
