@@ -72,7 +72,7 @@ CONSUMED = "DELETE FROM dedup_signatures WHERE pair_id BETWEEN :first AND :last"
 ORPHANS = "DELETE FROM dedup_signatures g USING dedup d WHERE d.pair_id = g.pair_id"
 # Signature batches whose rows have all moved into dedup: their data went on, through dedup's gate.
 SIGNATURES_CONSUMED = """
-UPDATE batches b SET validated = true
+SELECT b.batch_id FROM batches b
 WHERE b.stage = 'dedup_signatures' AND NOT b.validated
   AND NOT EXISTS (SELECT 1 FROM dedup_signatures g WHERE g.batch_id = b.batch_id)
 """
@@ -389,7 +389,7 @@ def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
         )
         with engine.begin() as conn:
             conn.execute(sa.text(ORPHANS))
-            conn.execute(sa.text(SIGNATURES_CONSUMED))
+            ledger.mark_validated(conn, conn.execute(sa.text(SIGNATURES_CONSUMED)).scalars().all())
             result.pairs_kept = conn.execute(sa.text("SELECT count(*) FROM dedup WHERE duplicate_of IS NULL")).scalar()
     return result
 
