@@ -204,6 +204,29 @@ def test_the_gate_refuses_a_broken_dedup_state(engine, mirrors, repos) -> None:
         dedup_checks.validate_dedup(engine, "test", DedupConfig())
 
 
+def test_the_gate_counts_each_fault_of_the_dedup_state(engine, mirrors, repos) -> None:
+    """Faults counted in SQL, each named: a duplicate pointing at a duplicate, a signature cut short."""
+    crawl(engine, repos["orig"], repos["fork"], repos["vendor"])
+    pipeline.dedup_step(engine, PipelineConfig())
+    with engine.begin() as conn:
+        kept, dup, other = conn.execute(
+            sa.text(
+                "SELECT k.pair_id, d.pair_id, o.pair_id FROM dedup k JOIN dedup d ON d.duplicate_of = k.pair_id "
+                "JOIN dedup o ON o.duplicate_of = k.pair_id AND o.pair_id <> d.pair_id LIMIT 1"
+            )
+        ).one()
+        conn.execute(sa.text("UPDATE dedup SET duplicate_of = :d WHERE pair_id = :o"), {"d": dup, "o": other})
+        conn.execute(
+            sa.text("UPDATE dedup SET signature = substring(signature FROM 5) WHERE pair_id = :k"), {"k": kept}
+        )
+    with pytest.raises(GateFailedError) as err:
+        dedup_checks.validate_dedup(engine, "test", DedupConfig())
+    assert sorted(f.split("column='")[1].split("'")[0] for f in err.value.failed) == [
+        "duplicates_of_a_duplicate",
+        "signatures_not_whole",
+    ]
+
+
 def test_a_dedup_that_did_nothing_fails_its_gate_and_nothing_is_exported(engine, mirrors, repos, tmp_path) -> None:
     """``dedup.batch_size: 0`` (refused at load time now, forced here) made dedup read no pair; the gate
     checked an empty frame and passed, and the export held 0 of the pairs."""
