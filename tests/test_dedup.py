@@ -143,11 +143,14 @@ def test_signatures_by_shard_then_dedup_decide_as_dedup_alone(engine, mirrors, r
 
 def test_dedup_takes_what_a_shard_staged(engine, mirrors, repos) -> None:
     """The staged values are the ones used (not computed again): a staged hash, edited, is the one stored;
-    a row staged under other settings is not."""
+    a row staged under other settings is not, and signing under other settings replaces the rows."""
     crawl(engine, repos["orig"])
     assert dedup.dedup_signatures(engine, DedupConfig(), WHOLE) == 3
     with engine.begin() as conn:
         first, second = conn.execute(sa.text("SELECT pair_id FROM dedup_signatures ORDER BY pair_id LIMIT 2")).scalars()
+    assert dedup.dedup_signatures(engine, DedupConfig(seed=2), WHOLE) == 3  # other settings: all signed again
+    assert dedup.dedup_signatures(engine, DedupConfig(), WHOLE) == 3  # and back
+    with engine.begin() as conn:
         conn.execute(sa.text("UPDATE dedup_signatures SET exact_hash = 'staged' WHERE pair_id = :p"), {"p": first})
         conn.execute(
             sa.text("UPDATE dedup_signatures SET exact_hash = 'other', params = 'x' WHERE pair_id = :p"), {"p": second}

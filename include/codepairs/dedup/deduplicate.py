@@ -66,6 +66,8 @@ WHERE p.pair_id BETWEEN :first AND :last
   AND NOT EXISTS (SELECT 1 FROM dedup_signatures g WHERE g.pair_id = p.pair_id AND g.params = :params)
 ORDER BY p.pair_id
 """
+# Staged rows of a range made under other settings: replaced when the range is signed again.
+STALE = "DELETE FROM dedup_signatures WHERE pair_id BETWEEN :first AND :last AND params <> :params"
 # Staged rows a dedup batch has decided (or made under other settings): gone with the batch's dedup rows.
 CONSUMED = "DELETE FROM dedup_signatures WHERE pair_id BETWEEN :first AND :last"
 # Staged rows of pairs deduplicated meanwhile (a shard that ran beside dedup): nothing will read them.
@@ -507,7 +509,9 @@ def dedup_signatures(engine: Engine, config: DedupConfig, shard: Shard = WHOLE) 
         seq = 0
         for ids in shard_pair_ids(engine, shard, config.batch_size):
             with engine.begin() as conn:
-                rows = conn.execute(sa.text(UNSIGNED), {"first": ids[0], "last": ids[-1], "params": params}).all()
+                bounds = {"first": ids[0], "last": ids[-1], "params": params}
+                conn.execute(sa.text(STALE), bounds)
+                rows = conn.execute(sa.text(UNSIGNED), bounds).all()
                 if not rows:
                     continue
                 record = ledger.open_batch(conn, run, seq, len(rows), {"shard": shard.as_dict(), "first": ids[0]})
