@@ -258,6 +258,12 @@ def token_signatures(documents: Sequence[list[str]], config: DedupConfig) -> np.
     and applies every permutation to every shingle, one document at a time (about 280 µs for a
     240-token document here); this hashes each distinct token once (CRC-32) and does the rest for the
     whole batch in a few vector operations (benchmarks/dedup_pairs.py gives the figures).
+
+    Kept over rensa 0.5.0 and datatrove 0.10.1 (``benchmarks/dedup_pairs.py --cores``, 100,000 texts, the
+    same shingles and one LSH over each core's signatures, a shared 2-core machine under load): this
+    core 28.4 s with recall 0.9935, rensa's ``RMinHash`` 28.5 s with 0.9814, datatrove's
+    ``get_signature`` 68.6 s with 0.9722; precision 1.0 for all three. Neither is faster at the same
+    recall.
     """
     return _signatures(*_token_ids(documents, config.shingle_tokens), config)
 
