@@ -30,7 +30,7 @@ test: $(STAMP)
 up: $(STAMP)
 	@$(BIN)/python scripts/airflow_local.py up --port $(PORT)
 
-## make celery [PORT=8080] [WORKERS=2]: the same with CeleryExecutor, WORKERS Celery workers, local Redis as broker
+## make celery [PORT=8080] [WORKERS=2]: the same with CeleryExecutor, WORKERS Celery workers, local Redis as broker; the Procfile run by honcho
 celery: $(STAMP)
 	@$(BIN)/python scripts/airflow_local.py celery --port $(PORT) --workers $(WORKERS)
 

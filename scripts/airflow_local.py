@@ -330,15 +330,23 @@ def stop_process_trees(pids: list[int], timeout: float = 30) -> None:
 
 def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
     """The distributed deployment's processes on one machine: api-server, scheduler, dag-processor,
-    triggerer and ``workers`` Celery workers, each a process of its own, logs under AIRFLOW_HOME.
-    It stops them all, with everything they started, when it is stopped (SIGTERM or Ctrl-C)."""
+    triggerer and ``workers`` Celery workers, as the project's ``Procfile`` declares them, run by honcho
+    (``honcho start -c worker=N``: one process each, stopped together when one exits), logs under
+    AIRFLOW_HOME. This function prepares what they share (environment, secrets, the migrated metadata
+    database) and stops honcho with everything under it when it is stopped (SIGTERM or Ctrl-C):
+    Airflow starts each task in a process group of its own, which honcho's signals do not reach."""
     import signal
     import subprocess
 
     env = celery_env(port, workers, concurrency, queue)
     password = admin_password(Path(env["AIRFLOW_HOME"]))
     os.environ.update(env)
-    env = dict(os.environ)  # what the children get: this environment with the settings above
+    env = {
+        **os.environ,  # what the components get: this environment with the settings above
+        "CODEPAIRS_PORT": str(port),
+        "CODEPAIRS_QUEUE": queue,
+        "CODEPAIRS_WORKER_CONCURRENCY": str(concurrency),
+    }
     stopping = False
 
     def stop(*_: object) -> None:
@@ -349,46 +357,30 @@ def celery(port: int, workers: int, concurrency: int, queue: str) -> int:
     signal.signal(signal.SIGINT, stop)
     migrate_airflow()
     home = Path(env["AIRFLOW_HOME"])
-    commands = {
-        "api-server": ["api-server", "--port", str(port)],
-        "scheduler": ["scheduler"],
-        "dag-processor": ["dag-processor"],
-        "triggerer": ["triggerer"],
-    }
-    for i in range(1, workers + 1):  # the first serves task logs; the others share its log folder
-        commands[f"worker-{i}"] = [
-            "celery",
-            "worker",
-            "--celery-hostname",
-            f"worker-{i}@%h",
-            "--concurrency",
-            str(concurrency),
-            "--queues",
-            queue,
-            "--without-gossip",
-            "--without-mingle",
-            *(["--skip-serve-logs"] if i > 1 else []),
-        ]
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    honcho = [
+        str(Path(sys.executable).with_name("honcho")),
+        "start",
+        *("--procfile", str(ROOT / "Procfile"), "--app-root", str(ROOT)),
+        *("--env", os.devnull),  # not a .env file: docker compose's secrets stay out of this
+        "--no-colour",
+        *("--concurrency", f"worker={workers}"),
+    ]
+    proc: subprocess.Popen[bytes] | None = None
     try:
-        for name, args in commands.items():
-            if stopping:
-                break
-            worker = {"CODEPAIRS_WORKER_NAME": name} if name.startswith("worker-") else {}
-            with (home / f"{name}.log").open("ab") as out:
-                procs[name] = subprocess.Popen(
-                    ["airflow", *args], env={**env, **worker}, stdout=out, stderr=subprocess.STDOUT
-                )
+        with (home / "honcho.log").open("ab") as out:
+            if not stopping:
+                proc = subprocess.Popen(honcho, env=env, stdout=out, stderr=subprocess.STDOUT)
         print(f"Airflow UI: http://localhost:{port}  user: admin  password: {password}", flush=True)
         print(PAUSED_NOTE, flush=True)
         print(f"CeleryExecutor, {workers} workers x {concurrency} on queue {queue!r}; logs: {home}/*.log", flush=True)
-        while not stopping and all(p.poll() is None for p in procs.values()):
+        while proc is not None and not stopping and proc.poll() is None:
             time.sleep(1)
     finally:
-        stop_process_trees([p.pid for p in procs.values()])
-    failed = [name for name, p in procs.items() if p.returncode not in (0, -15) and not stopping]
+        if proc is not None:
+            stop_process_trees([proc.pid])
+    failed = proc is not None and not stopping and proc.returncode not in (0, -15)
     if failed:
-        print(f"stopped because {', '.join(failed)} exited; see {home}/<name>.log", flush=True)
+        print(f"stopped because a component exited; see {home}/honcho.log and {home}/<name>.log", flush=True)
     return 1 if failed else 0
 
 

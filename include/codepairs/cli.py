@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from codepairs import logs, pipeline, report, settings, store
+from codepairs import datadocs, logs, pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
 from codepairs.errors import CodepairsError
 from codepairs.export import dataset as export
@@ -209,6 +209,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datadocs(args: argparse.Namespace) -> int:
+    index, count = datadocs.rebuild(store.get_engine(args.database_url), keep=args.keep)
+    print(f"GX Data Docs rebuilt from {count} gate result(s): {index}")
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     if args.action == "stop":
         print("stopped" if store.stop_embedded() else "the embedded server was not running")
@@ -255,6 +261,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str | None]]
                      "labelled category of an `eval/evaluate.py --json` run, choosing the regularisation by "
                      "leave-one-repository-out accuracy, and write it, with the data and code it came from, to "
                      "the file scoring.yaml's `category_model` names."),
+    "datadocs": (cmd_datadocs, "rebuild the GX Data Docs of the gates' results from the database",
+                 "Make the GX Data Docs site (settings: CODEPAIRS_DATA_DOCS_DIR, default <data dir>/gx) again "
+                 "from gate_results: the latest --keep results of each suite, swapped in whole. Gate runs "
+                 "update it as they go; this is for a site deleted, moved or older than the database."),
     "summary": (cmd_summary, "repositories, commits, pairs, skips by reason, last export", None),
     "db": (cmd_db, "the pipeline database: url, upgrade, stop (embedded server)", None),
 }  # fmt: skip
@@ -294,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_category.add_argument("--set", action="append", help="label sets to fit on (default: development)")
     fit_category.add_argument("--out", help="model file (default: include/config/category_weights.yaml)")
     fit_category.add_argument("--report", help="also write the LORO figures and confusions as Markdown here")
+    commands["datadocs"].add_argument("--keep", type=int, default=datadocs.KEEP_PER_SUITE, help="results per suite")
     commands["db"].add_argument("action", choices=["url", "upgrade", "stop"])
     return parser
 

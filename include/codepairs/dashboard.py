@@ -37,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from sqlalchemy.engine import Connection, Engine
 
+from codepairs import datadocs
 from codepairs.balance.targets import CURRENT_PLAN
 from codepairs.config import CATEGORIES
 from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
@@ -83,7 +84,7 @@ SELECT suite, min(stage) AS stage, run_id, bool_and(success) AS success, sum(eva
        jsonb_path_query_array(jsonb_agg(failed ORDER BY id), '$[*][*]') AS failed,
        sum(coalesce(substring(target FROM '^(\\d+) batch')::bigint, 0))::bigint AS batches,
        sum(coalesce(substring(target FROM '(\\d+) rows$')::bigint, 0))::bigint AS rows,
-       max(created_at) AS created_at, max(id) AS id
+       max(created_at) AS created_at, max(id) AS id, min(id) FILTER (WHERE NOT success) AS failed_id
 FROM gate_results GROUP BY suite, run_id
 """
 LATEST_GATE_RUN = f"SELECT DISTINCT ON (suite) * FROM ({GATE_RUNS}) AS r ORDER BY suite, created_at DESC, id DESC"
@@ -312,6 +313,20 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
     "font-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'"
 )
+# GX's Data Docs pages run inline scripts and load jQuery, Bootstrap and Vega from public CDNs: they
+# are served sandboxed (an opaque origin: no cookie, storage or same-origin request of the dashboard's,
+# or of Airflow's when mounted there), with no connection, form or plugin allowed.
+DATADOCS_CDNS = (
+    "https://cdn.jsdelivr.net https://cdnjs.cloudflare.com https://code.jquery.com https://stackpath.bootstrapcdn.com "
+    "https://maxcdn.bootstrapcdn.com https://unpkg.com"
+)
+DATADOCS_CSP = (
+    "sandbox allow-scripts allow-popups; default-src 'none'; "
+    f"script-src 'self' 'unsafe-inline' 'unsafe-eval' {DATADOCS_CDNS}; "
+    f"style-src 'self' 'unsafe-inline' {DATADOCS_CDNS}; "
+    f"img-src 'self' data:; font-src 'self' data: {DATADOCS_CDNS}; connect-src 'none'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -391,7 +406,8 @@ def _add_guards(app: FastAPI, token: str | None) -> None:
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         denied = _authorize(request, token) if token is not None else None
         response = denied or await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)  # a route that set its own CSP (Data Docs) keeps it
         return response
 
     @app.exception_handler(RequestValidationError)
@@ -436,6 +452,23 @@ def create_app(engine: Callable[[], Engine], dependencies: Sequence[Any] = (), t
     @app.get("/api/summary")
     def api_summary() -> dict[str, Any]:
         return json.loads(json.dumps(summary(engine()), default=str))
+
+    @app.get("/datadocs/gate/{result_id}")
+    def datadocs_page(request: Request, result_id: int) -> RedirectResponse:
+        page = datadocs.page_of(engine(), result_id)
+        if page is None:
+            raise HTTPException(404, f"no gate result {result_id}")
+        if not (datadocs.site_root() / datadocs.SITE_DIR / page).is_file():
+            raise HTTPException(404, f"gate result {result_id} has no Data Docs page yet: run `codepairs datadocs`")
+        return RedirectResponse(f"{base(request)}datadocs/site/{page.as_posix()}", status_code=303)
+
+    @app.get("/datadocs/site/{path:path}")
+    def datadocs_site(path: str) -> FileResponse:
+        site = (datadocs.site_root() / datadocs.SITE_DIR).resolve()
+        file = (site / (path or "index.html")).resolve()
+        if not file.is_relative_to(site) or not file.is_file():
+            raise HTTPException(404, f"no Data Docs file {path!r} (`codepairs datadocs` builds the site)")
+        return FileResponse(file, headers={"Content-Security-Policy": DATADOCS_CSP})
 
     @app.get("/static/{name}")
     def asset(name: str) -> Any:

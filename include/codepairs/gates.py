@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from codepairs import ledger
+from codepairs import datadocs, ledger
 from codepairs.errors import GateFailedError
 
 if TYPE_CHECKING:
@@ -177,6 +177,7 @@ def validate(df: pd.DataFrame, suite_name: str, expectations: list[Any]) -> tupl
 STORE_RESULT = """
 INSERT INTO gate_results (suite, stage, run_id, target, success, evaluated, failed, result)
 VALUES (:s, :st, :r, :t, :ok, :n, CAST(:f AS jsonb), CAST(:res AS jsonb))
+RETURNING id, created_at
 """
 
 
@@ -187,11 +188,11 @@ def _store(
     loaded: Loaded,
     rows: int,
     outcome: tuple[bool, int, list[str], dict[str, Any]],
-) -> None:
+) -> datadocs.StoredResult:
     success, evaluated, failed, raw = outcome
     if success:
         ledger.mark_validated(conn, loaded.batches)
-    conn.execute(
+    stored = conn.execute(
         sa.text(STORE_RESULT),
         {
             "s": suite.name,
@@ -203,7 +204,8 @@ def _store(
             "f": json.dumps(failed),
             "res": json.dumps(raw, default=str),
         },
-    )
+    ).one()
+    return datadocs.StoredResult(stored.id, suite.name, run_id, stored.created_at, raw)
 
 
 def run(engine: Engine, suite: Suite, run_id: str, **scope: Any) -> GateReport:
@@ -232,7 +234,8 @@ def check(engine: Engine, suite: Suite, run_id: str, loaded: Loaded, **scope: An
     rows = len(loaded.frame) if loaded.rows is None else loaded.rows
     outcome = _validate_loaded(suite, loaded, **scope)
     with engine.begin() as conn:
-        _store(conn, suite, run_id, loaded, rows, outcome)
+        stored = _store(conn, suite, run_id, loaded, rows, outcome)
+    datadocs.after_gate(stored)  # the result's GX Data Docs page, once it is committed
     if not outcome[0]:
         raise GateFailedError(suite.name, f"run {run_id}", outcome[2])
     return GateReport(suite.name, run_id, True, outcome[1], rows, tuple(outcome[2]))

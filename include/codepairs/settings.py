@@ -27,6 +27,11 @@ def default_export_dir() -> Path:
     return Path(os.environ.get("CODEPAIRS_EXPORT_DIR", data_dir() / "export")).resolve()
 
 
+def data_docs_dir() -> Path:
+    """The GX file context whose Data Docs show the gates' results (``codepairs.datadocs``)."""
+    return Path(os.environ.get("CODEPAIRS_DATA_DOCS_DIR", data_dir() / "gx")).resolve()
+
+
 def config_path() -> Path:
     return Path(os.environ.get("CODEPAIRS_CONFIG", CONFIG_DIR / "pipeline.yaml")).resolve()
 
