@@ -129,8 +129,11 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
     assert sorted(dag.task_ids) == [
         "balance_dataset",
         "dedup_pairs",
+        "dedup_signatures",
         "export_dataset",
-        "score_pairs",
+        "plan_shards",
+        "rank_scores",
+        "score_shard",
         "validate_balance",
         "validate_balance_input",
         "validate_dedup",
@@ -140,7 +143,7 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
         "verify_export",
     ]
     # every gate is a task of its own, right after what it guards
-    assert dag.get_task("score_pairs").downstream_task_ids == {"validate_scores"}
+    assert dag.get_task("rank_scores").downstream_task_ids == {"validate_scores"}
     assert dag.get_task("dedup_pairs").downstream_task_ids == {"validate_dedup", "validate_split"}
     assert dag.get_task("balance_dataset").downstream_task_ids == {"validate_balance", "validate_safety"}
     assert dag.get_task("validate_balance").downstream_task_ids == {"validate_safety"}
