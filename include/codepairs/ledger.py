@@ -183,6 +183,16 @@ def reseal(conn: Connection, batch: str, written: int, rows_digest: str) -> None
     )
 
 
+def lock_batches(conn: Connection, batches: Sequence[str]) -> None:
+    """Hold the records of ``batches`` until ``conn``'s transaction ends (in id order, so two writers
+    never wait on each other in a cycle): what a writer that reseals them reads next is then what the
+    writer before it committed."""
+    conn.execute(
+        sa.text("SELECT batch_id FROM batches WHERE batch_id = ANY(:b) ORDER BY batch_id FOR UPDATE"),
+        {"b": sorted(batches)},
+    )
+
+
 def delete_batch(conn: Connection, batch: str) -> None:
     conn.execute(sa.text("DELETE FROM batches WHERE batch_id = :b"), {"b": batch})
 

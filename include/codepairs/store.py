@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from codepairs import settings
+from codepairs.shards import WHOLE, Shard
 
 log = logging.getLogger(__name__)
 
@@ -259,22 +260,24 @@ def upsert_changed(
     return [tuple(r) for r in written]
 
 
-def count_pairs(engine: Engine) -> int:
-    """The number of pairs ``keyset_pair_ids`` walks: the total of a stage's progress lines."""
+def count_pairs(engine: Engine, shard: Shard = WHOLE) -> int:
+    """The number of pairs ``keyset_pair_ids`` walks (of one shard): the total of a stage's progress lines."""
+    where, params = shard.where()
     with engine.connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM pairs")).scalar_one())
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM pairs WHERE {where}"), params).scalar_one())
 
 
-def keyset_pair_ids(engine: Engine, size: int) -> Iterator[list[str]]:
-    """Every pair id, in order, ``size`` at a time: an index-only keyset scan, one short read per
-    batch (a filtered scan of a view made the planner read every pair for every batch)."""
+def keyset_pair_ids(engine: Engine, size: int, shard: Shard = WHOLE) -> Iterator[list[str]]:
+    """Every pair id (of ``shard``), in order, ``size`` at a time: an index-only keyset scan, one short
+    read per batch (a filtered scan of a view made the planner read every pair for every batch)."""
+    where, params = shard.where()
     after = ""
     while True:
         with engine.connect() as conn:
             ids = (
                 conn.execute(
-                    sa.text("SELECT pair_id FROM pairs WHERE pair_id > :after ORDER BY pair_id LIMIT :n"),
-                    {"after": after, "n": size},
+                    sa.text(f"SELECT pair_id FROM pairs WHERE pair_id > :after AND {where} ORDER BY pair_id LIMIT :n"),
+                    {"after": after, "n": size, **params},
                 )
                 .scalars()
                 .all()

@@ -27,6 +27,7 @@ from codepairs.quality import classify as classify_module
 from codepairs.quality import features as features_module
 from codepairs.quality.classify import classify
 from codepairs.quality.features import ScoringRules, diff_stats, explain, features, load_rules, score
+from codepairs.shards import WHOLE, Shard
 from codepairs.store import copy_rows, count_pairs, keyset_pair_ids
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class ScoreResult(ledger.StageResult):
     selected: int = 0  # after ranking, of all scored pairs
     scored_total: int = 0
     batches: list[str] = field(default_factory=list)
+    shard: dict[str, int] = field(default_factory=lambda: WHOLE.as_dict())  # which pairs this run examined
 
 
 def rules_digest(rules: ScoringRules) -> str:
@@ -131,15 +133,22 @@ def score_one(pair: Mapping[str, Any], rules: ScoringRules) -> dict[str, Any]:
     }
 
 
-def score_pairs(engine: Engine, config: ScoreConfig, rules: ScoringRules | None = None) -> ScoreResult:
-    """Score every gated pair not scored under the current rules, then rank all of them."""
+def score_pairs(
+    engine: Engine, config: ScoreConfig, rules: ScoringRules | None = None, shard: Shard = WHOLE, rank: bool = True
+) -> ScoreResult:
+    """Score every gated pair of ``shard`` not scored under the current rules, then (``rank``) rank all
+    scored pairs.
+
+    Each call is its own stage run, so its batch ids are its own: N processes can score disjoint shards
+    side by side, and the ranking, which needs every score, runs once after them (``rank=False`` here,
+    ``rank_pairs`` there). Without ranking, ``scored_total`` and ``selected`` stay 0."""
     rules = rules or load_rules(config.rules_path())
     digest = rules_digest(rules)
     with ledger.stage_run(engine, "score") as run:
-        result = ScoreResult(run_id=run.run_id)
+        result = ScoreResult(run_id=run.run_id, shard=shard.as_dict())
         run.report(result)
-        progress = Progress(log, "score", count_pairs(engine), "pairs examined")
-        for seq, ids in enumerate(keyset_pair_ids(engine, config.batch_size)):
+        progress = Progress(log, "score", count_pairs(engine, shard), "pairs examined")
+        for seq, ids in enumerate(keyset_pair_ids(engine, config.batch_size, shard)):
             records = _score_batch(engine, ids, rules, digest, result)
             progress.advance(len(ids))
             if not records:
@@ -147,8 +156,9 @@ def score_pairs(engine: Engine, config: ScoreConfig, rules: ScoringRules | None 
             with engine.begin() as conn:
                 result.batches.append(_write_batch(conn, run, seq, records, result))
         progress.finish()
-        log.info("score: %d pairs scored in %d batches", result.pairs_scored, len(result.batches))
-        result.scored_total, result.selected = rank_pairs(engine, config)
+        log.info("score (%s): %d pairs scored in %d batches", shard.label(), result.pairs_scored, len(result.batches))
+        if rank:
+            result.scored_total, result.selected = rank_pairs(engine, config)
     return result
 
 
@@ -218,7 +228,13 @@ def _write_batch(
 
 def _reseal(conn: Connection, batch_ids: set[str]) -> None:
     """Batches that lost rows to a rescore: count and digest what they still hold (a batch left empty
-    goes), so their gate checks what is there, not what was."""
+    goes), so their gate checks what is there, not what was.
+
+    Shards scored side by side can take rows from the same old batch: its record is locked first, so
+    the second to reseal waits for the first to commit and then counts what the first left."""
+    if not batch_ids:
+        return
+    ledger.lock_batches(conn, sorted(batch_ids))
     for batch_id in sorted(batch_ids):
         rows = conn.execute(
             sa.text("SELECT pair_id, score, category, confidence, features FROM pair_scores WHERE batch_id = :b"),
