@@ -314,8 +314,9 @@ def codepairs_build() -> None:
         return pipeline.verify_export(Path(result["out_dir"]), engine())
 
     planned = plan_shards()
-    gate = validate_scores(rank_scores(score_shard.expand(shard=planned)))
-    signed = dedup_signatures.expand(shard=planned)
+    # .expand() does not carry the docstring over as a plain @task does: the mapped tasks get it here
+    gate = validate_scores(rank_scores(score_shard.override(doc_md=score_shard.function.__doc__).expand(shard=planned)))
+    signed = dedup_signatures.override(doc_md=dedup_signatures.function.__doc__).expand(shard=planned)
     gate >> signed
     deduped = dedup_pairs(signed)
     inputs = validate_balance_input()

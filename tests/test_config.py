@@ -131,7 +131,7 @@ WRONG_TYPE = {
     "misspelt section": (
         "dedupe:\n  threshold: 0.9\n",
         "FILE:1: unknown section(s) ['dedupe']; known: ['repositories', 'crawl', 'extract', 'gates', 'github', "
-        "'select', 'score', 'dedup', 'balance', 'export', 'safety']",
+        "'select', 'score', 'dedup', 'balance', 'export', 'safety', 'build']",
     ),
     "misspelt key": (
         "dedup:\n  treshold: 0.9\n",

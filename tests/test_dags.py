@@ -152,6 +152,36 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
     assert set(dag.params.keys()) == {"min_score", "top_fraction", "total", "shares", "max_synthetic_share", "out_dir"}
 
 
+def test_the_build_maps_scoring_and_signatures_over_the_planned_shards(dagbag) -> None:
+    """Only the per-pair steps are mapped, both over the one plan, each instance labelled by its shard;
+    what needs every pair (ranking, dedup decisions, balance, export) runs once, after all instances."""
+    dag = dagbag.get_dag("codepairs_build")
+    mapped = {t.task_id for t in dag.tasks if t.is_mapped}
+    assert mapped == {"score_shard", "dedup_signatures"}
+    for task_id in mapped:
+        task = dag.get_task(task_id)
+        assert task.upstream_task_ids >= {"plan_shards"} and task.map_index_template == "{{ shard_label }}"
+        assert task.op_kwargs_expand_input.value["shard"].operator.task_id == "plan_shards"
+    assert dag.get_task("plan_shards").downstream_task_ids == {"score_shard", "dedup_signatures"}
+    assert dag.get_task("score_shard").downstream_task_ids == {"rank_scores"}
+    # the signatures wait for the score gate (a refused gate stops the build before dedup)
+    assert dag.get_task("dedup_signatures").upstream_task_ids == {"plan_shards", "validate_scores"}
+    assert dag.get_task("dedup_signatures").downstream_task_ids == {"dedup_pairs"}
+
+
+def test_a_mapped_build_task_is_labelled_by_its_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    import codepairs_airflow
+    from codepairs.shards import plan
+
+    context: dict = {}
+    monkeypatch.setattr("airflow.sdk.get_current_context", lambda: context)
+    labels = []
+    for shard in plan(250_000, 100_000):
+        codepairs_airflow.label_shard(shard.as_dict())
+        labels.append(context["shard_label"])
+    assert labels == ["shard 1/3", "shard 2/3", "shard 3/3"]
+
+
 def test_gate_failures_are_not_retried(dagbag) -> None:
     from airflow.sdk import RetryAction
     from codepairs.errors import GateFailedError, SourceError
