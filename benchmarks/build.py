@@ -201,10 +201,11 @@ class PeakSampler:
                         if "worker" not in " ".join(worker.cmdline()):
                             continue
                         for proc in [worker, *worker.children(recursive=True)]:
-                            with contextlib.suppress(psutil.Error, OSError, ValueError):
+                            with contextlib.suppress(OSError, ValueError):
                                 status = Path(f"/proc/{proc.pid}/status").read_text()
-                                hwm = next(ln for ln in status.splitlines() if ln.startswith("VmHWM:"))
-                                self.peak = max(self.peak, int(hwm.split()[1]) / 1024)
+                                for line in status.splitlines():  # a zombie has no VmHWM line
+                                    if line.startswith("VmHWM:"):
+                                        self.peak = max(self.peak, int(line.split()[1]) / 1024)
 
 
 def on_celery(
