@@ -15,6 +15,7 @@ from codepairs.config import DedupConfig, PipelineConfig
 from codepairs.dedup import checks as dedup_checks
 from codepairs.dedup import deduplicate as dedup
 from codepairs.errors import GateFailedError
+from codepairs.shards import WHOLE, Shard
 from gitrepo import GitRepo
 
 TOKENIZER = "".join(f"def token_{i}(text):\n    return scan(text, kind={i}, skip_spaces=True)\n\n" for i in range(15))
@@ -104,6 +105,58 @@ def test_the_kept_pair_is_the_same_whatever_the_batch_size(engine, mirrors, repo
     pipeline.dedup_step(engine, PipelineConfig())
     with engine.connect() as conn:
         assert sorted(conn.execute(sa.text("SELECT pair_id, duplicate_of FROM dedup")).all()) == small
+
+
+STATE = (
+    "SELECT pair_id, key, kind, exact_hash, signature, duplicate_of, reason, similarity FROM dedup ORDER BY pair_id",
+    "SELECT bucket, key FROM dedup_bands ORDER BY bucket, key",
+)
+
+
+def test_signatures_by_shard_then_dedup_decide_as_dedup_alone(engine, mirrors, repos) -> None:
+    crawl(engine, *repos.values())
+    pipeline.dedup_step(engine, PipelineConfig())
+    with engine.begin() as conn:
+        whole = [conn.execute(sa.text(q)).all() for q in STATE]
+        conn.execute(sa.text("DELETE FROM dedup_bands"))
+        conn.execute(sa.text("DELETE FROM dedup"))
+    small = DedupConfig(batch_size=2)  # several sealed batches per shard
+    signed = [dedup.dedup_signatures(engine, small, Shard(i, 3)) for i in range(3)]
+    assert sum(signed) == 9 and all(signed)  # the 9 gated pairs, each shard some
+    assert [dedup.dedup_signatures(engine, small, Shard(i, 3)) for i in range(3)] == [0, 0, 0]  # a rerun: none left
+    with engine.connect() as conn:
+        staged = conn.execute(sa.text("SELECT count(*) FROM dedup_signatures")).scalar_one()
+        batches = conn.execute(
+            sa.text("SELECT sum(rows_written), bool_or(validated) FROM batches WHERE stage = 'dedup_signatures'")
+        ).one()
+    assert staged == 9 and batches == (9, False)
+    result = dedup.dedup_pairs(engine, DedupConfig())
+    assert result.pairs_in == 9
+    with engine.connect() as conn:
+        assert [conn.execute(sa.text(q)).all() for q in STATE] == whole
+        assert conn.execute(sa.text("SELECT count(*) FROM dedup_signatures")).scalar_one() == 0  # consumed
+        assert conn.execute(
+            sa.text("SELECT bool_and(validated) FROM batches WHERE stage = 'dedup_signatures'")
+        ).scalar_one()
+    dedup_checks.validate_dedup(engine, "test", DedupConfig())
+
+
+def test_dedup_takes_what_a_shard_staged(engine, mirrors, repos) -> None:
+    """The staged values are the ones used (not computed again): a staged hash, edited, is the one stored;
+    a row staged under other settings is not."""
+    crawl(engine, repos["orig"])
+    assert dedup.dedup_signatures(engine, DedupConfig(), WHOLE) == 3
+    with engine.begin() as conn:
+        first, second = conn.execute(sa.text("SELECT pair_id FROM dedup_signatures ORDER BY pair_id LIMIT 2")).scalars()
+        conn.execute(sa.text("UPDATE dedup_signatures SET exact_hash = 'staged' WHERE pair_id = :p"), {"p": first})
+        conn.execute(
+            sa.text("UPDATE dedup_signatures SET exact_hash = 'other', params = 'x' WHERE pair_id = :p"), {"p": second}
+        )
+    dedup.dedup_pairs(engine, DedupConfig())
+    with engine.connect() as conn:
+        hashes = dict(conn.execute(sa.text("SELECT pair_id, exact_hash FROM dedup")).all())
+    assert hashes[first] == "staged"
+    assert len(hashes[second]) == 64  # computed: the staged row's settings were not these
 
 
 def test_an_incremental_batch_of_duplicates_adds_nothing_to_the_export(engine, mirrors, repos, tmp_path) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Engine
 from codepairs import ledger
 from codepairs.config import DedupConfig
 from codepairs.progress import Progress
+from codepairs.shards import WHOLE, Shard
 from codepairs.store import copy_int64, copy_rows, keyset_pair_ids
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,35 @@ HASH_CHUNK = 5000  # pairs hashed at a time: numpy's arrays for 5,000 240-token 
 KIND_RANK = {"review": 0, "debugging": 1, "issue_pr": 2, "commit": 3}  # scarcest and richest first
 TODO = "SELECT count(*) FROM pairs p WHERE NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)"
 # The pairs of a keyset range still to do (a range, not a list of ids: one parameter however big the batch).
+# A pair signed by a shard (``dedup_signatures``) brings its staged values and not its texts.
 PENDING = """
-SELECT p.pair_id, p.kind, p.instruction, p.response, s.score FROM gated_pairs p
+SELECT p.pair_id, p.kind,
+       CASE WHEN g.pair_id IS NULL THEN p.instruction END, CASE WHEN g.pair_id IS NULL THEN p.response END,
+       s.score, g.exact_hash, g.signature, g.buckets
+FROM gated_pairs p
 LEFT JOIN pair_scores s ON s.pair_id = p.pair_id
+LEFT JOIN dedup_signatures g ON g.pair_id = p.pair_id AND g.params = :params
 WHERE p.pair_id BETWEEN :first AND :last
   AND NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)
 ORDER BY p.pair_id
+"""
+# The pairs of a shard's keyset range still to sign: not deduplicated, not signed under these settings.
+UNSIGNED = """
+SELECT p.pair_id, p.instruction, p.response FROM gated_pairs p
+WHERE p.pair_id BETWEEN :first AND :last
+  AND NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)
+  AND NOT EXISTS (SELECT 1 FROM dedup_signatures g WHERE g.pair_id = p.pair_id AND g.params = :params)
+ORDER BY p.pair_id
+"""
+# Staged rows a dedup batch has decided (or made under other settings): gone with the batch's dedup rows.
+CONSUMED = "DELETE FROM dedup_signatures WHERE pair_id BETWEEN :first AND :last"
+# Staged rows of pairs deduplicated meanwhile (a shard that ran beside dedup): nothing will read them.
+ORPHANS = "DELETE FROM dedup_signatures g USING dedup d WHERE d.pair_id = g.pair_id"
+# Signature batches whose rows have all moved into dedup: their data went on, through dedup's gate.
+SIGNATURES_CONSUMED = """
+SELECT b.batch_id FROM batches b
+WHERE b.stage = 'dedup_signatures' AND NOT b.validated
+  AND NOT EXISTS (SELECT 1 FROM dedup_signatures g WHERE g.batch_id = b.batch_id)
 """
 
 
@@ -341,7 +365,10 @@ class _Batch:
 
 
 def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
-    """Deduplicate every gated pair not yet seen, batch by batch, against everything before it."""
+    """Deduplicate every gated pair not yet seen, batch by batch, against everything before it: the
+    single half of dedup (each batch's decisions depend on every batch before it). It reads the
+    signatures shards staged with ``dedup_signatures`` and computes the ones missing, so it also runs
+    alone, as it did before the split, with the same decisions either way."""
     with ledger.stage_run(engine, "dedup") as run:
         result = DedupResult(run_id=run.run_id)
         run.report(result)
@@ -360,7 +387,9 @@ def dedup_pairs(engine: Engine, config: DedupConfig) -> DedupResult:
             result.exact_duplicates,
             result.near_duplicates,
         )
-        with engine.connect() as conn:
+        with engine.begin() as conn:
+            conn.execute(sa.text(ORPHANS))
+            ledger.mark_validated(conn, conn.execute(sa.text(SIGNATURES_CONSUMED)).scalars().all())
             result.pairs_kept = conn.execute(sa.text("SELECT count(*) FROM dedup WHERE duplicate_of IS NULL")).scalar()
     return result
 
@@ -385,26 +414,123 @@ def _prepared(engine: Engine, config: DedupConfig) -> Iterator[_Batch]:
 
 
 def _prepare(engine: Engine, first: str, last: str, config: DedupConfig) -> _Batch | None:
+    """The pending pairs of a keyset range with their hashes, signatures and buckets: staged by a shard
+    where one signed them under these settings, computed here for the rest (the same values)."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(PENDING), {"first": first, "last": last}).all()
+        rows = conn.execute(sa.text(PENDING), {"first": first, "last": last, "params": signature_params(config)}).all()
     if not rows:
         return None
-    hashes, sigs = [], []
-    for start in range(0, len(rows), HASH_CHUNK):
-        chunk = rows[start : start + HASH_CHUNK]
-        chunk_hashes, chunk_sigs = text_hashes([r[2] for r in chunk], [r[3] or "" for r in chunk], config)
-        hashes += chunk_hashes
-        sigs.append(chunk_sigs)
-    signatures = np.concatenate(sigs)
+    hashes: list[str] = [r[5] for r in rows]
+    sigs = np.empty((len(rows), config.num_perm), dtype=np.uint32)
+    buckets = np.empty((len(rows), bands(config.threshold, config.num_perm)[0]), dtype=np.int64)
+    staged = [i for i, r in enumerate(rows) if r[5] is not None]
+    if staged:
+        sigs[staged] = np.frombuffer(b"".join(rows[i][6] for i in staged), np.uint32).reshape(len(staged), -1)
+        buckets[staged] = np.frombuffer(b"".join(rows[i][7] for i in staged), np.int64).reshape(len(staged), -1)
+    if fresh := [i for i, r in enumerate(rows) if r[5] is None]:
+        fresh_hashes, sigs[fresh], buckets[fresh] = sign(
+            [rows[i][2] for i in fresh], [rows[i][3] for i in fresh], config
+        )
+        for i, h in zip(fresh, fresh_hashes, strict=True):
+            hashes[i] = h
     return _Batch(
         ids=[r[0] for r in rows],
         kinds=[r[1] for r in rows],
         scores=[r[4] for r in rows],
         hashes=hashes,
-        sigs=signatures,
+        sigs=sigs,
         keys=np.array([pair_key(r[0]) for r in rows], dtype=np.int64),
-        buckets=band_buckets(signatures, config),
+        buckets=buckets,
     )
+
+
+def sign(
+    instructions: Sequence[str], responses: Sequence[str | None], config: DedupConfig
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Exact hashes, signatures and band buckets of pairs, ``HASH_CHUNK`` at a time (numpy's arrays for
+    a whole 50,000-pair batch would peak at ~2.5 GB): the CPU-heavy half of dedup."""
+    hashes: list[str] = []
+    sigs = []
+    for start in range(0, len(responses), HASH_CHUNK):
+        chunk_hashes, chunk_sigs = text_hashes(
+            instructions[start : start + HASH_CHUNK], [r or "" for r in responses[start : start + HASH_CHUNK]], config
+        )
+        hashes += chunk_hashes
+        sigs.append(chunk_sigs)
+    signatures = np.concatenate(sigs) if sigs else np.empty((0, config.num_perm), dtype=np.uint32)
+    return hashes, signatures, band_buckets(signatures, config)
+
+
+def signature_params(config: DedupConfig) -> str:
+    """What a staged signature was made under: a row made under other settings is not used."""
+    b, r = bands(config.threshold, config.num_perm)
+    return f"{config.shingle_tokens}/{config.num_perm}/{config.seed}/{b}x{r}"
+
+
+@dataclass(kw_only=True)
+class SignatureResult(ledger.StageResult):
+    shard: str = ""
+    pairs_signed: int = 0
+    batches: list[str] = field(default_factory=list)
+
+
+def shard_pair_ids(engine: Engine, shard: Shard, size: int) -> Iterator[list[str]]:
+    """The shard's pair ids in order, ``size`` at a time: ``keyset_pair_ids`` within the shard's range."""
+    clause, params = shard.where("pair_id")
+    after = ""
+    while True:
+        with engine.connect() as conn:
+            ids = (
+                conn.execute(
+                    sa.text(f"SELECT pair_id FROM pairs WHERE pair_id > :after AND {clause} ORDER BY pair_id LIMIT :n"),
+                    {"after": after, "n": size, **params},
+                )
+                .scalars()
+                .all()
+            )
+        if not ids:
+            return
+        after = ids[-1]
+        yield list(ids)
+
+
+def dedup_signatures(engine: Engine, config: DedupConfig, shard: Shard = WHOLE) -> int:
+    """Sign the shard's pending gated pairs (exact hash, MinHash signature, band buckets) into
+    ``dedup_signatures``, so that N workers do dedup's CPU-heavy half side by side and ``dedup_pairs``
+    only decides. One sealed batch per keyset range, each its own transaction; a pair already signed
+    under these settings, or already deduplicated, is skipped, so a rerun or a resumed shard signs only
+    what is left. Returns the number of pairs signed by this call."""
+    with ledger.stage_run(engine, "dedup_signatures") as run:
+        result = SignatureResult(run_id=run.run_id, shard=shard.label())
+        run.report(result)
+        params = signature_params(config)
+        seq = 0
+        for ids in shard_pair_ids(engine, shard, config.batch_size):
+            with engine.begin() as conn:
+                rows = conn.execute(sa.text(UNSIGNED), {"first": ids[0], "last": ids[-1], "params": params}).all()
+                if not rows:
+                    continue
+                record = ledger.open_batch(conn, run, seq, len(rows), {"shard": shard.as_dict(), "first": ids[0]})
+                hashes, sigs, buckets = sign([r[1] for r in rows], [r[2] for r in rows], config)
+                records = [
+                    (r[0], params, h, sig.tobytes(), bucket.tobytes(), record.batch_id)
+                    for r, h, sig, bucket in zip(rows, hashes, sigs, buckets, strict=True)
+                ]
+                copy_rows(
+                    conn,
+                    "dedup_signatures",
+                    ("pair_id", "params", "exact_hash", "signature", "buckets", "batch_id"),
+                    records,
+                    types=("text", "text", "text", "bytea", "bytea", "text"),
+                )
+                record.seal(
+                    len(records), ledger.digest((r[0], hashlib.sha256(r[3] + r[4]).hexdigest()) for r in records)
+                )
+            result.batches.append(record.batch_id)
+            result.pairs_signed += len(records)
+            seq += 1
+        log.info("dedup signatures: %s, %d pairs signed", shard.label(), result.pairs_signed)
+    return result.pairs_signed
 
 
 def _literal(values: Iterable[Any]) -> str:
@@ -514,6 +640,7 @@ def _dedup_batch(
         types=("text", "int8", "text", "text", "bytea", "text", "text", "float4", "text"),
     )
     copy_int64(conn, "dedup_bands", ("bucket", "key"), np.column_stack((bucket, batch.keys[owner])))
+    conn.execute(sa.text(CONSUMED), {"first": ids[0], "last": ids[-1]})
     record.seal(n, ledger.digest((r[0], hashlib.sha256(r[3].encode() + r[4]).hexdigest()) for r in records))
     if decided:  # stored rows whose decision changed: a better-ranked pair arrived for their group
         conn.execute(
