@@ -338,9 +338,14 @@ def main() -> int:
         child_baseline(args.data)
         return 0
 
+    import signal
+
     from codepairs import store
     from codepairs.config import load_config
     from scratch import fresh_database
+
+    # A SIGTERM (timeout, kill PID) unwinds like Ctrl-C: Airflow and its workers stopped, databases dropped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     shipped = load_config(ROOT / "include" / "config" / "pipeline.yaml").build.shard_pairs
     shard_pairs = args.shard_pairs or shipped

@@ -67,8 +67,8 @@ def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Pa
     out = tmp_path / "export"
     assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
     # gates: commits, pairs, score, dedup, split, balance input, balance; validated batches: crawl,
-    # extract, score, dedup, balance
-    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 5, "gates_passed": 8}
+    # extract, score, dedup signatures (the mapped step's), dedup, balance
+    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 6, "gates_passed": 8}
     assert export.verify_export(out)["rows"] == 3
     first_manifest = (out / "manifest.json").read_bytes()
 
