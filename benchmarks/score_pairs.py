@@ -89,19 +89,53 @@ def diff(rng: random.Random, fn: str) -> tuple[str, list[str], int, int]:
     return "\n".join(parts) + "\n", paths, added, deleted
 
 
-def rows(n: int, seed: int = 11) -> Iterator[tuple[tuple, tuple]]:
-    """(commit row, pair row) for each generated commit, streamed (nothing is held)."""
+def rows(
+    n: int, seed: int = 11, exact: float = 0.0, near: float = 0.0, family: list[int] | None = None
+) -> Iterator[tuple[tuple, tuple]]:
+    """(commit row, pair row) for each generated commit, streamed (nothing is held but a window of
+    recent texts when duplicates are planted).
+
+    With ``exact`` / ``near`` (shares, as in ``dedup_pairs.py``), that share of commits copy an earlier
+    original among the last few thousand: an exact copy has its message and its diff with line endings
+    and indentation changed (the dedup's normalised hash is blind to both); a near copy its own message
+    and the diff with two tokens changed (Jaccard similarity of 5-token shingles about 0.95). The plants
+    come from a second random stream, so with both shares 0 the commits are the ones this benchmark
+    always generated. ``family`` (if given) gets each commit's original: its own index if none."""
     from codepairs.pairs.commits import pair_id
 
     rng = random.Random(seed)
+    plant = random.Random(seed + 1)
+    recent: dict[int, tuple[str, str, list[str], int, int]] = {}  # the last ``window`` originals' texts
+    order: list[int] = []  # their indexes, oldest first
+    window = 4000
     for i in range(n):
         fn = rng.choice(FUNCS)
         msg, (text, paths, added, deleted) = message(rng, fn), diff(rng, fn)
+        src = i
+        if exact or near:
+            roll = plant.random()
+            if recent and roll < exact + near:
+                src = plant.choice(order)
+                src_msg, src_text, paths, added, deleted = recent[src]
+                if roll < exact:
+                    msg, text = src_msg, src_text.replace("\n", "\r\n").replace("    ", "\t")
+                else:
+                    tokens = src_text.split(" ")
+                    for _ in range(2):
+                        tokens[plant.randrange(len(tokens))] = f"{plant.choice(FUNCS)}{plant.randrange(1000)}"
+                    text = " ".join(tokens)
+            else:
+                recent[i] = (msg, text, paths, added, deleted)
+                order.append(i)
+                if len(order) > window:
+                    del recent[order.pop(0)]
+        if family is not None:
+            family.append(src)
         sha = hashlib.sha1(str(i).encode()).hexdigest()
         name, email = rng.choice(AUTHORS)
         date = f"20{15 + i * 10 // n:02d}-{1 + i % 12:02d}-{1 + i % 28:02d}T12:00:00Z"
         digest = hashlib.sha256(text.encode()).hexdigest()
-        files = json.dumps([{"path": p} for p in paths])
+        files = json.dumps([{"path": p, "old_path": None, "status": "M"} for p in paths])  # as the crawl records them
         commit = (
             sha,
             "{}",
@@ -140,16 +174,16 @@ def rows(n: int, seed: int = 11) -> Iterator[tuple[tuple, tuple]]:
             None,
             digest,
             "gen-p",
-            "{}",  # redactions: none
+            "{}",  # redactions: none (the generated texts hold no secret)
         )
         yield commit, pair
 
 
-def load(url: str, n: int) -> None:
+def load(url: str, n: int, stream: Iterator[tuple[tuple, tuple]] | None = None) -> None:
+    """``n`` generated commits (``stream``, else ``rows(n)``) into the database as gated commit pairs."""
     import sqlalchemy as sa
     from codepairs import ledger, store
-    from codepairs.pairs.commits import PAIR_COLUMNS
-    from codepairs.pairs.commits import row_digest as pair_row_digest
+    from codepairs.pairs.commits import PAIR_COLUMNS, row_digest
 
     commit_columns = (
         "sha",
@@ -184,7 +218,7 @@ def load(url: str, n: int) -> None:
             )
         ledger.mark_validated(conn, ["gen-c", "gen-p"])
     chunk = 50_000
-    stream = rows(n)
+    stream = stream if stream is not None else rows(n)
     for start in range(0, n, chunk):
         part = [next(stream) for _ in range(min(chunk, n - start))]
         with engine.begin() as conn:
@@ -192,8 +226,8 @@ def load(url: str, n: int) -> None:
             store.copy_rows(
                 conn,
                 "pairs",
-                (*PAIR_COLUMNS, "row_sha256"),
-                ((*p, pair_row_digest(dict(zip(PAIR_COLUMNS, p, strict=True)))) for _, p in part),
+                (*PAIR_COLUMNS, "row_sha256"),  # the row checksum, as extract's insert_pairs adds it
+                ((*p, row_digest(dict(zip(PAIR_COLUMNS, p, strict=True)))) for _, p in part),
             )
     with engine.begin() as conn:
         conn.execute(sa.text("ANALYZE"))

@@ -3,8 +3,13 @@
 
 Runs when `codepairs_crawl` updates the `codepairs_pairs` Asset (or by hand). Every gate is a task of
 its own, so a refused gate is a red box of its name:
-`score_pairs → validate_scores → dedup_pairs → validate_dedup → validate_split → validate_balance_input
-→ balance_dataset → validate_balance → validate_safety → export_dataset → verify_export`.
+`plan_shards → score_shard (one per shard) → rank_scores → validate_scores → dedup_signatures (one per
+shard) → dedup_pairs → validate_dedup → validate_split → validate_balance_input → balance_dataset →
+validate_balance → validate_safety → export_dataset → verify_export`.
+
+The shards are ranges of the pair-id keyspace (`build.shard_pairs` pairs each, at least `build.workers`
+of them): the mapped tasks run side by side on the Celery workers; the ranking, the dedup decisions
+(groups cross shards), balance and export need every pair and run once.
 
 - **Reads**: `pairs` whose batch passed the pairs gate, excluding commits orphaned by a force-push;
   `pair_scores` (a pair is scored again only when `include/config/scoring.yaml` changed);
@@ -24,7 +29,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 from codepairs.config import CATEGORIES
-from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, engine, pipeline_config
+from codepairs_airflow import COMMON_DAG_ARGS, PAIRS_ASSET, SHARD_LABEL, engine, label_shard, pipeline_config
 
 
 @dag(
@@ -93,22 +98,51 @@ def codepairs_build() -> None:
         return get_current_context()["params"]
 
     @task
-    def score_pairs() -> dict:
+    def plan_shards() -> list[dict]:
         """
-        #### score_pairs
-        Features, score, explanation and category of every gated pair not scored under the current
-        rules (`include/config/scoring.yaml` and the code of the features, the classifier and the file
-        rules), then the ranking (`min_score`, `top_fraction`).
+        #### plan_shards
+        Splits the pair-id keyspace into the shards the mapped tasks take: about `build.shard_pairs`
+        pairs still to score or to deduplicate each, at least `build.workers`, at most 1,024.
 
-        - **Reads**: `pairs` whose batch passed the pairs gate; `pair_scores`; authors' history.
-        - **Writes**: `pair_scores`, `batches`, `spot_checks`. Progress lines.
-        - **Rerun**: safe: a pair is scored once per rules digest.
+        - **Reads**: `pairs`, `pair_scores`, `dedup` (counts). **Writes**: nothing (XCom: the shards).
+        - **Rerun**: safe: it only counts.
         """
         from codepairs import pipeline
         from codepairs_airflow import refuse_unknown_conf
 
         refuse_unknown_conf()
-        return pipeline.score_pairs(engine(), pipeline_config(params()))
+        return pipeline.plan_shards(engine(), pipeline_config(params()))
+
+    @task(map_index_template=SHARD_LABEL)
+    def score_shard(shard: dict) -> dict:
+        """
+        #### score_shard
+        Features, score, explanation and category of the shard's gated pairs not scored under the
+        current rules (`include/config/scoring.yaml` and the code of the features, the classifier and
+        the file rules). One mapped instance per shard; they run side by side on the workers.
+
+        - **Reads**: the shard's `pairs` whose batch passed the pairs gate; `pair_scores`; authors' history.
+        - **Writes**: `pair_scores`, `batches`, `spot_checks`. Progress lines.
+        - **Rerun**: safe: a pair is scored once per rules digest; a shard reads the same pairs every time.
+        """
+        from codepairs import pipeline
+
+        label_shard(shard)
+        return pipeline.score_shard(engine(), pipeline_config(params()), shard)
+
+    @task
+    def rank_scores(scored: list[dict]) -> dict:
+        """
+        #### rank_scores
+        The ranking over all scores, once every shard is scored (`min_score`, `top_fraction`): it
+        compares pairs across shards.
+
+        - **Reads**: `pair_scores`, `dedup`, exportable pairs. **Writes**: `pair_scores.selected`.
+        - **Rerun**: safe: the same scores give the same selection.
+        """
+        from codepairs import pipeline
+
+        return pipeline.rank_scores(engine(), pipeline_config(params()), scored)
 
     @task
     def validate_scores(scored: dict) -> dict:
@@ -124,15 +158,31 @@ def codepairs_build() -> None:
 
         return pipeline.validate_scores(engine(), pipeline_config(params()), scored)
 
+    @task(map_index_template=SHARD_LABEL)
+    def dedup_signatures(shard: dict) -> dict:
+        """
+        #### dedup_signatures
+        Exact hash, MinHash signature and LSH bands of the shard's gated pairs not yet deduplicated,
+        stored for `dedup_pairs`. One mapped instance per shard; they run side by side on the workers.
+
+        - **Reads**: the shard's gated `pairs`. **Writes**: the stored signatures and bands. Progress lines.
+        - **Rerun**: safe: a pair's signature is stored once.
+        """
+        from codepairs import pipeline
+
+        label_shard(shard)
+        return pipeline.dedup_signatures(engine(), pipeline_config(params()), shard)
+
     @task
-    def dedup_pairs(gate: dict) -> dict:
+    def dedup_pairs(signed: list[dict]) -> dict:
         """
         #### dedup_pairs
-        Exact (normalised hash) and near (MinHash + LSH) duplicates of the new pairs, against each
-        other and everything before through the band index; the best-ranked pair of a group is kept,
-        and the ranking is redone (one selected pair per group).
+        Exact and near (LSH) duplicates of the new pairs, from the signatures the shards stored,
+        against each other and everything before through the band index; the best-ranked pair of a
+        group is kept, and the ranking is redone (one selected pair per group). One task: groups
+        cross shards.
 
-        - **Reads**: gated `pairs`, `pair_scores`, `dedup`, `dedup_bands`.
+        - **Reads**: gated `pairs`, `pair_scores`, `dedup`, `dedup_bands`, the stored signatures.
         - **Writes**: `dedup`, `dedup_bands`, `batches`, `pair_scores.selected`, `spot_checks`. Progress lines.
         - **Rerun**: safe: batches in pair-id order, each pair deduplicated once.
         """
@@ -266,7 +316,12 @@ def codepairs_build() -> None:
 
         return pipeline.verify_export(Path(result["out_dir"]), engine())
 
-    deduped = dedup_pairs(validate_scores(score_pairs()))
+    planned = plan_shards()
+    # .expand() does not carry the docstring over as a plain @task does: the mapped tasks get it here
+    gate = validate_scores(rank_scores(score_shard.override(doc_md=score_shard.function.__doc__).expand(shard=planned)))
+    signed = dedup_signatures.override(doc_md=dedup_signatures.function.__doc__).expand(shard=planned)
+    gate >> signed
+    deduped = dedup_pairs(signed)
     inputs = validate_balance_input()
     [validate_dedup(deduped), validate_split(deduped)] >> inputs
     balanced = balance_dataset()

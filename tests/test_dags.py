@@ -129,8 +129,11 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
     assert sorted(dag.task_ids) == [
         "balance_dataset",
         "dedup_pairs",
+        "dedup_signatures",
         "export_dataset",
-        "score_pairs",
+        "plan_shards",
+        "rank_scores",
+        "score_shard",
         "validate_balance",
         "validate_balance_input",
         "validate_dedup",
@@ -140,13 +143,43 @@ def test_build_dag_runs_on_the_pairs_asset(dagbag) -> None:
         "verify_export",
     ]
     # every gate is a task of its own, right after what it guards
-    assert dag.get_task("score_pairs").downstream_task_ids == {"validate_scores"}
+    assert dag.get_task("rank_scores").downstream_task_ids == {"validate_scores"}
     assert dag.get_task("dedup_pairs").downstream_task_ids == {"validate_dedup", "validate_split"}
     assert dag.get_task("balance_dataset").downstream_task_ids == {"validate_balance", "validate_safety"}
     assert dag.get_task("validate_balance").downstream_task_ids == {"validate_safety"}
     assert dag.get_task("validate_safety").downstream_task_ids == {"export_dataset"}
     assert dag.get_task("balance_dataset").upstream_task_ids == {"validate_balance_input"}
     assert set(dag.params.keys()) == {"min_score", "top_fraction", "total", "shares", "max_synthetic_share", "out_dir"}
+
+
+def test_the_build_maps_scoring_and_signatures_over_the_planned_shards(dagbag) -> None:
+    """Only the per-pair steps are mapped, both over the one plan, each instance labelled by its shard;
+    what needs every pair (ranking, dedup decisions, balance, export) runs once, after all instances."""
+    dag = dagbag.get_dag("codepairs_build")
+    mapped = {t.task_id for t in dag.tasks if t.is_mapped}
+    assert mapped == {"score_shard", "dedup_signatures"}
+    for task_id in mapped:
+        task = dag.get_task(task_id)
+        assert task.upstream_task_ids >= {"plan_shards"} and task.map_index_template == "{{ shard_label }}"
+        assert task.op_kwargs_expand_input.value["shard"].operator.task_id == "plan_shards"
+    assert dag.get_task("plan_shards").downstream_task_ids == {"score_shard", "dedup_signatures"}
+    assert dag.get_task("score_shard").downstream_task_ids == {"rank_scores"}
+    # the signatures wait for the score gate (a refused gate stops the build before dedup)
+    assert dag.get_task("dedup_signatures").upstream_task_ids == {"plan_shards", "validate_scores"}
+    assert dag.get_task("dedup_signatures").downstream_task_ids == {"dedup_pairs"}
+
+
+def test_a_mapped_build_task_is_labelled_by_its_shard(monkeypatch: pytest.MonkeyPatch) -> None:
+    import codepairs_airflow
+    from codepairs.shards import plan
+
+    context: dict = {}
+    monkeypatch.setattr("airflow.sdk.get_current_context", lambda: context)
+    labels = []
+    for shard in plan(250_000, 100_000):
+        codepairs_airflow.label_shard(shard.as_dict())
+        labels.append(context["shard_label"])
+    assert labels == ["shard 1/3", "shard 2/3", "shard 3/3"]
 
 
 def test_gate_failures_are_not_retried(dagbag) -> None:

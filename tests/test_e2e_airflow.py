@@ -8,6 +8,7 @@ The pipeline database reaches the tasks the production way, through the Airflow 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -66,8 +67,8 @@ def test_one_repository_through_both_dags(airflow_pipeline, engine, tmp_path: Pa
     out = tmp_path / "export"
     assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
     # gates: commits, pairs, score, dedup, split, balance input, balance; validated batches: crawl,
-    # extract, score, dedup, balance
-    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 5, "gates_passed": 8}
+    # extract, score, dedup signatures (the mapped step's), dedup, balance
+    assert _stored(engine) == {"commits": 3, "pairs": 3, "validated_batches": 6, "gates_passed": 8}
     assert export.verify_export(out)["rows"] == 3
     first_manifest = (out / "manifest.json").read_bytes()
 
@@ -189,3 +190,47 @@ def test_the_build_form_sets_the_targets(airflow_pipeline, engine, tmp_path) -> 
         ).all()
     # 3 real pairs, no copy (balance.max_copies is 1: a short category stays short), no synthetic pair
     assert [tuple(r) for r in slots] == [("feature", 3, 0)]
+
+
+def test_the_build_maps_its_shards_and_exports_what_one_process_does(
+    airflow_pipeline, engine, new_database, tmp_path, monkeypatch
+) -> None:
+    """Twelve commits' pairs in shards of four: three or more mapped instances of each heavy step, each labelled by its
+    shard, then the single steps; the dataset is byte for byte the one ``pipeline.build`` makes in one
+    process, in one shard, from the same crawl."""
+    from dataclasses import replace
+
+    import yaml
+    from codepairs import pipeline, store
+    from codepairs.config import BuildConfig, load_config
+
+    sharded = tmp_path / "sharded.yaml"
+    raw = yaml.safe_load(Path(os.environ["CODEPAIRS_CONFIG"]).read_text())  # the suite's (select off)
+    sharded.write_text(yaml.safe_dump({**raw, "build": {"shard_pairs": 4, "workers": 2}}))
+    monkeypatch.setenv("CODEPAIRS_CONFIG", str(sharded))
+    repo = _repo(tmp_path / "r", 14)
+    assert _run(airflow_pipeline, "codepairs_crawl", {"repos": [str(repo.path)]}) == "success"
+    out = tmp_path / "export"
+    run = airflow_pipeline.get_dag("codepairs_build").test(run_conf={"out_dir": str(out)})
+    assert str(run.state) == "success"
+    with engine.connect() as conn:
+        pairs, scored, score_runs = conn.execute(
+            sa.text(
+                "SELECT (SELECT count(*) FROM pairs), (SELECT count(*) FROM pair_scores), "
+                "(SELECT count(*) FROM runs WHERE stage = 'score')"
+            )
+        ).one()
+    count = -(-pairs // 4)
+    assert pairs > 8 and count >= 3
+    labels = {
+        task: sorted(ti.rendered_map_index for ti in run.get_task_instances() if ti.task_id == task)
+        for task in ("score_shard", "dedup_signatures")
+    }
+    assert labels == dict.fromkeys(labels, [f"shard {i}/{count}" for i in range(1, count + 1)])
+    assert (scored, score_runs) == (pairs, count)  # every pair scored once, by one run per shard
+
+    clean = store.get_engine(new_database())
+    pipeline.process_repository(clean, str(repo.path), load_config(sharded))
+    whole = replace(load_config(sharded), build=BuildConfig(shard_pairs=100))  # one shard
+    pipeline.build(clean, tmp_path / "whole", whole)
+    assert (tmp_path / "whole" / "manifest.json").read_bytes() == (out / "manifest.json").read_bytes()

@@ -122,6 +122,10 @@ RANGES: dict[str, dict[str, Range]] = {
         "max_near_duplicate_rate": FRACTION,
         "llm_max_tokens": AT_LEAST_1,
     },
+    "build": {
+        "shard_pairs": AT_LEAST_1,
+        "workers": Range(1, 1024),  # Airflow maps at most 1,024 instances
+    },
     "export": {
         "shard_rows": AT_LEAST_1,
         "validation_fraction": FRACTION,
@@ -452,6 +456,15 @@ class ExportConfig(Section, section="export"):
 
 
 @dataclass(frozen=True)
+class BuildConfig(Section, section="build"):
+    """How the build's heavy steps (scoring, dedup signatures) split into shards of the pair-id keyspace
+    (``codepairs.shards``), each a mapped task of ``codepairs_build``."""
+
+    shard_pairs: int = 100000  # pairs per shard: big enough that a task's start-up (seconds) is small beside it
+    workers: int = 1  # at least this many shards, so every Celery worker running the build has one
+
+
+@dataclass(frozen=True)
 class SafetyConfig(Section, section="safety"):
     """Secrets, personal data and benchmarks, applied to every pair at extract (``codepairs.safety``)."""
 
@@ -484,6 +497,7 @@ class PipelineConfig(Section):
     balance: BalanceConfig = BalanceConfig()
     export: ExportConfig = ExportConfig()
     safety: SafetyConfig = SafetyConfig()
+    build: BuildConfig = BuildConfig()
 
 
 def _value(key: str, value: Any, hint: Any) -> Any:

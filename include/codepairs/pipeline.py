@@ -4,8 +4,10 @@
   -> validate_pairs, each step taking and returning a ``RepoState`` (a dict at the edges: XCom, the
   CLI). A repository that was skipped (unreadable, rejected by select) passes through the steps
   after untouched. ``process_repository`` runs the chain in a row.
-- The build: score -> validate_scores -> dedup -> validate_dedup -> validate_split ->
-  validate_balance_input -> balance -> validate_balance -> validate_safety -> export. ``build`` runs it in a row.
+- The build: plan_shards -> score_shard (per shard) -> rank_scores -> validate_scores ->
+  dedup_signatures (per shard) -> dedup -> validate_dedup -> validate_split -> validate_balance_input
+  -> balance -> validate_balance -> validate_safety -> export. ``build`` runs it in a row, the shards
+  one after the other.
 
 The DAGs run each step as a task of its own, so a failed gate is a red box of its own name, and
 only the GitHub step takes a slot of the GitHub pool.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +26,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from codepairs import ledger, spotcheck
+from codepairs import ledger, shards, spotcheck
 from codepairs.balance import checks as balance_checks
 from codepairs.balance import synthesis
 from codepairs.balance import targets as balance
@@ -42,7 +44,7 @@ from codepairs.quality import fit as score_fit
 from codepairs.quality import score
 from codepairs.quality.features import load_rules
 from codepairs.safety import checks as safety_checks
-from codepairs.shards import WHOLE, Shard
+from codepairs.shards import Shard
 from codepairs.sources import checks as source_checks
 from codepairs.sources import crawl, github_crawl, identity, selection
 
@@ -280,12 +282,66 @@ def process_repository(
 
 
 # The build, one function per DAG task (named as the task), then each stage with its gates in a row.
-def score_pairs(engine: Engine, config: PipelineConfig, shard: Shard = WHOLE, rank: bool = True) -> dict[str, Any]:
-    """Score and classify every gated pair (of ``shard``) not scored under the current rules, then rank
-    (a mapped task per shard passes ``rank=False`` and the ranking runs once after them)."""
-    result = score.score_pairs(engine, config.score, load_rules(config.score.rules_path()), shard, rank)
+# Scoring and the dedup signatures run per shard of the pair-id keyspace (``codepairs.shards``): the
+# DAG maps them over the shards ``plan_shards`` returns, ``build`` runs the same shards one after the
+# other; the ranking and the dedup decisions need every pair, so they run once, after all shards.
+PENDING_BUILD = """
+SELECT count(*) FROM gated_pairs p LEFT JOIN pair_scores s ON s.pair_id = p.pair_id
+WHERE s.pair_id IS NULL OR s.rules_sha256 <> :rules OR NOT EXISTS (SELECT 1 FROM dedup d WHERE d.pair_id = p.pair_id)
+"""
+
+
+def plan_shards(engine: Engine, config: PipelineConfig) -> list[dict[str, int]]:
+    """The shards of this build, as the mapped tasks receive them: about ``build.shard_pairs`` pairs
+    still to score or to deduplicate each, at least ``build.workers`` (every worker gets one), at most
+    1,024. Planned from the pending pairs, not all of them: a nightly build of a few thousand new pairs
+    maps a few tasks, not one per 100,000 pairs of history."""
+    digest = score.rules_digest(load_rules(config.score.rules_path()))
+    with engine.connect() as conn:
+        pending = int(conn.execute(sa.text(PENDING_BUILD), {"rules": digest}).scalar_one())
+    planned = shards.plan(pending, config.build.shard_pairs, config.build.workers)
+    log.info("build: %d pairs to score or deduplicate, in %d shard(s)", pending, len(planned))
+    return [s.as_dict() for s in planned]
+
+
+def score_shard(engine: Engine, config: PipelineConfig, shard: Shard | dict[str, int]) -> dict[str, Any]:
+    """Score and classify the shard's gated pairs not scored under the current rules (no ranking: it
+    needs every score, ``rank_scores`` does it once)."""
+    part = shard if isinstance(shard, Shard) else Shard.from_dict(shard)
+    result = score.score_pairs(engine, config.score, load_rules(config.score.rules_path()), shard=part, rank=False)
     spotcheck.save(engine, "score", result.run_id)
-    return result.as_dict()
+    return {**result.as_dict(), "shard": part.as_dict()}
+
+
+def rank_scores(engine: Engine, config: PipelineConfig, scored: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The ranking over all scores, once every shard is scored; returns the shards' results summed (as
+    one score run's result reads: the score gate records its results under the first shard's run)."""
+    parts = [scored] if isinstance(scored, Mapping) else list(scored)  # a bare value if mapped once
+    if not parts:
+        raise ValueError("rank_scores: no shard was scored")
+    categories: dict[str, int] = {}
+    for part in parts:
+        for name, n in part["categories"].items():
+            categories[name] = categories.get(name, 0) + n
+    total, selected = score.rank_pairs(engine, config.score)
+    return {
+        "run_id": parts[0]["run_id"],
+        "run_ids": [p["run_id"] for p in parts],
+        "shards": len(parts),
+        "seconds": sum(p["seconds"] for p in parts),
+        "pairs_scored": sum(p["pairs_scored"] for p in parts),
+        "rescored": sum(p["rescored"] for p in parts),
+        "categories": dict(sorted(categories.items())),
+        "selected": selected,
+        "scored_total": total,
+        "batches": [b for p in parts for b in p["batches"]],
+    }
+
+
+def score_pairs(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
+    """Score and classify every gated pair not scored under the current rules, shard after shard in
+    this process, then rank (what the DAG's mapped ``score_shard`` and ``rank_scores`` do)."""
+    return rank_scores(engine, config, [score_shard(engine, config, s) for s in plan_shards(engine, config)])
 
 
 def validate_scores(engine: Engine, config: PipelineConfig, scored: dict[str, Any]) -> dict[str, Any]:
@@ -293,8 +349,16 @@ def validate_scores(engine: Engine, config: PipelineConfig, scored: dict[str, An
     return score_checks.validate_scores(engine, scored["run_id"], score.rules_digest(rules)).as_dict()
 
 
+def dedup_signatures(engine: Engine, config: PipelineConfig, shard: Shard | dict[str, int]) -> dict[str, Any]:
+    """Exact hashes, MinHash signatures and LSH bands of the shard's pairs not yet deduplicated, stored
+    for ``dedup_pairs`` to decide from (the shards read disjoint pairs: they run side by side)."""
+    part = shard if isinstance(shard, Shard) else Shard.from_dict(shard)
+    return {"shard": part.as_dict(), "signed": dedup.dedup_signatures(engine, config.dedup, part)}
+
+
 def dedup_pairs(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """Dedup every gated pair not yet seen, then rank again (groups changed: one selected member each)."""
+    """Dedup every gated pair not yet seen (from the signatures the shards stored), then rank again
+    (groups changed: one selected member each)."""
     result = dedup.dedup_pairs(engine, config.dedup)
     spotcheck.save(engine, "dedup", result.run_id)
     score.rank_pairs(engine, config.score)
@@ -360,7 +424,9 @@ def score_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
 
 
 def dedup_step(engine: Engine, config: PipelineConfig) -> dict[str, Any]:
-    """Dedup, then the dedup gate and the split gate (``codepairs dedup``)."""
+    """The signatures shard after shard, the dedup, then the dedup gate and the split gate (``codepairs dedup``)."""
+    for part in plan_shards(engine, config):
+        dedup_signatures(engine, config, part)
     result = dedup_pairs(engine, config)
     return {
         **result,

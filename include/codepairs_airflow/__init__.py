@@ -138,6 +138,18 @@ def label_map_index(repositories: list[str] | list[dict[str, Any]]) -> None:
     get_current_context()["repo_label"] = (names[0] + more) if names else "(no repository)"
 
 
+SHARD_LABEL = "{{ shard_label }}"  # the build's mapped tasks: their shard of the pair-id keyspace
+
+
+def label_shard(shard: dict[str, int]) -> None:
+    """Show the build's mapped instance as its shard (``shard 3/8``) instead of its map index; set before
+    the task's body runs, like ``label_map_index``."""
+    from airflow.sdk import get_current_context
+    from codepairs.shards import Shard
+
+    get_current_context()["shard_label"] = Shard.from_dict(shard).label()
+
+
 def refuse_unknown_conf() -> None:
     """Fail at once (ConfigError: no retry) on a run whose conf names a key that is not a Param of its
     DAG, listing the allowed keys: a misspelt ``{"repo": …}`` would otherwise crawl the config's list."""
