@@ -142,12 +142,7 @@ def cmd_fit_score(args: argparse.Namespace) -> int:
     sets = args.set or ["development"]  # the held-out sets are never fitted on unless named
     rows = [r for r in document["rows"] if r["set"] in sets and r.get("features")]
     result = fit.fit([fit.Labelled(r["features"], r["label"] == "good", r["repo_url"], r["label"]) for r in rows])
-    provenance = {
-        "evaluation": {"file": source.name, "sha256": fit.file_sha256(source)},
-        "label_files": document.get("label_files", {}),
-        "sets": sorted(sets),
-        "code": fit.code_version(),
-    }
+    provenance = fit.provenance(source, document, sets)
     out = Path(args.out) if args.out else settings.PROJECT_ROOT / "include" / "config" / "score_weights.yaml"
     fit.write_weights(out, result, provenance)
     if args.report:
@@ -168,12 +163,7 @@ def cmd_fit_category(args: argparse.Namespace) -> int:
     document = json.loads(source.read_text(encoding="utf-8"))
     sets = args.set or ["development"]  # the held-out sets are never fitted on unless named
     result = category_model.fit(category_model.labelled_rows(document, sets))
-    provenance = {
-        "evaluation": {"file": source.name, "sha256": fit.file_sha256(source)},
-        "label_files": document.get("label_files", {}),
-        "sets": sorted(sets),
-        "code": fit.code_version(),
-    }
+    provenance = fit.provenance(source, document, sets)
     out = Path(args.out) if args.out else settings.PROJECT_ROOT / "include" / "config" / "category_weights.yaml"
     category_model.write_model(out, result, provenance)
     if args.report:

@@ -482,26 +482,6 @@ class SignatureResult(ledger.StageResult):
     batches: list[str] = field(default_factory=list)
 
 
-def shard_pair_ids(engine: Engine, shard: Shard, size: int) -> Iterator[list[str]]:
-    """The shard's pair ids in order, ``size`` at a time: ``keyset_pair_ids`` within the shard's range."""
-    clause, params = shard.where("pair_id")
-    after = ""
-    while True:
-        with engine.connect() as conn:
-            ids = (
-                conn.execute(
-                    sa.text(f"SELECT pair_id FROM pairs WHERE pair_id > :after AND {clause} ORDER BY pair_id LIMIT :n"),
-                    {"after": after, "n": size, **params},
-                )
-                .scalars()
-                .all()
-            )
-        if not ids:
-            return
-        after = ids[-1]
-        yield list(ids)
-
-
 def dedup_signatures(engine: Engine, config: DedupConfig, shard: Shard = WHOLE) -> int:
     """Sign the shard's pending gated pairs (exact hash, MinHash signature, band buckets) into
     ``dedup_signatures``, so that N workers do dedup's CPU-heavy half side by side and ``dedup_pairs``
@@ -513,7 +493,7 @@ def dedup_signatures(engine: Engine, config: DedupConfig, shard: Shard = WHOLE) 
         run.report(result)
         params = signature_params(config)
         seq = 0
-        for ids in shard_pair_ids(engine, shard, config.batch_size):
+        for ids in keyset_pair_ids(engine, config.batch_size, shard):
             with engine.begin() as conn:
                 bounds = {"first": ids[0], "last": ids[-1], "params": params}
                 conn.execute(sa.text(STALE), bounds)

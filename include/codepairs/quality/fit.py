@@ -218,6 +218,17 @@ def code_version() -> dict[str, str]:
     return version
 
 
+def provenance(source: Path, document: Mapping[str, Any], sets: Sequence[str]) -> dict[str, Any]:
+    """What a fitted file came from, written beside its weights so a refit can be checked against
+    the labels and code it claims: the evaluation file, the label files' sha256, the sets, the code."""
+    return {
+        "evaluation": {"file": source.name, "sha256": file_sha256(source)},
+        "label_files": document.get("label_files", {}),
+        "sets": sorted(sets),
+        "code": code_version(),
+    }
+
+
 def report_markdown(result: FitResult, provenance: Mapping[str, Any]) -> str:
     """The fit's figures for a person: what it was fitted on, the out-of-fold figures, the reliability
     table and the weights."""
