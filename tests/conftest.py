@@ -26,6 +26,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CODEPAIRS_DATA_DIR"] = str(_TMP / "d")
     os.environ.pop("CODEPAIRS_DATABASE_URL", None)
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    os.environ["CODEPAIRS_DATA_DOCS"] = "off"  # a second per gate; tests/test_datadocs.py turns it on
     os.environ["GIT_CONFIG_NOSYSTEM"] = "1"
     os.environ["GIT_AUTHOR_NAME"] = os.environ["GIT_COMMITTER_NAME"] = "Test Author"
     os.environ["GIT_AUTHOR_EMAIL"] = os.environ["GIT_COMMITTER_EMAIL"] = "author@example.com"

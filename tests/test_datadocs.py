@@ -24,6 +24,7 @@ from gitrepo import GitRepo
 def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "gx"
     monkeypatch.setenv("CODEPAIRS_DATA_DOCS_DIR", str(root))
+    monkeypatch.setenv("CODEPAIRS_DATA_DOCS", "on")  # the suite runs with it off (tests/conftest.py)
     return root
 
 
@@ -78,6 +79,19 @@ def test_a_passed_and_a_failed_gate_are_in_the_site_with_their_verdicts(engine, 
     lines = [r.getMessage() for r in caplog.records if "GX Data Docs page" in r.getMessage()]
     assert len(lines) == 2 and "FAILED" in lines[1] and str(page) in lines[1]
     assert f"/codepairs/datadocs/gate/{failed['id']}" in lines[1]
+
+
+def test_with_data_docs_off_a_gate_renders_no_page_and_rebuild_makes_it_later(
+    engine, mirrors, tmp_path, site, monkeypatch
+) -> None:
+    monkeypatch.setenv("CODEPAIRS_DATA_DOCS", "off")
+    result = _crawled(engine, tmp_path)
+    source_checks.validate_commits(engine, result.repo_id, result.run_id, GateConfig())
+    (stored,) = _results(engine)
+    assert not datadocs.index_path(site).exists()
+    index, count = datadocs.rebuild(engine)
+    assert index == datadocs.index_path(site) and count == 1
+    assert [r["_batch_identifier_sort"] for r in index_rows(site)] == [f"gate-{stored['id']}"]
 
 
 def test_the_site_keeps_the_latest_results_of_a_suite(tmp_path: Path) -> None:

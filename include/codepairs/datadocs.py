@@ -202,7 +202,10 @@ def publish(stored: StoredResult, root: Path | None = None, keep: int = KEEP_PER
 
 def after_gate(stored: StoredResult) -> Path | None:
     """The hook ``gates.check`` calls once a result is stored: publish it and log where its page is; a
-    site that cannot be built is logged as a warning and the gate's verdict stands."""
+    site that cannot be built is logged as a warning and the gate's verdict stands. Off
+    (``settings.data_docs_enabled``) it does nothing: ``rebuild`` makes the site later from the rows."""
+    if not settings.data_docs_enabled():
+        return None
     try:
         page = publish(stored)
     except Exception as err:  # documentation only: never fail, nor hide, the gate's result

@@ -32,6 +32,13 @@ def data_docs_dir() -> Path:
     return Path(os.environ.get("CODEPAIRS_DATA_DOCS_DIR", data_dir() / "gx")).resolve()
 
 
+def data_docs_enabled() -> bool:
+    """Whether each gate renders its result into the Data Docs site as it runs (``CODEPAIRS_DATA_DOCS``,
+    on unless ``off``/``0``/``false``). The test suite turns it off: rendering costs about a second per
+    gate, and the site can always be made again from ``gate_results`` with ``codepairs datadocs``."""
+    return os.environ.get("CODEPAIRS_DATA_DOCS", "on").strip().lower() not in {"off", "0", "false", "no"}
+
+
 def config_path() -> Path:
     return Path(os.environ.get("CODEPAIRS_CONFIG", CONFIG_DIR / "pipeline.yaml")).resolve()
 
