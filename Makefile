@@ -7,6 +7,7 @@ REPOS  ?=
 OUT    ?=
 PORT   ?= 8080
 WORKERS ?= 2
+TEST_WORKERS ?= 2
 
 .PHONY: venv run test up celery stop bench clean
 
@@ -22,9 +23,10 @@ venv: $(STAMP)
 run: $(STAMP)
 	@$(BIN)/python scripts/airflow_local.py run --repos "$(REPOS)" $(if $(OUT),--out "$(OUT)")
 
-## make test: the whole test suite (CI runs exactly this)
+## make test [TEST_WORKERS=2]: the whole test suite (CI runs exactly this), in TEST_WORKERS processes
+## (pytest-xdist, whole files to a process: each has its own embedded server and data folder)
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## make up [PORT=8080]: the Airflow web UI on http://localhost:PORT with the DAGs, on the same embedded database
 up: $(STAMP)

@@ -113,7 +113,7 @@ def test_a_context_file_holding_a_benchmark_problem_is_left_out(engine, mirrors,
 
 def licensed_and_unlicensed(tmp_path: Path) -> tuple[GitRepo, GitRepo]:
     mit = active_repo(tmp_path / "mit", {"LICENSE": TEXTS["MIT"]})
-    bare = active_repo(tmp_path / "bare", {})
+    bare = active_repo(tmp_path / "bare", {}, module="limits")  # its own diffs: dedup keeps both repositories'
     bare.commit("Add the TLS key for local testing", {"tests/fixtures/server.key": PRIVATE_KEY})
     return mit, bare
 

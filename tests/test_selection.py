@@ -21,21 +21,26 @@ TEXTS = dict(LICENSES)  # SPDX id -> licence text (choosealicense.com's, as iden
 AUTHORS = [("Ann", "ann@example.com"), ("Ben", "ben@example.com"), ("Cy", "cy@example.com")]
 
 
-def active_repo(path: Path, licence_files: dict[str, str], months: int = 7) -> GitRepo:
-    """A repository that passes every activity check: three authors, a commit a month, tests, recent."""
+def active_repo(path: Path, licence_files: dict[str, str], months: int = 7, module: str = "core") -> GitRepo:
+    """A repository that passes every activity check: three authors, a commit a month, tests, recent.
+    Two repositories made with different ``module`` names share no diff (nothing to deduplicate)."""
     repo = GitRepo(path)
     start = datetime.now(UTC) - timedelta(days=31 * months)
+    name = "value" if module == "core" else f"{module}_value"
     repo.commit(
         "Add the project skeleton with its licence",
-        {**licence_files, "app/core.py": "VALUE = 0\n"},
+        {**licence_files, f"app/{module}.py": "VALUE = 0\n"},
         author=AUTHORS[0],
         date=start.strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
     for month in range(1, months):
         when = (start + timedelta(days=31 * month)).strftime("%Y-%m-%dT%H:%M:%SZ")
         repo.commit(
-            f"Raise the core value to {month} for the monthly release",
-            {"app/core.py": f"VALUE = {month}\n", "tests/test_core.py": f"def test_value():\n    assert {month}\n"},
+            f"Raise the {module} value to {month} for the monthly release",
+            {
+                f"app/{module}.py": f"{name.upper()} = {month}\n",
+                f"tests/test_{module}.py": f"def test_{name}():\n    assert {month}\n",
+            },
             author=AUTHORS[month % 3],
             date=when,
         )
