@@ -382,7 +382,8 @@ def main() -> int:
     shard_rates = {
         task: round(sum(ours["shard_seconds"][task]) / args.pairs * 1e6, 1) for task in ours["shard_seconds"]
     }
-    load = f"load average {load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    load_at_end = os.getloadavg()[0]
+    load = f"load average {load_at_start:.1f} at the start, {load_at_end:.1f} at the end"
     print(f"{ours['shards']} shards of ~{shard_pairs} pairs; {version}; {load}", flush=True)
     print(f"{'step':<22} {'seconds':>9} {'share':>6}", flush=True)
     for name, value in ours["seconds"].items():
@@ -410,7 +411,7 @@ def main() -> int:
         "mapped_per_worker": ours.get("mapped_per_worker", {}),
         "exported": ours["exported"],
         "database": version,
-        "load_average": [round(load_at_start, 1), round(os.getloadavg()[0], 1)],
+        "load_average": [round(load_at_start, 1), round(load_at_end, 1)],
         **figures,
     }
     print(json.dumps(line), flush=True)
