@@ -196,8 +196,7 @@ def build_demo(fake: FakeGithub, merge_sha_in_git: str | None = None) -> tuple[F
         (8, 16, "commit_message"),
     }
     expected.pairs = {
-        "issue/1/pull/10": "debugging",
-        "issue/17/pull/10": "issue_pr",
+        "issue/1+17/pull/10": "debugging",  # one PR closing two issues: one pair carrying both
         "issue/2/pull/11": "issue_pr",
         "issue/3/pull/12": "issue_pr",
         "issue/6/pull/15": "issue_pr",

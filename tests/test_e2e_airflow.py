@@ -154,10 +154,10 @@ def test_github_pairs_through_both_dags(airflow_pipeline, engine, tmp_path, monk
         assert _run(airflow_pipeline, "codepairs_build", {"out_dir": str(out)}) == "success"
         table = [row for f in sorted(out.glob("*/*.parquet")) for row in pq.read_table(f).to_pylist()]
         kinds = sorted(r["kind"] for r in table if r["kind"] != "commit")
-        # PR #10 closes #1 (debugging) and #17 with one diff: dedup keeps one of the two, the better ranked.
-        assert kinds == sorted([*expected.pairs.values()][:1] + [*expected.pairs.values()][2:])
+        # Every tracker pair exported: PR #10 closes #1 (debugging) and #17 with one pair that carries both.
+        assert kinds == sorted(expected.pairs.values())
         debugging = next(r for r in table if r["kind"] == "debugging")
-        assert json.loads(debugging["lineage"])["issue"] == 1 and "def test_empty" in debugging["tests"]
+        assert json.loads(debugging["lineage"])["issues"] == [1, 17] and "def test_empty" in debugging["tests"]
         manifest = (out / "manifest.json").read_bytes()
 
         fake.log.clear()  # the next night: nothing changed on GitHub either

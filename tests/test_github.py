@@ -20,12 +20,13 @@ from codepairs.sources import checks as source_checks
 from codepairs.sources import github_crawl
 from codepairs.sources.github_client import GithubClient
 from fakegithub import FakeGithub, Fault, sha, ts
-from ghdemo import FULL_NAME, build_demo
+from ghdemo import FULL_NAME, build_demo, section
 from gitrepo import GitRepo
 
 SECRET = "ghp_TESTSECRET0123456789abcdefABCDEF"
 FAST = GithubConfig(backoff_seconds=0.05, seconds_between_requests=0, timeout_seconds=1, retries=3)
 CONFIG = PipelineConfig(github=FAST)
+CLOSED = {"state": "closed", "closed_at": 210}
 
 
 @pytest.fixture
@@ -69,7 +70,8 @@ def test_links_pairs_and_skips_are_exact(engine, mirrors, fake, local_repo) -> N
     assert set(table(engine, "SELECT issue_number, pr_number, method FROM gh_links")) == expected.links
     got = {}
     for kind, lineage in table(engine, "SELECT kind, lineage FROM pairs WHERE kind <> 'commit'"):
-        key = f"review/{lineage['comment']}" if kind == "review" else f"issue/{lineage['issue']}/pull/{lineage['pr']}"
+        issues = "+".join(map(str, lineage.get("issues", ())))
+        key = f"review/{lineage['comment']}" if kind == "review" else f"issue/{issues}/pull/{lineage['pr']}"
         got[key] = kind
     assert got == expected.pairs
     skips = dict(table(engine, "SELECT object_id, reason FROM skips WHERE stage = 'extract' AND object_id LIKE '%/%'"))
@@ -96,15 +98,20 @@ def test_issue_pair_content_and_lineage(engine, mirrors, fake, local_repo) -> No
         )
     }
     _, instruction, response, tests, files, dropped, lineage, commit_sha = rows["1"]
-    assert instruction.startswith("Crash when the config file is empty\n\nRunning `demo --config empty.toml`")
-    assert "KeyError: 'settings'" in instruction
+    # PR #10 closes #1 and #17: one pair, each issue in turn, the numbers a model cannot see left out
+    assert instruction.startswith("Issue 1: Crash when the config file is empty\n\nRunning `demo --config empty.toml`")
+    assert "KeyError: 'settings'" in instruction and "#" not in instruction
+    assert instruction.endswith("\n\nIssue 2: Empty config should fall back to defaults\n\nInstead of failing.")
+    assert lineage["issues"] == [1, 17] and lineage["issue_urls"] == [
+        f"https://github.com/{FULL_NAME}/issues/{n}" for n in (1, 17)
+    ]
     assert files == ["src/demo/config.py"] and dropped == [{"path": "package-lock.json", "reason": "lock_file"}]
     assert response.startswith("diff --git a/src/demo/config.py") and "tests/" not in response
     assert tests.startswith("diff --git a/tests/test_config.py") and "def test_empty" in tests
     assert lineage["merge_commit"] == commit_sha == local_repo[1] and lineage["merge_commit_in_git"] is True
     assert lineage["linked_by"] == ["pr_body"] and lineage["labels"] == ["bug"]
     assert lineage["pr_url"] == f"https://github.com/{FULL_NAME}/pull/10"
-    assert rows["17"][2] == response  # one PR closing two issues: two pairs, one response
+    assert "17" not in rows  # not a pair of its own
     # The template's boilerplate, the image, the quoted reply, the closing line and the trailer are gone.
     verbose = rows["2"][1]
     assert verbose == (
@@ -176,6 +183,33 @@ def test_refresh_reads_only_what_changed(engine, mirrors, fake, local_repo) -> N
     assert paths.count(f"/repos/{FULL_NAME}/issues") == 1 and paths.count(f"/repos/{FULL_NAME}/pulls") == 1
     assert state["extract"]["pairs_new"] == 1
     assert table(engine, "SELECT kind FROM pairs WHERE lineage->>'issue' = '30'") == [("debugging",)]
+
+
+def test_a_pr_closing_several_issues_gives_one_pair_up_to_a_limit(engine, mirrors, fake, local_repo) -> None:
+    repo, _ = build_demo(fake)
+    fix = section("src/demo/paths.py", "@@ -1 +1 @@\n-p = raw\n+p = raw.decode('utf-8')\n")
+    repo.add_issue(40, "Paths with accents are mangled", "Opening caf\u00e9.txt fails to find it.", at=200, **CLOSED)
+    repo.add_issue(41, "Bad", "x", at=200, **CLOSED)  # too short: skipped, and the PR's pair carries #40 alone
+    repo.add_pull(42, "Decode paths", "Fixes #40, fixes #41", at=201, diff=fix)
+    for n in range(50, 56):
+        repo.add_issue(
+            n, f"Wrong output number {n} in the report", "The report prints the wrong figure.", at=202, **CLOSED
+        )
+    sweep = "\n".join(f"Fixes #{n}" for n in range(50, 56))
+    repo.add_pull(56, "Rewrite the report", sweep, at=203, diff=fix.replace("paths", "report"))
+    state = run(engine, local_repo)
+    pairs = table(engine, "SELECT lineage->'issues', instruction FROM pairs WHERE lineage->>'pr' IN ('42', '56')")
+    assert pairs == [([40], "Paths with accents are mangled\n\nOpening caf\u00e9.txt fails to find it.")]
+    skips = table(
+        engine, "SELECT object_id, reason FROM skips WHERE object_id LIKE '%/pull/42' OR object_id LIKE '%/pull/56'"
+    )
+    assert sorted(skips) == [("issue/41/pull/42", "instruction_too_short")] + [
+        (f"issue/{n}/pull/56", "too_many_issues") for n in range(50, 56)
+    ]
+    assert state["extract"]["skipped"]["too_many_issues"] == 6
+    # A rerun pairs nothing again and keeps the same skips.
+    assert run(engine, local_repo)["extract"]["pairs_new"] == 0
+    assert sorted(table(engine, "SELECT object_id, reason FROM skips WHERE object_id LIKE '%/pull/56'")) == skips[1:]
 
 
 def test_pagination_over_several_pages(engine, mirrors, fake, local_repo) -> None:

@@ -4,6 +4,10 @@
   (closing references, ``(#1234)`` suffixes, co-author trailers) and without template boilerplate,
   quoted replies and images; response = the merged PR's diff without test files, which are kept
   apart as the pair's ``tests``. Issue comments are not used at all: they are where solutions leak.
+  A PR that closes several issues gives one pair whose instruction carries each of them in turn
+  ("Issue 1: <title>" …): one pair per issue would repeat the response, and dedup would keep one
+  issue and lose the others' wording. Up to ``MAX_ISSUES_PER_PAIR``; a PR closing more is a sweep,
+  not a task, and its links are skipped.
 - ``debugging``: the same, for an issue whose body carries an error message, a stack trace or failing
   output (one pair per link either way, so the two kinds never duplicate each other).
 - ``review``: a reviewer's comment with the diff hunk it was made on -> what changed on those lines
@@ -22,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +44,7 @@ from codepairs.sources.github_links import KEYWORD
 STAGE = "extract"
 PAIR_COLUMNS = (*commits.PAIR_COLUMNS, "lineage", "tests")
 REVIEW_CONTEXT_LINES = 3  # a hunk this close to the commented lines answers the comment
+MAX_ISSUES_PER_PAIR = 5  # issues one PR closes, at most, for one pair
 
 HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 IMAGE = re.compile(r"!\[[^\]]*\]\([^)]*\)|<img\b[^>]*>", re.IGNORECASE)
@@ -80,6 +86,7 @@ class GithubSkip(StrEnum):
     DIFF_TOO_LARGE = "diff_too_large"
     DIFF_UNAVAILABLE = "diff_unavailable"  # the PR's diff or commits answered 404/410/451
     TOO_MANY_FILES = "too_many_files"
+    TOO_MANY_ISSUES = "too_many_issues"  # one PR closing more than MAX_ISSUES_PER_PAIR issues
     NO_CODE_CHANGE = "no_code_change"  # every file dropped (lock files, generated, binary, vendored)
     NO_ANSWERING_CHANGE = "no_answering_change"  # nothing changed on the reviewed lines afterwards
     NOT_A_LINE_COMMENT = "not_a_line_comment"
@@ -121,6 +128,14 @@ def _clean_prose(text: str, last: bool) -> str:
     for _ in range(3):  # a template's sections left empty, possibly nested
         text = EMPTY_HEADING.sub("", text)
     return text.rstrip("\x00")
+
+
+def issues_instruction(issues: list[str]) -> str:
+    """The instruction of a PR's pair from its issues, each already cleaned: one issue as it is,
+    several numbered in turn (numbers of this text, not issue numbers a model cannot see)."""
+    if len(issues) == 1:
+        return issues[0]
+    return "\n\n".join(f"Issue {n}: {text}" for n, text in enumerate(issues, 1))
 
 
 def has_error_output(body: str) -> bool:
@@ -192,12 +207,12 @@ JOIN batches bp ON bp.batch_id = p.batch_id AND bp.validated
 LEFT JOIN gh_pull_details d ON d.repo_id = p.repo_id AND d.number = p.number
 LEFT JOIN batches bd ON bd.batch_id = d.batch_id
 WHERE l.repo_id = :r AND (d.number IS NULL OR bd.validated)
-  AND NOT EXISTS (  -- already a pair: nothing to decide again
+  AND NOT EXISTS (  -- already in a pair (alone, or with the PR's other issues): nothing to decide again
     SELECT 1 FROM pairs x WHERE x.repo_id = l.repo_id AND x.commit_sha = p.merge_commit_sha
-    AND x.kind IN ('issue_pr', 'debugging') AND x.lineage->>'issue' = l.issue_number::text
-    AND x.lineage->>'pr' = l.pr_number::text)
+    AND x.kind IN ('issue_pr', 'debugging') AND x.lineage->>'pr' = l.pr_number::text
+    AND (x.lineage->>'issue' = l.issue_number::text OR x.lineage->'issues' @> to_jsonb(l.issue_number)))
 GROUP BY l.issue_number, l.pr_number, i.data, p.data, d.data, d.diff, p.merged_at, p.repo_id, p.merge_commit_sha
-ORDER BY l.issue_number, l.pr_number
+ORDER BY l.pr_number, l.issue_number
 """
 REVIEWS = """
 SELECT c.data AS comment, p.data AS pull, p.head_sha, p.merged_at, g.data AS compare
@@ -283,46 +298,72 @@ class GithubPairs:
                 sa.text("SELECT default_branch FROM gh_repos WHERE repo_id = :r"), {"r": self.repo_id}
             ).scalar()
         considered = 0
-        for row in self._stream(ISSUE_LINKS):
-            self._issue_pair(row, default_branch)
-            considered += 1
+        for _, links in groupby(self._stream(ISSUE_LINKS), key=lambda row: row["pr_number"]):
+            rows = list(links)
+            self._pr_pair(rows, default_branch)
+            considered += len(rows)
         return considered
 
-    def _issue_pair(self, row: Mapping[str, Any], default_branch: str | None) -> None:
-        issue, pull, details = row["issue"], row["pull"], row["details"] or {}
-        object_id = f"issue/{issue['number']}/pull/{pull['number']}"
+    def _pr_pair(self, rows: list[Mapping[str, Any]], default_branch: str | None) -> None:
+        """One pair for a merged PR and the issues it closes (``rows``: its links, in issue order);
+        a reason that holds for the PR is a skip of each link."""
+        pull, details = rows[0]["pull"], rows[0]["details"] or {}
+        links = [f"issue/{row['issue']['number']}/pull/{pull['number']}" for row in rows]
+
+        def skip_all(reason: GithubSkip, detail: str, objects: list[str] = links) -> None:
+            for object_id in objects:
+                self.skip(object_id, reason, detail)
+
         if not pull["merged_at"]:
-            return self.skip(object_id, GithubSkip.PR_NOT_MERGED, f"PR #{pull['number']} is {pull['state']}")
-        if pull["base_ref"] != default_branch and not row["in_git"]:  # in_git: reached from the default branch
-            return self.skip(object_id, GithubSkip.NOT_DEFAULT_BRANCH, f"merged into {pull['base_ref']}")
+            return skip_all(GithubSkip.PR_NOT_MERGED, f"PR #{pull['number']} is {pull['state']}")
+        if pull["base_ref"] != default_branch and not rows[0]["in_git"]:  # in_git: reached from the default branch
+            return skip_all(GithubSkip.NOT_DEFAULT_BRANCH, f"merged into {pull['base_ref']}")
         if is_bot(pull.get("author") or "", "", self.config.bot_authors):
-            return self.skip(object_id, GithubSkip.BOT_AUTHOR, f"PR by {pull['author']}")
-        instruction = clean_issue(issue["title"], issue["body"])
-        if len(instruction) < self.config.min_message_chars or len(instruction.split()) < self.config.min_message_words:
-            return self.skip(object_id, GithubSkip.INSTRUCTION_TOO_SHORT, repr(instruction[:40]))
-        if row["diff"] is None:
+            return skip_all(GithubSkip.BOT_AUTHOR, f"PR by {pull['author']}")
+        if len(rows) > MAX_ISSUES_PER_PAIR:
+            return skip_all(GithubSkip.TOO_MANY_ISSUES, f"PR #{pull['number']} closes {len(rows)} issues")
+        asked = []
+        for object_id, row in zip(links, rows, strict=True):
+            text = clean_issue(row["issue"]["title"], row["issue"]["body"])
+            if len(text) < self.config.min_message_chars or len(text.split()) < self.config.min_message_words:
+                self.skip(object_id, GithubSkip.INSTRUCTION_TOO_SHORT, repr(text[:40]))
+            else:
+                asked.append((object_id, row, text))
+        if not asked:
+            return None
+        ids = [object_id for object_id, _, _ in asked]  # the links the checks below decide
+        if rows[0]["diff"] is None:
             if details.get("diff_bytes") is None:
-                return self.skip(object_id, GithubSkip.DIFF_UNAVAILABLE, "GitHub did not serve the PR's diff (yet)")
-            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"diff of {details['diff_bytes']} bytes not stored")
-        response = split_response(row["diff"], self.config.max_files)
+                return skip_all(GithubSkip.DIFF_UNAVAILABLE, "GitHub did not serve the PR's diff (yet)", ids)
+            return skip_all(GithubSkip.DIFF_TOO_LARGE, f"diff of {details['diff_bytes']} bytes not stored", ids)
+        response = split_response(rows[0]["diff"], self.config.max_files)
         if isinstance(response, GithubSkip):
-            return self.skip(object_id, response, f"PR #{pull['number']}")
+            return skip_all(response, f"PR #{pull['number']}", ids)
         if len(response.text.encode()) > self.config.max_diff_bytes:
-            return self.skip(object_id, GithubSkip.DIFF_TOO_LARGE, f"response over {self.config.max_diff_bytes} bytes")
-        kind = "debugging" if has_error_output(instruction) else "issue_pr"
+            return skip_all(GithubSkip.DIFF_TOO_LARGE, f"response over {self.config.max_diff_bytes} bytes", ids)
+        instruction = issues_instruction([text for _, _, text in asked])
+        issues = [row["issue"] for _, row, _ in asked]
         lineage = {
-            "issue": issue["number"],
-            "issue_url": issue["url"],
+            "issue": issues[0]["number"],
+            "issues": [i["number"] for i in issues],
+            "issue_url": issues[0]["url"],
+            "issue_urls": [i["url"] for i in issues],
             "pr": pull["number"],
             "pr_url": pull["url"],
             "merge_commit": pull["merge_commit_sha"],
-            "merge_commit_in_git": row["in_git"],
+            "merge_commit_in_git": rows[0]["in_git"],
             "commits": [c["sha"] for c in details.get("commits") or ()],
-            "linked_by": list(row["methods"]),
-            "labels": issue["labels"],
+            "linked_by": sorted({m for _, row, _ in asked for m in row["methods"]}),
+            "labels": list(dict.fromkeys(label for i in issues for label in i["labels"])),
         }
+        kind = "debugging" if has_error_output(instruction) else "issue_pr"
+        object_id = (
+            ids[0]
+            if len(ids) == 1
+            else "issue/{}/pull/{}".format("+".join(str(i["number"]) for i in issues), pull["number"])
+        )
         self.add(
-            kind, object_id, instruction, response, pull["merge_commit_sha"], row["merged_at"], pull["url"], lineage
+            kind, object_id, instruction, response, pull["merge_commit_sha"], rows[0]["merged_at"], pull["url"], lineage
         )
         return None
 
