@@ -5,9 +5,7 @@ server, the gates stopping bad data, and builds that give the same bytes (twice,
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from codepairs.balance import targets as balance
 from codepairs.config import BalanceConfig, PipelineConfig, load_config
 from codepairs.errors import CodepairsError, GateFailedError
 from codepairs.export import dataset as export
+from fakemodel import FakeModel
 from gitrepo import GitRepo
 
 PAGER = (
@@ -180,62 +179,24 @@ def test_above_target_the_best_scored_are_kept(engine, mirrors, repo, tmp_path: 
     assert "| bug_fix | 3 | 3 | 3 | 0 | 0 | 0 |" in card and "Synthetic share: 0.0% (0 of 3 pairs)." in card
 
 
-class _FakeModel(ThreadingHTTPServer):
-    """An OpenAI-compatible chat endpoint answering from a script, recording the prompts it got."""
-
-    def __init__(self, answers: list[str]) -> None:
-        self.answers, self.prompts = answers, []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.prompts.append(body)
-                content = server.answers[min(len(server.prompts), len(server.answers)) - 1]
-                data = json.dumps(
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
-                        ],
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
 @pytest.fixture
-def model() -> Iterator[_FakeModel]:
+def model() -> Iterator[FakeModel]:
     answer = {
         "instruction": "Add a retry option to the HTTP client",
         "response": "diff --git a/src/client.py b/src"
         "/client.py\n--- a/src/client.py\n+++ b/src/client.py\n@@ -1 +1 @@\n-def get(url, timeout=10):\n"
         "+def get(url, timeout=10, retries=3):\n",
     }
-    server = _FakeModel([json.dumps(answer)])
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = FakeModel([json.dumps(answer)]).start()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def test_the_optional_synthesiser_fills_a_shortfall_from_a_local_endpoint(
     engine, mirrors, repo, model, monkeypatch
 ) -> None:
     monkeypatch.setenv("CODEPAIRS_LLM_API_KEY", "sk-local-test-key")
-    cfg = config(llm_url=f"http://127.0.0.1:{model.server_address[1]}/v1", llm_model="tiny-coder")
+    cfg = config(llm_url=model.url, llm_model="tiny-coder")
     pipeline.process_repository(engine, str(repo.path), cfg)
     pipeline.score_step(engine, cfg)
     pipeline.dedup_step(engine, cfg)
@@ -271,17 +232,15 @@ def test_the_optional_synthesiser_fills_a_shortfall_from_a_local_endpoint(
 
 
 def test_an_answer_that_is_not_the_json_asked_for_is_skipped(engine, mirrors, repo, caplog) -> None:
-    server = _FakeModel(["Sorry, I cannot help with that."])
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = FakeModel(["Sorry, I cannot help with that."]).start()
     try:
-        cfg = config(llm_url=f"http://127.0.0.1:{server.server_address[1]}/v1", llm_model="tiny-coder")
+        cfg = config(llm_url=server.url, llm_model="tiny-coder")
         pipeline.process_repository(engine, str(repo.path), cfg)
         pipeline.score_step(engine, cfg)
         pipeline.dedup_step(engine, cfg)
         result = pipeline.balance_step(engine, cfg)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
     assert result["categories"]["feature"]["synthetic"] == 0 and result["categories"]["feature"]["shortfall"] == 2
     assert "was not the JSON asked for" in caplog.text
 

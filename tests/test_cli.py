@@ -13,7 +13,7 @@ from gitrepo import GitRepo
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("command", ["crawl", "dedup", "export", "verify", "summary", "db"])
+@pytest.mark.parametrize("command", ["crawl", "dedup", "export", "verify", "summary", "judge", "db"])
 def test_every_command_has_help(command: str) -> None:
     out = subprocess.run([sys.executable, "-m", "codepairs.cli", command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith(f"usage: codepairs {command}")

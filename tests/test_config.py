@@ -131,7 +131,7 @@ WRONG_TYPE = {
     "misspelt section": (
         "dedupe:\n  threshold: 0.9\n",
         "FILE:1: unknown section(s) ['dedupe']; known: ['repositories', 'crawl', 'extract', 'gates', 'github', "
-        "'select', 'score', 'dedup', 'balance', 'export', 'safety', 'build']",
+        "'select', 'score', 'dedup', 'balance', 'export', 'judge', 'safety', 'build']",
     ),
     "misspelt key": (
         "dedup:\n  treshold: 0.9\n",
@@ -148,7 +148,9 @@ def test_a_value_of_the_wrong_type_is_refused(tmp_path, kind) -> None:
 
 
 def test_the_top_level_must_be_a_mapping(tmp_path) -> None:
-    sections = "repositories, crawl, extract, gates, github, select, score, dedup, balance, export, safety, build"
+    sections = (
+        "repositories, crawl, extract, gates, github, select, score, dedup, balance, export, judge, safety, build"
+    )
     assert _refused(tmp_path, "- crawl\n- dedup\n") == (
         f"FILE: the top level must be a mapping of sections ({sections}), got list ['crawl', 'dedup']"
     )

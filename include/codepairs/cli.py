@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from codepairs import datadocs, logs, pipeline, report, settings, store
 from codepairs.config import PipelineConfig, load_config
-from codepairs.errors import CodepairsError
+from codepairs.errors import CodepairsError, ConfigError
 from codepairs.export import dataset as export
 from codepairs.terminal import visible
 
@@ -199,6 +200,24 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge(args: argparse.Namespace) -> int:
+    from codepairs.balance.synthesis import make_client
+    from codepairs.quality import judge
+
+    config = _config(args).judge
+    if not config.url or not config.model:
+        raise ConfigError("the judge is off: set judge.url and judge.model in the pipeline config")
+    client = make_client(config.url, os.environ.get(config.api_key_env))
+    r = judge.judge_pairs(
+        store.get_engine(args.database_url), config, client, Path(args.out), args.limit, args.selected
+    )
+    print(
+        f"judge: {r.judged} pairs judged by {config.model} ({json.dumps(r.labels, sort_keys=True)}), "
+        f"{r.already} already in {args.out}, {len(r.failed)} without a usable answer (asked again next run)"
+    )
+    return 1 if r.failed else 0
+
+
 def cmd_datadocs(args: argparse.Namespace) -> int:
     index, count = datadocs.rebuild(store.get_engine(args.database_url), keep=args.keep)
     print(f"GX Data Docs rebuilt from {count} gate result(s): {index}")
@@ -251,6 +270,11 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str, str | None]]
                      "labelled category of an `eval/evaluate.py --json` run, choosing the regularisation by "
                      "leave-one-repository-out accuracy, and write it, with the data and code it came from, to "
                      "the file scoring.yaml's `category_model` names."),
+    "judge": (cmd_judge, "the optional LLM judge: scored commit pairs judged against the rubric, as labels",
+              "Ask the model at judge.url (OpenAI-compatible; key from $CODEPAIRS_LLM_API_KEY) to judge scored "
+              "commit pairs against eval/RUBRIC.md, appending a row per verdict (label, category, problem "
+              "codes, reason) to a labels CSV that eval/evaluate.py --labels reads; pairs already in the file "
+              "are not asked again."),
     "datadocs": (cmd_datadocs, "rebuild the GX Data Docs of the gates' results from the database",
                  "Make the GX Data Docs site (settings: CODEPAIRS_DATA_DOCS_DIR, default <data dir>/gx) again "
                  "from gate_results: the latest --keep results of each suite, swapped in whole. Gate runs "
@@ -294,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit_category.add_argument("--set", action="append", help="label sets to fit on (default: development)")
     fit_category.add_argument("--out", help="model file (default: include/config/category_weights.yaml)")
     fit_category.add_argument("--report", help="also write the LORO figures and confusions as Markdown here")
+    judge_cmd = commands["judge"]
+    judge_cmd.add_argument("--out", required=True, help="labels CSV to append to")
+    judge_cmd.add_argument("--limit", type=int, help="judge at most N pairs this run")
+    judge_cmd.add_argument("--selected", action="store_true", help="only pairs the ranking selected")
     commands["datadocs"].add_argument("--keep", type=int, default=datadocs.KEEP_PER_SUITE, help="results per suite")
     commands["db"].add_argument("action", choices=["url", "upgrade", "stop"])
     return parser

@@ -123,6 +123,11 @@ RANGES: dict[str, dict[str, Range]] = {
         "max_near_duplicate_rate": FRACTION,
         "llm_max_tokens": AT_LEAST_1,
     },
+    "judge": {
+        "max_tokens": AT_LEAST_1,
+        "max_response_chars": AT_LEAST_1,
+        "seed": NON_NEGATIVE,
+    },
     "build": {
         "shard_pairs": AT_LEAST_1,
         "workers": Range(1, 1024),  # Airflow maps at most 1,024 instances
@@ -419,6 +424,23 @@ def template_fields(template: str) -> set[str] | None:
 
 
 @dataclass(frozen=True)
+class JudgeConfig(Section, section="judge"):
+    """The optional LLM judge (``quality/judge.py``): off while ``url`` is null."""
+
+    url: str | None = None  # an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1)
+    model: str | None = None
+    api_key_env: str = "CODEPAIRS_LLM_API_KEY"  # the key is read from this environment variable
+    rubric_file: str = "eval/RUBRIC.md"  # relative to the project root
+    max_tokens: int = 400
+    max_response_chars: int = 12_000  # the diff shown to the judge, cut beyond this
+    seed: int = 0
+
+    def rubric_path(self) -> Path:
+        path = Path(self.rubric_file)
+        return path if path.is_absolute() else settings.PROJECT_ROOT / path
+
+
+@dataclass(frozen=True)
 class ExportConfig(Section, section="export"):
     shard_rows: int = 50_000
     validation_fraction: float = 0.1  # of repositories (a repository is on one side only)
@@ -497,6 +519,7 @@ class PipelineConfig(Section):
     dedup: DedupConfig = DedupConfig()
     balance: BalanceConfig = BalanceConfig()
     export: ExportConfig = ExportConfig()
+    judge: JudgeConfig = JudgeConfig()
     safety: SafetyConfig = SafetyConfig()
     build: BuildConfig = BuildConfig()
 
