@@ -105,6 +105,59 @@ def test_targets_add_up_by_largest_remainders() -> None:
     assert balance.targets(0, {"a": 1}) == {"a": 0}
 
 
+def test_the_default_total_is_the_largest_that_real_pairs_meet() -> None:
+    shares = {"a": 0.5, "b": 0.25, "c": 0.25}
+    # c has no pair: left out; b's 3 pairs for a third of what is left bound the total: 9 in exact
+    # shares (6 + 3), and 10 by largest remainders (6.67 + 3.33 rounds to 7 + 3)
+    assert balance.largest_total({"a": 10, "b": 3, "c": 0}, shares) == (10, "b")
+    assert balance.targets(10, {"a": 0.5, "b": 0.25}) == {"a": 7, "b": 3}
+    assert balance.largest_total({"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}) == (3, "a")  # a tie: by name
+    assert balance.largest_total({"a": 7, "z": 4}, {"a": 0.3}) == (7, "a")  # z has no share: not counted
+    assert balance.largest_total({}, shares) == (0, None)
+    for available in ({"a": 5, "b": 2, "c": 2}, {"a": 13, "b": 1, "c": 3}, {"a": 1, "b": 9, "c": 40}):
+        total, _ = balance.largest_total(available, shares)
+        assert all(t <= available[c] for c, t in balance.targets(total, shares).items())
+        assert any(t > available[c] for c, t in balance.targets(total + 1, shares).items())
+
+
+def test_by_default_the_balance_costs_size_not_copies_and_the_card_says_what_it_dropped(
+    engine, mirrors, repo, tmp_path: Path
+) -> None:
+    cfg = config(total=None)  # the shipped default: no total; copies allowed (2), none needed
+    out = tmp_path / "export"
+    pipeline.process_repository(engine, str(repo.path), cfg)
+    build = pipeline.build(engine, out, cfg)
+    # bug_fix 4, feature 1, ui_component 1 for equal shares: 4 pairs (1.33 each, the remainder to
+    # bug_fix by name), bound by feature (a tie with ui_component, by name); bug_fix keeps its best
+    # two and drops two; nothing copied or made.
+    got = slots(engine)
+    assert {c: [(copy, reason) for _, copy, reason in v] for c, v in got.items()} == {
+        "bug_fix": [(1, "selected")] * 2,
+        "feature": [(1, "selected")],
+        "ui_component": [(1, "selected")],
+    }
+    assert build.rows == 4
+    with engine.connect() as conn:
+        stats = conn.execute(sa.text("SELECT stats FROM runs WHERE stage = 'balance'")).scalar_one()
+        scores = (
+            conn.execute(sa.text("SELECT score FROM pair_scores WHERE category = 'bug_fix' ORDER BY score DESC"))
+            .scalars()
+            .all()
+        )
+    assert (stats["total_target"], stats["bound_by"]) == (4, "feature")
+    bug_fix = stats["categories"]["bug_fix"]
+    assert (bug_fix["target"], bug_fix["available"], bug_fix["selected"], bug_fix["dropped"]) == (2, 4, 2, 2)
+    kept, dropped = sum(scores[:2]) / 2, sum(scores[2:]) / 2
+    assert (bug_fix["kept_score"], bug_fix["dropped_score"]) == pytest.approx((kept, dropped), abs=0.0005)
+    card = (out / "README.md").read_text()
+    assert "Target total 4: the largest that the shares allow with real pairs only, bound by\n`feature`" in card
+    assert (
+        f"| bug_fix | 2 | 2 | 2 | 0 | 0 | 0 | 2 | {bug_fix['kept_score']:.3f} | {bug_fix['dropped_score']:.3f} |"
+        in card
+    )
+    assert "| feature | 1 | 1 | 1 | 0 | 0 | 0 | 0 |" in card
+
+
 def test_by_default_a_short_category_stays_short_and_nothing_is_copied(engine, mirrors, repo) -> None:
     assert BalanceConfig().max_copies == load_config().balance.max_copies == 1  # the default and the shipped config
     default = config(max_copies=BalanceConfig().max_copies)

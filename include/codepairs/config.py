@@ -369,7 +369,7 @@ DEFAULT_SHARES = {
 @dataclass(frozen=True)
 class BalanceConfig(Section, section="balance"):
     enabled: bool = False  # pipeline.yaml turns it on; off, every selected pair is exported once
-    total: int | None = None  # pairs in the balanced set; None: as many as were selected
+    total: int | None = None  # pairs in the balanced set; None: the largest real pairs meet (targets.largest_total)
     shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))  # a category not listed: 0
     tolerance: float = 0.02  # the gate's allowed distance between a category's share and its target share
     max_copies: int = 1  # copies of any one pair, at most: 1, no padding (a short category stays short)

@@ -129,7 +129,7 @@ def _failing_categories(df: Any, plans: Mapping[str, Any], config: BalanceConfig
 
 def _load_balanced(conn: Connection, batch_id: str, config: BalanceConfig) -> Loaded:
     df = gates.frame(conn.execute(sa.text(BALANCED)).mappings().all(), BALANCED_COLUMNS)
-    plans = plan_categories(conn.engine, config)
+    plans, _ = plan_categories(conn.engine, config)
     rows, digest = slots_digest(conn)
     recorded_rows, recorded_sha = ledger.batch_record(conn, batch_id)
     df["slot"] = df["pair_id"] + ":" + df["copy"].astype(str)

@@ -1,8 +1,12 @@
 """Balance stage: the exported set meets explicit per-category targets.
 
 Input: the pairs the ranking selected (one per duplicate group, exportable, scored). Targets: a total
-(``balance.total``, else as many as were selected) split by ``balance.shares`` (largest remainders,
-so they add up exactly). For each category, in score order:
+split by ``balance.shares`` (largest remainders, so they add up exactly). The total is
+``balance.total``, else the largest whose targets every category with pairs meets with real pairs
+alone (``largest_total``): the balance then costs size, never quality. With more, some category
+would be padded with copies or stay short while others still drop pairs above the bar; the card
+names the category that bounds it, and what each quota kept and dropped, with their mean scores.
+For each category, in score order:
 
 - above its target: the best ``target`` pairs;
 - below: every pair, then copies of the best pairs (copy 2 of each, then copy 3 …, at most
@@ -46,6 +50,17 @@ GROUP BY s.category
 CURRENT_PLAN = """
 SELECT stats->'categories' FROM runs WHERE run_id = (SELECT run_id FROM balanced LIMIT 1)
 """
+CURRENT_TOTAL = """
+SELECT stats->'total_target', stats->>'bound_by' FROM runs WHERE run_id = (SELECT run_id FROM balanced LIMIT 1)
+"""
+# Per category, the selected pairs the quotas kept (copy 1) and dropped, and their mean score (exact
+# numeric means, so a rerun writes the same card).
+KEPT_AND_DROPPED = """
+SELECT s.category, bl.pair_id IS NOT NULL AS kept, count(*), round(avg(s.score::numeric), 3)
+FROM pair_scores s JOIN dedup d ON d.pair_id = s.pair_id
+LEFT JOIN balanced bl ON bl.pair_id = s.pair_id AND bl.copy = 1 AND NOT bl.synthetic
+WHERE s.selected GROUP BY 1, 2
+"""
 # Real slots: per category, the ``target`` best (copy 1), and below target copies 2..max_copies of the
 # best pairs, copy k of the pair ranked r filling slot (k - 1) * available + r.
 REAL_SLOTS = """
@@ -86,6 +101,13 @@ class CategoryPlan:
     selected: int = 0
     upsampled: int = 0
     synthetic: int = 0
+    kept_score: float | None = None  # mean score of the selected pairs the quota kept
+    dropped_score: float | None = None  # ... and of those it dropped
+
+    @property
+    def dropped(self) -> int:
+        """Selected pairs, above the bar, that the quota left out."""
+        return self.available - self.selected
 
     @property
     def filled(self) -> int:
@@ -99,6 +121,7 @@ class CategoryPlan:
 @dataclass(kw_only=True)
 class BalanceResult(ledger.StageResult):
     total_target: int = 0
+    bound_by: str | None = None  # the category whose pairs bound the default total
     rows: int = 0
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     batch_id: str = ""
@@ -121,28 +144,60 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
     with ledger.stage_run(engine, "balance") as run:
         result = BalanceResult(run_id=run.run_id)
         run.report(result)
-        plans = plan_categories(engine, config)
+        plans, result.bound_by = plan_categories(engine, config)
         result.total_target = sum(p.target for p in plans.values())
         _fill(engine, plans, run.run_id, config.max_copies if config.enabled else 1, config, llm_client)
         with engine.begin() as conn:
             result.rows, result.batch_id = _seal(conn, run)
-        result.categories = {c: {**asdict(p), "shortfall": p.shortfall} for c, p in plans.items()}
+        result.categories = {c: {**asdict(p), "dropped": p.dropped, "shortfall": p.shortfall} for c, p in plans.items()}
     short = {c: p.shortfall for c, p in plans.items() if p.shortfall}
-    log.info("balance: %d slots for a target of %d; short: %s", result.rows, result.total_target, short or "none")
+    dropped = sum(p.dropped for p in plans.values())
+    bound = f" (the largest with real pairs only, bound by {result.bound_by})" if result.bound_by else ""
+    log.info(
+        "balance: %d slots for a target of %d%s; %d selected pairs dropped by quotas; short: %s",
+        result.rows,
+        result.total_target,
+        bound,
+        dropped,
+        short or "none",
+    )
     return result
 
 
-def plan_categories(engine: Engine, config: BalanceConfig) -> dict[str, CategoryPlan]:
-    """Each category's target (from the config's total and shares; balance off: what was selected) and
-    the selected pairs available for it."""
+def largest_total(available: Mapping[str, int], shares: Mapping[str, float]) -> tuple[int, str | None]:
+    """The largest total whose targets every category with pairs and a share meets with real pairs
+    alone, and the category that bounds it (None: no such category). A category without a pair is
+    left out: no total gives it one, and counting it would only leave its slots empty."""
+    present = {c: s for c, s in shares.items() if s > 0 and available.get(c, 0) > 0}
+    if not present:
+        return 0, None
+    weight = sum(present.values())
+    bound = min(present, key=lambda c: (available[c] / present[c], c))
+    # Exact shares fit up to ``low``; rounding by largest remainders may fit a few more (not always
+    # monotonically), and past ``high`` a category's floor alone is more than it has.
+    low = math.floor(available[bound] * weight / present[bound] + 1e-9)
+    high = min(math.ceil((available[c] + 1) * weight / s) for c, s in present.items())
+    for total in range(high, low - 1, -1):
+        if all(t <= available[c] for c, t in targets(total, present).items()):
+            return total, bound
+    return max(low - 1, 0), bound  # not reached: ``low`` fits unless floats misled it
+
+
+def plan_categories(engine: Engine, config: BalanceConfig) -> tuple[dict[str, CategoryPlan], str | None]:
+    """Each category's target and the selected pairs available for it, and the category that bounds
+    the default total (None with ``balance.total`` set, or balance off: each takes what was selected)."""
     with engine.connect() as conn:
         available = {c: int(n) for c, n in conn.execute(sa.text(AVAILABLE)).all()}
-    goal = (
-        targets(config.total if config.total is not None else sum(available.values()), config.shares)
-        if config.enabled
-        else dict(available)
-    )
-    return {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
+    bound = None
+    if not config.enabled:
+        goal = dict(available)
+    elif config.total is not None:
+        goal = targets(config.total, config.shares)
+    else:
+        total, bound = largest_total(available, config.shares)
+        goal = targets(total, {c: s for c, s in config.shares.items() if available.get(c, 0) > 0})
+    plans = {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
+    return plans, bound
 
 
 def _fill(
@@ -166,6 +221,11 @@ def _fill(
                 plans[category].selected = int(n)
             else:
                 plans[category].upsampled = int(n)
+        for category, kept, _, mean in conn.execute(sa.text(KEPT_AND_DROPPED)).all():
+            if kept:
+                plans[category].kept_score = float(mean)
+            else:
+                plans[category].dropped_score = float(mean)
     if config.enabled:
         for category, plan in plans.items():
             budget = min(plan.shortfall, math.floor(config.max_synthetic_share * plan.target))

@@ -48,7 +48,7 @@ from identify.identify import tags_from_filename
 from sqlalchemy.engine import Engine
 
 from codepairs import audit, ledger
-from codepairs.balance.targets import CURRENT_PLAN
+from codepairs.balance.targets import CURRENT_PLAN, CURRENT_TOTAL
 from codepairs.config import ExportConfig, SafetyConfig
 from codepairs.dedup.deduplicate import FIGURES as DEDUP_FIGURES
 from codepairs.errors import CodepairsError, ExportVerificationError
@@ -528,7 +528,8 @@ def _write(
         with engine.connect() as conn:
             dedup_figures = conn.execute(sa.text(DEDUP_FIGURES)).one()
             plan = conn.execute(sa.text(CURRENT_PLAN)).scalar()
-        card = dataset_card(counts, stats, dedup_figures, plan or {}, config)
+            balance_total = conn.execute(sa.text(CURRENT_TOTAL)).one_or_none()
+        card = dataset_card(counts, stats, dedup_figures, plan or {}, config, balance_total)
         card += "\n" + card_section(engine, safety) + (f"\n{calibration}" if calibration else "")
         (tmp / CARD).write_text(card, encoding="utf-8")
         files.append(_file_entry(tmp, tmp / CARD, "card", 0, None))
@@ -599,7 +600,12 @@ def _record(
 
 
 def dataset_card(
-    counts: dict[str, int], stats: _Stats, dedup_figures: Any, plan: dict[str, dict[str, int]], config: ExportConfig
+    counts: dict[str, int],
+    stats: _Stats,
+    dedup_figures: Any,
+    plan: dict[str, dict[str, Any]],
+    config: ExportConfig,
+    balance_total: Any = None,
 ) -> str:
     """The export's README.md: how to load it and what is in it (no timestamps: byte-identical reruns)."""
     front = card_metadata(counts, stats)
@@ -656,7 +662,7 @@ def dataset_card(
         f"- near duplicates removed: {dedup_figures[3]}",
         f"- duplicate groups: {dedup_figures[4]}",
         "",
-        *_balance_section(stats, plan, total),
+        *_balance_section(stats, plan, total, balance_total),
         "## Scores",
         "",
         "Quality score of the real pairs (synthetic pairs have none):",
@@ -726,20 +732,39 @@ def _licence_note(licences: list[str]) -> str:
     return "Each row's licence is its repository's, in the column license: " + ", ".join(licences)
 
 
-def _balance_section(stats: _Stats, plan: dict[str, dict[str, int]], total: int) -> list[str]:
-    """Pairs per category against their targets, and the synthetic share."""
+def _balance_section(
+    stats: _Stats, plan: dict[str, dict[str, Any]], total: int, balance_total: Any = None
+) -> list[str]:
+    """Pairs per category against their targets: what each quota kept, dropped and copied, the mean
+    score of what it kept and dropped, and the synthetic share."""
     synthetic = sum(n for (_, origin), n in stats.categories.items() if origin == "synthetic")
-    lines = [
-        "## Categories",
+    lines = ["## Categories", ""]
+    if balance_total is not None and balance_total[1]:
+        lines += [
+            f"Target total {balance_total[0]}: the largest that the shares allow with real pairs only, bound by",
+            f"`{balance_total[1]}` (above it, a category would be padded or short while others drop pairs",
+            "above the bar); `balance.total` sets another. Categories without a pair take no share.",
+            "",
+        ]
+    lines += [
+        "Dropped: selected pairs (above the bar) that a quota left out. The shipped score is fitted and",
+        "calibrated on labelled pairs (a pair scoring 0.8 is judged good about 80% of the time), so a mean",
+        "score estimates the share of good pairs in a group.",
         "",
-        "| category | target | pairs | real | copies | synthetic | short |",
-        "|---|---|---|---|---|---|---|",
+        "| category | target | pairs | real | copies | synthetic | short | dropped | mean score kept "
+        "| mean score dropped |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def mean(value: Any) -> str:
+        return "" if value is None else f"{value:.3f}"
+
     for category in sorted({c for c, _ in stats.categories} | set(plan)):
         real, copies, synth = (stats.categories[category, o] for o in ("real", "copy", "synthetic"))
-        target = plan.get(category, {}).get("target", "")
-        short = plan.get(category, {}).get("shortfall", "")
-        lines.append(f"| {category} | {target} | {real + copies + synth} | {real} | {copies} | {synth} | {short} |")
+        p = plan.get(category, {})
+        cells = [p.get("target", ""), real + copies + synth, real, copies, synth, p.get("shortfall", "")]
+        cells += [p.get("dropped", ""), mean(p.get("kept_score")), mean(p.get("dropped_score"))]
+        lines.append(f"| {category} | " + " | ".join(map(str, cells)) + " |")
     share = synthetic / total if total else 0.0
     return [*lines, "", f"Synthetic share: {share:.1%} ({synthetic} of {total} pairs).", ""]
 
