@@ -109,15 +109,23 @@ def test_the_default_total_is_the_largest_that_real_pairs_meet() -> None:
     shares = {"a": 0.5, "b": 0.25, "c": 0.25}
     # c has no pair: left out; b's 3 pairs for a third of what is left bound the total: 9 in exact
     # shares (6 + 3), and 10 by largest remainders (6.67 + 3.33 rounds to 7 + 3)
-    assert balance.largest_total({"a": 10, "b": 3, "c": 0}, shares) == (10, "b")
+    assert balance.largest_total({"a": 10, "b": 3, "c": 0}, shares) == balance.DefaultTotal(10, "b")
     assert balance.targets(10, {"a": 0.5, "b": 0.25}) == {"a": 7, "b": 3}
-    assert balance.largest_total({"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}) == (3, "a")  # a tie: by name
-    assert balance.largest_total({"a": 7, "z": 4}, {"a": 0.3}) == (7, "a")  # z has no share: not counted
-    assert balance.largest_total({}, shares) == (0, None)
+    assert balance.largest_total({"a": 1, "b": 1, "c": 1}, {"a": 1, "b": 1, "c": 1}).bound_by == "a"  # a tie: by name
+    assert balance.largest_total({"a": 7, "z": 4}, {"a": 0.3}) == balance.DefaultTotal(7, "a")  # z: no share
+    assert balance.largest_total({}, shares) == balance.DefaultTotal(0, None)
     for available in ({"a": 5, "b": 2, "c": 2}, {"a": 13, "b": 1, "c": 3}, {"a": 1, "b": 9, "c": 40}):
-        total, _ = balance.largest_total(available, shares)
+        total = balance.largest_total(available, shares).total
         assert all(t <= available[c] for c, t in balance.targets(total, shares).items())
         assert any(t > available[c] for c, t in balance.targets(total + 1, shares).items())
+    # Scarce: 1 pair of c for a quarter share of 101 pairs (25.25) is under half of it: c keeps its
+    # pair and stays short, and b bounds the total (30 pairs for a quarter: 120 exact, 121 rounded).
+    got = balance.largest_total({"a": 70, "b": 30, "c": 1}, shares, scarce_below=0.5)
+    assert got == balance.DefaultTotal(121, "b", ("c",))
+    assert balance.targets(121, shares) == {"a": 61, "b": 30, "c": 30}
+    assert balance.largest_total({"a": 70, "b": 30, "c": 1}, shares) == balance.DefaultTotal(6, "c")  # 0: all bound
+    # The category with the most pairs for its share is never scarce: the total is at least that share of the pairs.
+    assert balance.largest_total({"a": 1, "b": 1, "c": 1}, shares, scarce_below=1.0).total >= 1
 
 
 def test_by_default_the_balance_costs_size_not_copies_and_the_card_says_what_it_dropped(
@@ -144,13 +152,14 @@ def test_by_default_the_balance_costs_size_not_copies_and_the_card_says_what_it_
             .scalars()
             .all()
         )
-    assert (stats["total_target"], stats["bound_by"]) == (4, "feature")
+    assert (stats["total_target"], stats["bound_by"], stats["scarce"]) == (4, "feature", [])
     bug_fix = stats["categories"]["bug_fix"]
     assert (bug_fix["target"], bug_fix["available"], bug_fix["selected"], bug_fix["dropped"]) == (2, 4, 2, 2)
     kept, dropped = sum(scores[:2]) / 2, sum(scores[2:]) / 2
     assert (bug_fix["kept_score"], bug_fix["dropped_score"]) == pytest.approx((kept, dropped), abs=0.0005)
     card = (out / "README.md").read_text()
     assert "Target total 4: the largest that the shares allow with real pairs only, bound by\n`feature`" in card
+    assert "keep every pair: none." in card
     assert (
         f"| bug_fix | 2 | 2 | 2 | 0 | 0 | 0 | 2 | {bug_fix['kept_score']:.3f} | {bug_fix['dropped_score']:.3f} |"
         in card

@@ -238,6 +238,15 @@ def test_a_squash_of_noise_subjects_leaves_the_summary() -> None:
         ("Support OAuth (#1, #2)\r\n\r\nSigned-off-by: A <a@example.com>", "Support OAuth"),
         ("Fix crash on empty input\n\nThe parser read past the end.\n\nFixes #12\nCloses org/x#3, #4.", None),
         ("Fixes #12", "Fixes #12"),  # a summary is never emptied: extract judges it (too short, vague)
+        ("Update not found handlers recursively fix #110", "Update not found handlers recursively"),
+        ("Handle empty bodies, closes #12 and #13.", "Handle empty bodies"),
+        ("Fix crash #7", "Fix crash"),
+        ("Fix #7", "Fix #7"),  # one word would be left: the summary stays as written
+        (
+            "Add x\n\nThe cache grew without bound, see #40.\nIt is capped now.",
+            "Add x\n\nThe cache grew without bound\nIt is capped now.",
+        ),
+        ("Support C#9 records and issue#4 links", "Support C#9 records and issue#4 links"),  # no space before #: a word
     ],
 )
 def test_pr_references_and_reference_only_lines_are_cleaned(message: str, instruction: str | None) -> None:

@@ -119,6 +119,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "total": NON_NEGATIVE,
         "tolerance": FRACTION,
         "max_copies": AT_LEAST_1,
+        "scarce_below": FRACTION,
         "max_synthetic_share": FRACTION,
         "max_near_duplicate_rate": FRACTION,
         "llm_max_tokens": AT_LEAST_1,
@@ -373,6 +374,7 @@ class BalanceConfig(Section, section="balance"):
     shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))  # a category not listed: 0
     tolerance: float = 0.02  # the gate's allowed distance between a category's share and its target share
     max_copies: int = 1  # copies of any one pair, at most: 1, no padding (a short category stays short)
+    scarce_below: float = 0.5  # without total: a category with fewer pairs than this of its share does not bound it
     max_synthetic_share: float = 0.3  # of a category's target, at most
     max_near_duplicate_rate: float = 0.0  # the gate before balance: near-duplicate pairs among those selected
     ui_components: bool = True  # synthesise UI pairs from real component files

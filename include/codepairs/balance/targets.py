@@ -3,9 +3,11 @@
 Input: the pairs the ranking selected (one per duplicate group, exportable, scored). Targets: a total
 split by ``balance.shares`` (largest remainders, so they add up exactly). The total is
 ``balance.total``, else the largest whose targets every category with pairs meets with real pairs
-alone (``largest_total``): the balance then costs size, never quality. With more, some category
-would be padded with copies or stay short while others still drop pairs above the bar; the card
-names the category that bounds it, and what each quota kept and dropped, with their mean scores.
+alone (``largest_total``), scarce categories aside (fewer pairs than ``balance.scarce_below`` of
+their share: kept whole and short). The balance then costs size, never quality: with more, some
+category would be padded with copies or stay short while others still drop pairs above the bar.
+The card names the category that bounds it, and what each quota kept and dropped, with their mean
+scores.
 For each category, in score order:
 
 - above its target: the best ``target`` pairs;
@@ -51,7 +53,8 @@ CURRENT_PLAN = """
 SELECT stats->'categories' FROM runs WHERE run_id = (SELECT run_id FROM balanced LIMIT 1)
 """
 CURRENT_TOTAL = """
-SELECT stats->'total_target', stats->>'bound_by' FROM runs WHERE run_id = (SELECT run_id FROM balanced LIMIT 1)
+SELECT stats->'total_target', stats->>'bound_by', stats->'scarce' FROM runs
+WHERE run_id = (SELECT run_id FROM balanced LIMIT 1)
 """
 # Per category, the selected pairs the quotas kept (copy 1) and dropped, and their mean score (exact
 # numeric means, so a rerun writes the same card).
@@ -122,6 +125,7 @@ class CategoryPlan:
 class BalanceResult(ledger.StageResult):
     total_target: int = 0
     bound_by: str | None = None  # the category whose pairs bound the default total
+    scarce: list[str] = field(default_factory=list)  # categories too short to bound it: kept whole
     rows: int = 0
     categories: dict[str, dict[str, int]] = field(default_factory=dict)
     batch_id: str = ""
@@ -144,7 +148,9 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
     with ledger.stage_run(engine, "balance") as run:
         result = BalanceResult(run_id=run.run_id)
         run.report(result)
-        plans, result.bound_by = plan_categories(engine, config)
+        plans, default = plan_categories(engine, config)
+        if default is not None:
+            result.bound_by, result.scarce = default.bound_by, list(default.scarce)
         result.total_target = sum(p.target for p in plans.values())
         _fill(engine, plans, run.run_id, config.max_copies if config.enabled else 1, config, llm_client)
         with engine.begin() as conn:
@@ -152,7 +158,7 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
         result.categories = {c: {**asdict(p), "dropped": p.dropped, "shortfall": p.shortfall} for c, p in plans.items()}
     short = {c: p.shortfall for c, p in plans.items() if p.shortfall}
     dropped = sum(p.dropped for p in plans.values())
-    bound = f" (the largest with real pairs only, bound by {result.bound_by})" if result.bound_by else ""
+    bound = f" (bound by {result.bound_by}; scarce: {', '.join(result.scarce) or 'none'})" if result.bound_by else ""
     log.info(
         "balance: %d slots for a target of %d%s; %d selected pairs dropped by quotas; short: %s",
         result.rows,
@@ -164,40 +170,55 @@ def balance_pairs(engine: Engine, config: BalanceConfig, llm_client: Any = None)
     return result
 
 
-def largest_total(available: Mapping[str, int], shares: Mapping[str, float]) -> tuple[int, str | None]:
-    """The largest total whose targets every category with pairs and a share meets with real pairs
-    alone, and the category that bounds it (None: no such category). A category without a pair is
-    left out: no total gives it one, and counting it would only leave its slots empty."""
+@dataclass(frozen=True)
+class DefaultTotal:
+    """The total balance takes without ``balance.total``, the category that bounds it, and the scarce
+    categories (kept whole and short: too few pairs to bound the total)."""
+
+    total: int
+    bound_by: str | None
+    scarce: tuple[str, ...] = ()
+
+
+def largest_total(available: Mapping[str, int], shares: Mapping[str, float], scarce_below: float = 0.0) -> DefaultTotal:
+    """The largest total whose targets every category with pairs, a share and not scarce meets with
+    real pairs alone. A category without a pair is left out: no total gives it one. A category is
+    scarce when its pairs are fewer than ``scarce_below`` of its share of all the pairs: one style
+    pair for a 2% share would otherwise bound the set at 50 pairs. So the total is at least
+    ``scarce_below`` of the pairs (the category with the most pairs for its share is never scarce)."""
     present = {c: s for c, s in shares.items() if s > 0 and available.get(c, 0) > 0}
     if not present:
-        return 0, None
-    weight = sum(present.values())
-    bound = min(present, key=lambda c: (available[c] / present[c], c))
+        return DefaultTotal(0, None)
+    weight, pairs = sum(present.values()), sum(available[c] for c in present)
+    scarce = tuple(sorted(c for c, s in present.items() if available[c] < scarce_below * pairs * s / weight))
+    binding = {c: s for c, s in present.items() if c not in scarce}
+    bound = min(binding, key=lambda c: (available[c] / binding[c], c))
     # Exact shares fit up to ``low``; rounding by largest remainders may fit a few more (not always
     # monotonically), and past ``high`` a category's floor alone is more than it has.
     low = math.floor(available[bound] * weight / present[bound] + 1e-9)
-    high = min(math.ceil((available[c] + 1) * weight / s) for c, s in present.items())
-    for total in range(high, low - 1, -1):
-        if all(t <= available[c] for c, t in targets(total, present).items()):
-            return total, bound
-    return max(low - 1, 0), bound  # not reached: ``low`` fits unless floats misled it
+    high = min(math.ceil((available[c] + 1) * weight / s) for c, s in binding.items())
+    total = next(
+        (t for t in range(high, low - 1, -1) if all(targets(t, present)[c] <= available[c] for c in binding)),
+        low,
+    )
+    return DefaultTotal(total, bound, scarce)
 
 
-def plan_categories(engine: Engine, config: BalanceConfig) -> tuple[dict[str, CategoryPlan], str | None]:
-    """Each category's target and the selected pairs available for it, and the category that bounds
-    the default total (None with ``balance.total`` set, or balance off: each takes what was selected)."""
+def plan_categories(engine: Engine, config: BalanceConfig) -> tuple[dict[str, CategoryPlan], DefaultTotal | None]:
+    """Each category's target and the selected pairs available for it, and the default total (None
+    with ``balance.total`` set, or balance off: each category takes what was selected)."""
     with engine.connect() as conn:
         available = {c: int(n) for c, n in conn.execute(sa.text(AVAILABLE)).all()}
-    bound = None
+    default = None
     if not config.enabled:
         goal = dict(available)
     elif config.total is not None:
         goal = targets(config.total, config.shares)
     else:
-        total, bound = largest_total(available, config.shares)
-        goal = targets(total, {c: s for c, s in config.shares.items() if available.get(c, 0) > 0})
+        default = largest_total(available, config.shares, config.scarce_below)
+        goal = targets(default.total, {c: s for c, s in config.shares.items() if available.get(c, 0) > 0})
     plans = {c: CategoryPlan(goal.get(c, 0), available.get(c, 0)) for c in sorted(set(goal) | set(available))}
-    return plans, bound
+    return plans, default
 
 
 def _fill(

@@ -740,10 +740,12 @@ def _balance_section(
     synthetic = sum(n for (_, origin), n in stats.categories.items() if origin == "synthetic")
     lines = ["## Categories", ""]
     if balance_total is not None and balance_total[1]:
+        total_target, bound_by, scarce = balance_total
         lines += [
-            f"Target total {balance_total[0]}: the largest that the shares allow with real pairs only, bound by",
-            f"`{balance_total[1]}` (above it, a category would be padded or short while others drop pairs",
-            "above the bar); `balance.total` sets another. Categories without a pair take no share.",
+            f"Target total {total_target}: the largest that the shares allow with real pairs only, bound by",
+            f"`{bound_by}` (above it, a category would be padded or short while others drop pairs above",
+            "the bar); `balance.total` sets another. Categories without a pair take no share; scarce ones",
+            f"(fewer pairs than `balance.scarce_below` of their share) keep every pair: {', '.join(scarce) or 'none'}.",
             "",
         ]
     lines += [

@@ -117,7 +117,9 @@ def clean_message(message: str) -> str:
     text = TRAILER.sub("", message.replace("\r\n", "\n"))
     squash = _is_squash(text)
     summary, newline, body = PR_REFERENCE.sub("", text).strip().partition("\n")
-    text = summary + newline + REFERENCE_LINE.sub("", body)  # the summary stays, even "Fixes #12"
+    trimmed = TRAILING_REFERENCE.sub("", summary)
+    summary = trimmed if len(trimmed.split()) >= 2 else summary  # the summary stays, even "Fixes #12"
+    text = summary + newline + TRAILING_REFERENCE.sub("", REFERENCE_LINE.sub("", body))
     if squash:
         text = _drop_squash_subjects(text)
     return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+$", "", text, flags=re.MULTILINE)).strip()
@@ -130,6 +132,12 @@ REFERENCE_LINE = re.compile(
     r"^[ \t]*(?:(?:fix(?:es|ed)?|close[sd]?|resolve[sd]?|refs?|references?|see(?: also)?|related(?: to)?|part of"
     r"|follow[- ]?up (?:to|of|for)|cc)[ \t]*:?[ \t]*)?(?:(?:(?:[\w.-]+/[\w.-]+)?#\d+|https?://\S+/(?:issues|pull)/\d+\S*)"
     r"[ \t,]*(?:and[ \t]+)?)+\.?[ \t]*$\n?",
+    re.IGNORECASE | re.MULTILINE,
+)
+# A reference ending a line of prose: "Update the handlers recursively fix #110", "…, closes #12 and #13."
+TRAILING_REFERENCE = re.compile(
+    r"(?<=\S)[ \t]*[,;:.-]?[ \t]+(?:(?:fix(?:es|ed)?|close[sd]?|resolve[sd]?|refs?|see|for)[ \t]*:?[ \t]+)?"
+    r"(?:(?:[\w.-]+/[\w.-]+)?#\d+(?:[ \t]*(?:,|and)[ \t]*)?)+\.?[ \t]*$",
     re.IGNORECASE | re.MULTILINE,
 )
 SQUASH_SEPARATOR = re.compile(r"^-{3,}[ \t]*$\n?", re.MULTILINE)
