@@ -48,7 +48,8 @@ def test_the_dashboard_shows_the_database_numbers(engine, mirrors, tmp_path: Pat
     )
     assert tuple(counts) == (3, 2, 4, 4)
     assert {"stage": "extract", "reason": "message_too_short", "n": 1} in s["skips"]
-    assert s["categories"]["bug_fix"] == {"category": "bug_fix", "real": 1, "copies": 1, "synthetic": 0, "target": 2}
+    bug_fix = {"category": "bug_fix", "real": 1, "copies": 1, "synthetic": 0, "target": 2, "dropped": 0}
+    assert s["categories"]["bug_fix"] == bug_fix
     assert {g["suite"] for g in s["gates"]} >= {"pairs_suite", "score_suite", "dedup_suite", "balance_suite"}
     page = client.get("/")
     assert page.status_code == 200 and 'src="/static/plotly.min.js"' in page.text

@@ -104,18 +104,23 @@ UNION ALL SELECT instruction, response FROM synthetic_pairs WHERE pair_id = :id
 STAGES = ("extract", "score", "dedup", "balance")
 
 
+def _planned(plan: dict[str, Any]) -> dict[str, Any]:
+    """A category's target, and the selected pairs its quota dropped (above the bar, left out)."""
+    return {"target": plan.get("target"), "dropped": plan.get("dropped")}
+
+
 def summary(engine: Engine) -> dict[str, Any]:
     """Every figure the dashboard shows, read in one connection."""
     with engine.connect() as conn:
         funnel = dict(conn.execute(sa.text(FUNNEL)).mappings().one())
         plan = conn.execute(sa.text(CURRENT_PLAN)).scalar() or {}
         categories = {
-            r["category"]: {**dict(r), "target": plan.get(r["category"], {}).get("target")}
+            r["category"]: {**dict(r), **_planned(plan.get(r["category"], {}))}
             for r in conn.execute(sa.text(CATEGORY_SLOTS)).mappings()
         }
         for category, p in plan.items():
             categories.setdefault(
-                category, {"category": category, "real": 0, "copies": 0, "synthetic": 0, "target": p.get("target")}
+                category, {"category": category, "real": 0, "copies": 0, "synthetic": 0, **_planned(p)}
             )
         return {
             "funnel": funnel,
