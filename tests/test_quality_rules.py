@@ -276,6 +276,14 @@ EXAMPLE = hunk(
 )
 
 
+NUMBER_NAMES = [
+    "def format_number(value, locale):",
+    "    digits = split_groups(str(value), locale.group_size)",
+    "    return locale.group_separator.join(digits)",
+]
+NUMBER_FORMAT = hunk("src/fmt.py", ["def format(value):"], NUMBER_NAMES)
+
+
 @pytest.mark.parametrize(
     ("summary", "diff", "category"),
     [
@@ -288,6 +296,10 @@ EXAMPLE = hunk(
         ("style: sort imports", CODE, "style"),
         ("Tidy the pager", hunk("src/pager.py", ["    return x"], ["        return x"]), "style"),  # whitespace only
         ("Fix lint to allow empty SCRIPT_NAME", CODE, "bug_fix"),  # a module called Lint, not a lint fix
+        # A style word naming what new code does: 13 new names of 15 added, so the other rules decide.
+        ("Support localized number formatting", NUMBER_FORMAT, "feature"),
+        # A formatter re-wrapping the same names (0 new of 15) stays style.
+        ("Format with black", hunk("src/fmt.py", [" ".join(NUMBER_NAMES)], NUMBER_NAMES), "style"),
     ],
 )
 def test_style_is_a_category_and_a_typo_in_code_is_a_fix(summary: str, diff: str, category: str) -> None:

@@ -56,10 +56,10 @@ CURRENT_TOTAL = """
 SELECT stats->'total_target', stats->>'bound_by', stats->'scarce' FROM runs
 WHERE run_id = (SELECT run_id FROM balanced LIMIT 1)
 """
-# Per category, the selected pairs the quotas kept (copy 1) and dropped, and their mean score (exact
+# Per category, the mean score of the selected pairs the quotas kept (copy 1) and dropped (exact
 # numeric means, so a rerun writes the same card).
 KEPT_AND_DROPPED = """
-SELECT s.category, bl.pair_id IS NOT NULL AS kept, count(*), round(avg(s.score::numeric), 3)
+SELECT s.category, bl.pair_id IS NOT NULL AS kept, round(avg(s.score::numeric), 3)
 FROM pair_scores s JOIN dedup d ON d.pair_id = s.pair_id
 LEFT JOIN balanced bl ON bl.pair_id = s.pair_id AND bl.copy = 1 AND NOT bl.synthetic
 WHERE s.selected GROUP BY 1, 2
@@ -242,7 +242,7 @@ def _fill(
                 plans[category].selected = int(n)
             else:
                 plans[category].upsampled = int(n)
-        for category, kept, _, mean in conn.execute(sa.text(KEPT_AND_DROPPED)).all():
+        for category, kept, mean in conn.execute(sa.text(KEPT_AND_DROPPED)).all():
             if kept:
                 plans[category].kept_score = float(mean)
             else:

@@ -40,6 +40,7 @@ from codepairs.quality.features import (
     features,
     has_label,
     identifiers_changed,
+    new_names,
     summary_line,
 )
 
@@ -130,12 +131,18 @@ def classify(pair: Mapping[str, Any], rules: ScoringRules, stats: Any = None) ->
 
 def _style(bare: str, stats: DiffStats, rules: ScoringRules) -> Category | None:
     """Style, by the summary (typo, formatting, lint, whitespace) or by a diff that changes whitespace
-    only; a "typo" whose diff changes the identifiers of code is the bug fix it is."""
+    only; a "typo" whose diff changes the identifiers of code is the bug fix it is, and a style word
+    in a change that brings new code names what that code does ("localized date formatting", "don't
+    underline indentation"): the other rules decide it."""
     c = rules.categories
     conf = c.get("confidence") or {}
     if c.get("style") and _keywords((("style", c["style"]),)).search(bare):
         if TYPO_WORD.search(bare) and identifiers_changed(stats, rules):
             return Category("bug_fix", conf.get("priority", 0.8), "typo_fix")
+        at_least, share = c.get("style_new_names") or (math.inf, 1.0)
+        new, added = new_names(stats, rules)
+        if new >= at_least and new >= share * added:
+            return None
         return Category("style", conf.get("priority", 0.8), "style")
     if whitespace_only(stats.text):
         return Category("style", conf.get("files", 0.95), "whitespace")

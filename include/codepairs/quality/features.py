@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -494,9 +494,9 @@ def is_trivial(bare: str, stats: DiffStats, rules: ScoringRules) -> bool:
     return True
 
 
-def identifiers_changed(stats: DiffStats, rules: ScoringRules) -> bool:
-    """Whether the code files' removed and added lines differ in their identifiers once comments and
-    string literals are set aside (a renamed variable does; a corrected word in a message does not)."""
+def _code_names(stats: DiffStats, rules: ScoringRules) -> Iterator[tuple[Counter[str], Counter[str]]]:
+    """Per code file of the diff, the identifiers of its added and of its removed lines, comments and
+    string literals set aside."""
     for section in FILE_SPLIT.split(stats.text)[1:]:
         m = DIFF_HEADER.match("diff --git " + section.partition("\n")[0])
         if not m or rules.files.kind(m.group(2)) not in ("code", "ui"):
@@ -505,9 +505,23 @@ def identifiers_changed(stats: DiffStats, rules: ScoringRules) -> bool:
         for line in section.split("\n")[1:]:
             if CODE_LINE.match(line):
                 names[line[0]].update(IDENTIFIER.findall(STRING_OR_COMMENT.sub(" ", line[1:])))
-        if names["+"] != names["-"]:
-            return True
-    return False
+        yield names["+"], names["-"]
+
+
+def identifiers_changed(stats: DiffStats, rules: ScoringRules) -> bool:
+    """Whether the code files' removed and added lines differ in their identifiers once comments and
+    string literals are set aside (a renamed variable does; a corrected word in a message does not)."""
+    return any(added != removed for added, removed in _code_names(stats, rules))
+
+
+def new_names(stats: DiffStats, rules: ScoringRules) -> tuple[int, int]:
+    """(identifiers the code files' added lines bring that their removed lines did not have, all the
+    identifiers of the added lines): a formatter or a lint fix moves names about, new code brings some."""
+    new = added_total = 0
+    for added, removed in _code_names(stats, rules):
+        new += sum((added - removed).values())
+        added_total += sum(added.values())
+    return new, added_total
 
 
 def _label_signal(labels: Sequence[str], rules: ScoringRules) -> float:
